@@ -1,0 +1,67 @@
+"""keras_skipae: reconstruction-based visual anomaly detection in Keras 3.
+
+AE, AESc (Collin & De Vleeschouwer, ICPR 2020) and U-Net builders with
+configurable skips, a tf.data stain-corruption pipeline, training helpers,
+anomaly maps, metrics, layer-discrepancy analysis and SavedModel export.
+
+Example:
+    >>> import keras_skipae as ks
+    >>> model = ks.build_aesc(input_shape=(64, 64, 1), depth=4)
+
+Attributes are loaded lazily, so ``import keras_skipae`` (and the CLI's
+``--help``) does not pay TensorFlow's import cost until a model or a dataset
+is actually used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> (module, attribute or None for the module itself)
+_LAZY = {
+    # models
+    "build_ae": ("keras_skipae.models", "build_ae"),
+    "build_aesc": ("keras_skipae.models", "build_aesc"),
+    "build_unet": ("keras_skipae.models", "build_unet"),
+    "get_model": ("keras_skipae.models", "get_model"),
+    "list_models": ("keras_skipae.models", "list_models"),
+    "tap_names": ("keras_skipae.models", "tap_names"),
+    "tap_model": ("keras_skipae.models", "tap_model"),
+    # training, evaluation, export
+    "train": ("keras_skipae.training", "train"),
+    "evaluate": ("keras_skipae.evaluation", "evaluate"),
+    "EvaluationResult": ("keras_skipae.evaluation", "EvaluationResult"),
+    "export_saved_model": ("keras_skipae.export", "export_saved_model"),
+    "export_keras": ("keras_skipae.export", "export_keras"),
+    # submodules
+    "models": ("keras_skipae.models", None),
+    "data": ("keras_skipae.data", None),
+    "losses": ("keras_skipae.losses", None),
+    "callbacks": ("keras_skipae.callbacks", None),
+    "analysis": ("keras_skipae.analysis", None),
+    "scoring": ("keras_skipae.scoring", None),
+    "metrics": ("keras_skipae.metrics", None),
+    "plotting": ("keras_skipae.plotting", None),
+    "export": ("keras_skipae.export", None),
+    "training": ("keras_skipae.training", None),
+    "evaluation": ("keras_skipae.evaluation", None),
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'keras_skipae' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,114 @@
+"""Safe file output: temporary name + rename, and no silent clobbering.
+
+Every file or folder keras_skipae writes for a user goes through these helpers,
+so an interrupted write never leaves a half-written file under the final name,
+and an existing output is refused unless the caller passes ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def check_writable(path: str | os.PathLike, *, overwrite: bool = False, what: str = "output") -> Path:
+    """Refuses to clobber ``path`` unless ``overwrite``.
+
+    Args:
+        path: the final output path (file or folder).
+        overwrite: allow replacing an existing path.
+        what: how the error names the path ("output", "export folder", ...).
+
+    Returns:
+        The path as a ``Path``.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"The {what} {str(path)!r} already exists. Refusing to overwrite it; "
+            "pass overwrite=True (CLI: --overwrite) to replace it."
+        )
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = False, is_dir: bool = False,
+                what: str = "output") -> Iterator[Path]:
+    """Yields a temporary path beside ``path``; renames it to ``path`` on success.
+
+    Args:
+        path: the final file or folder.
+        overwrite: replace an existing ``path`` (only after the new one is complete).
+        is_dir: yield a (created) temporary folder instead of a file name.
+        what: how errors name the path.
+
+    Example:
+        >>> with atomic_path("report.json") as tmp:
+        ...     tmp.write_text("{}")
+    """
+    path = check_writable(path, overwrite=overwrite, what=what)
+    parent = path.parent if str(path.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{path.name}.tmp-"
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if path.exists():
+            # Only reached with overwrite=True (checked above): move the old one
+            # aside first so the replacement is a rename, then delete it.
+            old = parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
+    """Writes ``text`` atomically. Overwrites by default (for files a run owns)."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj, *, overwrite: bool = True) -> Path:
+    """Writes ``obj`` as indented JSON, atomically."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n",
+                      overwrite=overwrite)
+
+
+def _json_default(value):
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
