@@ -1,0 +1,324 @@
+"""Tests for keras_skipae.scoring: maps, smoothing, scores, MC dropout."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import ndimage
+from skimage.metrics import structural_similarity
+
+from keras_skipae import scoring
+
+
+def _tiny_model(shape=(16, 16, 1), dropout=0.0, with_dropout=True, bn_stats=None):
+    inp = keras.Input(shape)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c1")(inp)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    if with_dropout:
+        x = keras.layers.Dropout(dropout, name="drop")(x)
+    x = keras.layers.Conv2D(shape[-1], 3, padding="same", activation="sigmoid", name="out")(x)
+    model = keras.Model(inp, x, name="tiny")
+    if bn_stats is not None:
+        bn = model.get_layer("bn")
+        bn.moving_mean.assign(np.full(4, bn_stats[0], "float32"))
+        bn.moving_variance.assign(np.full(4, bn_stats[1], "float32"))
+    return model
+
+
+# ---------------------------------------------------------------- residual
+
+
+def test_residual_map_hand_computed_rgb():
+    x = np.zeros((1, 2, 2, 3), "float32")
+    y = np.zeros((1, 2, 2, 3), "float32")
+    x[0, 0, 0] = [0.3, 0.6, 0.9]
+    y[0, 0, 0] = [0.0, 0.0, 0.0]
+    x[0, 1, 1] = [0.1, 0.1, 0.1]
+    y[0, 1, 1] = [0.4, 0.4, 0.7]
+    expected = np.array([[[0.6, 0.0], [0.0, 0.4]]], "float32")
+    np.testing.assert_allclose(scoring.residual_map(x, y).numpy(), expected, atol=1e-6)
+
+
+def test_residual_map_grayscale_shape():
+    x = np.random.default_rng(0).random((2, 5, 7, 1)).astype("float32")
+    out = scoring.residual_map(x, 1 - x).numpy()
+    assert out.shape == (2, 5, 7)
+    np.testing.assert_allclose(out, np.abs(2 * x[..., 0] - 1), atol=1e-6)
+
+
+# ---------------------------------------------------------------- SSIM
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_ssim_map_matches_skimage_interior(channels):
+    rng = np.random.default_rng(1)
+    x = rng.random((24, 28, channels))
+    y = np.clip(x + 0.2 * rng.standard_normal(x.shape), 0, 1)
+    y[5:12, 6:15] = 0.1 * y[5:12, 6:15]  # a structured difference too
+    ours = scoring.ssim_map(x[None].astype("float32"), y[None].astype("float32")).numpy()[0]
+    ref = np.mean(
+        [
+            structural_similarity(
+                x[..., c],
+                y[..., c],
+                full=True,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                data_range=1,
+            )[1]
+            for c in range(channels)
+        ],
+        axis=0,
+    )
+    r = 5  # window radius: pixels further from the border see no padding
+    assert ours.shape == (24, 28)
+    np.testing.assert_allclose(ours[r:-r, r:-r], 1 - ref[r:-r, r:-r], atol=2e-4)
+
+
+def test_ssim_map_zero_for_identical_images():
+    x = np.random.default_rng(2).random((2, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(scoring.ssim_map(x, x).numpy(), 0.0, atol=1e-4)
+
+
+# ---------------------------------------------------------------- smoothing
+
+
+def test_gaussian_smooth_interior_matches_scipy():
+    rng = np.random.default_rng(3)
+    maps = rng.random((2, 40, 44)).astype("float32")
+    sigma = 2.0
+    ours = scoring.gaussian_smooth(maps, sigma).numpy()
+    ref = np.stack(
+        [ndimage.gaussian_filter(m.astype("float64"), sigma, truncate=4.0) for m in maps]
+    )
+    r = int(4 * sigma + 0.5)
+    np.testing.assert_allclose(ours[:, r:-r, r:-r], ref[:, r:-r, r:-r], atol=1e-5)
+
+
+def test_gaussian_smooth_keeps_constants_and_mass_at_borders():
+    maps = np.full((1, 12, 9), 0.7, "float32")
+    np.testing.assert_allclose(scoring.gaussian_smooth(maps, 3.0).numpy(), 0.7, atol=1e-6)
+    # A delta in the interior comes out as the sampled 2-D kernel.
+    delta = np.zeros((1, 31, 31), "float32")
+    delta[0, 15, 15] = 1.0
+    out = scoring.gaussian_smooth(delta, 1.0).numpy()[0]
+    g = np.exp(-0.5 * np.arange(-4, 5) ** 2)
+    g /= g.sum()
+    np.testing.assert_allclose(out[11:20, 11:20], np.outer(g, g), atol=1e-6)
+    assert abs(out.sum() - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("sigma", [0, 0.0, None])
+def test_gaussian_smooth_off(sigma):
+    maps = np.random.default_rng(4).random((2, 6, 6)).astype("float32")
+    np.testing.assert_array_equal(scoring.gaussian_smooth(maps, sigma).numpy(), maps)
+
+
+@pytest.mark.parametrize("sigma", [-1.0, float("nan"), "big"])
+def test_gaussian_smooth_rejects_bad_sigma(sigma):
+    with pytest.raises(ValueError, match="smoothing"):
+        scoring.gaussian_smooth(np.zeros((1, 4, 4), "float32"), sigma)
+
+
+# ---------------------------------------------------------------- scores
+
+
+MAPS = np.array([[[1.0, 2.0], [3.0, 4.0]], [[0.0, -1.0], [0.5, 0.0]]], "float32")
+
+
+@pytest.mark.parametrize(
+    "score, kwargs, expected",
+    [
+        ("max", {}, [4.0, 0.5]),
+        ("mean", {}, [2.5, -0.125]),
+        ("topk", {"topk": 0.5}, [3.5, 0.25]),  # the 2 largest of 4 pixels
+        ("topk", {"topk": 0.1}, [4.0, 0.5]),  # ceil(0.4) = 1 pixel
+        ("topk", {"topk": 3}, [3.0, 1.0 / 6.0]),  # a count
+        ("topk", {"topk": 100}, [2.5, -0.125]),  # clipped to all pixels
+        ("lp", {"p": 2.0}, [np.sqrt(30.0), np.sqrt(1.25)]),
+        ("lp", {"p": 1.0}, [10.0, 1.5]),
+        ("lp", {"p": float("inf")}, [4.0, 1.0]),
+    ],
+)
+def test_image_score_hand_computed(score, kwargs, expected):
+    out = scoring.image_score(MAPS, score, **kwargs).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"score": "median"}, "score"),
+        ({"score": "topk", "topk": 0}, "topk"),
+        ({"score": "topk", "topk": 2.5}, "topk"),
+        ({"score": "lp", "p": 0}, "p"),
+    ],
+)
+def test_image_score_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        scoring.image_score(MAPS, **kwargs)
+
+
+def test_is_anomalous_uses_greater_equal():
+    out = scoring.is_anomalous([0.1, 0.5, 0.9], 0.5).numpy()
+    np.testing.assert_array_equal(out, [False, True, True])
+
+
+# ---------------------------------------------------------------- compute
+
+
+def test_compute_matches_manual_pipeline():
+    model = _tiny_model()
+    x = np.random.default_rng(5).random((3, 16, 16, 1)).astype("float32")
+    out = scoring.compute(model, x, map="residual", smoothing=1.5, score="topk", topk=0.05)
+    assert set(out) == {"reconstruction", "anomaly_map", "score"}
+    recon = model(x, training=False).numpy()
+    np.testing.assert_allclose(out["reconstruction"].numpy(), recon, atol=1e-6)
+    raw = np.abs(x - recon)[..., 0]
+    ref_map = np.stack(
+        [ndimage.gaussian_filter(m.astype("float64"), 1.5, truncate=4.0) for m in raw]
+    )
+    np.testing.assert_allclose(
+        out["anomaly_map"].numpy()[:, 6:-6, 6:-6], ref_map[:, 6:-6, 6:-6], atol=1e-5
+    )
+    flat = out["anomaly_map"].numpy().reshape(3, -1)
+    k = int(np.ceil(0.05 * flat.shape[1]))
+    np.testing.assert_allclose(out["score"].numpy(), np.sort(flat, 1)[:, -k:].mean(1), rtol=1e-5)
+
+
+def test_compute_defaults_are_documented_constants():
+    model = _tiny_model()
+    x = np.random.default_rng(6).random((2, 16, 16, 1)).astype("float32")
+    out = scoring.compute(model, x)
+    raw = np.abs(x - model(x, training=False).numpy())[..., 0]
+    smooth = scoring.gaussian_smooth(raw, scoring.DEFAULT_SMOOTHING).numpy()
+    assert scoring.DEFAULT_MAP == "residual" and scoring.DEFAULT_SCORE == "max"
+    np.testing.assert_allclose(out["score"].numpy(), smooth.reshape(2, -1).max(1), rtol=1e-6)
+
+
+def test_compute_uint8_equals_float():
+    model = _tiny_model()
+    u8 = np.random.default_rng(7).integers(0, 256, (2, 16, 16, 1)).astype("uint8")
+    a = scoring.compute(model, u8)
+    b = scoring.compute(model, u8.astype("float32") / 255.0)
+    np.testing.assert_allclose(a["score"].numpy(), b["score"].numpy(), atol=1e-6)
+
+
+def test_compute_in_tf_function_equals_eager():
+    model = _tiny_model(shape=(16, 16, 3))
+    x = np.random.default_rng(8).random((2, 16, 16, 3)).astype("float32")
+    eager = scoring.compute(model, x, map="ssim", smoothing=2.0, score="lp", p=3.0)
+    scorer = scoring.make_scorer(model, map="ssim", smoothing=2.0, score="lp", p=3.0)
+    graph = scorer(tf.constant(x))
+    for key in eager:
+        np.testing.assert_allclose(graph[key].numpy(), eager[key].numpy(), atol=1e-5)
+    # A different batch size through the same scorer.
+    assert scorer(tf.constant(x[:1]))["score"].shape == (1,)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"map": "nope"}, "map"),
+        ({"score": "nope"}, "score"),
+        ({"smoothing": -2}, "smoothing"),
+    ],
+)
+def test_compute_rejects_bad_settings(kwargs, match):
+    model = _tiny_model()
+    with pytest.raises(ValueError, match=match):
+        scoring.compute(model, np.zeros((1, 16, 16, 1), "float32"), **kwargs)
+
+
+def test_compute_rejects_wrong_rank_and_dtype():
+    model = _tiny_model()
+    with pytest.raises(ValueError, match="rank 4"):
+        scoring.compute(model, np.zeros((16, 16, 1), "float32"))
+    with pytest.raises(ValueError, match="dtype"):
+        scoring.compute(model, np.zeros((1, 16, 16, 1), "int32"))
+
+
+def test_register_map_dispatch():
+    calls = {}
+
+    def double_residual(model, images, reconstruction, *, factor=2.0, **options):
+        calls["factor"] = factor
+        return factor * scoring.residual_map(images, reconstruction)
+
+    scoring.register_map("_test_double", double_residual)
+    try:
+        with pytest.raises(ValueError, match="already exists"):
+            scoring.register_map("_test_double", double_residual)
+        model = _tiny_model()
+        x = np.random.default_rng(9).random((2, 16, 16, 1)).astype("float32")
+        a = scoring.compute(model, x, smoothing=0, score="mean")
+        b = scoring.compute(
+            model, x, map="_test_double", smoothing=0, score="mean", map_options={"factor": 3.0}
+        )
+        assert calls["factor"] == 3.0
+        np.testing.assert_allclose(b["score"].numpy(), 3.0 * a["score"].numpy(), rtol=1e-5)
+    finally:
+        scoring.ANOMALY_MAPS.pop("_test_double", None)
+
+
+# ---------------------------------------------------------------- MC dropout
+
+
+def test_mc_dropout_zero_without_dropout_layers():
+    model = _tiny_model(with_dropout=False, bn_stats=(0.3, 2.0))
+    x = np.random.default_rng(10).random((2, 16, 16, 1)).astype("float32")
+    with pytest.warns(UserWarning, match="no Dropout"):
+        out = scoring.mc_dropout_map(model, x, mc_samples=4).numpy()
+    np.testing.assert_allclose(out, 0.0, atol=1e-10)
+
+
+def test_mc_dropout_zero_with_rate_zero_and_bn_in_inference_mode():
+    model = _tiny_model(dropout=0.0, bn_stats=(0.5, 4.0))
+    x = np.random.default_rng(11).random((4, 16, 16, 1)).astype("float32")
+    np.testing.assert_allclose(
+        scoring.mc_dropout_map(model, x, mc_samples=3).numpy(), 0.0, atol=1e-10
+    )
+    clone = scoring.mc_dropout_model(model)
+    assert any(isinstance(layer, scoring.MCDropout) for layer in clone.layers)
+    # BatchNorm uses its moving statistics, not the batch's:
+    inference = model(x, training=False).numpy()
+    batch_stats = model(x, training=True).numpy()
+    assert np.abs(inference - batch_stats).max() > 1e-3  # the two modes differ here
+    np.testing.assert_allclose(clone(x).numpy(), inference, atol=1e-6)
+
+
+def test_mc_dropout_positive_with_dropout_and_leaves_model_untouched():
+    model = _tiny_model(dropout=0.5, bn_stats=(0.2, 3.0))
+    x = np.random.default_rng(12).random((2, 16, 16, 1)).astype("float32")
+    before = [w.numpy().copy() for w in model.weights]
+    var = scoring.mc_dropout_map(model, x, mc_samples=6).numpy()
+    assert var.shape == (2, 16, 16)
+    assert (var > 0).mean() > 0.9
+    for w, b in zip(model.weights, before):
+        np.testing.assert_array_equal(w.numpy(), b)  # BN moving stats not updated
+    # The deterministic model is unchanged: dropout inactive without MC.
+    np.testing.assert_array_equal(model(x, training=False).numpy(), model(x).numpy())
+    out = scoring.compute(model, x, map="mc_dropout", mc_samples=4)
+    np.testing.assert_allclose(
+        out["reconstruction"].numpy(), model(x, training=False).numpy(), atol=1e-6
+    )
+    assert float(out["score"].numpy().min()) > 0
+
+
+def test_mc_dropout_clone_is_cached_and_follows_new_weights():
+    model = _tiny_model(dropout=0.0)
+    x = np.random.default_rng(13).random((2, 16, 16, 1)).astype("float32")
+    scoring.mc_dropout_map(model, x, mc_samples=2)
+    clone = scoring.mc_dropout_model(model)
+    assert scoring.mc_dropout_model(model) is clone
+    model.get_layer("out").kernel.assign(np.ones_like(model.get_layer("out").kernel.numpy()))
+    scoring.mc_dropout_map(model, x, mc_samples=2)
+    np.testing.assert_allclose(clone(x).numpy(), model(x, training=False).numpy(), atol=1e-6)
+
+
+def test_mc_dropout_rejects_one_sample():
+    with pytest.raises(ValueError, match="mc_samples"):
+        scoring.mc_dropout_map(
+            _tiny_model(dropout=0.5), np.zeros((1, 16, 16, 1), "float32"), mc_samples=1
+        )
