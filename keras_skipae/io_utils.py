@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def check_writable(path: str | os.PathLike, *, overwrite: bool = False, what: str = "output") -> Path:
+def check_writable(
+    path: str | os.PathLike, *, overwrite: bool = False, what: str = "output"
+) -> Path:
     """Refuses to clobber ``path`` unless ``overwrite``.
 
     Args:
@@ -40,8 +42,9 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool = False, what: st
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, overwrite: bool = False, is_dir: bool = False,
-                what: str = "output") -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike, *, overwrite: bool = False, is_dir: bool = False, what: str = "output"
+) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; renames it to ``path`` on success.
 
     Args:
@@ -95,8 +98,11 @@ def write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) ->
 
 def write_json(path: str | os.PathLike, obj, *, overwrite: bool = True) -> Path:
     """Writes ``obj`` as indented JSON, atomically."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n",
-                      overwrite=overwrite)
+    return write_text(
+        path,
+        json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n",
+        overwrite=overwrite,
+    )
 
 
 def _json_default(value):

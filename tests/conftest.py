@@ -11,7 +11,10 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _clear_session():
-    """Fresh Keras state (layer-name counters, seeds) for every test."""
-    keras.backend.clear_session()
+    """Fresh Keras state (layer-name counters, global seed) before every test.
+
+    ``free_memory=False`` skips the full garbage collection (0.3 s a call), which
+    tiny test models don't need.
+    """
+    keras.backend.clear_session(free_memory=False)
     yield
-    keras.backend.clear_session()

@@ -1,0 +1,559 @@
+"""One core encoder-decoder builder; ``build_ae``, ``build_aesc`` and ``build_unet`` set its options.
+
+Layer naming (deterministic, shared by all builders)
+----------------------------------------------------
+Levels are indexed from 0 at the finest resolution. A model with ``L`` skip
+levels has encoder stages ``enc0 ... enc{L-1}``, a ``bottleneck`` stage and
+decoder stages ``dec{L-1} ... dec0`` (decoder level ``i`` works at the
+resolution of encoder level ``i``, so a skip joins ``enc{i}`` to ``dec{i}``).
+
+* ``image``: the Input; ``input_check``: :class:`InputSizeCheck`.
+* ``enc{i}_conv``, ``enc{i}_bn``, ``enc{i}_act``, ``enc{i}_drop`` (AESc style) or
+  ``enc{i}_conv1/_bn1/_act1/_conv2/_bn2/_act2``, ``enc{i}_pool``, ``enc{i}_drop`` (U-Net).
+* ``bottleneck_conv`` ... as an encoder stage; ``bottleneck_up`` (AESc style).
+* ``dec{i}_conv/_bn/_act``, ``dec{i}_skip_scale`` (Rescaling, when ``skip_scale < 1``),
+  ``dec{i}_skip_proj`` (1x1 Conv2D, when an added skip's channels differ),
+  ``dec{i}_skip`` (Add or Concatenate), ``dec{i}_up`` (UpSampling2D in AESc style,
+  Conv2DTranspose in U-Net style, where it comes *before* the merge), ``dec{i}_drop``.
+* ``out_up`` (only with a keras.applications encoder in U-Net style) and ``out``,
+  the output convolution with a sigmoid.
+* With ``encoder=``: ``gray_to_rgb`` (Concatenate, grayscale input only),
+  ``encoder_preprocess`` and the nested body ``encoder``.
+* Taps: ``enc{i}_out``, ``bottleneck_out``, ``dec{i}_out`` are Identity layers at the
+  end of every level (after the skip merge in the decoder). They are the public way
+  to reach intermediate activations: see :mod:`keras_skipae.models.taps`.
+
+AE and AESc differ only by their ``dec{i}_skip`` (and projection / scale) layers,
+so every other layer, and every tap, has the same name in both.
+
+References:
+    Collin & De Vleeschouwer, "Improved anomaly detection by training an autoencoder
+    with skip connections on images corrupted with stain-shaped noise", ICPR 2020
+    (arXiv 2008.12977). Ronneberger et al., "U-Net", 2015 (arXiv 1505.04597).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import keras
+
+from keras_skipae.models import encoders as _encoders
+from keras_skipae.models.blocks import (
+    InputSizeCheck,
+    conv_block,
+    double_conv_block,
+    level_output,
+    skip_merge,
+)
+
+SKIP_MODES = ("add", "concat", None)
+STYLES = ("aesc", "unet")
+#: Depth used when ``depth=None`` and no ``encoder`` is given (an encoder fixes it to 5).
+DEFAULT_DEPTH = {"aesc": 6, "unet": 4}
+
+#: The per-level dropout rates of the authors' MC-dropout AESc (levels 0..4 and bottleneck).
+AESC_MC_DROPOUT = (0.0, 0.0, 0.1, 0.2, 0.4, 0.5)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}")
+    return int(value)
+
+
+def _check_input_shape(input_shape, multiple: int, encoder) -> tuple:
+    if (
+        not isinstance(input_shape, Sequence)
+        or isinstance(input_shape, str)
+        or len(input_shape) != 3
+    ):
+        raise ValueError(
+            "`input_shape` must be a tuple (height, width, channels); height and width may be "
+            f"None. Received: input_shape={input_shape!r}"
+        )
+    h, w, c = input_shape
+    if isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 1:
+        raise ValueError(
+            "`input_shape` must have a known, positive channel count (1 for grayscale, 3 for "
+            f"RGB). Received: input_shape={input_shape!r}"
+        )
+    for dim in (h, w):
+        if dim is None:
+            continue
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
+            raise ValueError(
+                f"`input_shape` height and width must be positive integers or None. "
+                f"Received: input_shape={input_shape!r}"
+            )
+        if dim % multiple:
+            raise ValueError(
+                f"`input_shape` height and width must be multiples of 2**depth = {multiple} "
+                f"{'for this encoder ' if encoder else ''}(or None). Received: "
+                f"input_shape={tuple(input_shape)!r}"
+            )
+    return (h, w, int(c))
+
+
+def _check_skips(skips, skip_mode, n_levels: int) -> tuple[int, ...]:
+    if skip_mode not in SKIP_MODES:
+        raise ValueError(
+            f"`skip_mode` must be one of 'add', 'concat' or None. Received: skip_mode={skip_mode!r}"
+        )
+    if skips is None or (isinstance(skips, str) and skips == "none"):
+        return ()
+    if isinstance(skips, str):
+        if skips != "all":
+            raise ValueError(
+                "`skips` must be 'all', 'none', None or a tuple of level indices in "
+                f"[0, {n_levels - 1}]. Received: skips={skips!r}"
+            )
+        return tuple(range(n_levels)) if skip_mode is not None else ()
+    try:
+        levels = tuple(skips)
+    except TypeError:
+        raise ValueError(
+            "`skips` must be 'all', 'none', None or a tuple of level indices in "
+            f"[0, {n_levels - 1}]. Received: skips={skips!r}"
+        ) from None
+    for level in levels:
+        if (
+            isinstance(level, bool)
+            or not isinstance(level, numbers.Integral)
+            or not 0 <= level < n_levels
+        ):
+            raise ValueError(
+                f"`skips` entries must be level indices in [0, {n_levels - 1}] "
+                f"(0 is the finest resolution). Received: skips={skips!r}"
+            )
+    if len(set(levels)) != len(levels):
+        raise ValueError(f"`skips` has repeated levels. Received: skips={skips!r}")
+    if levels and skip_mode is None:
+        raise ValueError(
+            "`skips` selects levels but `skip_mode` is None (no skips). Set skip_mode='add' or "
+            f"'concat', or skips=(). Received: skip_mode=None, skips={skips!r}"
+        )
+    return tuple(sorted(int(level) for level in levels))
+
+
+def _per_level(name, value, n: int, *, low, high, low_inclusive) -> tuple[float, ...]:
+    """Expands a float or a sequence of ``n`` floats, each within (low|[low, high]."""
+    values = (
+        [value] * n
+        if isinstance(value, numbers.Real) and not isinstance(value, bool)
+        else list(value)
+        if isinstance(value, Sequence) and not isinstance(value, str)
+        else None
+    )
+    bad = values is None or len(values) != n
+    if not bad:
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                bad = True
+            elif not ((low <= v if low_inclusive else low < v) and v <= high):
+                bad = True
+    if bad:
+        bracket = "[" if low_inclusive else "("
+        raise ValueError(
+            f"`{name}` must be a number in {bracket}{low}, {high}] or a sequence of {n} such "
+            f"numbers (one per level). Received: {name}={value!r}"
+        )
+    return tuple(float(v) for v in values)
+
+
+# --------------------------------------------------------------------------- core builder
+
+
+def build_encoder_decoder(
+    *,
+    input_shape,
+    style: str,
+    depth: int | None,
+    filters: int,
+    kernel_size: int,
+    skip_mode: str | None,
+    skips="all",
+    skip_scale=1.0,
+    dropout=None,
+    batchnorm: bool = True,
+    bn_momentum: float = 0.99,
+    activation: str | None = None,
+    num_outputs: int | None = None,
+    encoder: str | None = None,
+    encoder_weights=None,
+    freeze_encoder: bool = False,
+    name: str,
+) -> keras.Model:
+    """The one core builder behind every model. Prefer the public builders.
+
+    Args:
+        input_shape: ``(H, W, C)``; H and W may be None and must otherwise be
+            multiples of ``2**depth``.
+        style: ``"aesc"`` (strided conv encoder, nearest-neighbour upsampling decoder,
+            Conv-BN-LeakyReLU stages) or ``"unet"`` (double 3x3 conv blocks, max-pooling,
+            Conv2DTranspose, Dropout).
+        depth: number of halvings. AESc style: ``depth - 1`` skip levels plus the
+            bottleneck; U-Net style: ``depth`` skip levels plus the bottleneck. With an
+            ``encoder`` it is fixed to 5. None selects the style's default
+            (:data:`DEFAULT_DEPTH`) or the encoder's.
+        filters: channels of level 0; doubled at every level.
+        kernel_size: AESc-style kernel size (U-Net blocks use 3).
+        skip_mode: ``"add"``, ``"concat"`` or None.
+        skips: ``"all"``, None / ``()`` / ``"none"``, or a tuple of level indices.
+        skip_scale: multiplier on every skip (or one per level), ``0 < s <= 1``.
+        dropout: None, a rate, or one rate per level plus one for the bottleneck.
+        batchnorm: use BatchNormalization.
+        bn_momentum: BatchNormalization momentum (0.99 is Keras' default; lower values
+            make the moving statistics catch up in short training runs).
+        activation: ``"leaky_relu"`` (AESc default) or ``"relu"`` (U-Net default).
+        num_outputs: output channels (default: the input's channels).
+        encoder: None, ``"mobilenet_v2"`` or ``"resnet50"``.
+        encoder_weights: None or a local weights file for the encoder body.
+        freeze_encoder: make the encoder body non-trainable.
+        name: model name.
+
+    Returns:
+        A functional ``keras.Model``.
+    """
+    if style not in STYLES:
+        raise ValueError(f"`style` must be one of {STYLES}. Received: style={style!r}")
+    if encoder is not None:
+        _encoders.check_encoder(encoder, encoder_weights)
+        if depth not in (None, _encoders.ENCODER_DEPTH):
+            raise ValueError(
+                f"With encoder={encoder!r} the depth is fixed to {_encoders.ENCODER_DEPTH} "
+                f"(features at strides 2..32). Received: depth={depth!r}"
+            )
+        depth = _encoders.ENCODER_DEPTH
+    else:
+        if depth is None:
+            depth = DEFAULT_DEPTH[style]
+        if freeze_encoder or encoder_weights is not None:
+            raise ValueError(
+                "`freeze_encoder` and `encoder_weights` need an `encoder`. Received: "
+                f"encoder=None, freeze_encoder={freeze_encoder!r}, "
+                f"encoder_weights={encoder_weights!r}"
+            )
+    min_depth = 2 if style == "aesc" else 1
+    depth = _check_int("depth", depth, minimum=min_depth)
+    filters = _check_int("filters", filters)
+    kernel_size = _check_int("kernel_size", kernel_size)
+    if not isinstance(batchnorm, bool):
+        raise ValueError(f"`batchnorm` must be True or False. Received: batchnorm={batchnorm!r}")
+    if (
+        isinstance(bn_momentum, bool)
+        or not isinstance(bn_momentum, numbers.Real)
+        or not (0.0 <= bn_momentum < 1.0)
+    ):
+        raise ValueError(f"`bn_momentum` must be in [0, 1). Received: bn_momentum={bn_momentum!r}")
+    activation = activation or ("leaky_relu" if style == "aesc" else "relu")
+    input_shape = _check_input_shape(input_shape, 2**depth, encoder)
+    channels = input_shape[-1]
+    if num_outputs is None:
+        num_outputs = channels
+    num_outputs = _check_int("num_outputs", num_outputs)
+
+    # Skip levels: encoder features at strides 2**(i+1) (AESc style / encoders) or 2**i (U-Net).
+    n_levels = depth if (style == "unet" and encoder is None) else depth - 1
+    skips = _check_skips(skips, skip_mode, n_levels)
+    scales = _per_level("skip_scale", skip_scale, n_levels, low=0.0, high=1.0, low_inclusive=False)
+    rates = _per_level(
+        "dropout",
+        0.0 if dropout is None else dropout,
+        n_levels + 1,
+        low=0.0,
+        high=1.0,
+        low_inclusive=True,
+    )
+    if any(r >= 1.0 for r in rates):
+        raise ValueError(f"`dropout` rates must be below 1. Received: dropout={dropout!r}")
+    block = {"batchnorm": batchnorm, "activation": activation, "bn_momentum": bn_momentum}
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = InputSizeCheck(2**depth, name="input_check")(inputs)
+
+    # ---------------------------------------------------------------- encoder
+    features = []
+    if encoder is not None:
+        x = _encoders.preprocess(x, encoder, channels)
+        body = _encoders.build_encoder(
+            encoder,
+            input_shape=(input_shape[0], input_shape[1], 3),
+            encoder_weights=encoder_weights,
+            name="encoder",
+        )
+        if freeze_encoder:
+            body.trainable = False
+        *levels, deepest = body(x)
+        features = [level_output(f, f"enc{i}") for i, f in enumerate(levels)]
+        x = level_output(deepest, "bottleneck")
+    elif style == "aesc":
+        for i in range(n_levels):
+            x = conv_block(
+                x,
+                filters * 2**i,
+                kernel_size=kernel_size,
+                strides=2,
+                dropout=rates[i],
+                name=f"enc{i}",
+                **block,
+            )
+            x = level_output(x, f"enc{i}")
+            features.append(x)
+        x = conv_block(
+            x,
+            filters * 2**n_levels,
+            kernel_size=kernel_size,
+            strides=2,
+            dropout=rates[-1],
+            name="bottleneck",
+            **block,
+        )
+        x = level_output(x, "bottleneck")
+    else:
+        for i in range(n_levels):
+            c = double_conv_block(x, filters * 2**i, name=f"enc{i}", **block)
+            features.append(level_output(c, f"enc{i}"))
+            x = keras.layers.MaxPooling2D(2, name=f"enc{i}_pool")(features[-1])
+            if rates[i]:
+                x = keras.layers.Dropout(rates[i], name=f"enc{i}_drop")(x)
+        x = double_conv_block(x, filters * 2**n_levels, name="bottleneck", **block)
+        if rates[-1]:
+            x = keras.layers.Dropout(rates[-1], name="bottleneck_drop")(x)
+        x = level_output(x, "bottleneck")
+
+    # ---------------------------------------------------------------- decoder
+    if style == "aesc":
+        x = keras.layers.UpSampling2D(2, interpolation="nearest", name="bottleneck_up")(x)
+        for i in reversed(range(n_levels)):
+            x = conv_block(x, filters * 2**i, kernel_size=kernel_size, name=f"dec{i}", **block)
+            if i in skips:
+                x = skip_merge(x, features[i], mode=skip_mode, scale=scales[i], name=f"dec{i}")
+            x = level_output(x, f"dec{i}")
+            x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"dec{i}_up")(x)
+        outputs = keras.layers.Conv2D(
+            num_outputs, kernel_size, padding="same", activation="sigmoid", name="out"
+        )(x)
+    else:
+        for i in reversed(range(n_levels)):
+            x = keras.layers.Conv2DTranspose(
+                filters * 2**i, 3, strides=2, padding="same", name=f"dec{i}_up"
+            )(x)
+            if i in skips:
+                x = skip_merge(x, features[i], mode=skip_mode, scale=scales[i], name=f"dec{i}")
+            if rates[i]:
+                x = keras.layers.Dropout(rates[i], name=f"dec{i}_drop")(x)
+            x = double_conv_block(x, filters * 2**i, name=f"dec{i}", **block)
+            x = level_output(x, f"dec{i}")
+        if encoder is not None:  # encoder level 0 is at stride 2: one more upsampling
+            x = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", name="out_up")(
+                x
+            )
+        outputs = keras.layers.Conv2D(num_outputs, 1, activation="sigmoid", name="out")(x)
+
+    return keras.Model(inputs, outputs, name=name)
+
+
+# --------------------------------------------------------------------------- public builders
+
+
+def build_aesc(
+    *,
+    input_shape=(256, 256, 1),
+    depth: int | None = None,
+    filters: int = 16,
+    kernel_size: int = 5,
+    skip_mode: str | None = "add",
+    skips="all",
+    skip_scale=1.0,
+    dropout=None,
+    batchnorm: bool = True,
+    bn_momentum: float = 0.99,
+    encoder: str | None = None,
+    encoder_weights=None,
+    freeze_encoder: bool = False,
+    name: str = "aesc",
+) -> keras.Model:
+    """The AESc: an autoencoder with additive long skip connections.
+
+    Collin & De Vleeschouwer (ICPR 2020, arXiv 2008.12977). Encoder: ``depth`` stages of
+    Conv2D (stride 2, 'same') -> BatchNorm -> LeakyReLU with ``filters * 2**i`` channels
+    (16, 32, ..., 512 at depth 6: 256x256 becomes a 4x4x512 latent). Decoder: a
+    nearest-neighbour UpSampling2D of the bottleneck, then per level Conv2D -> BN ->
+    LeakyReLU -> Add(encoder output at the same resolution) -> UpSampling2D. Output:
+    Conv2D to the input's channels with a sigmoid. Additive skips join every level
+    except the bottleneck. Train it on stain-corrupted inputs with clean targets
+    (:class:`keras_skipae.data.Stains`), otherwise the skips copy defects through.
+
+    The layer names are listed in :mod:`keras_skipae.models.autoencoder`; the taps are
+    ``enc{i}_out``, ``bottleneck_out``, ``dec{i}_out``.
+
+    Args:
+        input_shape: ``(H, W, C)``; H, W multiples of ``2**depth`` or None.
+        depth: number of stride-2 stages (the last is the bottleneck). None means 6,
+            or 5 with an ``encoder`` (which fixes it).
+        filters: channels of the first stage, doubled per stage.
+        kernel_size: convolution kernel size.
+        skip_mode: ``"add"`` (the paper), ``"concat"`` or None (= :func:`build_ae`).
+        skips: ``"all"`` (levels ``0 .. depth-2``), None / ``()``, or a tuple of levels
+            (0 is the finest, 128x128 for a 256x256 input).
+        skip_scale: fixed multiplier ``0 < s <= 1`` on each skip (or one per level).
+            Values below 1 make the decoder lean less on its skips, the first thing to
+            try when defects are reconstructed too well.
+        dropout: None, a rate, or ``depth`` rates (levels then bottleneck) for
+            MC-dropout, e.g. :data:`AESC_MC_DROPOUT` = (0, 0, .1, .2, .4, .5).
+        batchnorm: use BatchNormalization.
+        bn_momentum: BatchNormalization momentum; 0.9 suits short runs.
+        encoder: None or a keras.applications body (``"mobilenet_v2"``, ``"resnet50"``).
+        encoder_weights: None or a local weights file for that body (never downloaded).
+        freeze_encoder: make the encoder body non-trainable.
+        name: model name.
+
+    Returns:
+        A ``keras.Model`` mapping ``[B, H, W, C]`` images in [0, 1] to reconstructions.
+
+    Example:
+        >>> model = build_aesc(input_shape=(64, 64, 1), depth=4, filters=8)
+        >>> model.output_shape
+        (None, 64, 64, 1)
+    """
+    return build_encoder_decoder(
+        input_shape=input_shape,
+        style="aesc",
+        depth=depth,
+        filters=filters,
+        kernel_size=kernel_size,
+        skip_mode=skip_mode,
+        skips=skips,
+        skip_scale=skip_scale,
+        dropout=dropout,
+        batchnorm=batchnorm,
+        bn_momentum=bn_momentum,
+        encoder=encoder,
+        encoder_weights=encoder_weights,
+        freeze_encoder=freeze_encoder,
+        name=name,
+    )
+
+
+def build_ae(
+    *,
+    input_shape=(256, 256, 1),
+    depth: int | None = None,
+    filters: int = 16,
+    kernel_size: int = 5,
+    dropout=None,
+    batchnorm: bool = True,
+    bn_momentum: float = 0.99,
+    encoder: str | None = None,
+    encoder_weights=None,
+    freeze_encoder: bool = False,
+    name: str = "ae",
+) -> keras.Model:
+    """The plain autoencoder: the AESc graph without skips.
+
+    Every layer has the same name as in :func:`build_aesc`, so weights and taps line
+    up between the two; only the ``dec{i}_skip`` layers are missing.
+
+    Args:
+        input_shape, depth, filters, kernel_size, dropout, batchnorm, bn_momentum,
+        encoder, encoder_weights, freeze_encoder: as in :func:`build_aesc`.
+        name: model name.
+
+    Returns:
+        A ``keras.Model``.
+
+    Example:
+        >>> ae = build_ae(input_shape=(64, 64, 1), depth=4, filters=8)
+    """
+    return build_encoder_decoder(
+        input_shape=input_shape,
+        style="aesc",
+        depth=depth,
+        filters=filters,
+        kernel_size=kernel_size,
+        skip_mode=None,
+        skips=None,
+        dropout=dropout,
+        batchnorm=batchnorm,
+        bn_momentum=bn_momentum,
+        encoder=encoder,
+        encoder_weights=encoder_weights,
+        freeze_encoder=freeze_encoder,
+        name=name,
+    )
+
+
+def build_unet(
+    *,
+    input_shape=(256, 256, 1),
+    filters: int = 16,
+    depth: int | None = None,
+    dropout=0.1,
+    batchnorm: bool = True,
+    bn_momentum: float = 0.99,
+    num_outputs: int | None = None,
+    skip_mode: str | None = "concat",
+    skips="all",
+    skip_scale=1.0,
+    encoder: str | None = None,
+    encoder_weights=None,
+    freeze_encoder: bool = False,
+    name: str = "unet",
+) -> keras.Model:
+    """The classic U-Net (Ronneberger et al., 2015) with Conv2dBlocks.
+
+    Conv2dBlock: two 3x3 convolutions, each -> BatchNorm -> ReLU. Down path: block,
+    MaxPool, Dropout (``depth`` times), then the bottleneck block. Up path per level:
+    Conv2DTranspose (stride 2), Concatenate with the encoder block at that
+    resolution, Dropout, block. Head: a 1x1 convolution with a sigmoid and
+    ``num_outputs`` channels (default: the input's channels, for reconstruction; the
+    number of classes for segmentation).
+
+    Args:
+        input_shape: ``(H, W, C)``; H, W multiples of ``2**depth`` or None.
+        filters: channels of level 0, doubled per level (``16 * 2**depth`` at the bottleneck).
+        depth: number of max-poolings (skip levels ``0 .. depth-1``). None means 4, or
+            5 with an ``encoder`` (which fixes it).
+        dropout: a rate for every Dropout, or ``depth + 1`` rates (levels, bottleneck).
+        batchnorm: use BatchNormalization.
+        bn_momentum: BatchNormalization momentum.
+        num_outputs: output channels; defaults to the input's channels.
+        skip_mode: ``"concat"`` (classic), ``"add"`` or None.
+        skips: ``"all"``, None / ``()`` or a tuple of levels (0 is the full resolution).
+        skip_scale: fixed multiplier ``0 < s <= 1`` on each skip (or one per level);
+            below 1 the decoder leans less on its skips.
+        encoder: None or a keras.applications body (``"mobilenet_v2"``, ``"resnet50"``):
+            its features at strides 2..16 are the skips, stride 32 the bottleneck.
+        encoder_weights: None or a local weights file for that body (never downloaded).
+        freeze_encoder: make the encoder body non-trainable.
+        name: model name.
+
+    Returns:
+        A ``keras.Model``.
+
+    Example:
+        >>> unet = build_unet(input_shape=(64, 64, 1), depth=3, filters=8)
+    """
+    return build_encoder_decoder(
+        input_shape=input_shape,
+        style="unet",
+        depth=depth,
+        filters=filters,
+        kernel_size=3,
+        skip_mode=skip_mode,
+        skips=skips,
+        skip_scale=skip_scale,
+        dropout=dropout,
+        batchnorm=batchnorm,
+        bn_momentum=bn_momentum,
+        num_outputs=num_outputs,
+        encoder=encoder,
+        encoder_weights=encoder_weights,
+        freeze_encoder=freeze_encoder,
+        name=name,
+    )
