@@ -1,0 +1,152 @@
+"""Reconstruction previews for training: TensorBoard images and PNG grids.
+
+Re-exported as :class:`keras_skipae.callbacks.ReconstructionPreview`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+
+def _summary_write(tag, tensor, step, plugin):
+    """Writes one summary with TensorFlow's core ops (no ``tensorboard`` package needed)."""
+    from tensorflow.core.framework import summary_pb2
+    from tensorflow.python.ops import summary_ops_v2
+
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = plugin
+    summary_ops_v2.write(tag, tensor, step=step, metadata=metadata)
+
+
+def _to_uint8(image):
+    image = np.asarray(image, dtype="float32")
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype("uint8")
+
+
+def reconstruction_grid(inputs, reconstructions, targets, clean_reconstructions=None):
+    """Stacks rows ``input | reconstruction | target | [recon. of target | |target - it|]``.
+
+    Args:
+        inputs: ``[N, H, W, C]`` model inputs (e.g. stain-corrupted images) in [0, 1].
+        reconstructions: the model's outputs for ``inputs``.
+        targets: the clean targets.
+        clean_reconstructions: optional outputs for ``targets`` (what the model
+            does to good images); adds those and their absolute residual (x4).
+
+    Returns:
+        A ``uint8`` array ``[N * H, k * W]`` (grey) or ``[N * H, k * W, 3]`` (RGB).
+    """
+    cols = [inputs, reconstructions, targets]
+    if clean_reconstructions is not None:
+        residual = np.abs(np.asarray(targets) - np.asarray(clean_reconstructions)) * 4.0
+        cols += [clean_reconstructions, residual]
+    rows = []
+    for i in range(len(inputs)):
+        rows.append(np.concatenate([_to_uint8(c[i]) for c in cols], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+class ReconstructionPreview(keras.callbacks.Callback):
+    """Logs reconstructions of a few fixed images after every epoch.
+
+    Each row shows the model input (e.g. a stain-corrupted image), its
+    reconstruction, the clean target, the reconstruction of the clean target
+    and the absolute residual of that one (times 4). The grid goes to
+    TensorBoard (``log_dir/validation``, tag ``reconstructions``) and to
+    ``image_dir/epoch_XXX.png``. Epoch scalars (``loss``, ``val_loss``,
+    metrics, learning rate) are written to ``log_dir/train`` and
+    ``log_dir/validation`` as ``epoch_<name>``, like Keras' TensorBoard
+    callback, but with TensorFlow's core summary ops, so the ``tensorboard``
+    package is not needed to write them (only to view them).
+
+    It also adds ``probe_good_mse`` to the epoch logs: the inference-mode mean
+    squared reconstruction error of the clean probe images (what a good part
+    costs in false positives; it exposes lagging BatchNorm statistics).
+
+    Args:
+        inputs: ``[N, H, W, C]`` probe inputs in [0, 1].
+        targets: ``[N, H, W, C]`` clean targets (defaults to ``inputs``).
+        log_dir: TensorBoard folder, or None.
+        image_dir: PNG folder, or None.
+        every: log every ``every`` epochs.
+        scalars: also write the epoch scalars.
+    """
+
+    def __init__(
+        self, inputs, targets=None, *, log_dir=None, image_dir=None, every=1, scalars=True
+    ):
+        super().__init__()
+        self.inputs = np.asarray(inputs, dtype="float32")
+        self.targets = self.inputs if targets is None else np.asarray(targets, dtype="float32")
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.image_dir = Path(image_dir) if image_dir is not None else None
+        self.every = max(1, int(every))
+        self.scalars = scalars
+        self._writers = {}
+
+    def _writer(self, name):
+        import tensorflow as tf
+
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(str(self.log_dir / name))
+        return self._writers[name]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        recon = keras.ops.convert_to_numpy(self.model(self.inputs, training=False))
+        clean = keras.ops.convert_to_numpy(self.model(self.targets, training=False))
+        logs["probe_good_mse"] = float(np.mean((clean - self.targets) ** 2))
+        if epoch % self.every:
+            return
+        grid = reconstruction_grid(self.inputs, recon, self.targets, clean)
+        if self.image_dir is not None:
+            from keras_skipae.io_utils import atomic_path
+
+            self.image_dir.mkdir(parents=True, exist_ok=True)
+            import cv2
+
+            path = self.image_dir / f"epoch_{epoch + 1:03d}.png"
+            with atomic_path(path, overwrite=True) as tmp:
+                bgr = grid if grid.ndim == 2 else grid[..., ::-1]
+                if not cv2.imwrite(str(tmp), bgr):
+                    raise OSError(f"Could not write the preview image {str(path)!r}.")
+        if self.log_dir is not None:
+            self._log_tensorboard(epoch, grid, logs)
+
+    def _log_tensorboard(self, epoch, grid, logs):
+        import tensorflow as tf
+
+        step = int(epoch)
+        image = grid[..., None] if grid.ndim == 2 else grid
+        png = tf.image.encode_png(tf.constant(image))
+        h, w = image.shape[:2]
+        with self._writer("validation").as_default():
+            _summary_write(
+                "reconstructions",
+                tf.stack([tf.constant(str(w)), tf.constant(str(h)), png]),
+                step,
+                "images",
+            )
+            if self.scalars:
+                for key, value in logs.items():
+                    if key.startswith("val_"):
+                        _summary_write(
+                            f"epoch_{key[4:]}", tf.constant(float(value)), step, "scalars"
+                        )
+        if self.scalars:
+            with self._writer("train").as_default():
+                for key, value in logs.items():
+                    if not key.startswith("val_"):
+                        _summary_write(f"epoch_{key}", tf.constant(float(value)), step, "scalars")
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}

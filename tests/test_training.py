@@ -1,0 +1,279 @@
+"""training.train: learning rate, run folder, refusal, resume, XLA, strategies."""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_skipae import training
+
+
+def _tiny(name="tiny"):
+    inputs = keras.Input((32, 32, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="bn")(x)
+    x = keras.layers.ReLU(name="act")(x)
+    outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="out")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _images(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.random((1, 32, 32, 1)).astype("float32")
+    return np.clip(base + 0.05 * rng.standard_normal((n, 32, 32, 1)), 0, 1).astype("float32")
+
+
+def _dataset(n=12, seed=0):
+    return tf.data.Dataset.from_tensor_slices(_images(n, seed))
+
+
+def _history_epochs(run_dir):
+    with open(run_dir / "history.csv", newline="") as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+class _Recorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.lrs, self.epochs, self.start_weights = [], [], None
+
+    def on_train_begin(self, logs=None):
+        self.start_weights = [w.copy() for w in self.model.get_weights()]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.lrs.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def test_resolve_jit_compile():
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert training.resolve_jit_compile("auto") is has_gpu
+    assert training.resolve_jit_compile(True) is True
+    assert training.resolve_jit_compile(False) is False
+    with pytest.raises(ValueError, match="jit_compile='yes'"):
+        training.resolve_jit_compile("yes")
+
+
+def test_get_strategy_names():
+    assert training.get_strategy(None) is tf.distribute.get_strategy()
+    with pytest.raises(ValueError, match="strategy='tpu-pod'"):
+        training.get_strategy("tpu-pod")
+
+
+@pytest.mark.parametrize("lr", [0.0123, 3e-4])
+def test_learning_rate_is_applied(lr):
+    rec = _Recorder()
+    run = training.train(
+        _tiny(),
+        _dataset(),
+        corruption=None,
+        epochs=1,
+        batch_size=4,
+        learning_rate=lr,
+        reduce_lr=False,
+        callbacks=[rec],
+        verbose=0,
+    )
+    assert float(keras.ops.convert_to_numpy(run.model.optimizer.learning_rate)) == pytest.approx(lr)
+    assert rec.lrs and all(v == pytest.approx(lr) for v in rec.lrs)
+    assert run.history["learning_rate"][0] == pytest.approx(lr)
+
+
+def test_one_epoch_writes_run_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    run = training.train(
+        _tiny(),
+        _dataset(),
+        corruption=None,
+        epochs=1,
+        batch_size=4,
+        run_dir=run_dir,
+        data_config={"root": "somewhere", "category": "grid"},
+        save_best=True,
+        verbose=0,
+    )
+    for name in ("config.json", "model.keras", "best.keras", "history.csv"):
+        assert (run_dir / name).is_file(), name
+    assert not (run_dir / "backup").exists()  # removed when the run finishes
+    assert list((run_dir / "logs" / "validation").glob("events.out.tfevents.*"))
+    assert list((run_dir / "previews").glob("epoch_001.png"))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"]["name"] == "tiny"
+    assert config["data"]["category"] == "grid"
+    assert config["data"]["n_train"] + config["data"]["n_val"] == 12
+    assert config["training"]["epochs"] == 1
+    assert _history_epochs(run_dir) == [0]
+    assert {"loss", "val_loss", "psnr", "val_ssim", "probe_good_mse"} <= set(run.history)
+    model, cfg = training.load_run(run_dir)
+    x = _images(2)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), run.model.predict(x, verbose=0), atol=1e-6
+    )
+    assert cfg == config
+
+
+def test_tensorboard_event_file_holds_images_and_scalars(tmp_path):
+    run_dir = tmp_path / "run"
+    training.train(
+        _tiny(),
+        _dataset(),
+        corruption=None,
+        epochs=2,
+        batch_size=4,
+        run_dir=run_dir,
+        preview_images=3,
+        verbose=0,
+    )
+    tags = {}
+    for path in (run_dir / "logs").rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, set()).add(event.step)
+    assert tags["reconstructions"] == {0, 1}
+    assert tags["epoch_loss"] == {0, 1}
+
+
+def test_refuses_a_different_run_and_a_finished_one(tmp_path):
+    run_dir = tmp_path / "run"
+    kwargs = dict(
+        corruption=None, epochs=1, batch_size=4, run_dir=run_dir, verbose=0, tensorboard=False
+    )
+    training.train(_tiny(), _dataset(), learning_rate=1e-3, **kwargs)
+    with pytest.raises(FileExistsError, match="different run"):
+        training.train(_tiny(), _dataset(), learning_rate=2e-3, **kwargs)
+    with pytest.raises(FileExistsError, match="already finished"):
+        training.train(_tiny(), _dataset(), learning_rate=1e-3, **kwargs)
+    run = training.train(_tiny(), _dataset(), learning_rate=2e-3, overwrite=True, **kwargs)
+    assert json.loads((run_dir / "config.json").read_text())["training"]["learning_rate"] == 2e-3
+    assert run.history["epoch"] == [0]
+    other = tmp_path / "not_a_run"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="no keras_skipae run config"):
+        training.train(_tiny(), _dataset(), run_dir=other, corruption=None, epochs=1, verbose=0)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+        self.weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            self.weights = [w.copy() for w in self.model.get_weights()]
+            raise RuntimeError("simulated crash")
+
+
+@pytest.mark.slow
+def test_resume_continues_after_the_interrupted_epoch(tmp_path):
+    run_dir = tmp_path / "run"
+    kwargs = dict(corruption=None, epochs=4, batch_size=4, run_dir=run_dir, verbose=0, seed=3)
+    crash = _Interrupt(at_epoch=1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        training.train(_tiny, _dataset(), callbacks=[crash], **kwargs)
+    assert (run_dir / "backup").is_dir()
+    assert not (run_dir / "model.keras").exists()
+    assert _history_epochs(run_dir) == [0, 1]
+
+    rec = _Recorder()
+    fresh = _tiny()
+    fresh_weights = [w.copy() for w in fresh.get_weights()]
+    run = training.train(lambda: fresh, _dataset(), callbacks=[rec], **kwargs)
+    assert run.initial_epoch == 2
+    assert rec.epochs == [2, 3]
+    # The resumed run starts from the weights saved after epoch 1, not from fresh ones.
+    assert len(rec.start_weights) == len(crash.weights)
+    for got, saved in zip(rec.start_weights, crash.weights):
+        np.testing.assert_array_equal(got, saved)
+    assert any(not np.array_equal(a, b) for a, b in zip(fresh_weights, crash.weights))
+    # The optimizer state came back too (its step counter continues).
+    # 11 training images, batch 4: 2 steps per epoch, 4 epochs in all.
+    assert int(run.model.optimizer.iterations.numpy()) == 4 * 2
+    assert _history_epochs(run_dir) == [0, 1, 2, 3]
+    assert (run_dir / "model.keras").is_file()
+    assert not (run_dir / "backup").exists()
+
+
+def test_resume_false_starts_over(tmp_path):
+    run_dir = tmp_path / "run"
+    kwargs = dict(
+        corruption=None, epochs=3, batch_size=4, run_dir=run_dir, verbose=0, tensorboard=False
+    )
+    with pytest.raises(RuntimeError):
+        training.train(_tiny, _dataset(), callbacks=[_Interrupt(0)], **kwargs)
+    rec = _Recorder()
+    training.train(_tiny, _dataset(), callbacks=[rec], resume=False, **kwargs)
+    assert rec.epochs == [0, 1, 2]
+    assert _history_epochs(run_dir) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_trains_with_and_without_xla(jit):
+    run = training.train(
+        _tiny(),
+        _dataset(8),
+        corruption=None,
+        epochs=1,
+        batch_size=4,
+        jit_compile=jit,
+        validation_split=0,
+        verbose=0,
+    )
+    assert run.config["runtime"]["jit_compile"] is jit
+    assert np.isfinite(run.history["loss"][0])
+
+
+def test_pairs_input_and_argument_errors():
+    x = _images(8)
+    pairs = tf.data.Dataset.from_tensor_slices((x, x)).batch(4)
+    run = training.train(_tiny(), pairs, val_data=pairs, epochs=1, verbose=0)
+    assert "val_loss" in run.history
+    with pytest.raises(ValueError, match="Cannot split"):
+        training.train(_tiny(), pairs, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="corruption"):
+        training.train(_tiny(), pairs, val_data=pairs, corruption=object(), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="epochs"):
+        training.train(_tiny(), _dataset(), epochs=0)
+    with pytest.raises(ValueError, match="tf.data.Dataset"):
+        training.train(_tiny(), x)
+    with pytest.raises(ValueError, match="built inside its scope"):
+        training.train(_tiny(), _dataset(), strategy="mirrored", corruption=None)
+
+
+def test_time_limit_stops_early():
+    rec = _Recorder()
+    run = training.train(
+        _tiny(),
+        _dataset(),
+        corruption=None,
+        epochs=50,
+        batch_size=4,
+        time_limit=0.0,
+        callbacks=[rec],
+        validation_split=0,
+        verbose=0,
+    )
+    assert rec.epochs == [0]
+    assert len(run.history["loss"]) == 1
+
+
+@pytest.mark.slow
+def test_mirrored_strategy(tmp_path):
+    run = training.train(
+        _tiny,
+        _dataset(),
+        corruption=None,
+        epochs=1,
+        batch_size=4,
+        strategy="mirrored",
+        run_dir=tmp_path / "run",
+        verbose=0,
+    )
+    assert run.config["runtime"]["strategy"] == "mirrored"
+    assert (tmp_path / "run" / "model.keras").is_file()
