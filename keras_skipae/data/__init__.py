@@ -1,0 +1,74 @@
+"""Data for corrupt-and-repair anomaly detection: corruptions, datasets, synthetic data.
+
+* :mod:`keras_skipae.data.corruption`: :class:`Stains` (the AESc stain model of
+  Collin & De Vleeschouwer, ICPR 2020), :class:`GaussianNoise`,
+  :class:`Scratches`, :class:`Drops`, :class:`NoiseOnTop`, the combinators
+  :class:`Compose` / :class:`OneOf`, and :func:`corrupt`, the tf.data pipeline
+  that turns images into batched ``(corrupted, target)`` pairs.
+* :mod:`keras_skipae.data.datasets`: :func:`mvtec_dataset` (MVTec AD layout) and
+  :func:`folder_dataset` (a folder of good images).
+* :mod:`keras_skipae.data.synthetic`: procedural inspection data in the MVTec AD
+  layout (:func:`make_dataset`).
+
+This package never imports :mod:`keras_skipae.models`.
+
+Example:
+    >>> from keras_skipae import data
+    >>> root = data.synthetic.make_dataset("data/synthetic", categories=["woven"])
+    >>> train = data.mvtec_dataset(root, "woven", split="train", image_size=128)
+    >>> pairs = data.corrupt(train, data.Stains(), seed=0, batch_size=16)
+"""
+
+from keras_skipae.data import corruption, datasets, synthetic
+from keras_skipae.data.corruption import (
+    Compose,
+    Corruption,
+    Drops,
+    GaussianNoise,
+    NoiseOnTop,
+    OneOf,
+    Scratches,
+    Stains,
+    corrupt,
+    deserialize,
+    get,
+    serialize,
+)
+from keras_skipae.data.datasets import (
+    DatasetError,
+    DatasetNotFoundError,
+    folder_dataset,
+    image_info,
+    list_mvtec_categories,
+    load_image,
+    mvtec_dataset,
+)
+from keras_skipae.data.synthetic import CATEGORIES, list_categories, make_dataset
+
+__all__ = [
+    "CATEGORIES",
+    "Compose",
+    "Corruption",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "Drops",
+    "GaussianNoise",
+    "NoiseOnTop",
+    "OneOf",
+    "Scratches",
+    "Stains",
+    "corrupt",
+    "corruption",
+    "datasets",
+    "deserialize",
+    "folder_dataset",
+    "get",
+    "image_info",
+    "list_categories",
+    "list_mvtec_categories",
+    "load_image",
+    "make_dataset",
+    "mvtec_dataset",
+    "serialize",
+    "synthetic",
+]
