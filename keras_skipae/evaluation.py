@@ -1,0 +1,588 @@
+"""``evaluate(model, test_data, ...)``: scores a test set and reports every metric.
+
+The scoring settings (map, smoothing, score) are fixed by the caller, and by
+default are ``keras_skipae.scoring``'s documented defaults; ``evaluate`` never
+tries several and keeps the best on the test data (the reference code reported
+the best of four norms chosen on the test set; we don't). The production
+threshold comes from an explicit value or from *good validation images only*
+(``metrics.threshold_from_good``), never from the test set. The F1-max
+threshold is reported too, but it is an oracle on the test set: a diagnostic,
+not something to deploy.
+
+Example:
+    >>> import keras_skipae as ks
+    >>> result = ks.evaluate(model, test_ds, val_data=val_ds, out_dir="runs/x/eval")
+    >>> result.image_auroc, result.pixel_auroc, result.aupro, result.threshold
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from keras_skipae import metrics as _metrics
+from keras_skipae import scoring as _scoring
+
+__all__ = ["EvaluationResult", "OUTPUT_FILES", "evaluate"]
+
+#: The files ``evaluate(..., out_dir=...)`` writes, by role.
+OUTPUT_FILES = {
+    "metrics": "metrics.json",
+    "roc_image": "roc_image.png",
+    "roc_pixel": "roc_pixel.png",
+    "cases": "cases.png",
+    "histogram": "score_histogram.png",
+}
+
+# Rows per group in the cases grid (worst / best, defective / good).
+_CASES_PER_GROUP = 2
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    """Everything ``evaluate`` measured.
+
+    Metrics that are undefined on the test set (e.g. AUROC with no good image,
+    pixel metrics with no ground-truth mask) are ``nan``; ``to_dict`` turns
+    them into ``None`` (JSON ``null``).
+
+    Attributes:
+        image_auroc: image-level ROC AUC.
+        pixel_auroc: pixel-level ROC AUC (all test pixels pooled).
+        aupro: area under the PRO curve up to FPR 0.3, normalised (MVTec AD).
+        f1_max: best image-level F1 over thresholds (an oracle on the test set).
+        f1_threshold: the threshold reaching ``f1_max``.
+        threshold: the production threshold (``score >= threshold`` is
+            defective): the explicit one, or a percentile of good validation
+            scores; None if neither was given.
+        threshold_source: ``"explicit"``, ``"val_data"`` or None.
+        precision: image-level precision at ``threshold`` (None without one).
+        recall: image-level recall at ``threshold`` (None without one).
+        per_defect: ``{defect_type: {image_auroc, pixel_auroc, aupro, f1_max,
+            f1_threshold, precision, recall, n_images, n_good, n_defective}}``,
+            each defect type against the good test images.
+        n_images, n_good, n_defective: test-set counts.
+        settings: the scoring settings and evaluation options used.
+        scores, labels, defect_types, paths: per test image, in input order.
+        files: ``{role: path}`` of the files written (empty without ``out_dir``).
+    """
+
+    image_auroc: float
+    pixel_auroc: float
+    aupro: float
+    f1_max: float
+    f1_threshold: float
+    threshold: float | None
+    threshold_source: str | None
+    precision: float | None
+    recall: float | None
+    per_defect: dict
+    n_images: int
+    n_good: int
+    n_defective: int
+    settings: dict
+    scores: np.ndarray = dataclasses.field(repr=False, default_factory=lambda: np.zeros(0))
+    labels: np.ndarray = dataclasses.field(repr=False, default_factory=lambda: np.zeros(0, int))
+    defect_types: list = dataclasses.field(repr=False, default_factory=list)
+    paths: list = dataclasses.field(repr=False, default_factory=list)
+    files: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self, *, include_images: bool = True) -> dict:
+        """A JSON-ready dict (nan -> None).
+
+        Args:
+            include_images: add ``images``: one ``{path, defect_type, label,
+                score}`` per test image.
+        """
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name in ("scores", "labels", "defect_types", "paths"):
+                continue
+            out[f.name] = _clean(getattr(self, f.name))
+        if include_images:
+            out["images"] = [
+                {"path": p, "defect_type": d, "label": int(lab), "score": float(s)}
+                for p, d, lab, s in zip(self.paths, self.defect_types, self.labels, self.scores)
+            ]
+        return out
+
+    def to_json(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        overwrite: bool = False,
+        include_images: bool = True,
+    ) -> str:
+        """The result as JSON text; also written (atomically) to ``path`` if given."""
+        text = json.dumps(self.to_dict(include_images=include_images), indent=2) + "\n"
+        if path is not None:
+            from keras_skipae.io_utils import write_text
+
+            write_text(path, text, overwrite=overwrite)
+        return text
+
+
+def _clean(value):
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# ----------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------
+
+
+def _to_str(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return _to_str(value.item())
+    return str(value)
+
+
+def _iter_batches(data, batch_size: int) -> Iterator[dict]:
+    """Yields batches as dicts of NumPy arrays (leading batch axis)."""
+    try:
+        import tensorflow as tf
+
+        is_dataset = isinstance(data, tf.data.Dataset)
+    except ImportError:  # pragma: no cover
+        is_dataset = False
+    if is_dataset:
+        spec = data.element_spec
+        if not isinstance(spec, dict) or "image" not in spec:
+            raise ValueError(
+                "Expected a dataset of dicts with at least an 'image' key (see "
+                f"docs/ARCHITECTURE.md). Received: element_spec={spec}"
+            )
+        if spec["image"].shape.rank != 4:
+            data = data.batch(batch_size)
+        yield from data.prefetch(2).as_numpy_iterator()
+        return
+    if isinstance(data, dict):
+        raise ValueError(
+            "Expected `test_data` as a tf.data.Dataset or an iterable of dicts. "
+            "Received: a single dict"
+        )
+    buffer = []
+    for element in data:
+        if not isinstance(element, dict) or "image" not in element:
+            raise ValueError(
+                "Expected elements that are dicts with at least an 'image' key. "
+                f"Received: {type(element).__name__}"
+            )
+        buffer.append(element)
+        if len(buffer) == batch_size:
+            yield _stack(buffer)
+            buffer = []
+    if buffer:
+        yield _stack(buffer)
+
+
+def _stack(elements):
+    keys = set(elements[0])
+    return {k: np.stack([np.asarray(e[k]) for e in elements]) for k in keys}
+
+
+def _n_batches(data, batch_size):
+    try:
+        import tensorflow as tf
+
+        if isinstance(data, tf.data.Dataset):
+            n = int(data.cardinality())
+            if n < 0:
+                return None
+            if data.element_spec["image"].shape.rank == 4:
+                return n
+            return math.ceil(n / batch_size)
+    except Exception:  # noqa: BLE001 - only a progress-bar total
+        return None
+    try:
+        return math.ceil(len(data) / batch_size)
+    except TypeError:
+        return None
+
+
+def _progress(iterable, *, total, desc, enabled):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False)
+
+
+def _labels_of(batch, n):
+    if "label" in batch:
+        return np.asarray(batch["label"]).reshape(-1).astype(int)
+    if "defect_type" in batch:
+        return np.array([0 if _to_str(d) == "good" else 1 for d in batch["defect_type"]])
+    return None
+
+
+def _score_dataset(scorer, data, batch_size, *, keep, progress, desc):
+    """Runs the scorer over ``data``; returns per-image arrays (and the cases data)."""
+    out = {
+        "scores": [],
+        "labels": [],
+        "defect_types": [],
+        "paths": [],
+        "masks": [],
+        "maps": [],
+        "images": [],
+        "recons": [],
+    }
+    has_labels = has_masks = True
+    total = _n_batches(data, batch_size)
+    for batch in _progress(
+        _iter_batches(data, batch_size), total=total, desc=desc, enabled=progress
+    ):
+        images = np.asarray(batch["image"])
+        if images.ndim != 4:
+            raise ValueError(
+                f"Expected images of shape [H, W, C] per element. Received a batch of shape "
+                f"{images.shape}"
+            )
+        result = scorer(images)
+        scores = result["score"].numpy()
+        n = scores.shape[0]
+        out["scores"].append(scores)
+        labels = _labels_of(batch, n)
+        if labels is None:
+            has_labels = False
+            labels = np.zeros(n, int)
+        out["labels"].append(labels)
+        if "defect_type" in batch:
+            out["defect_types"] += [_to_str(d) for d in batch["defect_type"]]
+        else:
+            out["defect_types"] += ["good" if lab == 0 else "defective" for lab in labels]
+        out["paths"] += [_to_str(p) for p in batch["path"]] if "path" in batch else [""] * n
+        if not keep:
+            continue
+        maps = result["anomaly_map"].numpy()
+        if "mask" in batch:
+            mask = np.asarray(batch["mask"])
+            mask = mask[..., 0] if mask.ndim == 4 else mask
+            if mask.shape != maps.shape:
+                raise ValueError(
+                    f"Expected ground-truth masks of the images' size {maps.shape[1:]}. "
+                    f"Received: masks of shape {mask.shape[1:]}"
+                )
+            out["masks"].append(mask > 0.5)
+        else:
+            has_masks = False
+        out["maps"].append(maps.astype(np.float32))
+        out["images"].append(_to_uint8(images))
+        out["recons"].append(_to_uint8(result["reconstruction"].numpy()))
+    if not out["scores"]:
+        raise ValueError(f"Received an empty dataset ({desc}): no image to evaluate.")
+    arrays = {
+        "scores": np.concatenate(out["scores"]).astype(np.float64),
+        "labels": np.concatenate(out["labels"]),
+        "defect_types": out["defect_types"],
+        "paths": out["paths"],
+        "has_labels": has_labels,
+    }
+    if keep:
+        arrays["maps"] = np.concatenate(out["maps"])
+        arrays["masks"] = np.concatenate(out["masks"]) if has_masks else None
+        arrays["images"] = np.concatenate(out["images"])
+        arrays["recons"] = np.concatenate(out["recons"])
+    return arrays
+
+
+def _to_uint8(x):
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        return x
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------
+# evaluate
+# ----------------------------------------------------------------------------
+
+
+def evaluate(
+    model,
+    test_data,
+    *,
+    val_data=None,
+    method: str = _scoring.DEFAULT_MAP,
+    smoothing: float | None = _scoring.DEFAULT_SMOOTHING,
+    score: str = _scoring.DEFAULT_SCORE,
+    topk: float = _scoring.DEFAULT_TOPK,
+    p: float = _scoring.DEFAULT_P,
+    mc_samples: int = _scoring.DEFAULT_MC_SAMPLES,
+    map_options: dict | None = None,
+    batch_size: int = 16,
+    threshold: float | None = None,
+    threshold_percentile: float = _metrics.DEFAULT_PERCENTILE,
+    max_fpr: float = _metrics.DEFAULT_MAX_FPR,
+    out_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Scores a test set with one fixed scoring recipe and reports every metric.
+
+    Args:
+        model: the trained autoencoder (images in [0, 1] -> reconstructions).
+        test_data: an unbatched ``tf.data.Dataset`` of dicts with keys
+            ``image``, ``mask``, ``label``, ``defect_type``, ``path`` (see
+            docs/ARCHITECTURE.md), an already batched one, or any iterable of
+            such dicts. ``mask`` is optional (no pixel metrics without it);
+            ``label`` may be replaced by ``defect_type`` (``"good"`` = 0).
+        val_data: good validation images (same format), used only to set the
+            production threshold; images labelled defective are ignored.
+        method: the anomaly map, a key of ``scoring.ANOMALY_MAPS``
+            (``"residual"``, ``"ssim"``, ``"mc_dropout"``, ...).
+        smoothing: Gaussian sigma (pixels) on the map; 0/None: off.
+        score: the image score (``"max"``, ``"mean"``, ``"topk"``, ``"lp"``).
+        topk: the ``"topk"`` fraction or count.
+        p: the ``"lp"`` exponent.
+        mc_samples: passes for ``"mc_dropout"``.
+        map_options: extra options for the map function.
+        batch_size: images per scoring batch.
+        threshold: an explicit production threshold (wins over ``val_data``).
+        threshold_percentile: the percentile of good validation scores used
+            as the threshold when ``val_data`` is given.
+        max_fpr: the AUPRO FPR limit.
+        out_dir: if given, writes ``metrics.json``, ``roc_image.png``,
+            ``roc_pixel.png`` (with masks), ``cases.png`` (input /
+            reconstruction / map / ground truth / overlay for the worst and
+            best cases) and ``score_histogram.png`` there.
+        overwrite: replace existing output files (otherwise
+            ``FileExistsError``, raised before any scoring).
+        progress: show a progress bar over batches.
+
+    Returns:
+        An ``EvaluationResult``.
+
+    Raises:
+        ValueError: bad settings, an empty test set, no good image in
+            ``val_data``, or masks that do not match the images.
+        FileExistsError: an output file exists and ``overwrite`` is False.
+
+    Example:
+        >>> result = evaluate(model, test_ds, val_data=val_ds)
+        >>> print(result.image_auroc, result.threshold, result.recall)
+    """
+    settings = _scoring.scoring_settings(
+        map=method,
+        smoothing=smoothing,
+        score=score,
+        topk=topk,
+        p=p,
+        mc_samples=mc_samples,
+        map_options=map_options,
+    )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"Expected `batch_size` >= 1. Received: batch_size={batch_size!r}")
+    if threshold is not None:
+        try:
+            threshold = float(threshold)
+        except (TypeError, ValueError):
+            threshold = float("nan")
+        if not math.isfinite(threshold):
+            raise ValueError("Expected a finite `threshold` or None.")
+    if not 0 < max_fpr <= 1:
+        raise ValueError(f"Expected `max_fpr` in (0, 1]. Received: max_fpr={max_fpr!r}")
+    if not 0 <= float(threshold_percentile) <= 100:
+        raise ValueError(
+            "Expected `threshold_percentile` in [0, 100]. "
+            f"Received: threshold_percentile={threshold_percentile!r}"
+        )
+    paths = None
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        paths = {role: out_dir / name for role, name in OUTPUT_FILES.items()}
+        existing = [str(p_) for p_ in paths.values() if p_.exists()]
+        if existing and not overwrite:
+            raise FileExistsError(
+                f"Evaluation outputs already exist: {existing}. Refusing to overwrite them; "
+                "pass overwrite=True (CLI: --overwrite) to replace them."
+            )
+
+    scorer = _scoring.make_scorer(model, **settings)
+
+    # Production threshold: explicit, else from good validation images only.
+    threshold_source = None
+    n_val = None
+    if threshold is not None:
+        threshold_source = "explicit"
+        if val_data is not None:
+            warnings.warn(
+                "Both `threshold` and `val_data` given: using the explicit threshold.", stacklevel=2
+            )
+    elif val_data is not None:
+        val = _score_dataset(
+            scorer, val_data, batch_size, keep=False, progress=progress, desc="Scoring validation"
+        )
+        good = val["scores"][val["labels"] == 0]
+        if good.size == 0:
+            raise ValueError("`val_data` holds no good image (label 0): cannot set a threshold.")
+        n_val = int(good.size)
+        threshold = _metrics.threshold_from_good(good, threshold_percentile)
+        threshold_source = "val_data"
+
+    test = _score_dataset(
+        scorer, test_data, batch_size, keep=True, progress=progress, desc="Scoring test"
+    )
+    if not test["has_labels"]:
+        raise ValueError("Expected test elements with a 'label' or 'defect_type' key.")
+    labels, scores = test["labels"], test["scores"]
+    masks = test["masks"]
+    m = _metrics.compute_metrics(
+        labels,
+        scores,
+        masks=masks,
+        maps=test["maps"] if masks is not None else None,
+        defect_types=test["defect_types"],
+        threshold=threshold,
+        max_fpr=max_fpr,
+    )
+    run_settings = dict(settings)
+    run_settings.update(
+        method=settings["map"],
+        batch_size=batch_size,
+        threshold_percentile=float(threshold_percentile),
+        max_fpr=float(max_fpr),
+        n_val_good=n_val,
+        model=getattr(model, "name", None),
+    )
+    result = EvaluationResult(
+        image_auroc=m["image_auroc"],
+        pixel_auroc=m["pixel_auroc"],
+        aupro=m["aupro"],
+        f1_max=m["f1_max"],
+        f1_threshold=m["f1_threshold"],
+        threshold=threshold,
+        threshold_source=threshold_source,
+        precision=m["precision"],
+        recall=m["recall"],
+        per_defect=m["per_defect"],
+        n_images=m["n_images"],
+        n_good=m["n_good"],
+        n_defective=m["n_defective"],
+        settings=run_settings,
+        scores=scores,
+        labels=labels,
+        defect_types=list(test["defect_types"]),
+        paths=list(test["paths"]),
+    )
+    if paths is not None:
+        _write_outputs(result, test, paths, overwrite=overwrite)
+    return result
+
+
+def _write_outputs(result, test, paths, *, overwrite):
+    import matplotlib.pyplot as plt
+
+    from keras_skipae import plotting
+    from keras_skipae.io_utils import check_writable
+
+    for path in paths.values():
+        check_writable(path, overwrite=overwrite, what="evaluation output")
+    paths["metrics"].parent.mkdir(parents=True, exist_ok=True)
+    labels, scores = result.labels, result.scores
+    types = np.asarray(result.defect_types)
+    written = {}
+
+    # ROC curves: overall first, then each defect type against the good images.
+    curves = {}
+    fpr, tpr = _metrics.roc_curve(labels, scores)
+    curves["all"] = (fpr, tpr, result.image_auroc)
+    for name, sub in result.per_defect.items():
+        sel = (labels == 0) | (types == name)
+        fpr, tpr = _metrics.roc_curve(labels[sel], scores[sel])
+        curves[name] = (fpr, tpr, sub["image_auroc"])
+    fig = plotting.plot_roc_curves(curves, title="Image-level ROC", path=paths["roc_image"])
+    plt.close(fig)
+    written["roc_image"] = str(paths["roc_image"])
+
+    masks, maps = test["masks"], test["maps"]
+    if masks is not None:
+        curves = {}
+        fpr, tpr = _metrics.pixel_roc_curve(masks, maps)
+        curves["all"] = (fpr, tpr, result.pixel_auroc)
+        for name, sub in result.per_defect.items():
+            sel = (labels == 0) | (types == name)
+            fpr, tpr = _metrics.pixel_roc_curve(masks[sel], maps[sel])
+            curves[name] = (fpr, tpr, sub["pixel_auroc"])
+        fig = plotting.plot_roc_curves(curves, title="Pixel-level ROC", path=paths["roc_pixel"])
+        plt.close(fig)
+        written["roc_pixel"] = str(paths["roc_pixel"])
+
+    # Worst and best cases.
+    rows, titles = _select_cases(labels, scores, types)
+    vmax = float(np.percentile(maps, 99.9))
+    fig = plotting.plot_anomaly_cases(
+        test["images"][rows],
+        test["recons"][rows],
+        maps[rows],
+        None if masks is None else masks[rows],
+        titles=titles,
+        map_range=(float(maps.min()), max(vmax, float(maps.min()) + 1e-6)),
+        path=paths["cases"],
+    )
+    plt.close(fig)
+    written["cases"] = str(paths["cases"])
+
+    thr_label = (
+        "threshold"
+        if result.threshold_source is None
+        else (f"threshold ({result.threshold_source})")
+    )
+    fig = plotting.plot_score_histogram(
+        scores,
+        labels,
+        threshold=result.threshold,
+        threshold_label=thr_label,
+        extra_thresholds={"F1-max threshold (on test, oracle)": result.f1_threshold},
+        title=f"Image scores ({result.settings['map']}, {result.settings['score']})",
+        path=paths["histogram"],
+    )
+    plt.close(fig)
+    written["histogram"] = str(paths["histogram"])
+
+    written["metrics"] = str(paths["metrics"])
+    result.files = dict(written)
+    result.to_json(paths["metrics"], overwrite=True)  # checked above
+
+
+def _select_cases(labels, scores, types, per_group=_CASES_PER_GROUP):
+    """Row indices and titles: worst (missed defects, false alarms), then best."""
+    defective = np.flatnonzero(labels == 1)
+    good = np.flatnonzero(labels == 0)
+    d_sorted = defective[np.argsort(scores[defective], kind="stable")]
+    g_sorted = good[np.argsort(scores[good], kind="stable")]
+    groups = [
+        ("worst defective", d_sorted[:per_group]),
+        ("worst good", g_sorted[::-1][:per_group]),
+        ("best defective", d_sorted[::-1][:per_group]),
+        ("best good", g_sorted[:per_group]),
+    ]
+    rows, titles, seen = [], [], set()
+    for name, idx in groups:
+        for i in idx:
+            if int(i) in seen:
+                continue
+            seen.add(int(i))
+            rows.append(int(i))
+            titles.append(f"{name}\n{types[i]}\nscore {scores[i]:.4g}")
+    return np.asarray(rows, dtype=int), titles
