@@ -279,6 +279,10 @@ def _default_corruption():
 def _describe_corruption(corruption) -> dict | None:
     if corruption is None:
         return None
+    from keras_skipae import data
+
+    if isinstance(corruption, data.Corruption):
+        return _jsonable(data.serialize(corruption))
     get_config = getattr(corruption, "get_config", None)
     config = get_config() if callable(get_config) else {}
     return {"class_name": type(corruption).__name__, "config": _jsonable(config)}
@@ -539,8 +543,9 @@ def train(
         loss: a name of :data:`keras_skipae.losses.LOSSES` or a ``keras.losses.Loss``.
         metrics: ``"psnr"``, ``"ssim"`` or Keras metrics.
         corruption: ``"auto"`` (:class:`keras_skipae.data.Stains` for image
-            datasets), a corruption object, or None (learn the identity: a plain
-            autoencoder recipe).
+            datasets), a corruption object, a name or serialized config for
+            :func:`keras_skipae.data.get` (``"stains"``, ``"scratches"``, ...), or
+            None (learn the identity: a plain autoencoder recipe).
         batch_size: global batch size.
         validation_split: fraction held out when ``val_data`` is None (0: no validation).
         steps_per_epoch: batches per epoch; None: one pass over the training images.
@@ -614,7 +619,14 @@ def train(
                 "or validation_split=0."
             )
     else:
-        corruption_obj = _default_corruption() if corruption == "auto" else corruption
+        if corruption == "auto":
+            corruption_obj = _default_corruption()
+        elif isinstance(corruption, str | dict):
+            from keras_skipae import data
+
+            corruption_obj = data.get(corruption)
+        else:
+            corruption_obj = corruption
 
     n_train = n_val = None
     if pairs_given:
@@ -648,6 +660,8 @@ def train(
             if _is_pairs(val_images):
                 val_pairs = val_images
             else:
+                # Cached after corruption: the same validation pairs every epoch, so
+                # val_loss moves with the model only (ReduceLROnPlateau, best.keras).
                 val_pairs = _make_pairs(
                     val_images,
                     corruption_obj,
@@ -655,7 +669,7 @@ def train(
                     seed=seed + 1,
                     shuffle=False,
                     repeat=False,
-                )
+                ).cache()
 
     if val_pairs is not None and int(val_pairs.cardinality()) < 0:
         # A known length keeps Keras from warning that the input "ran out of data".

@@ -277,3 +277,51 @@ def test_mirrored_strategy(tmp_path):
     )
     assert run.config["runtime"]["strategy"] == "mirrored"
     assert (tmp_path / "run" / "model.keras").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jit", [False, True])
+def test_registry_model_trains_one_step(jit):
+    # Every registry model under XLA: tests/test_models.py::test_one_fit_step. Here: the
+    # default recipe's model through train(), with its PSNR/SSIM metrics, both ways.
+    name = "aesc"
+    kwargs = {"input_shape": (32, 32, 1), "depth": 2, "filters": 2}
+    run = training.train(
+        name,
+        _dataset(4),
+        model_kwargs=kwargs,
+        corruption=None,
+        epochs=1,
+        batch_size=4,
+        jit_compile=jit,
+        validation_split=0,
+        verbose=0,
+    )
+    assert run.config["model"] == {
+        "name": name,
+        "kwargs": {**kwargs, "input_shape": [32, 32, 1]},
+        "params": run.model.count_params(),
+    }
+    assert run.model.optimizer.iterations.numpy() == 1
+    assert np.isfinite(run.history["loss"][0])
+
+
+def test_default_corruption_is_stains_and_recorded(tmp_path):
+    from keras_skipae import data
+
+    dicts = _dataset(10).map(lambda x: {"image": x, "label": 0})
+    run = training.train(
+        _tiny(),
+        dicts,
+        epochs=1,
+        batch_size=4,
+        run_dir=tmp_path / "run",
+        tensorboard=False,
+        verbose=0,
+    )
+    assert run.config["corruption"]["class_name"] == "Stains"
+    assert isinstance(data.deserialize(run.config["corruption"]), data.Stains)
+    run2 = training.train(
+        _tiny(), _dataset(10), corruption="scratches", epochs=1, batch_size=4, verbose=0
+    )
+    assert run2.config["corruption"]["class_name"] == "Scratches"
