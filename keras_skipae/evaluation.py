@@ -258,7 +258,11 @@ def _score_dataset(scorer, data, batch_size, *, keep, progress, desc):
                 f"Expected images of shape [H, W, C] per element. Received a batch of shape "
                 f"{images.shape}"
             )
-        result = scorer(images)
+        result = scorer(
+            images.astype(np.float32) / 255.0
+            if images.dtype == np.uint8
+            else images.astype(np.float32, copy=False)
+        )
         scores = result["score"].numpy()
         n = scores.shape[0]
         out["scores"].append(scores)
@@ -304,6 +308,21 @@ def _score_dataset(scorer, data, batch_size, *, keep, progress, desc):
         arrays["images"] = np.concatenate(out["images"])
         arrays["recons"] = np.concatenate(out["recons"])
     return arrays
+
+
+class _LazyScorer:
+    """One ``tf.function`` per image shape, with a free batch size (one trace each)."""
+
+    def __init__(self, model, settings):
+        self.model = model
+        self.settings = settings
+        self.fns = {}
+
+    def __call__(self, images):
+        key = tuple(images.shape[1:])
+        if key not in self.fns:
+            self.fns[key] = _scoring.make_scorer(self.model, image_shape=key, **self.settings)
+        return self.fns[key](images)
 
 
 def _to_uint8(x):
@@ -418,7 +437,7 @@ def evaluate(
                 "pass overwrite=True (CLI: --overwrite) to replace them."
             )
 
-    scorer = _scoring.make_scorer(model, **settings)
+    scorer = _LazyScorer(model, settings)
 
     # Production threshold: explicit, else from good validation images only.
     threshold_source = None

@@ -16,7 +16,14 @@ A score is computed in three steps:
    * ``"mc_dropout"``: the per-pixel variance of ``mc_samples`` stochastic
      reconstructions with dropout active and BatchNorm in inference mode
      (the alternative of Collin & De Vleeschouwer, ICPR 2020), the mean over
-     channels.
+     channels;
+   * ``"discrepancy"``: ``mean_i up(|mu_i(x) - mu_i(x_hat)|)``, the channel
+     means of the model's tapped activations for the input and for its
+     reconstruction passed through the model again, upsampled and averaged
+     over layers (``map_options``: ``layers="decoder"|"encoder"|"all"``,
+     ``normalize``); see ``keras_skipae.analysis.discrepancy_map``;
+   * ``"combined"``: ``sqrt(residual * discrepancy)``
+     (``keras_skipae.analysis.combined_map``).
 
 2. optional **Gaussian smoothing** of the map (``smoothing`` = sigma in pixels;
    0 or None turns it off);
@@ -364,11 +371,28 @@ def _mc_dropout_entry(model, images, reconstruction, *, mc_samples=DEFAULT_MC_SA
     return mc_dropout_map(model, images, mc_samples=mc_samples)
 
 
+def _discrepancy_entry(model, images, reconstruction, **options):
+    # Activation discrepancy |mu_i(x) - mu_i(x_hat)| (ESANN "Don't skip the skips");
+    # map_options: layers ("decoder" | "encoder" | "all" | names), normalize.
+    from keras_skipae.analysis import discrepancy_map
+
+    return discrepancy_map(model, images, reconstruction, **options)
+
+
+def _combined_entry(model, images, reconstruction, **options):
+    # sqrt(residual * discrepancy); same map_options as "discrepancy".
+    from keras_skipae.analysis import combined_map
+
+    return combined_map(model, images, reconstruction, **options)
+
+
 # name -> fn(model, images, reconstruction, **options) -> [B, H, W] (before smoothing).
 ANOMALY_MAPS: dict[str, Callable] = {
     "residual": _residual_entry,
     "ssim": _ssim_entry,
     "mc_dropout": _mc_dropout_entry,
+    "discrepancy": _discrepancy_entry,
+    "combined": _combined_entry,
 }
 
 
@@ -619,22 +643,33 @@ def compute(
     return {"reconstruction": reconstruction, "anomaly_map": anomaly_map, "score": scores}
 
 
-def make_scorer(model: keras.Model, **settings) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+def make_scorer(
+    model: keras.Model, *, image_shape=None, **settings
+) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """``compute`` bound to a model and settings, compiled with ``tf.function``.
 
     Args:
         model: the autoencoder.
+        image_shape: ``(H, W, C)`` (entries may be None) to trace once with a
+            free batch size (input float32 ``[None, H, W, C]``); None traces per
+            input shape, relaxing shapes after a retrace.
         **settings: ``compute``'s keyword arguments (validated here).
 
     Returns:
         ``fn(images) -> dict(reconstruction, anomaly_map, score)``.
+
+    Example:
+        >>> scorer = make_scorer(model, image_shape=(128, 128, 1), map="ssim")
+        >>> scorer(images)["score"]
     """
     settings = scoring_settings(**settings)
     if settings["map"] == "mc_dropout":
         mc_dropout_model(model)  # build the clone (its variables) eagerly
 
-    @tf.function(reduce_retracing=True)
     def scorer(images):
         return compute(model, images, **settings)
 
-    return scorer
+    if image_shape is not None:
+        spec = tf.TensorSpec([None, *image_shape], tf.float32)
+        return tf.function(scorer, input_signature=[spec])
+    return tf.function(scorer, reduce_retracing=True)

@@ -322,3 +322,17 @@ def test_mc_dropout_rejects_one_sample():
         scoring.mc_dropout_map(
             _tiny_model(dropout=0.5), np.zeros((1, 16, 16, 1), "float32"), mc_samples=1
         )
+
+
+def test_make_scorer_with_image_shape_traces_once_for_any_batch():
+    model = _tiny_model()
+    scorer = scoring.make_scorer(model, image_shape=(16, 16, 1), score="mean")
+    x = np.random.default_rng(14).random((5, 16, 16, 1)).astype("float32")
+    for n in (5, 2, 1):
+        out = scorer(x[:n])
+        np.testing.assert_allclose(
+            out["score"].numpy(),
+            scoring.compute(model, x[:n], score="mean")["score"].numpy(),
+            atol=1e-6,
+        )
+    assert scorer.experimental_get_tracing_count() == 1
