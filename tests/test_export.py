@@ -1,0 +1,393 @@
+"""Tests for keras_skipae.export: SavedModel signatures, settings, errors, .keras."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_skipae as ks
+from keras_skipae import export, scoring
+from keras_skipae.evaluation import evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "saved_models" / "aesc_mesh_demo"
+DEMO_KERAS = REPO / "saved_models" / "aesc_mesh_demo.keras"
+ATOL = 1e-5
+
+
+def _tiny(input_shape, seed):
+    """A tiny AESc with non-trivial BatchNorm statistics (so BN matters in the check)."""
+    keras.utils.set_random_seed(seed)
+    model = ks.build_aesc(input_shape=input_shape, depth=3, filters=4)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.1, n).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype("float32"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def gray_export(tmp_path_factory):
+    """Grayscale, any size (None, None, 1), default scoring, with a threshold."""
+    model = _tiny((None, None, 1), seed=1)
+    images = np.random.default_rng(11).random((3, 32, 32, 1), dtype=np.float32)
+    # A threshold between the scores, so is_anomalous has both values.
+    scores = np.sort(scoring.compute(model, images)["score"].numpy())
+    threshold = float((scores[0] + scores[1]) / 2)
+    path = tmp_path_factory.mktemp("export") / "gray"
+    export.export_saved_model(model, path, threshold=threshold, metadata={"run": "test"})
+    return {
+        "model": model,
+        "path": path,
+        "loaded": tf.saved_model.load(str(path)),
+        "threshold": threshold,
+        "images": images,
+        "settings": scoring.scoring_settings(),
+    }
+
+
+@pytest.fixture(scope="module")
+def rgb_export(tmp_path_factory):
+    """RGB, fixed 32x32, non-default scoring (SSIM map, sigma 2, top-k), no threshold."""
+    model = _tiny((32, 32, 3), seed=2)
+    settings = {"map": "ssim", "smoothing": 2.0, "score": "topk", "topk": 0.05}
+    path = tmp_path_factory.mktemp("export") / "rgb"
+    export.export_saved_model(model, path, **settings)
+    images = np.random.default_rng(12).random((2, 32, 32, 3), dtype=np.float32)
+    return {
+        "model": model,
+        "path": path,
+        "loaded": tf.saved_model.load(str(path)),
+        "threshold": None,
+        "images": images,
+        "settings": scoring.scoring_settings(**settings),
+    }
+
+
+@pytest.fixture(params=["gray", "rgb"])
+def exported(request, gray_export, rgb_export):
+    return gray_export if request.param == "gray" else rgb_export
+
+
+def _as_uint8(images):
+    return np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------
+# Agreement with the in-process computation
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_signature_matches_in_process(exported, dtype):
+    images = exported["images"] if dtype == "float32" else _as_uint8(exported["images"])
+    name = "serving_default" if dtype == "float32" else "serving_uint8"
+    served = exported["loaded"].signatures[name](images=tf.constant(images))
+    # The in-process reference: evaluate's scoring path (make_scorer) with the
+    # settings read back from the export's JSON.
+    stored = export.read_settings(exported["path"])["scoring"]
+    assert stored == exported["settings"]
+    expected = scoring.make_scorer(exported["model"], **stored)(tf.constant(images))
+    for key in ("reconstruction", "anomaly_map", "score"):
+        assert served[key].dtype == tf.float32
+        assert served[key].shape == expected[key].shape
+        np.testing.assert_allclose(served[key].numpy(), expected[key].numpy(), atol=ATOL)
+    if exported["threshold"] is None:
+        assert "is_anomalous" not in served
+    else:
+        want = expected["score"].numpy() >= np.float32(exported["threshold"])
+        np.testing.assert_array_equal(served["is_anomalous"].numpy(), want)
+        assert 0 < want.sum() < len(want)
+
+
+def test_uint8_is_scaled_like_float(gray_export):
+    u8 = _as_uint8(gray_export["images"])
+    sigs = gray_export["loaded"].signatures
+    a = sigs["serving_uint8"](images=tf.constant(u8))
+    b = sigs["serving_default"](images=tf.constant(u8.astype(np.float32) / 255.0))
+    np.testing.assert_allclose(a["score"].numpy(), b["score"].numpy(), atol=ATOL)
+
+
+def test_loaded_functions_take_both_dtypes(exported):
+    loaded, model = exported["loaded"], exported["model"]
+    x = exported["images"]
+    ref = scoring.compute(model, x, **exported["settings"])
+    for images in (x, _as_uint8(x)):
+        out = loaded.score(tf.constant(images))
+        want = scoring.compute(model, images, **exported["settings"])["score"]
+        np.testing.assert_allclose(out["score"].numpy(), want.numpy(), atol=ATOL)
+        rec = loaded.reconstruct(tf.constant(images))["reconstruction"]
+        np.testing.assert_allclose(
+            rec.numpy(), model(scoring.to_float_images(images), training=False), atol=ATOL
+        )
+    for name in ("reconstruct", "reconstruct_uint8"):
+        images = x if name == "reconstruct" else _as_uint8(x)
+        out = loaded.signatures[name](images=tf.constant(images))
+        assert set(out) == {"reconstruction"}
+    np.testing.assert_allclose(
+        loaded.signatures["reconstruct"](images=tf.constant(x))["reconstruction"].numpy(),
+        ref["reconstruction"].numpy(),
+        atol=ATOL,
+    )
+
+
+def test_scores_equal_evaluate(gray_export):
+    model, images = gray_export["model"], gray_export["images"]
+    n = len(images)
+    data = tf.data.Dataset.from_tensor_slices(
+        {
+            "image": images,
+            "mask": np.zeros(images.shape, np.float32),
+            "label": np.array([0, 1, 0], np.int32)[:n],
+            "defect_type": np.array(["good", "hole", "good"])[:n],
+            "path": np.array([f"{i}.png" for i in range(n)]),
+        }
+    )
+    result = evaluate(model, data, batch_size=2, progress=False)
+    served = gray_export["loaded"].signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_allclose(served["score"].numpy(), result.scores, atol=ATOL)
+
+
+def test_any_size_the_model_accepts(gray_export):
+    x = np.random.default_rng(5).random((1, 48, 24, 1), dtype=np.float32)
+    out = gray_export["loaded"].signatures["serving_default"](images=tf.constant(x))
+    assert out["anomaly_map"].shape == (1, 48, 24)
+    want = scoring.compute(gray_export["model"], x)["score"].numpy()
+    np.testing.assert_allclose(out["score"].numpy(), want, atol=ATOL)
+
+
+# ----------------------------------------------------------------------------
+# Settings JSON
+# ----------------------------------------------------------------------------
+
+
+def test_settings_json(gray_export, rgb_export):
+    gray = export.read_settings(gray_export["path"])
+    assert gray["format"] == export.FORMAT
+    assert gray["scoring"]["map"] == scoring.DEFAULT_MAP
+    assert gray["scoring"]["smoothing"] == scoring.DEFAULT_SMOOTHING
+    assert gray["scoring"]["score"] == scoring.DEFAULT_SCORE
+    assert gray["threshold"] == pytest.approx(gray_export["threshold"])
+    assert gray["input"]["image_size"] is None
+    assert gray["input"]["size_multiple"] == 8
+    assert gray["input"]["color_mode"] == "grayscale"
+    assert gray["model"]["name"] == gray_export["model"].name
+    assert gray["versions"]["keras_skipae"] == ks.__version__
+    assert gray["metadata"] == {"run": "test"}
+    assert "is_anomalous" in gray["signatures"]["serving_default"]["outputs"]
+    assert set(gray["signatures"]) == set(gray_export["loaded"].signatures)
+
+    rgb = export.read_settings(rgb_export["path"])
+    assert rgb["scoring"]["map"] == "ssim" and rgb["scoring"]["score"] == "topk"
+    assert rgb["threshold"] is None
+    assert rgb["input"]["image_size"] == [32, 32]
+    assert rgb["input"]["color_mode"] == "rgb"
+    assert "is_anomalous" not in rgb["signatures"]["serving_uint8"]["outputs"]
+    # The JSON is a tracked asset of the SavedModel.
+    asset = Path(rgb_export["loaded"].settings_file.asset_path.numpy().decode())
+    assert json.loads(asset.read_text()) == rgb
+
+
+def test_read_settings_rejects_other_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="keras_skipae.json"):
+        export.read_settings(tmp_path)
+
+
+# ----------------------------------------------------------------------------
+# Bad inputs to the signatures
+# ----------------------------------------------------------------------------
+
+
+def _call(loaded, name, images):
+    return loaded.signatures[name](images=tf.constant(images))
+
+
+@pytest.mark.parametrize("name", ["serving_default", "reconstruct"])
+def test_wrong_channel_count_fails_clearly(gray_export, name):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"images \[1,32,32,3\].*\[\?,\?,\?,1\]"
+    ):
+        _call(gray_export["loaded"], name, np.zeros((1, 32, 32, 3), np.float32))
+
+
+def test_wrong_rank_fails_clearly(gray_export, rgb_export):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"images \[32,32,1\] is not compatible"
+    ):
+        _call(gray_export["loaded"], "serving_default", np.zeros((32, 32, 1), np.float32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[\?,32,32,3\]"):
+        _call(rgb_export["loaded"], "serving_uint8", np.zeros((1, 1, 32, 32, 3), np.uint8))
+
+
+def test_size_the_model_cannot_take_fails_clearly(gray_export, rgb_export):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"multiples of 8.*\[36\] \[40\]"):
+        _call(gray_export["loaded"], "serving_default", np.zeros((1, 36, 40, 1), np.float32))
+    # A fixed-size export refuses any other size, even a multiple of 2**depth.
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[1,64,64,3\].*\[\?,32,32,3\]"):
+        _call(rgb_export["loaded"], "serving_default", np.zeros((1, 64, 64, 3), np.float32))
+
+
+def test_wrong_dtype_fails_clearly(gray_export):
+    with pytest.raises((TypeError, ValueError), match="images"):
+        gray_export["loaded"].score(tf.zeros((1, 32, 32, 1), tf.float64))
+
+
+# ----------------------------------------------------------------------------
+# Arguments, overwrite protection, atomicity
+# ----------------------------------------------------------------------------
+
+
+def test_refuses_to_overwrite(gray_export, tmp_path):
+    target = tmp_path / "existing"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export.export_saved_model(gray_export["model"], target)
+    assert (target / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
+
+
+def test_overwrite_replaces(tmp_path):
+    model = ks.build_aesc(input_shape=(16, 16, 1), depth=2, filters=2)
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    export.export_saved_model(model, target, overwrite=True, verify=False)
+    assert not (target / "old.txt").exists()
+    assert (target / "saved_model.pb").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"map": "nope"}, "map"),
+        ({"score": "median"}, "score"),
+        ({"smoothing": -1}, "smoothing"),
+        ({"threshold": float("nan")}, "threshold"),
+        ({"color_mode": "rgb"}, "color_mode"),
+        ({"color_mode": "cmyk"}, "color_mode"),
+        ({"image_size": 36}, "multiples of 8"),
+        ({"image_size": (32, 32, 1)}, "image_size"),
+        ({"metadata": {"x": object()}}, "metadata"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, match):
+    model = ks.build_aesc(input_shape=(None, None, 1), depth=3, filters=2)
+    with pytest.raises(ValueError, match=match):
+        export.export_saved_model(model, tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_fixed_model_refuses_other_image_size(tmp_path):
+    model = ks.build_aesc(input_shape=(32, 32, 1), depth=3, filters=2)
+    with pytest.raises(ValueError, match="32x32"):
+        export.export_saved_model(model, tmp_path / "out", image_size=64)
+
+
+# ----------------------------------------------------------------------------
+# .keras
+# ----------------------------------------------------------------------------
+
+
+def test_keras_round_trip_safe_mode(gray_export, tmp_path):
+    model = gray_export["model"]
+    path = export.export_keras(model, tmp_path / "m.keras")
+    loaded = keras.models.load_model(path, safe_mode=True)
+    x = gray_export["images"]
+    np.testing.assert_allclose(loaded(x, training=False), model(x, training=False), atol=1e-6)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export.export_keras(model, path)
+    export.export_keras(model, path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
+
+
+def test_keras_export_checks(tmp_path):
+    model = ks.build_aesc(input_shape=(16, 16, 1), depth=2, filters=2)
+    with pytest.raises(ValueError, match=r"\.keras"):
+        export.export_keras(model, tmp_path / "m.h5")
+    inputs = keras.Input((4,))
+    lam = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
+    with pytest.raises(ValueError, match="Lambda"):
+        export.export_keras(lam, tmp_path / "lam.keras")
+
+
+# ----------------------------------------------------------------------------
+# A fresh process without keras_skipae
+# ----------------------------------------------------------------------------
+
+_STANDALONE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    path, images_file, signature = sys.argv[1:4]
+    loaded = tf.saved_model.load(path)
+    images = np.load(images_file)
+    out = loaded.signatures[signature](images=tf.constant(images))
+    assert "keras_skipae" not in sys.modules, "keras_skipae was imported"
+    print(json.dumps({k: v.numpy().tolist() for k, v in out.items()}))
+    """
+)
+
+
+def _run_standalone(path, images, signature, tmp_path):
+    images_file = tmp_path / "images.npy"
+    np.save(images_file, images)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
+    proc = subprocess.run(
+        [sys.executable, "-c", _STANDALONE, str(path), str(images_file), signature],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # not the repository root, so keras_skipae is not on sys.path
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_export_scores_in_fresh_process_without_package(gray_export, tmp_path):
+    u8 = _as_uint8(gray_export["images"])
+    out = _run_standalone(gray_export["path"], u8, "serving_uint8", tmp_path)
+    expected = scoring.compute(gray_export["model"], u8)
+    np.testing.assert_allclose(out["score"], expected["score"].numpy(), atol=ATOL)
+    np.testing.assert_allclose(out["anomaly_map"], expected["anomaly_map"].numpy(), atol=ATOL)
+    want = expected["score"].numpy() >= np.float32(gray_export["threshold"])
+    np.testing.assert_array_equal(out["is_anomalous"], want)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEMO.is_dir(), reason="saved_models/aesc_mesh_demo not built")
+def test_demo_model_scores_in_fresh_process(tmp_path):
+    from keras_skipae.data import synthetic
+
+    settings = export.read_settings(DEMO)
+    assert settings["input"]["image_size"] == [128, 128]
+    assert settings["threshold"] is not None
+    good, _ = synthetic.generate_sample("mesh", image_size=128, seed=[99, 0])
+    bad, mask = synthetic.generate_sample("mesh", image_size=128, defect="broken", seed=[99, 1])
+    assert mask.any()
+    images = np.stack([good, bad]).reshape(2, 128, 128, 1)
+    out = _run_standalone(DEMO, images, "serving_uint8", tmp_path)
+    assert np.asarray(out["anomaly_map"]).shape == (2, 128, 128)
+    # The same model in process (the .keras twin) with the export's settings.
+    model = keras.models.load_model(DEMO_KERAS, safe_mode=True, compile=False)
+    s = settings["scoring"]
+    expected = scoring.compute(model, images, **{k: s[k] for k in ("map", "smoothing", "score")})
+    np.testing.assert_allclose(out["score"], expected["score"].numpy(), atol=ATOL)
+    np.testing.assert_array_equal(
+        out["is_anomalous"], np.asarray(out["score"]) >= np.float32(settings["threshold"])
+    )
