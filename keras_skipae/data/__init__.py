@@ -43,7 +43,7 @@ from keras_skipae.data.datasets import (
     load_image,
     mvtec_dataset,
 )
-from keras_skipae.data.synthetic import CATEGORIES, list_categories, make_dataset
+from keras_skipae.data.synthetic import CATEGORIES, list_categories, make_dataset, preview
 
 __all__ = [
     "CATEGORIES",
@@ -69,6 +69,7 @@ __all__ = [
     "load_image",
     "make_dataset",
     "mvtec_dataset",
+    "preview",
     "serialize",
     "synthetic",
 ]

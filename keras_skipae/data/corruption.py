@@ -837,10 +837,9 @@ class OneOf(Corruption):
 
     def apply(self, images, target, seed):
         bsz = tf.shape(images)[0]
-        logits = tf.math.log(tf.constant([max(p, 1e-30) for p in self.probs]))[None, :]
-        choice = tf.random.stateless_categorical(
-            tf.tile(logits, tf.stack([bsz, 1])), 1, _sub_seed(seed, 0), dtype=tf.int32
-        )[:, 0]
+        edges = tf.constant(np.cumsum(self.probs)[:-1], tf.float32)
+        u = tf.random.stateless_uniform(tf.stack([bsz]), _sub_seed(seed, 0))
+        choice = tf.reduce_sum(tf.cast(u[:, None] >= edges[None, :], tf.int32), axis=1)
         out, tgt, mask = images, target, tf.zeros_like(images[..., :1])
         for i, c in enumerate(self.corruptions):
             o, t, m = c.apply(images, target, _sub_seed(seed, i + 1))
