@@ -42,6 +42,190 @@ def save_figure(fig, path: str | os.PathLike | None, *, dpi: int = 110, close: b
 
 
 # ----------------------------------------------------------------------------
+# Layer-discrepancy figures (keras_skipae.analysis, callbacks.DiscrepancyMonitor)
+# Collin, de Bodt, Mulders & De Vleeschouwer, "Don't skip the skips" (ESANN).
+# ----------------------------------------------------------------------------
+
+
+def _layer_label(name, shape=None):
+    short = name.replace("_out", "")
+    if shape is None:
+        return short
+    return f"{short}\n{shape[0]}x{shape[1]}"
+
+
+def plot_channel_means(
+    means,
+    *,
+    layers,
+    title: str | None = None,
+    cmap: str = "viridis",
+    path: str | os.PathLike | None = None,
+    close: bool = False,
+):
+    """The paper's Fig. 2: channel-mean maps mu_1 ... mu_L, clean versus corrupted.
+
+    Rows: for each model, its maps of the clean image then of the corrupted one;
+    columns: the layers in data-flow order, titled with their spatial size. A
+    clean map and its corrupted twin share one colour scale.
+
+    Args:
+        means: ``{model_label: (clean_maps, corrupted_maps)}``, each a list of
+            2-D arrays ``[h_i, w_i]`` in the order of ``layers``.
+        layers: tap names (column titles).
+        title: figure title, or None.
+        cmap: matplotlib colour map.
+        path: save the figure there (atomically), or None.
+        close: close the figure after saving.
+
+    Returns:
+        The matplotlib Figure.
+
+    Example:
+        >>> r = ks.analysis.layer_discrepancy(aesc, clean, corrupted, return_means=True)
+        >>> plot_channel_means({"AESc": ([r.means_clean[k][0] for k in r.layers],
+        ...                              [r.means_corrupted[k][0] for k in r.layers])},
+        ...                    layers=r.layers)
+    """
+    import numpy as np
+
+    labels = list(means)
+    n_rows, n_cols = 2 * len(labels), len(layers)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(1.45 * n_cols + 1.2, 1.5 * n_rows + 0.6), squeeze=False
+    )
+    for m, label in enumerate(labels):
+        clean, corrupted = means[label]
+        for j in range(n_cols):
+            a, b = np.asarray(clean[j], "float32"), np.asarray(corrupted[j], "float32")
+            lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+            for r, (img, kind) in enumerate(((a, "clean"), (b, "corrupted"))):
+                ax = axes[2 * m + r, j]
+                ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1e-6)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j == 0:
+                    ax.set_ylabel(f"{label}\n{kind}", fontsize=8)
+                if m == 0 and r == 0:
+                    ax.set_title(_layer_label(layers[j], a.shape), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, close=close)
+
+
+def plot_similarity_distribution(
+    cosines,
+    *,
+    layers,
+    kind: str = "box",
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    close: bool = False,
+):
+    """The paper's Fig. 3: the distribution of cosine similarity per layer, models side by side.
+
+    Args:
+        cosines: ``{model_label: {layer: [N] similarities}}``.
+        layers: the layers (x axis), in data-flow order.
+        kind: ``"box"`` or ``"violin"``.
+        title: axis title, or None.
+        path: save the figure there (atomically), or None.
+        close: close the figure after saving.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import numpy as np
+
+    if kind not in ("box", "violin"):
+        raise ValueError(f"`kind` must be 'box' or 'violin'. Received: kind={kind!r}")
+    labels = list(cosines)
+    k = max(len(labels), 1)
+    width = 0.8 / k
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(layers) * k + 1.5), 3.8))
+    x = np.arange(len(layers), dtype="float64")
+    for m, label in enumerate(labels):
+        pos = x - 0.4 + width * (m + 0.5)
+        data = [np.asarray(cosines[label][name], "float64") for name in layers]
+        color = colors[m % len(colors)]
+        if kind == "box":
+            parts = ax.boxplot(
+                data,
+                positions=pos,
+                widths=width * 0.85,
+                patch_artist=True,
+                showfliers=True,
+                flierprops={"markersize": 2},
+                medianprops={"color": "k"},
+            )
+            for box in parts["boxes"]:
+                box.set_facecolor(color)
+                box.set_alpha(0.75)
+        else:
+            parts = ax.violinplot(data, positions=pos, widths=width * 0.9, showmedians=True)
+            for body in parts["bodies"]:
+                body.set_facecolor(color)
+                body.set_alpha(0.6)
+        ax.plot([], [], color=color, lw=6, alpha=0.75, label=label)
+    ax.set_xticks(x)
+    ax.set_xticklabels([_layer_label(n) for n in layers], fontsize=8)
+    ax.set_xlim(-0.6, len(layers) - 0.4)
+    ax.set_ylabel("cosine similarity (clean vs corrupted)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, close=close)
+
+
+def plot_similarity_over_epochs(
+    epochs,
+    medians,
+    *,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    close: bool = False,
+):
+    """Median cosine similarity per layer over training epochs (one line per layer).
+
+    Args:
+        epochs: ``[E]`` epoch numbers.
+        medians: ``{layer: [E] values}`` in data-flow order (encoder lines are
+            dashed, the bottleneck dotted, the decoder solid).
+        title: axis title, or None.
+        path: save the figure there (atomically), or None.
+        close: close the figure after saving.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    cmap = plt.get_cmap("viridis")
+    names = list(medians)
+    for i, name in enumerate(names):
+        style = "--" if name.startswith("enc") else ":" if name.startswith("bottleneck") else "-"
+        ax.plot(
+            list(epochs),
+            list(medians[name]),
+            style,
+            marker="o",
+            markersize=2.5,
+            color=cmap(i / max(len(names) - 1, 1)),
+            label=_layer_label(name),
+        )
+    ax.set(xlabel="epoch", ylabel="median cosine similarity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path, close=close)
+
+
+# ----------------------------------------------------------------------------
 # Evaluation figures (keras_skipae.evaluation)
 # ----------------------------------------------------------------------------
 

@@ -1,0 +1,385 @@
+"""Keras callbacks: the layer-discrepancy monitor and reconstruction previews.
+
+* :class:`DiscrepancyMonitor`: per-layer cosine similarity between the channel
+  means of clean and corrupted probe images, every few epochs, to CSV / JSON /
+  figures / TensorBoard (Collin, de Bodt, Mulders & De Vleeschouwer, "Don't skip
+  the skips", ESANN).
+* :class:`ReconstructionPreview`: reconstructions of a few fixed images, to
+  TensorBoard and PNG (used by :func:`keras_skipae.training.train`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_skipae._preview import ReconstructionPreview, _summary_write
+
+__all__ = ["DiscrepancyMonitor", "ReconstructionPreview", "channel_means_grid"]
+
+
+# --------------------------------------------------------------------------- DiscrepancyMonitor
+
+
+def _to_gray_u8(maps, lo, hi):
+    scale = 255.0 / max(hi - lo, 1e-12)
+    return np.clip((np.asarray(maps, "float64") - lo) * scale, 0, 255).astype("uint8")
+
+
+def channel_means_grid(means_clean, means_corrupted, layers, *, cell: int = 64, pairs: int = 2):
+    """A uint8 image of channel-mean maps (NumPy only, cheap enough for every epoch).
+
+    Rows: clean / corrupted for each of the first ``pairs`` probe pairs; columns:
+    the layers. Each map is resized (nearest) to ``cell x cell``; a clean map and
+    its corrupted twin share one grey scale, so their difference is visible.
+
+    Args:
+        means_clean: ``{layer: [N, h, w]}``.
+        means_corrupted: the same for the corrupted probes.
+        layers: column order.
+        cell: pixels per cell side.
+        pairs: how many pairs (rows of two).
+
+    Returns:
+        ``[rows * (cell + 2), cols * (cell + 2)]`` uint8.
+    """
+    import cv2
+
+    n = min(int(pairs), len(next(iter(means_clean.values()))))
+    pad = 2
+    grid = np.full((2 * n * (cell + pad), len(layers) * (cell + pad)), 255, np.uint8)
+    for j, name in enumerate(layers):
+        for i in range(n):
+            a, b = means_clean[name][i], means_corrupted[name][i]
+            lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+            for r, m in enumerate((a, b)):
+                tile = cv2.resize(
+                    _to_gray_u8(m, lo, hi), (cell, cell), interpolation=cv2.INTER_NEAREST
+                )
+                y = (2 * i + r) * (cell + pad)
+                x = j * (cell + pad)
+                grid[y : y + cell, x : x + cell] = tile
+    return grid
+
+
+class DiscrepancyMonitor(keras.callbacks.Callback):
+    """Records per-layer clean/corrupted similarity of fixed probes during training.
+
+    At the end of every ``every_n_epochs``-th epoch it runs
+    :class:`keras_skipae.analysis.LayerDiscrepancy` (one inference-mode forward
+    pass of the tap model on the ``2 N`` probe images, in a ``tf.function`` built
+    once) and:
+
+    * appends to ``out_dir/discrepancy.csv`` one row per layer (epoch, layer,
+      shape, median / mean / quartiles of the cosine similarity, median L2
+      distance) and rewrites ``out_dir/discrepancy.json`` (per-pair values of
+      every recorded epoch), both atomically;
+    * logs to TensorBoard (``log_dir``, default ``out_dir/tensorboard``) the
+      scalars ``discrepancy/cosine/<layer>`` (median over the probes) and the
+      image ``discrepancy/channel_means`` (:func:`channel_means_grid`);
+    * saves the figures ``out_dir/figures/similarity_over_epochs.png`` (c),
+      ``cosine_per_layer.png`` (b) and ``channel_means.png`` (a) every
+      ``figures_every_n_epochs`` recorded epochs and at the end of training
+      (matplotlib is the slow part, ~0.5 s a figure, so not every epoch by
+      default).
+
+    It does not change training: the model runs with ``training=False``
+    (BatchNorm statistics untouched, Dropout off), the probes are corrupted once
+    with a stateless seed, and no global random state is read; epoch ``logs``
+    are not modified. With the same seed the weights after ``fit`` are identical
+    with and without it (tested). On a resumed run, recorded epochs from the
+    interrupted run are kept and later ones replaced.
+
+    Args:
+        probe_clean: ``[N, H, W, C]`` clean probe images in [0, 1] (16 is plenty).
+        probe_corrupted: the same images corrupted, or None to draw them with
+            ``corruption`` and ``seed``.
+        corruption: a corruption object (e.g. :class:`keras_skipae.data.Stains`)
+            or name, used when ``probe_corrupted`` is None (default: Stains).
+        seed: the stateless seed of that corruption.
+        every_n_epochs: record every n-th epoch (the last epoch is always recorded).
+        out_dir: folder for CSV / JSON / figures, or None (keep in memory only:
+            :attr:`history`).
+        tensorboard: write TensorBoard summaries (needs ``out_dir`` or ``log_dir``).
+        log_dir: TensorBoard folder (default ``out_dir/tensorboard``).
+        layers: taps to monitor (default all; see
+            :func:`keras_skipae.analysis.select_layers`).
+        figures_every_n_epochs: save the figures every this many *recorded*
+            epochs (None: only at the end of training; 1: every time).
+        grid_pairs: probe pairs shown in the TensorBoard image.
+        batch_size: pairs per forward pass.
+        save_figures: save the matplotlib figures at all (False: CSV, JSON and
+            TensorBoard only).
+
+    Attributes:
+        history: a list of ``{"epoch", "cosine": {layer: [N]}, "l2": {...}}``.
+        layers, shapes: the monitored taps and their activation shapes.
+
+    Example:
+        >>> monitor = DiscrepancyMonitor(probes, corruption=ks.data.Stains(), seed=0,
+        ...                              out_dir="runs/aesc/discrepancy")
+        >>> model.fit(pairs, epochs=20, callbacks=[monitor])
+    """
+
+    CSV_NAME = "discrepancy.csv"
+    JSON_NAME = "discrepancy.json"
+
+    def __init__(
+        self,
+        probe_clean,
+        probe_corrupted=None,
+        *,
+        corruption=None,
+        seed: int = 0,
+        every_n_epochs: int = 1,
+        out_dir=None,
+        tensorboard: bool = True,
+        log_dir=None,
+        layers="all",
+        figures_every_n_epochs: int | None = None,
+        grid_pairs: int = 2,
+        batch_size: int = 64,
+        save_figures: bool = True,
+    ):
+        super().__init__()
+        clean = np.asarray(probe_clean)
+        if clean.dtype == np.uint8:
+            clean = clean.astype("float32") / 255.0
+        clean = clean.astype("float32")
+        if clean.ndim != 4 or not len(clean):
+            raise ValueError(
+                "`probe_clean` must be a non-empty batch [N, H, W, C]. "
+                f"Received: probe_clean with shape {clean.shape}"
+            )
+        if probe_corrupted is None:
+            from keras_skipae.analysis import make_probe_pairs
+
+            if corruption is None:
+                from keras_skipae.data import Stains
+
+                corruption = Stains()
+            clean, corrupted = make_probe_pairs(clean, corruption, seed=int(seed))
+        else:
+            if corruption is not None:
+                raise ValueError(
+                    "Pass either `probe_corrupted` or `corruption`, not both. "
+                    f"Received: corruption={corruption!r}"
+                )
+            corrupted = np.asarray(probe_corrupted, dtype="float32")
+            if corrupted.shape != clean.shape:
+                raise ValueError(
+                    "`probe_corrupted` must have the shape of `probe_clean` "
+                    f"{clean.shape}. Received: probe_corrupted with shape {corrupted.shape}"
+                )
+        if int(every_n_epochs) < 1:
+            raise ValueError(
+                f"`every_n_epochs` must be >= 1. Received: every_n_epochs={every_n_epochs!r}"
+            )
+        if figures_every_n_epochs is not None and int(figures_every_n_epochs) < 1:
+            raise ValueError(
+                "`figures_every_n_epochs` must be None or >= 1. "
+                f"Received: figures_every_n_epochs={figures_every_n_epochs!r}"
+            )
+        self.probe_clean = clean
+        self.probe_corrupted = corrupted
+        self.every_n_epochs = int(every_n_epochs)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        if self.log_dir is None and self.out_dir is not None and tensorboard:
+            self.log_dir = self.out_dir / "tensorboard"
+        self.tensorboard = bool(tensorboard) and self.log_dir is not None
+        self.layer_selection = layers
+        self.figures_every_n_epochs = figures_every_n_epochs
+        self.grid_pairs = int(grid_pairs)
+        self.batch_size = int(batch_size)
+        self.save_figures = bool(save_figures)
+        self.history: list[dict] = []
+        self.layers: list[str] = []
+        self.shapes: dict = {}
+        self._analyzer = None
+        self._analyzed_model = None
+        self._writer = None
+        self._recorded = 0
+        self._last_means = None
+        self._last_epoch = None
+
+    # ------------------------------------------------------------------ hooks
+
+    def on_train_begin(self, logs=None):
+        if self._analyzer is None or self._analyzed_model is not self.model:
+            from keras_skipae.analysis import LayerDiscrepancy
+
+            self._analyzer = LayerDiscrepancy(self.model, self.layer_selection)
+            self._analyzed_model = self.model
+            self.layers = list(self._analyzer.layers)
+        if self.out_dir is not None and not self.history:
+            self.history = self._load_history()
+        self._recorded = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        params = self.params or {}
+        last = params.get("epochs") is not None and epoch + 1 >= int(params["epochs"])
+        if (epoch + 1) % self.every_n_epochs and not last:
+            return
+        self.record(epoch)
+
+    def on_train_end(self, logs=None):
+        if self.history and self.out_dir is not None and self.save_figures:
+            self._save_figures()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # ------------------------------------------------------------------ work
+
+    def record(self, epoch: int):
+        """Analyses the probes now and writes everything for ``epoch`` (0-based)."""
+        result = self._analyzer(
+            self.probe_clean,
+            self.probe_corrupted,
+            batch_size=self.batch_size,
+            return_means=True,
+        )
+        self.shapes = result.shapes
+        entry = {
+            "epoch": int(epoch),
+            "cosine": {k: result.cosine[k].tolist() for k in self.layers},
+            "l2": {k: result.l2[k].tolist() for k in self.layers},
+        }
+        self.history = [h for h in self.history if h["epoch"] < epoch] + [entry]
+        self._last_means = (result.means_clean, result.means_corrupted)
+        self._last_epoch = int(epoch)
+        self._recorded += 1
+        if self.out_dir is not None:
+            self._write_files()
+            every = self.figures_every_n_epochs
+            if self.save_figures and every is not None and self._recorded % int(every) == 0:
+                self._save_figures()
+        if self.tensorboard:
+            self._log_tensorboard(epoch, result)
+        return result
+
+    def medians(self) -> dict:
+        """``{"epoch": [...], layer: [median cosine per recorded epoch]}``."""
+        out = {"epoch": [h["epoch"] for h in self.history]}
+        for k in self.layers:
+            out[k] = [float(np.median(h["cosine"][k])) for h in self.history]
+        return out
+
+    def _rows(self):
+        rows = []
+        for h in self.history:
+            for i, k in enumerate(self.layers):
+                c = np.asarray(h["cosine"][k], "float64")
+                shape = self.shapes.get(k, (None, None, None))
+                rows.append(
+                    {
+                        "epoch": h["epoch"],
+                        "layer": k,
+                        "index": i,
+                        "h": shape[0],
+                        "w": shape[1],
+                        "c": shape[2],
+                        "cosine_median": float(np.median(c)),
+                        "cosine_mean": float(np.mean(c)),
+                        "cosine_q25": float(np.quantile(c, 0.25)),
+                        "cosine_q75": float(np.quantile(c, 0.75)),
+                        "l2_median": float(np.median(h["l2"][k])),
+                    }
+                )
+        return rows
+
+    def _write_files(self):
+        from keras_skipae import io_utils
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        buf = io.StringIO()
+        rows = self._rows()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        io_utils.write_text(self.out_dir / self.CSV_NAME, buf.getvalue())
+        io_utils.write_json(
+            self.out_dir / self.JSON_NAME,
+            {
+                "layers": self.layers,
+                "shapes": {k: list(v) for k, v in self.shapes.items()},
+                "n_pairs": int(len(self.probe_clean)),
+                "epochs": self.history,
+            },
+        )
+
+    def _load_history(self):
+        path = self.out_dir / self.JSON_NAME
+        if not path.exists():
+            return []
+        try:
+            with open(path, encoding="utf-8") as f:
+                saved = json.load(f)
+        except (OSError, json.JSONDecodeError):
+            return []
+        if saved.get("layers") != self.layers:
+            return []
+        self.shapes = {k: tuple(v) for k, v in saved.get("shapes", {}).items()}
+        return list(saved.get("epochs", []))
+
+    def _save_figures(self):
+        from keras_skipae import plotting
+
+        fig_dir = self.out_dir / "figures"
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        name = getattr(self.model, "name", "model")
+        med = self.medians()
+        plotting.plot_similarity_over_epochs(
+            [e + 1 for e in med["epoch"]],
+            {k: med[k] for k in self.layers},
+            title=f"{name}: cosine similarity clean vs corrupted (median of "
+            f"{len(self.probe_clean)} probes)",
+            path=fig_dir / "similarity_over_epochs.png",
+            close=True,
+        )
+        last = self.history[-1]
+        plotting.plot_similarity_distribution(
+            {name: last["cosine"]},
+            layers=self.layers,
+            title=f"epoch {last['epoch'] + 1}",
+            path=fig_dir / "cosine_per_layer.png",
+            close=True,
+        )
+        if self._last_means is not None:
+            mc, mk = self._last_means
+            plotting.plot_channel_means(
+                {name: ([mc[k][0] for k in self.layers], [mk[k][0] for k in self.layers])},
+                layers=self.layers,
+                title=f"epoch {self._last_epoch + 1}",
+                path=fig_dir / "channel_means.png",
+                close=True,
+            )
+
+    def _log_tensorboard(self, epoch, result):
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.log_dir))
+        step = int(epoch)
+        med = result.median("cosine")
+        grid = channel_means_grid(
+            result.means_clean, result.means_corrupted, self.layers, pairs=self.grid_pairs
+        )
+        png = tf.image.encode_png(tf.constant(grid[..., None]))
+        with self._writer.as_default():
+            for k in self.layers:
+                _summary_write(f"discrepancy/cosine/{k}", tf.constant(med[k]), step, "scalars")
+            h, w = grid.shape
+            _summary_write(
+                "discrepancy/channel_means",
+                tf.stack([tf.constant(str(w)), tf.constant(str(h)), png]),
+                step,
+                "images",
+            )
+        self._writer.flush()

@@ -1,0 +1,221 @@
+"""Tests for keras_skipae.analysis (layer discrepancy, maps, discrepancy loss)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_skipae import analysis, scoring
+from keras_skipae.models import build_ae, build_aesc, tap_names
+
+SHAPE = (32, 32, 1)
+
+
+def _tiny(builder, **kw):
+    return builder(input_shape=SHAPE, depth=3, filters=4, **kw)
+
+
+def _images(n=3, seed=0):
+    return np.random.default_rng(seed).random((n, *SHAPE)).astype("float32")
+
+
+def _np_cos(a, b):
+    a = a.reshape(len(a), -1).astype("float64")
+    b = b.reshape(len(b), -1).astype("float64")
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_cosine_similarity_matches_numpy():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(4, 5, 3)).astype("float32")
+    b = rng.normal(size=(4, 5, 3)).astype("float32")
+    b[0] = 2.5 * a[0]  # parallel: 1
+    b[1] = -a[1]  # opposite: -1
+    got = np.asarray(analysis.cosine_similarity(a, b))
+    np.testing.assert_allclose(got, _np_cos(a, b), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[:2], [1.0, -1.0], atol=1e-6)
+    # A zero map gives 0, not NaN.
+    assert float(analysis.cosine_similarity(np.zeros((1, 2, 2)), np.ones((1, 2, 2)))[0]) == 0.0
+
+
+def test_channel_mean_is_mean_over_last_axis():
+    x = np.random.default_rng(2).random((2, 4, 4, 3)).astype("float32")
+    np.testing.assert_allclose(analysis.channel_mean(x), x.mean(-1), rtol=1e-6)
+
+
+def test_ae_and_aesc_taps_line_up():
+    ae, aesc = _tiny(build_ae), _tiny(build_aesc)
+    assert tap_names(ae) == tap_names(aesc)
+    c, k = analysis.make_probe_pairs(_images(2), "stains", seed=0)
+    ra = analysis.layer_discrepancy(ae, c, k)
+    rs = analysis.layer_discrepancy(aesc, c, k)
+    assert ra.layers == rs.layers == tap_names(ae)
+    assert ra.shapes == rs.shapes
+    assert [ra.shapes[n][:2] for n in ra.layers] == [(16, 16), (8, 8), (4, 4), (8, 8), (16, 16)]
+
+
+def test_layer_discrepancy_matches_numpy_reference():
+    model = _tiny(build_aesc)
+    c, k = analysis.make_probe_pairs(_images(5), "stains", seed=3)
+    assert np.abs(c - k).max() > 0.05  # the stains changed something
+    result = analysis.layer_discrepancy(model, c, k, batch_size=2, return_means=True)
+    taps = keras.Model(model.input, {n: model.get_layer(n).output for n in result.layers})
+    ac, ak = taps(c, training=False), taps(k, training=False)
+    for name in result.layers:
+        mc = np.asarray(ac[name]).mean(-1)
+        mk = np.asarray(ak[name]).mean(-1)
+        np.testing.assert_allclose(result.means_clean[name], mc, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(result.cosine[name], _np_cos(mc, mk), rtol=1e-4, atol=1e-5)
+        l2 = np.linalg.norm((mc - mk).reshape(len(mc), -1), axis=1)
+        np.testing.assert_allclose(result.l2[name], l2, rtol=1e-4, atol=1e-5)
+    # Identical pairs: similarity 1, distance 0.
+    same = analysis.layer_discrepancy(model, c, c)
+    for name in same.layers:
+        np.testing.assert_allclose(same.cosine[name], 1.0, atol=1e-5)
+        np.testing.assert_allclose(same.l2[name], 0.0, atol=1e-5)
+
+
+def test_result_serialises():
+    model = _tiny(build_ae)
+    c, k = analysis.make_probe_pairs(_images(3), "stains", seed=0)
+    result = analysis.layer_discrepancy(model, c, k)
+    d = result.to_dict()
+    assert d["layers"] == result.layers and d["n_pairs"] == 3
+    assert len(d["cosine"]["dec0_out"]) == 3
+    rows = result.to_rows(model="ae")
+    assert len(rows) == 3 * len(result.layers) and rows[0]["model"] == "ae"
+    import json
+
+    json.dumps(d)
+
+
+def test_make_probe_pairs_is_deterministic_and_stateless():
+    x = _images(2)
+    keras.utils.set_random_seed(0)
+    before = keras.random.uniform((3,))
+    keras.utils.set_random_seed(0)
+    a = analysis.make_probe_pairs(x, "stains", seed=7)
+    after = keras.random.uniform((3,))
+    b = analysis.make_probe_pairs(x, "stains", seed=7)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(np.asarray(before), np.asarray(after))
+
+
+def test_select_layers_and_errors():
+    model = _tiny(build_aesc)
+    assert analysis.select_layers(model, "encoder") == ["enc0_out", "enc1_out"]
+    assert analysis.select_layers(model, "decoder") == ["dec1_out", "dec0_out"]
+    assert analysis.select_layers(model, ["dec0_out", "enc0_out"]) == ["enc0_out", "dec0_out"]
+    with pytest.raises(ValueError, match="layers="):
+        analysis.select_layers(model, "middle")
+    with pytest.raises(ValueError, match="Unknown tap"):
+        analysis.select_layers(model, ["nope"])
+
+
+def test_paper_trend():
+    def fake(values):
+        layers = ["enc0_out", "bottleneck_out", "dec1_out", "dec0_out"]
+        return analysis.DiscrepancyResult(
+            layers=layers,
+            shapes={k: (1, 1, 1) for k in layers},
+            cosine={k: np.array([v]) for k, v in zip(layers, values)},
+            l2={k: np.array([0.0]) for k in layers},
+        )
+
+    ok = analysis.paper_trend(fake([1, 1, 0.99, 0.99]), fake([1, 0.9, 0.8, 0.6]))
+    assert ok["reproduced"] and ok["aesc_monotone"]
+    bad = analysis.paper_trend(fake([1, 1, 0.9, 0.5]), fake([1, 0.9, 0.8, 0.6]))
+    assert not bad["reproduced"] and bad["aesc_falls"] and not bad["aesc_ends_below_ae"]
+
+
+# --------------------------------------------------------------------------- maps
+
+
+@pytest.mark.parametrize("layers", ["decoder", "encoder", "all"])
+def test_discrepancy_map_shapes_and_finite(layers):
+    model = _tiny(build_aesc)
+    x = _images(2)
+    m = analysis.discrepancy_map(model, x, layers=layers)
+    assert m.shape == (2, 32, 32)
+    assert np.all(np.isfinite(m)) and float(tf.reduce_min(m)) >= 0.0
+    c = analysis.combined_map(model, x, layers=layers, normalize="relative")
+    assert c.shape == (2, 32, 32) and np.all(np.isfinite(c))
+
+
+def test_discrepancy_map_hand_checked():
+    model = _tiny(build_aesc)
+    x = _images(2, seed=4)
+    recon = model(x, training=False)
+    taps = keras.Model(model.input, model.get_layer("dec0_out").output)
+    mu_x = np.asarray(taps(x, training=False)).mean(-1, keepdims=True)
+    mu_r = np.asarray(taps(recon, training=False)).mean(-1, keepdims=True)
+    expected = np.asarray(tf.image.resize(np.abs(mu_x - mu_r), (32, 32)))[..., 0]
+    got = analysis.discrepancy_map(model, x, recon, layers=["dec0_out"])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    # The input equal to its "reconstruction": no discrepancy.
+    zero = analysis.discrepancy_map(model, x, x, layers="all")
+    np.testing.assert_allclose(zero, 0.0, atol=1e-6)
+    # combined = sqrt(residual * discrepancy)
+    comb = analysis.combined_map(model, x, recon, layers=["dec0_out"])
+    res = np.abs(x - np.asarray(recon)).mean(-1)
+    np.testing.assert_allclose(comb, np.sqrt(res * expected), rtol=1e-4, atol=1e-6)
+
+
+def test_scoring_registry_has_discrepancy_maps():
+    model = _tiny(build_aesc)
+    x = _images(2)
+    for name in ("discrepancy", "combined"):
+        out = scoring.compute(model, x, map=name, map_options={"layers": "encoder"})
+        assert out["anomaly_map"].shape == (2, 32, 32)
+        assert out["score"].shape == (2,)
+        assert np.all(np.isfinite(out["score"]))
+    scorer = scoring.make_scorer(model, map="discrepancy")  # inside a tf.function
+    assert scorer(tf.constant(x))["anomaly_map"].shape == (2, 32, 32)
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def test_discrepancy_loss_trains_a_step_and_is_off_by_default():
+    base = _tiny(build_aesc)
+    x = _images(4)
+    c, k = analysis.make_probe_pairs(x, "stains", seed=0)
+    before = [np.asarray(w) for w in base.trainable_weights]
+    model = analysis.DiscrepancyLossModel(base, weight=0.5)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    hist = model.fit(k, c, batch_size=4, epochs=1, verbose=0)
+    assert "discrepancy_cosine" in hist.history
+    assert np.isfinite(hist.history["loss"][0])
+    # The wrapper's logged loss includes the weighted term.
+    changed = [not np.array_equal(b, np.asarray(w)) for b, w in zip(before, base.trainable_weights)]
+    assert all(changed)
+    # Scoring and analysis see through the wrapper.
+    assert analysis.discrepancy_map(model, x).shape == (4, 32, 32)
+    # Off by default: a plain model trains with the plain loss; the wrapper is opt-in.
+    assert not isinstance(_tiny(build_aesc), analysis.DiscrepancyLossModel)
+    with pytest.raises(ValueError, match="weight"):
+        analysis.DiscrepancyLossModel(_tiny(build_aesc), weight=-1)
+
+
+def test_discrepancy_loss_term_changes_the_gradient():
+    x = _images(4)
+    c, k = analysis.make_probe_pairs(x, "stains", seed=0)
+    final = []
+    for weight in (0.0, 1.0):
+        keras.utils.set_random_seed(0)
+        model = analysis.DiscrepancyLossModel(_tiny(build_aesc), weight=weight)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        model.fit(k, c, batch_size=4, epochs=1, verbose=0, shuffle=False)
+        final.append([np.asarray(w) for w in model.base.trainable_weights])
+    assert any(not np.allclose(a, b) for a, b in zip(*final))
+
+
+def test_discrepancy_loss_model_round_trips(tmp_path):
+    model = analysis.DiscrepancyLossModel(_tiny(build_aesc), weight=0.2, layers="all")
+    x = _images(2)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert isinstance(loaded, analysis.DiscrepancyLossModel)
+    assert loaded.weight == 0.2 and loaded.tap_layers == model.tap_layers
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
