@@ -404,3 +404,107 @@ def plot_score_histogram(
     ax.set(xlabel="anomaly score", ylabel="images", title=title)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def _mask_outline(mask):
+    """Boolean [H, W] border pixels of a {0, 1} mask (for drawing outlines)."""
+    import numpy as np
+
+    m = np.asarray(mask).astype(bool)
+    if m.ndim == 3:
+        m = m[..., 0]
+    inner = m.copy()
+    inner[1:, :] &= m[:-1, :]
+    inner[:-1, :] &= m[1:, :]
+    inner[:, 1:] &= m[:, :-1]
+    inner[:, :-1] &= m[:, 1:]
+    return m & ~inner
+
+
+def _overlay_outline(image, mask, color=(1.0, 0.1, 0.1)):
+    import numpy as np
+
+    img = _as_display(image)
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    img = img.copy()
+    img[_mask_outline(mask)] = color
+    return img
+
+
+def plot_corruption_examples(
+    clean, corrupted, masks, *, title="Corruption examples", path=None, max_columns=8
+):
+    """Clean / corrupted / mask rows for a batch of corruption examples.
+
+    Args:
+        clean: [N, H, W, C] float images in [0, 1] (or uint8).
+        corrupted: the corrupted images, same shape.
+        masks: [N, H, W, 1] corruption masks in {0, 1}.
+        title: figure title.
+        path: save the figure there (atomically), or None.
+        max_columns: at most this many examples.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import numpy as np
+
+    n = min(len(clean), max_columns)
+    fig, axes = plt.subplots(3, n, figsize=(1.9 * n, 6.0), squeeze=False)
+    for i in range(n):
+        gray = np.asarray(clean[i]).shape[-1] == 1
+        cmap = "gray" if gray else None
+        for row, (img, label) in enumerate(
+            ((clean[i], "clean"), (corrupted[i], "corrupted"), (masks[i], "mask"))
+        ):
+            ax = axes[row, i]
+            ax.imshow(
+                _as_display(img),
+                cmap="gray" if row == 2 else cmap,
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(label)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return save_figure(fig, path)
+
+
+def plot_defect_examples(images, masks, labels, *, title="Synthetic defects", path=None, columns=6):
+    """A grid of defect images, each above the same image with its mask outlined in red.
+
+    Args:
+        images: a list of [H, W, C] images (float in [0, 1] or uint8).
+        masks: a list of [H, W] or [H, W, 1] ground-truth masks.
+        labels: a list of captions (e.g. "wood / crack").
+        title: figure title.
+        path: save the figure there (atomically), or None.
+        columns: examples per row.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import numpy as np
+
+    n = len(images)
+    cols = max(1, min(columns, n))
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(2.0 * cols, 4.1 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        r, c = 2 * (i // cols), i % cols
+        img = _as_display(images[i])
+        axes[r, c].imshow(
+            img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest"
+        )
+        axes[r, c].set_title(labels[i], fontsize=8)
+        axes[r + 1, c].imshow(_overlay_outline(images[i], masks[i]), interpolation="nearest")
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return save_figure(fig, path)
