@@ -113,6 +113,35 @@ class EvaluationResult:
             ]
         return out
 
+    def summary(self) -> str:
+        """A short plain-text table: overall metrics, then one row per defect type."""
+
+        def f(value):
+            return "  n/a" if value is None or value != value else f"{value:5.3f}"
+
+        s = self.settings
+        lines = [
+            f"{self.n_images} test images ({self.n_good} good, {self.n_defective} defective); "
+            f"map={s.get('map')}, smoothing={s.get('smoothing')}, score={s.get('score')}",
+            f"{'':16s} {'img AUROC':>9s} {'px AUROC':>9s} {'AUPRO':>9s} {'F1-max':>9s}"
+            f" {'recall':>9s}",
+            f"{'all':16s} {f(self.image_auroc):>9s} {f(self.pixel_auroc):>9s} {f(self.aupro):>9s}"
+            f" {f(self.f1_max):>9s} {f(self.recall):>9s}",
+        ]
+        for name, m in self.per_defect.items():
+            lines.append(
+                f"{name[:16]:16s} {f(m['image_auroc']):>9s} {f(m['pixel_auroc']):>9s}"
+                f" {f(m['aupro']):>9s} {f(m['f1_max']):>9s} {f(m['recall']):>9s}"
+            )
+        if self.threshold is not None:
+            lines.append(
+                f"threshold {self.threshold:.5g} ({self.threshold_source}): precision "
+                f"{f(self.precision).strip()}, recall {f(self.recall).strip()}"
+            )
+        else:
+            lines.append("no production threshold (pass val_data or threshold)")
+        return "\n".join(lines)
+
     def to_json(
         self,
         path: str | os.PathLike | None = None,

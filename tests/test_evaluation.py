@@ -69,6 +69,9 @@ def test_evaluate_detects_known_defects_and_uses_good_val_threshold():
     assert (result.precision, result.recall) == (p, r)
     assert result.settings["map"] == "residual" and result.settings["n_val_good"] == 8
     assert result.settings["smoothing"] == scoring.DEFAULT_SMOOTHING
+    text = result.summary()
+    assert "blob" in text and "line" in text and "val_data" in text
+    assert f"{result.aupro:5.3f}" in text
 
 
 def test_evaluate_matches_scoring_and_metrics_on_aesc():
