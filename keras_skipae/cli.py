@@ -87,6 +87,167 @@ def _run_synth(args):
 _SUBCOMMANDS.append(_add_synth)
 
 
+# --------------------------------------------------------------------------- train / evaluate / demo
+# (the logic lives in keras_skipae.training, keras_skipae.evaluation and keras_skipae.demo)
+
+
+def _add_train(sub):
+    p = sub.add_parser(
+        "train",
+        help="train a model on the good images of an MVTec-layout category",
+        description="Train AE / AESc / U-Net on stain-corrupted good images (target: the clean "
+        "image) of <data>/<category>/train/good, in a run folder that resumes when started "
+        "again with the same arguments.",
+    )
+    p.add_argument("--data", required=True, help="dataset root in the MVTec AD layout")
+    p.add_argument("--category", required=True, help="category folder under --data")
+    p.add_argument("--model", default="aesc", help="registry name: ae, aesc, unet (default: aesc)")
+    p.add_argument("--out", required=True, help="run folder (config.json, model.keras, ...)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--image-size", type=int, default=128, help="images are resized to this side")
+    p.add_argument("--color-mode", choices=("grayscale", "rgb"), default="grayscale")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--loss", default="mse", help="mse, l1, ssim, mse+ssim, l1+ssim")
+    p.add_argument("--corruption", default="stains",
+                   help="stains (default), scratches, drops, noise, or 'none' (plain AE recipe)")
+    p.add_argument("--filters", type=int, default=None, help="first-stage filters (model default)")
+    p.add_argument("--depth", type=int, default=None, help="number of stride-2 stages")
+    p.add_argument("--bn-momentum", type=float, default=0.9,
+                   help="BatchNorm momentum (default 0.9: the 0.99 of Keras lags in short runs)")
+    p.add_argument("--val-split", type=float, default=0.1, help="held-out good images (fraction)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                   help="force XLA on/off (default: on with a GPU, off on CPU)")
+    p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="stop training after this many seconds")
+    p.add_argument("--save-best", action="store_true", help="also keep best.keras (val loss)")
+    p.add_argument("--no-resume", action="store_true", help="start an interrupted run again")
+    p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train)
+
+
+def _check_data(root, category):
+    from pathlib import Path
+
+    from keras_skipae.data import DatasetNotFoundError, list_mvtec_categories
+
+    if not Path(root).is_dir():
+        raise DatasetNotFoundError(f"Data folder {str(root)!r} does not exist.")
+    available = list_mvtec_categories(root)
+    if category not in available:
+        raise DatasetNotFoundError(
+            f"Category {category!r} not found in {str(root)!r}. Available categories: "
+            f"{', '.join(available) if available else '(none: expected <root>/<category>/train)'}."
+        )
+
+
+def _run_train(args):
+    _check_data(args.data, args.category)
+    from keras_skipae import data, training
+
+    size = args.image_size
+    channels = 3 if args.color_mode == "rgb" else 1
+    model_kwargs = {"input_shape": [size, size, channels], "bn_momentum": args.bn_momentum}
+    if args.filters is not None:
+        model_kwargs["filters"] = args.filters
+    if args.depth is not None:
+        model_kwargs["depth"] = args.depth
+    good = data.mvtec_dataset(args.data, args.category, split="train", image_size=size,
+                              color_mode=args.color_mode)
+    corruption = None if args.corruption.lower() == "none" else args.corruption
+    run = training.train(
+        args.model, good, model_kwargs=model_kwargs, epochs=args.epochs,
+        learning_rate=args.lr, loss=args.loss, corruption=corruption,
+        batch_size=args.batch_size, validation_split=args.val_split, seed=args.seed,
+        run_dir=args.out, jit_compile="auto" if args.jit is None else args.jit,
+        strategy=args.strategy, time_limit=args.time_limit, save_best=args.save_best,
+        overwrite=args.overwrite, resume=not args.no_resume, verbose=0 if args.quiet else "auto",
+        data_config={"root": str(args.data), "category": args.category, "image_size": size,
+                     "color_mode": args.color_mode},
+    )
+    h = run.history
+    last = {k: h[k][-1] for k in ("loss", "val_loss") if h.get(k)}
+    print(f"trained {args.model} for {len(h.get('epoch', []))} epochs in {run.seconds:.0f} s: "
+          + ", ".join(f"{k} {v:.5f}" for k, v in last.items()))
+    print(f"run folder: {run.run_dir}  (next: keras-skipae evaluate {run.run_dir})")
+    return 0
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser(
+        "evaluate",
+        help="score the test split with a trained run and write metrics and plots",
+        description="Evaluate a run folder on <data>/<category>/test (the data, category and "
+        "image size the run was trained with, unless overridden): image / pixel AUROC, "
+        "AUPRO, per defect type, a production threshold from the run's held-out good images.",
+    )
+    p.add_argument("run", help="run folder written by `keras-skipae train`")
+    p.add_argument("--data", default=None, help="dataset root (default: the run's)")
+    p.add_argument("--category", default=None, help="category (default: the run's)")
+    p.add_argument("--out", default=None, help="output folder (default: <run>/evaluation)")
+    p.add_argument("--method", default=None, help="anomaly map (default: residual)")
+    p.add_argument("--best", action="store_true", help="use best.keras instead of model.keras")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args):
+    from pathlib import Path
+
+    from keras_skipae import demo
+
+    run = Path(args.run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"Run folder {str(run)!r} does not exist.")
+    result, out = demo.evaluate_run(
+        run, data_root=args.data, category=args.category, out_dir=args.out, method=args.method,
+        best=args.best, batch_size=args.batch_size, overwrite=args.overwrite,
+        progress=not args.quiet, check_data=_check_data,
+    )
+    print(demo.format_result(result, title=str(run)))
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_demo(sub):
+    p = sub.add_parser(
+        "demo",
+        help="generate data, train AE and AESc, evaluate both, write a report",
+        description="No arguments needed: generates a synthetic texture category (128 px), "
+        "trains AE and AESc with stains, evaluates both next to two non-learned baselines and "
+        "writes <out>/report/report.md (+ report.html, metrics, plots). About 8-9 minutes on "
+        "a 2-core CPU; --quick takes about 1 minute (64 px, a few seconds of training: a "
+        "smoke test, not meaningful numbers).",
+    )
+    p.add_argument("--out", default="keras_skipae_demo",
+                   help="output folder (default: ./keras_skipae_demo)")
+    p.add_argument("--quick", action="store_true", help="a ~1-minute smoke run")
+    p.add_argument("--category", default=None, help="synthetic category (default: mesh)")
+    p.add_argument("--minutes-per-model", type=float, default=None,
+                   help="training budget per model (default 3.5; 0.25 with --quick)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the demo's data/, runs/ and report/ in --out")
+    p.add_argument("--quiet", action="store_true", help="less output")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args):
+    from keras_skipae import demo
+
+    demo.run_demo(args.out, quick=args.quick, category=args.category,
+                  minutes_per_model=args.minutes_per_model, overwrite=args.overwrite,
+                  verbose=0 if args.quiet else 1)
+    return 0
+
+
+_SUBCOMMANDS.extend([_add_train, _add_evaluate, _add_demo])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

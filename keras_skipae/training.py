@@ -73,6 +73,7 @@ __all__ = [
     "get_strategy",
     "load_run",
     "resolve_jit_compile",
+    "split_validation",
     "train",
 ]
 
@@ -268,6 +269,25 @@ def _split(dataset, n: int, fraction: float, seed: int):
         return dataset.enumerate().filter(lambda i, _: tf.equal(table[i], want)).map(lambda i, x: x)
 
     return pick(False), pick(True), n - n_val, n_val
+
+
+def split_validation(dataset, fraction: float = 0.1, seed: int = 0):
+    """The seeded random split :func:`train` uses when ``val_data`` is None.
+
+    Lets evaluation code recover the held-out good images of a run (e.g. to set a
+    production threshold on them) from its ``config.json`` (``validation_split``,
+    ``seed``).
+
+    Args:
+        dataset: an unbatched, finite dataset (same order as given to ``train``).
+        fraction: the validation fraction (``> 0``).
+        seed: the run's seed.
+
+    Returns:
+        ``(train_part, val_part)`` datasets.
+    """
+    train_part, val_part, _, _ = _split(dataset, _count(dataset), float(fraction), int(seed))
+    return train_part, val_part
 
 
 def _default_corruption():
