@@ -336,3 +336,17 @@ def test_make_scorer_with_image_shape_traces_once_for_any_batch():
             atol=1e-6,
         )
     assert scorer.experimental_get_tracing_count() == 1
+
+
+def test_mc_dropout_on_aesc_with_per_level_rates():
+    from keras_skipae.models import build_aesc
+
+    model = build_aesc(input_shape=(32, 32, 1), depth=3, filters=4, dropout=(0.0, 0.2, 0.5))
+    x = np.random.default_rng(15).random((2, 32, 32, 1)).astype("float32")
+    var = scoring.mc_dropout_map(model, x, mc_samples=4).numpy()
+    assert var.shape == (2, 32, 32) and var.mean() > 0
+    clone = scoring.mc_dropout_model(model)
+    n_mc = sum(isinstance(layer, scoring.MCDropout) for layer in clone.layers)
+    n_drop = sum(isinstance(layer, keras.layers.Dropout) for layer in model.layers)
+    assert n_mc == n_drop > 0
+    assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]
