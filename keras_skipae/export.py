@@ -81,8 +81,10 @@ __all__ = [
     "SETTINGS_FILE",
     "SIGNATURES",
     "export_keras",
+    "export_run",
     "export_saved_model",
     "read_settings",
+    "run_threshold",
 ]
 
 #: Name of the settings JSON in the SavedModel's ``assets/`` folder.
@@ -518,3 +520,157 @@ def export_keras(model, path, *, overwrite: bool = False) -> Path:
         os.unlink(tmp)  # let Keras create the file
         model.save(tmp)
     return path
+
+
+# ----------------------------------------------------------------------------
+# Run folders (the CLI's ``keras-skipae export``)
+# ----------------------------------------------------------------------------
+
+#: Where ``keras-skipae evaluate RUN`` writes its metrics, relative to the run folder.
+RUN_METRICS = ("evaluation", "metrics.json")
+_SETTING_KEYS = ("map", "smoothing", "score", "topk", "p", "mc_samples", "map_options")
+
+
+def run_threshold(run_dir, settings: dict) -> tuple[float | None, Path | None, str | None]:
+    """The production threshold ``keras-skipae evaluate`` stored in a run folder.
+
+    Args:
+        run_dir: a run folder.
+        settings: the export's scoring settings (``scoring.scoring_settings``).
+
+    Returns:
+        ``(threshold, metrics_path, problem)``: the threshold when
+        ``<run>/evaluation/metrics.json`` has one computed with the same scoring
+        settings; otherwise threshold None and ``problem`` says why (None
+        when there is no metrics file at all).
+    """
+    metrics_path = Path(run_dir).joinpath(*RUN_METRICS)
+    if not metrics_path.is_file():
+        return None, None, None
+    try:
+        data = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return None, metrics_path, f"{str(metrics_path)!r} is not readable JSON ({exc})"
+    threshold = data.get("threshold")
+    if threshold is None:
+        return None, metrics_path, f"{str(metrics_path)!r} holds no production threshold"
+    used = data.get("settings") or {}
+    differ = [k for k in _SETTING_KEYS if k in used and used[k] != settings[k]]
+    missing = [k for k in ("map", "smoothing", "score") if k not in used]
+    if differ or missing:
+        detail = ", ".join(f"{k}={used.get(k)!r} (export: {settings[k]!r})" for k in differ)
+        return (
+            None,
+            metrics_path,
+            f"the threshold in {str(metrics_path)!r} was computed with other scoring settings"
+            + (f": {detail}" if detail else f" (it does not record {missing})"),
+        )
+    return float(threshold), metrics_path, None
+
+
+def export_run(
+    run_dir,
+    out,
+    *,
+    format: str = "saved_model",
+    threshold=None,
+    map: str | None = None,
+    smoothing: float | None = None,
+    score: str | None = None,
+    best: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Exports the model of a run folder written by ``keras_skipae.train``.
+
+    The run's ``config.json`` gives the image size and colour mode; its
+    ``model.keras`` (or ``best.keras``) is the model.
+
+    Args:
+        run_dir: the run folder.
+        out: the SavedModel folder, or the ``.keras`` file.
+        format: ``"saved_model"`` or ``"keras"``.
+        threshold: None, a number, or ``"eval"``: the production threshold
+            ``keras-skipae evaluate RUN`` wrote to ``<run>/evaluation/metrics.json``
+            (refused if it was computed with other scoring settings).
+        map, smoothing, score: scoring settings; None takes the defaults.
+        best: export ``best.keras`` instead of ``model.keras``.
+        overwrite: replace an existing ``out``.
+
+    Returns:
+        A dict: ``path``, ``format``, ``threshold``, ``threshold_source``,
+        ``settings`` and ``hint`` (a message about an unused evaluated
+        threshold, or None).
+    """
+    from keras_skipae import training
+
+    if format not in ("saved_model", "keras"):
+        raise ValueError(
+            f"Expected `format` to be 'saved_model' or 'keras'. Received: format={format!r}"
+        )
+    if format == "keras" and (
+        threshold is not None or map is not None or smoothing is not None or score is not None
+    ):
+        raise ValueError(
+            "A .keras file holds the model only: threshold, map, smoothing and score apply "
+            "to format='saved_model'."
+        )
+    io_utils.check_writable(out, overwrite=overwrite, what="export")
+    model, config = training.load_run(run_dir, best=best, compile=False)
+    if format == "keras":
+        path = export_keras(model, out, overwrite=overwrite)
+        return {
+            "path": path,
+            "format": format,
+            "threshold": None,
+            "threshold_source": None,
+            "settings": None,
+            "hint": None,
+        }
+    chosen = {"map": map, "smoothing": smoothing, "score": score}
+    settings = scoring.scoring_settings(**{k: v for k, v in chosen.items() if v is not None})
+    evaluated, metrics_path, problem = run_threshold(run_dir, settings)
+    hint = None
+    source = None
+    if isinstance(threshold, str) and threshold == "eval":
+        if evaluated is None:
+            raise ValueError(
+                problem
+                or f"The run {str(run_dir)!r} has no evaluated threshold: run `keras-skipae "
+                f"evaluate {run_dir}` first, or pass a number."
+            )
+        threshold = evaluated
+        source = str(metrics_path)
+    elif threshold is not None:
+        threshold = _check_threshold(threshold)
+        source = "explicit"
+    elif evaluated is not None:
+        hint = (
+            f"the run has a production threshold {evaluated:.6g} in {str(metrics_path)!r}; "
+            "pass --threshold eval to embed it (adds the is_anomalous output)"
+        )
+    data = config.get("data") or {}
+    image_size = data.get("image_size")
+    metadata = {
+        "run_dir": str(Path(run_dir).resolve()),
+        "model_file": "best.keras" if best else "model.keras",
+        "threshold_source": source,
+        "run_config": {k: config.get(k) for k in ("model", "data", "corruption", "training")},
+    }
+    path = export_saved_model(
+        model,
+        out,
+        **settings,
+        threshold=threshold,
+        image_size=image_size,
+        color_mode=data.get("color_mode"),
+        metadata=metadata,
+        overwrite=overwrite,
+    )
+    return {
+        "path": path,
+        "format": format,
+        "threshold": threshold,
+        "threshold_source": source,
+        "settings": settings,
+        "hint": hint,
+    }

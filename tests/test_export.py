@@ -391,3 +391,99 @@ def test_demo_model_scores_in_fresh_process(tmp_path):
     np.testing.assert_array_equal(
         out["is_anomalous"], np.asarray(out["score"]) >= np.float32(settings["threshold"])
     )
+
+
+# ----------------------------------------------------------------------------
+# Run folders and the CLI
+# ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """A finished (1-epoch) training run at 32 px with an evaluation threshold.
+
+    The tests using it are marked slow: they train and evaluate.
+    """
+    rng = np.random.default_rng(0)
+    images = rng.random((12, 32, 32, 1), dtype=np.float32)
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    run = ks.train(
+        "aesc",
+        tf.data.Dataset.from_tensor_slices(images[:8]),
+        model_kwargs={"input_shape": (32, 32, 1), "depth": 3, "filters": 4},
+        epochs=1,
+        batch_size=4,
+        run_dir=run_dir,
+        tensorboard=False,
+        verbose=0,
+        data_config={"image_size": 32, "color_mode": "grayscale"},
+    )
+    test = tf.data.Dataset.from_tensor_slices(
+        {
+            "image": images[8:],
+            "mask": np.zeros((4, 32, 32, 1), np.float32),
+            "label": np.array([0, 0, 1, 1], np.int32),
+            "defect_type": np.array(["good", "good", "x", "x"]),
+            "path": np.array(["a", "b", "c", "d"]),
+        }
+    )
+    val = tf.data.Dataset.from_tensor_slices({"image": images[:4], "label": np.zeros(4, np.int32)})
+    result = evaluate(run.model, test, val_data=val, out_dir=run_dir / "evaluation", progress=False)
+    return {"dir": run_dir, "model": run.model, "threshold": result.threshold, "images": images}
+
+
+@pytest.mark.slow
+def test_cli_export_saved_model_with_eval_threshold(run_folder, tmp_path, capsys):
+    from keras_skipae import cli
+
+    out = tmp_path / "sm"
+    assert cli.main(["export", str(run_folder["dir"]), str(out), "--threshold", "eval"]) == 0
+    assert "threshold=" in capsys.readouterr().out
+    settings = export.read_settings(out)
+    assert settings["threshold"] == pytest.approx(run_folder["threshold"])
+    assert settings["input"]["image_size"] == [32, 32]
+    assert settings["input"]["color_mode"] == "grayscale"
+    assert settings["metadata"]["threshold_source"].endswith("metrics.json")
+    loaded = tf.saved_model.load(str(out))
+    x = run_folder["images"][8:]
+    served = loaded.signatures["serving_default"](images=tf.constant(x))
+    want = scoring.compute(run_folder["model"], x)["score"].numpy()
+    np.testing.assert_allclose(served["score"].numpy(), want, atol=ATOL)
+    np.testing.assert_array_equal(
+        served["is_anomalous"].numpy(), want >= np.float32(run_folder["threshold"])
+    )
+    # Refuses to overwrite, says how, exits non-zero.
+    assert cli.main(["export", str(run_folder["dir"]), str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_export_threshold_checks(run_folder, tmp_path, capsys):
+    from keras_skipae import cli
+
+    run = str(run_folder["dir"])
+    # The evaluated threshold belongs to the default settings, not to another map.
+    assert (
+        cli.main(["export", run, str(tmp_path / "a"), "--threshold", "eval", "--map", "ssim"]) == 1
+    )
+    assert "other scoring settings" in capsys.readouterr().err
+    assert cli.main(["export", run, str(tmp_path / "b"), "--threshold", "high"]) == 1
+    assert "number or 'eval'" in capsys.readouterr().err
+    assert (
+        cli.main(
+            ["export", run, str(tmp_path / "c.keras"), "--format", "keras", "--threshold", "1"]
+        )
+        == 1
+    )
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_cli_export_keras(run_folder, tmp_path):
+    from keras_skipae import cli
+
+    out = tmp_path / "m.keras"
+    assert cli.main(["export", str(run_folder["dir"]), str(out), "--format", "keras"]) == 0
+    loaded = keras.models.load_model(out, safe_mode=True)
+    x = run_folder["images"][:2]
+    np.testing.assert_allclose(loaded(x), run_folder["model"](x, training=False), atol=1e-6)
