@@ -87,6 +87,59 @@ def _run_synth(args):
 _SUBCOMMANDS.append(_add_synth)
 
 
+# --------------------------------------------------------------------------- discrepancy
+# (the logic lives in keras_skipae.analysis.compare_runs)
+
+
+def _add_discrepancy(sub):
+    p = sub.add_parser(
+        "discrepancy",
+        help="compare the layer discrepancy of two trained runs (e.g. AE vs AESc)",
+        description="Stain the same good images for both runs and compare, layer by layer, "
+        "the cosine similarity between the channel means of each clean image and its stained "
+        "version (Collin, de Bodt, Mulders & De Vleeschouwer, 'Don't skip the skips', ESANN). "
+        "Writes channel_means.png (their Fig. 2), cosine_per_layer.png (Fig. 3), "
+        "discrepancy.json and discrepancy.csv. Put the run without skips first.",
+    )
+    p.add_argument("run_a", help="run folder (e.g. the AE)")
+    p.add_argument("run_b", help="run folder (e.g. the AESc)")
+    p.add_argument("--data", default=None,
+                   help="dataset root for the probe images (default: RUN_A's, else synthetic)")
+    p.add_argument("--category", default=None, help="category (default: RUN_A's)")
+    p.add_argument("--n-probes", type=int, default=16, help="number of probe pairs (16)")
+    p.add_argument("--seed", type=int, default=0, help="stain seed (0)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN_B/discrepancy)")
+    p.add_argument("--best", action="store_true", help="use best.keras instead of model.keras")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=_run_discrepancy)
+
+
+def _run_discrepancy(args):
+    from keras_skipae import analysis
+
+    info = analysis.compare_runs(
+        args.run_a, args.run_b, data_root=args.data, category=args.category,
+        n_probes=args.n_probes, seed=args.seed, out_dir=args.out, overwrite=args.overwrite,
+        best=args.best,
+    )
+    a, b = info["labels"]
+    print(f"median cosine similarity clean vs stained, {args.n_probes} probe pairs "
+          f"({info['probes'].get('source')} {info['probes'].get('category')}):")
+    print(f"{'layer':16s}{'h x w':>10s}{a[:18]:>20s}{b[:18]:>20s}")
+    for name in info["layers"]:
+        h, w = info["shapes"][name][:2]
+        print(f"{name:16s}{f'{h}x{w}':>10s}{info['medians'][a][name]:20.4f}"
+              f"{info['medians'][b][name]:20.4f}")
+    t = info["trend"]
+    print(f"paper's trend (B falls through the decoder and ends below A): "
+          f"{'yes' if t['reproduced'] else 'no'}")
+    print(f"wrote {info['out_dir']}")
+    return 0
+
+
+_SUBCOMMANDS.append(_add_discrepancy)
+
+
 # --------------------------------------------------------------------------- train / evaluate / demo
 # (the logic lives in keras_skipae.training, keras_skipae.evaluation and keras_skipae.demo)
 

@@ -219,3 +219,43 @@ def test_discrepancy_loss_model_round_trips(tmp_path):
     assert isinstance(loaded, analysis.DiscrepancyLossModel)
     assert loaded.weight == 0.2 and loaded.tap_layers == model.tap_layers
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.slow
+def test_cli_discrepancy_compares_two_runs(tmp_path, capsys):
+    from keras_skipae import cli
+    from keras_skipae.training import train
+
+    x = tf.data.Dataset.from_tensor_slices(_images(8))
+    kwargs = {"input_shape": SHAPE, "depth": 3, "filters": 4}
+    for name in ("ae", "aesc"):
+        train(
+            name,
+            x,
+            model_kwargs=kwargs,
+            epochs=1,
+            batch_size=4,
+            run_dir=tmp_path / name,
+            tensorboard=False,
+            reduce_lr=False,
+            verbose=0,
+        )
+    out = tmp_path / "cmp"
+    argv = ["discrepancy", str(tmp_path / "ae"), str(tmp_path / "aesc"), "--out", str(out)]
+    assert cli.main([*argv, "--n-probes", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "dec0_out" in printed and "synthetic" in printed
+    for name in ("channel_means.png", "cosine_per_layer.png", "discrepancy.csv"):
+        assert (out / name).stat().st_size > 100
+    import json
+
+    saved = json.loads((out / "discrepancy.json").read_text())
+    assert saved["probes"]["n"] == 3
+    assert list(saved["results"]) == ["ae", "aesc"]
+    assert saved["results"]["ae"]["layers"] == tap_names(build_ae(input_shape=SHAPE, depth=3))
+    # An existing output is refused without --overwrite.
+    assert cli.main(argv) == 1
+    assert cli.main([*argv, "--overwrite", "--n-probes", "2"]) == 0

@@ -1,0 +1,350 @@
+"""Benchmark: layer discrepancy of AE vs AESc, discrepancy anomaly maps, discrepancy loss.
+
+Reproduces the analysis of Collin, de Bodt, Mulders & De Vleeschouwer, "Don't skip
+the skips" (ESANN) on a synthetic texture (keras_skipae.data.synthetic):
+
+1. trains an AE and an AESc (same graph, with / without additive skips) on
+   stain-corrupted inputs with clean targets, and an AESc with the optional
+   discrepancy loss (analysis.DiscrepancyLossModel), each with a
+   DiscrepancyMonitor (every epoch, 16 probe pairs) whose cost is timed;
+2. prints the median cosine similarity per layer between the channel means of
+   16 clean test images and the same images with a stain, for each model, and
+   whether the paper's trend reproduces (AESc's similarity falls with depth
+   through the decoder and ends below the AE's);
+3. prints image AUROC, pixel AUROC and AUPRO (keras_skipae.evaluate) of the
+   residual, discrepancy (decoder / encoder / all layers) and combined maps;
+4. measures the DiscrepancyMonitor's overhead (its own time per epoch against
+   the epoch time, and an A/B timing of short fits with and without it);
+5. writes the figures to --figures (default docs/figures/discrepancy_*.png).
+
+Run (benchmarks must not overlap):
+
+    flock /tmp/keras_skipae_bench.lock .venv/bin/python bench/bench_discrepancy.py \
+        2>&1 | tee bench/bench_discrepancy.log
+
+CPU budget: about 3 x --time-limit seconds of training (default 3 x 240 s) plus
+~2 min of evaluation and overhead timing on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_skipae import analysis, callbacks, data, evaluation, models, plotting  # noqa: E402
+from keras_skipae.training import train  # noqa: E402
+
+MAPS = [
+    ("residual", "residual", None),
+    ("disc-decoder", "discrepancy", {"layers": "decoder"}),
+    ("disc-encoder", "discrepancy", {"layers": "encoder"}),
+    ("disc-all", "discrepancy", {"layers": "all"}),
+    ("disc-all-rel", "discrepancy", {"layers": "all", "normalize": "relative"}),
+    ("comb-decoder", "combined", {"layers": "decoder"}),
+    ("comb-encoder", "combined", {"layers": "encoder"}),
+]
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of every epoch (from epoch begin to the end of the callbacks before it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+        self._t = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._t)
+
+
+class TimedMonitor(callbacks.DiscrepancyMonitor):
+    """A DiscrepancyMonitor that times its own epoch-end work."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spent = []
+        self.end_spent = 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        t = time.perf_counter()
+        super().on_epoch_end(epoch, logs)
+        self.spent.append(time.perf_counter() - t)
+
+    def on_train_end(self, logs=None):
+        t = time.perf_counter()
+        super().on_train_end(logs)
+        self.end_spent = time.perf_counter() - t
+
+
+def _numpy(ds, n=None):
+    images, masks, labels = [], [], []
+    for e in ds.take(n) if n else ds:
+        images.append(e["image"].numpy())
+        masks.append(e["mask"].numpy())
+        labels.append(int(e["label"]))
+    return np.stack(images), np.stack(masks), np.array(labels)
+
+
+def _builder(name, kwargs, loss_weight):
+    def build(**kw):
+        net = models.get_model(name, **kwargs)
+        if loss_weight:
+            return analysis.DiscrepancyLossModel(net, weight=loss_weight)
+        return net
+
+    return build
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--category", default="mesh")
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--filters", type=int, default=16)
+    ap.add_argument("--n-train", type=int, default=128)
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--time-limit", type=float, default=240.0, help="seconds per model")
+    ap.add_argument("--loss-weight", type=float, default=0.1)
+    ap.add_argument("--n-probes", type=int, default=16)
+    ap.add_argument("--overhead-epochs", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--figures", default="docs/figures")
+    ap.add_argument("--json", default=None, help="also write all numbers to this JSON file")
+    args = ap.parse_args(argv)
+    print("command:", " ".join([sys.executable, *sys.argv]))
+    print(f"tensorflow {tf.__version__}, keras {keras.__version__}, cpus {os.cpu_count()}")
+    t_start = time.perf_counter()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_discrepancy_"))
+    root = data.synthetic.make_dataset(
+        tmp / "data",
+        categories=[args.category],
+        image_size=args.image_size,
+        n_train=args.n_train,
+        n_test_good=16,
+        n_test_defect=6,
+        seed=args.seed,
+    )
+    channels = data.synthetic._SPEC[args.category][0]
+    color_mode = "rgb" if channels == 3 else "grayscale"
+    train_ds = data.mvtec_dataset(
+        root, args.category, "train", image_size=args.image_size, color_mode=color_mode
+    )
+    test_ds = data.mvtec_dataset(
+        root, args.category, "test", image_size=args.image_size, color_mode=color_mode
+    )
+    test_x, _, test_y = _numpy(test_ds)
+    good = test_x[test_y == 0][: args.n_probes]
+    clean, corrupted = analysis.make_probe_pairs(good, data.Stains(), seed=args.seed)
+    print(
+        f"data: synthetic {args.category!r} {args.image_size}px, {args.n_train} train images, "
+        f"{len(test_x)} test ({int(test_y.sum())} defective); {len(clean)} probe pairs "
+        f"(good test images + one Stains() stain each, seed {args.seed})"
+    )
+
+    model_kwargs = {
+        "input_shape": (args.image_size, args.image_size, channels),
+        "depth": args.depth,
+        "filters": args.filters,
+        "bn_momentum": 0.9,
+    }
+    variants = [
+        ("AE", "ae", 0.0),
+        ("AESc", "aesc", 0.0),
+        (f"AESc+Ldisc({args.loss_weight:g})", "aesc", args.loss_weight),
+    ]
+    results, trained, monitors, detections, timings = {}, {}, {}, {}, {}
+    for label, name, weight in variants:
+        monitor = TimedMonitor(
+            clean,
+            corrupted,
+            every_n_epochs=1,
+            out_dir=tmp / f"monitor_{name}_{weight:g}",
+            tensorboard=True,
+        )
+        timer = EpochTimer()
+        t0 = time.perf_counter()
+        run = train(
+            _builder(name, model_kwargs, weight),
+            train_ds,
+            epochs=args.epochs,
+            corruption=data.Stains(),
+            batch_size=16,
+            seed=args.seed,
+            time_limit=args.time_limit,
+            callbacks=[timer, monitor],
+            verbose=0,
+        )
+        net = analysis.base_model(run.model)
+        trained[label] = net
+        monitors[label] = monitor
+        h = run.history
+        epoch_t = float(np.median(timer.times[1:])) if len(timer.times) > 1 else float("nan")
+        mon_t = float(np.median(monitor.spent[1:])) if len(monitor.spent) > 1 else float("nan")
+        timings[label] = {
+            "epochs": len(timer.times),
+            "train_s": time.perf_counter() - t0,
+            "epoch_s_median": epoch_t,
+            "monitor_s_median": mon_t,
+            "monitor_pct": 100.0 * mon_t / epoch_t,
+            "monitor_end_s": monitor.end_spent,
+        }
+        print(
+            f"\n[{label}] {len(timer.times)} epochs in {time.perf_counter() - t0:.0f} s; "
+            f"val_loss {h['val_loss'][-1]:.5f}; epoch {epoch_t:.2f} s, monitor "
+            f"{mon_t * 1000:.0f} ms/epoch ({timings[label]['monitor_pct']:.1f} %), "
+            f"figures at train end {monitor.end_spent:.1f} s"
+        )
+        results[label] = analysis.layer_discrepancy(net, clean, corrupted, return_means=True)
+        detections[label] = {}
+        for map_label, method, options in MAPS:
+            r = evaluation.evaluate(
+                net, test_ds, method=method, map_options=options, progress=False
+            )
+            detections[label][map_label] = {
+                "image_auroc": r.image_auroc,
+                "pixel_auroc": r.pixel_auroc,
+                "aupro": r.aupro,
+            }
+
+    # ---------------------------------------------------------------- similarities
+    layers = results["AE"].layers
+    print("\nMedian cosine similarity cos(mu_i(clean), mu_i(stained)) per layer "
+          f"({len(clean)} pairs):")
+    print(f"{'layer':16s}{'shape':>12s}" + "".join(f"{k:>22s}" for k in results))
+    for name in layers:
+        shape = "x".join(str(d) for d in results["AE"].shapes[name])
+        row = "".join(f"{results[k].median()[name]:22.4f}" for k in results)
+        print(f"{name:16s}{shape:>12s}{row}")
+    trend = analysis.paper_trend(results["AE"], results["AESc"])
+    print(
+        f"\nPaper's trend (AESc falls through the decoder and ends below AE): "
+        f"{'REPRODUCED' if trend['reproduced'] else 'NOT reproduced'}  "
+        f"[AESc falls: {trend['aesc_falls']}, monotone: {trend['aesc_monotone']}, "
+        f"ends below AE: {trend['aesc_ends_below_ae']}; decoder medians AESc "
+        f"{[round(v, 4) for v in trend['aesc_decoder']]}, AE "
+        f"{[round(v, 4) for v in trend['ae_decoder']]}]"
+    )
+    loss_label = variants[2][0]
+    trend_loss = analysis.paper_trend(results["AE"], results[loss_label])
+    print(
+        f"With the discrepancy loss ({loss_label}): reproduced {trend_loss['reproduced']}, "
+        f"decoder medians {[round(v, 4) for v in trend_loss['aesc_decoder']]}"
+    )
+
+    # ---------------------------------------------------------------- detection
+    print("\nDetection (image AUROC / pixel AUROC / AUPRO@0.3), default smoothing and max score:")
+    print(f"{'map':16s}" + "".join(f"{k:>26s}" for k in detections))
+    for map_label, _, _ in MAPS:
+        cells = []
+        for k in detections:
+            d = detections[k][map_label]
+            cells.append(f"{d['image_auroc']:.3f}/{d['pixel_auroc']:.3f}/{d['aupro']:.3f}")
+        print(f"{map_label:16s}" + "".join(f"{c:>26s}" for c in cells))
+
+    # ---------------------------------------------------------------- overhead A/B
+    print(f"\nDiscrepancyMonitor overhead (every epoch, {len(clean)} probe pairs):")
+    for k, t in timings.items():
+        print(
+            f"  {k}: monitor {t['monitor_s_median'] * 1000:.0f} ms per epoch of "
+            f"{t['epoch_s_median']:.2f} s = {t['monitor_pct']:.1f} % (median over "
+            f"{t['epochs'] - 1} epochs; + {t['monitor_end_s']:.1f} s once for the figures "
+            "at train end)"
+        )
+    ab = {"without": [], "with": []}
+    for rep in range(2):
+        for mode in ("without", "with"):
+            timer = EpochTimer()
+            cbs = [timer]
+            if mode == "with":
+                cbs.append(
+                    callbacks.DiscrepancyMonitor(
+                        clean, corrupted, out_dir=tmp / f"ab_{rep}", tensorboard=True
+                    )
+                )
+            train(
+                "aesc",
+                train_ds,
+                model_kwargs=model_kwargs,
+                epochs=args.overhead_epochs,
+                corruption=data.Stains(),
+                seed=args.seed,
+                callbacks=cbs,
+                verbose=0,
+                reduce_lr=False,
+            )
+            ab[mode].extend(timer.times[1:])
+    a, b = float(np.median(ab["without"])), float(np.median(ab["with"]))
+    print(
+        f"  A/B, AESc, {2 * (args.overhead_epochs - 1)} epochs each (first epochs dropped): "
+        f"median epoch {a:.3f} s without, {b:.3f} s with -> {100 * (b - a) / a:+.1f} % "
+        "(noisy on a shared CPU)"
+    )
+
+    # ---------------------------------------------------------------- figures
+    fig_dir = Path(args.figures)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    stain_area = np.abs(clean - corrupted).max(-1).reshape(len(clean), -1).mean(-1)
+    idx = int(np.argsort(stain_area)[len(stain_area) // 2])  # a median-sized stain
+    plotting.plot_channel_means(
+        {
+            k: (
+                [results[k].means_clean[n][idx] for n in layers],
+                [results[k].means_corrupted[n][idx] for n in layers],
+            )
+            for k in ("AE", "AESc")
+        },
+        layers=layers,
+        title=f"Channel means mu_i, clean vs stained (synthetic {args.category})",
+        path=fig_dir / "discrepancy_channel_means.png",
+        close=True,
+    )
+    plotting.plot_similarity_distribution(
+        {k: r.cosine for k, r in results.items()},
+        layers=layers,
+        title=f"cos(mu_i(clean), mu_i(stained)), {len(clean)} pairs, synthetic {args.category}",
+        path=fig_dir / "discrepancy_cosine_per_layer.png",
+        close=True,
+    )
+    for k, key in (("AE", "ae"), ("AESc", "aesc")):
+        med = monitors[k].medians()
+        plotting.plot_similarity_over_epochs(
+            [e + 1 for e in med["epoch"]],
+            {n: med[n] for n in layers},
+            title=f"{k}: median cosine similarity per layer during training",
+            path=fig_dir / f"discrepancy_over_epochs_{key}.png",
+            close=True,
+        )
+    print(f"\nfigures: {sorted(str(p) for p in fig_dir.glob('discrepancy_*.png'))}")
+    print(f"total wall time {time.perf_counter() - t_start:.0f} s")
+
+    if args.json:
+        out = {
+            "args": vars(args),
+            "medians": {k: r.median() for k, r in results.items()},
+            "trend": trend,
+            "trend_with_loss": trend_loss,
+            "detection": detections,
+            "timings": timings,
+            "overhead_ab": {"without_s": a, "with_s": b, "pct": 100 * (b - a) / a},
+        }
+        Path(args.json).write_text(json.dumps(out, indent=2, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
