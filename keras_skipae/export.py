@@ -493,7 +493,7 @@ def read_settings(path) -> dict:
 # ----------------------------------------------------------------------------
 
 
-def export_keras(model, path, *, overwrite: bool = False) -> Path:
+def export_keras(model, path, *, overwrite: bool = False, include_optimizer: bool = False) -> Path:
     """Writes ``model`` to a ``.keras`` file that loads with ``safe_mode=True``.
 
     Load it with ``import keras_skipae`` (registers the package's layers)
@@ -503,6 +503,9 @@ def export_keras(model, path, *, overwrite: bool = False) -> Path:
         model: the model.
         path: the file to write; must end in ``.keras``.
         overwrite: replace an existing file.
+        include_optimizer: keep the compiled optimizer's state (about twice
+            the weights' size for Adam). False (default) writes the
+            architecture and weights only, for inference and export.
 
     Returns:
         The file, a ``Path``.
@@ -516,6 +519,13 @@ def export_keras(model, path, *, overwrite: bool = False) -> Path:
     if path.suffix != ".keras":
         raise ValueError(f"Expected a `path` ending in '.keras'. Received: path={str(path)!r}")
     _check_no_lambda(model)
+    io_utils.check_writable(path, overwrite=overwrite, what="model file")
+    if not include_optimizer and getattr(model, "optimizer", None) is not None:
+        # Keras 3 saves a compiled model's optimizer (and clone_model compiles
+        # the clone); a copy rebuilt from the config is not compiled.
+        copy = model.__class__.from_config(model.get_config())
+        copy.set_weights(model.get_weights())
+        model = copy
     with io_utils.atomic_path(path, overwrite=overwrite, what="model file") as tmp:
         os.unlink(tmp)  # let Keras create the file
         model.save(tmp)

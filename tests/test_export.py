@@ -313,6 +313,21 @@ def test_keras_round_trip_safe_mode(gray_export, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
 
 
+def test_keras_export_drops_optimizer_unless_asked(tmp_path):
+    model = ks.build_aesc(input_shape=(16, 16, 1), depth=2, filters=2)
+    model.compile(optimizer="adam", loss="mse")
+    x = np.random.default_rng(0).random((2, 16, 16, 1), dtype=np.float32)
+    model.train_on_batch(x, x)  # builds the optimizer's variables
+    lean = keras.models.load_model(export.export_keras(model, tmp_path / "a.keras"), safe_mode=True)
+    assert getattr(lean, "optimizer", None) is None
+    np.testing.assert_allclose(lean(x), model(x, training=False), atol=1e-6)
+    full = keras.models.load_model(
+        export.export_keras(model, tmp_path / "b.keras", include_optimizer=True), safe_mode=True
+    )
+    assert full.optimizer is not None
+    assert (tmp_path / "a.keras").stat().st_size < (tmp_path / "b.keras").stat().st_size
+
+
 def test_keras_export_checks(tmp_path):
     model = ks.build_aesc(input_shape=(16, 16, 1), depth=2, filters=2)
     with pytest.raises(ValueError, match=r"\.keras"):
