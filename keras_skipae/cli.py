@@ -301,6 +301,68 @@ def _run_demo(args):
 _SUBCOMMANDS.extend([_add_train, _add_evaluate, _add_demo])
 
 
+# --------------------------------------------------------------------------- export
+# (the logic lives in keras_skipae.export.export_run)
+
+
+def _add_export(sub):
+    p = sub.add_parser(
+        "export",
+        help="export a trained run as a TF SavedModel (scoring signatures) or a .keras file",
+        description="Export RUN's model.keras to OUT. The SavedModel scores images on its own "
+        "(signatures serving_default: float32 in [0, 1]; serving_uint8; reconstruct; "
+        "reconstruct_uint8) and records its settings in OUT/assets/keras_skipae.json. "
+        "The image size and colour mode come from the run's config.json.",
+    )
+    p.add_argument("run", help="run folder written by `keras-skipae train`")
+    p.add_argument("out", help="SavedModel folder to create (or a .keras file)")
+    p.add_argument("--format", choices=("saved_model", "keras"), default="saved_model")
+    p.add_argument("--threshold", default=None, metavar="X|eval",
+                   help="production threshold (adds is_anomalous = score >= X); 'eval' takes "
+                   "the one `keras-skipae evaluate RUN` stored in RUN/evaluation/metrics.json")
+    p.add_argument("--map", default=None, help="anomaly map (default: residual)")
+    p.add_argument("--smoothing", type=float, default=None,
+                   help="Gaussian sigma in pixels on the map (default: 4; 0: none)")
+    p.add_argument("--score", default=None, help="image score: max (default), mean, topk, lp")
+    p.add_argument("--best", action="store_true", help="export best.keras instead of model.keras")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args):
+    from keras_skipae import export
+
+    threshold = args.threshold
+    if threshold is not None and threshold != "eval":
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            raise CLIError(
+                f"--threshold expects a number or 'eval'. Received: {args.threshold!r}"
+            ) from None
+    info = export.export_run(
+        args.run, args.out, format=args.format, threshold=threshold, map=args.map,
+        smoothing=args.smoothing, score=args.score, best=args.best, overwrite=args.overwrite,
+    )
+    if info["format"] == "keras":
+        print(f"wrote {info['path']} (load with keras.models.load_model(path, safe_mode=True) "
+              "after `import keras_skipae`)")
+        return 0
+    s = info["settings"]
+    t = info["threshold"]
+    print(f"wrote {info['path']}: map={s['map']}, smoothing={s['smoothing']:g}, "
+          f"score={s['score']}, threshold="
+          + (f"{t:.6g} ({info['threshold_source']})" if t is not None else "none"))
+    print("signatures: serving_default (float32 in [0, 1]), serving_uint8, reconstruct, "
+          "reconstruct_uint8; settings: assets/keras_skipae.json")
+    if info["hint"]:
+        print(f"note: {info['hint']}")
+    return 0
+
+
+_SUBCOMMANDS.append(_add_export)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
