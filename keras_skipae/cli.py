@@ -183,15 +183,18 @@ def _add_train(sub):
 
 
 def _check_data(root, category):
+    """Clear one-line errors for a missing data folder or category (without importing TF)."""
     from pathlib import Path
 
-    from keras_skipae.data import DatasetNotFoundError, list_mvtec_categories
-
-    if not Path(root).is_dir():
-        raise DatasetNotFoundError(f"Data folder {str(root)!r} does not exist.")
-    available = list_mvtec_categories(root)
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Data folder {str(root)!r} does not exist.")
+    available = sorted(
+        p.name for p in root.iterdir()
+        if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir())
+    )
     if category not in available:
-        raise DatasetNotFoundError(
+        raise FileNotFoundError(
             f"Category {category!r} not found in {str(root)!r}. Available categories: "
             f"{', '.join(available) if available else '(none: expected <root>/<category>/train)'}."
         )

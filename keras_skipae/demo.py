@@ -102,10 +102,14 @@ def evaluate_run(
     Returns:
         ``(EvaluationResult, out_dir)``.
     """
-    from keras_skipae import data, evaluation, training
-
     run_dir = Path(run_dir)
-    model, config = training.load_run(run_dir, best=best)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{str(run_dir)!r} is not a run folder: it has no config.json "
+            "(expected a folder written by `keras-skipae train`)."
+        )
+    config = json.loads(config_path.read_text(encoding="utf-8"))
     dcfg = config.get("data") or {}
     root = data_root or dcfg.get("root")
     category = category or dcfg.get("category")
@@ -116,6 +120,9 @@ def evaluate_run(
         )
     if check_data is not None:
         check_data(root, category)
+    from keras_skipae import data, evaluation, training
+
+    model, config = training.load_run(run_dir, best=best)
     size = dcfg.get("image_size") or int(model.input_shape[1])
     color_mode = dcfg.get("color_mode") or ("rgb" if model.input_shape[-1] == 3 else "grayscale")
     test = data.mvtec_dataset(root, category, split="test", image_size=size, color_mode=color_mode)

@@ -458,7 +458,9 @@ def load_run(run_dir, *, best: bool = False, compile: bool = True):
             f"Run folder {str(run_dir)!r} has no {model_path.name}: the run did not finish. "
             "Start the same training command again to resume it."
         )
-    import keras_skipae.losses  # noqa: F401  (registers the custom losses)
+    # Register the package's custom layers and losses before deserializing.
+    import keras_skipae.losses  # noqa: F401
+    import keras_skipae.models  # noqa: F401
 
     model = keras.models.load_model(model_path, safe_mode=True, compile=compile)
     return model, _read_json(config_path)

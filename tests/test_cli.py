@@ -1,0 +1,159 @@
+"""The train / evaluate / demo subcommands, through ``python -m keras_skipae`` subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg", PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "keras_skipae", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def _error_line(proc):
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("keras-skipae")]
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from keras_skipae.data import synthetic
+
+    root = tmp_path_factory.mktemp("cli") / "data"
+    synthetic.make_dataset(
+        root, categories=["mesh"], image_size=32, n_train=10, n_test_good=4, n_test_defect=2, seed=0
+    )
+    return root
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "demo"])
+def test_help(command):
+    proc = _cli(command, "--help", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"usage: keras-skipae {command}" in proc.stdout
+    assert "--overwrite" in proc.stdout
+
+
+@pytest.mark.slow
+def test_train_errors_are_one_line(tmp_path, tiny_data):
+    proc = _cli(
+        "train", "--data", tmp_path / "missing", "--category", "mesh", "--out", tmp_path / "run"
+    )
+    line = _error_line(proc)
+    assert "missing" in line and "does not exist" in line
+    assert not (tmp_path / "run").exists()
+
+    proc = _cli("train", "--data", tiny_data, "--category", "carpet", "--out", tmp_path / "run")
+    line = _error_line(proc)
+    assert "'carpet' not found" in line and "mesh" in line
+
+    proc = _cli(
+        "--debug",
+        "train",
+        "--data",
+        tmp_path / "missing",
+        "--category",
+        "mesh",
+        "--out",
+        tmp_path / "run",
+    )
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+    proc = _cli("evaluate", tmp_path / "no_run")
+    assert "does not exist" in _error_line(proc)
+
+
+@pytest.mark.slow
+def test_train_then_evaluate(tmp_path, tiny_data):
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--data",
+        tiny_data,
+        "--category",
+        "mesh",
+        "--model",
+        "aesc",
+        "--out",
+        run,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--image-size",
+        "32",
+        "--depth",
+        "3",
+        "--filters",
+        "4",
+        "--quiet",
+    ]
+    proc = _cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert f"run folder: {run}" in proc.stdout
+    for name in ("config.json", "model.keras", "history.csv"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["category"] == "mesh" and config["data"]["image_size"] == 32
+    assert config["model"]["kwargs"]["depth"] == 3
+
+    proc = _cli("evaluate", run, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "image AUROC" in proc.stdout and "pixel AUROC" in proc.stdout
+    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert metrics["n_images"] == 4 + 2 * 4  # mesh has 4 defect types
+    assert (run / "evaluation" / "roc_image.png").is_file()
+
+    proc = _cli("evaluate", run, "--quiet")
+    assert "overwrite" in _error_line(proc)
+    proc = _cli("evaluate", run, "--quiet", "--category", "wood")
+    assert "'wood' not found" in _error_line(proc)
+
+
+@pytest.mark.slow
+def test_demo_quick(tmp_path):
+    out = tmp_path / "demo"
+    proc = _cli("demo", "--quick", "--out", out, "--minutes-per-model", "0.05", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    report = out / "report"
+    for name in (
+        "report.md",
+        "report.html",
+        "comparison.json",
+        "ae/metrics.json",
+        "aesc/metrics.json",
+        "aesc/roc_image.png",
+        "aesc/cases.png",
+    ):
+        assert (report / name).is_file(), name
+    comparison = json.loads((report / "comparison.json").read_text())
+    assert set(comparison["models"]) == {"ae", "aesc"}
+    assert set(comparison["baselines"]) == {"gaussian", "patch_nn"}
+    for m in comparison["models"].values():
+        assert 0.0 <= m["image_auroc"] <= 1.0
+    md = (report / "report.md").read_text()
+    assert "](aesc/roc_image.png)" in md
+    proc = _cli("demo", "--quick", "--out", out, "--quiet")
+    assert "--overwrite" in _error_line(proc)
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "x").mkdir()
+    proc = _cli("evaluate", tmp_path / "x")
+    assert "no config.json" in _error_line(proc)
