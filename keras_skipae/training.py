@@ -313,7 +313,7 @@ def _jsonable(obj):
 
 
 def _identity_pairs(dataset, batch_size, *, shuffle, seed, repeat):
-    ds = dataset.map(lambda e: _image_of(e), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = dataset.map(lambda e: _image_of(e), num_parallel_calls=2)  # not AUTOTUNE: see data.corrupt
     ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(512, seed=seed, reshuffle_each_iteration=True)

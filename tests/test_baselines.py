@@ -1,0 +1,55 @@
+"""The non-learned baselines of bench/bench_detection.py and the demo."""
+
+import numpy as np
+import pytest
+
+from keras_skipae import baselines
+
+
+def _train(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return (0.5 + 0.05 * rng.standard_normal((n, 24, 24, 1))).astype("float32")
+
+
+def test_gaussian_map_matches_hand_computation():
+    train = _train()
+    x = train[:2] + 0.1
+    b = baselines.GaussianBaseline(smoothing=0).fit(train)
+    expected = np.abs(x - train.mean(0)) / (train.std(0) + 1e-2)
+    np.testing.assert_allclose(b.anomaly_maps(x), expected[..., 0], rtol=1e-5)
+
+
+def test_patch_nn_is_zero_on_training_images_and_peaks_on_a_defect():
+    train = _train()
+    b = baselines.PatchNNBaseline(patch=4, stride=2, smoothing=0).fit(train)
+    np.testing.assert_allclose(b.anomaly_maps(train[:1]), 0.0, atol=1e-3)
+    x = train[:1].copy()
+    x[0, 10:14, 10:14] = 1.0
+    m = b.anomaly_maps(x)[0]
+    assert m[10:14, 10:14].mean() > 5 * m[:6, :6].mean()
+    assert np.unravel_index(m.argmax(), m.shape)[0] in range(8, 16)
+
+
+def test_evaluate_baseline_separates_obvious_defects():
+    train = _train(8)
+    rng = np.random.default_rng(1)
+    test_good = _train(4, seed=2)
+    test_bad = _train(4, seed=3)
+    masks = np.zeros((8, 24, 24, 1), "float32")
+    for i in range(4):
+        y, x = rng.integers(2, 16, size=2)
+        test_bad[i, y : y + 6, x : x + 6] = 0.95
+        masks[4 + i, y : y + 6, x : x + 6] = 1
+    test = {
+        "image": np.concatenate([test_good, test_bad]),
+        "mask": masks,
+        "label": np.array([0] * 4 + [1] * 4),
+        "defect_type": np.array(["good"] * 4 + ["blob"] * 4),
+    }
+    for name in ("gaussian", "patch_nn"):
+        r = baselines.evaluate_baseline(name, train, test)
+        assert r["image_auroc"] == pytest.approx(1.0)
+        assert r["pixel_auroc"] > 0.9
+        assert set(r["per_defect"]) == {"blob"}
+    with pytest.raises(ValueError, match="name='knn'"):
+        baselines.get_baseline("knn")
