@@ -25,7 +25,7 @@ One category, a short budget (a smoke run):
     .venv/bin/python bench/bench_detection.py --categories mesh --minutes-per-model 0.5
 
 Options of the recipe: ``--corruption`` (``stains``, the default, or
-``stains+scratches``: stains or thin scratches, one per image, to teach the
+``stains+scratches``: stains or thin scratches per batch, to teach the
 AESc not to pass thin defects through its skips), ``--loss``, ``--lr``.
 The numbers depend on the CPU's speed (training is bounded by wall time).
 """
@@ -47,15 +47,9 @@ TEXTURES = ("woven", "mesh", "wood", "gravel")
 
 
 def _corruption(name):
-    from keras_skipae import data
+    from keras_skipae import training
 
-    if name == "stains":
-        return data.Stains()
-    if name == "stains+scratches":
-        return data.OneOf([data.Stains(), data.Scratches()], probs=[0.7, 0.3])
-    if name == "none":
-        return None
-    return data.get(name)
+    return None if name == "none" else training.get_corruption(name)
 
 
 def _f(v, d=3):
@@ -81,6 +75,12 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=["ae", "aesc"])
     parser.add_argument("--minutes-per-model", type=float, default=2.0)
     parser.add_argument("--max-epochs", type=int, default=500)
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=25,
+        help="batches per epoch (validation, LR schedule and checkpoints)",
+    )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -144,6 +144,7 @@ def main(argv=None):
                 good,
                 model_kwargs=kwargs,
                 epochs=args.max_epochs,
+                steps_per_epoch=args.steps_per_epoch,
                 learning_rate=args.lr,
                 loss=args.loss,
                 corruption=_corruption(args.corruption),

@@ -157,13 +157,16 @@ def _add_train(sub):
     p.add_argument("--model", default="aesc", help="registry name: ae, aesc, unet (default: aesc)")
     p.add_argument("--out", required=True, help="run folder (config.json, model.keras, ...)")
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="batches per epoch (default: one pass over the training images)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--image-size", type=int, default=128, help="images are resized to this side")
     p.add_argument("--color-mode", choices=("grayscale", "rgb"), default="grayscale")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--loss", default="mse", help="mse, l1, ssim, mse+ssim, l1+ssim")
     p.add_argument("--corruption", default="stains",
-                   help="stains (default), scratches, drops, noise, or 'none' (plain AE recipe)")
+                   help="stains (default), scratches, drops, noise, a mix such as "
+                   "stains+scratches, or 'none' (plain AE recipe)")
     p.add_argument("--filters", type=int, default=None, help="first-stage filters (model default)")
     p.add_argument("--depth", type=int, default=None, help="number of stride-2 stages")
     p.add_argument("--bn-momentum", type=float, default=0.9,
@@ -216,6 +219,7 @@ def _run_train(args):
     corruption = None if args.corruption.lower() == "none" else args.corruption
     run = training.train(
         args.model, good, model_kwargs=model_kwargs, epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
         learning_rate=args.lr, loss=args.loss, corruption=corruption,
         batch_size=args.batch_size, validation_split=args.val_split, seed=args.seed,
         run_dir=args.out, jit_compile="auto" if args.jit is None else args.jit,

@@ -325,3 +325,13 @@ def test_default_corruption_is_stains_and_recorded(tmp_path):
         _tiny(), _dataset(10), corruption="scratches", epochs=1, batch_size=4, verbose=0
     )
     assert run2.config["corruption"]["class_name"] == "Scratches"
+
+
+def test_get_corruption_mixes():
+    from keras_skipae import data
+
+    mix = training.get_corruption("stains+scratches")
+    assert isinstance(mix, data.OneOf)
+    assert isinstance(training.get_corruption("stains"), data.Stains)
+    with pytest.raises(ValueError):
+        training.get_corruption("stains+nope")
