@@ -207,6 +207,7 @@ class DiscrepancyMonitor(keras.callbacks.Callback):
         self._recorded = 0
         self._last_means = None
         self._last_epoch = None
+        self._row_cache: dict = {}
 
     # ------------------------------------------------------------------ hooks
 
@@ -271,12 +272,18 @@ class DiscrepancyMonitor(keras.callbacks.Callback):
             out[k] = [float(np.median(h["cosine"][k])) for h in self.history]
         return out
 
-    def _rows(self):
-        rows = []
-        for h in self.history:
+    def _epoch_rows(self, h):
+        """The CSV rows of one recorded epoch (cached: each epoch is summarised once)."""
+        key = (h["epoch"], id(h))
+        rows = self._row_cache.get(key)
+        if rows is None:
+            cos = np.asarray([h["cosine"][k] for k in self.layers], "float64")
+            l2 = np.median(np.asarray([h["l2"][k] for k in self.layers], "float64"), axis=1)
+            q25, q50, q75 = np.quantile(cos, [0.25, 0.5, 0.75], axis=1)
+            mean = cos.mean(axis=1)
+            rows = []
             for i, k in enumerate(self.layers):
-                c = np.asarray(h["cosine"][k], "float64")
-                shape = self.shapes.get(k, (None, None, None))
+                shape = tuple(self.shapes.get(k, (None, None, None)))
                 rows.append(
                     {
                         "epoch": h["epoch"],
@@ -285,14 +292,18 @@ class DiscrepancyMonitor(keras.callbacks.Callback):
                         "h": shape[0],
                         "w": shape[1],
                         "c": shape[2],
-                        "cosine_median": float(np.median(c)),
-                        "cosine_mean": float(np.mean(c)),
-                        "cosine_q25": float(np.quantile(c, 0.25)),
-                        "cosine_q75": float(np.quantile(c, 0.75)),
-                        "l2_median": float(np.median(h["l2"][k])),
+                        "cosine_median": float(q50[i]),
+                        "cosine_mean": float(mean[i]),
+                        "cosine_q25": float(q25[i]),
+                        "cosine_q75": float(q75[i]),
+                        "l2_median": float(l2[i]),
                     }
                 )
+            self._row_cache[key] = rows
         return rows
+
+    def _rows(self):
+        return [row for h in self.history for row in self._epoch_rows(h)]
 
     def _write_files(self):
         from keras_skipae import io_utils
@@ -304,15 +315,14 @@ class DiscrepancyMonitor(keras.callbacks.Callback):
         writer.writeheader()
         writer.writerows(rows)
         io_utils.write_text(self.out_dir / self.CSV_NAME, buf.getvalue())
-        io_utils.write_json(
-            self.out_dir / self.JSON_NAME,
-            {
-                "layers": self.layers,
-                "shapes": {k: list(v) for k, v in self.shapes.items()},
-                "n_pairs": int(len(self.probe_clean)),
-                "epochs": self.history,
-            },
-        )
+        # Compact JSON: it is rewritten every recorded epoch and grows with them.
+        saved = {
+            "layers": self.layers,
+            "shapes": {k: list(v) for k, v in self.shapes.items()},
+            "n_pairs": int(len(self.probe_clean)),
+            "epochs": self.history,
+        }
+        io_utils.write_text(self.out_dir / self.JSON_NAME, json.dumps(saved) + "\n")
 
     def _load_history(self):
         path = self.out_dir / self.JSON_NAME

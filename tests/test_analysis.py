@@ -259,3 +259,28 @@ def test_cli_discrepancy_compares_two_runs(tmp_path, capsys):
     # An existing output is refused without --overwrite.
     assert cli.main(argv) == 1
     assert cli.main([*argv, "--overwrite", "--n-probes", "2"]) == 0
+
+
+@pytest.mark.slow
+def test_evaluate_offers_discrepancy_methods():
+    from keras_skipae.evaluation import evaluate
+
+    model = _tiny(build_aesc)
+    x = _images(4, seed=5)
+    masks = np.zeros((4, 32, 32, 1), "float32")
+    masks[2:, 8:16, 8:16] = 1.0
+    x[2:, 8:16, 8:16] = 0.0  # the "defects"
+    ds = tf.data.Dataset.from_tensor_slices(
+        {
+            "image": x,
+            "mask": masks,
+            "label": np.array([0, 0, 1, 1], "int32"),
+            "defect_type": np.array(["good", "good", "hole", "hole"]),
+            "path": np.array(["a", "b", "c", "d"]),
+        }
+    )
+    for method in ("residual", "discrepancy", "combined"):
+        r = evaluate(model, ds, method=method, map_options=None, progress=False)
+        assert 0.0 <= r.image_auroc <= 1.0 and 0.0 <= r.pixel_auroc <= 1.0
+    r = evaluate(model, ds, method="discrepancy", map_options={"layers": "encoder"}, progress=False)
+    assert np.isfinite(r.aupro)

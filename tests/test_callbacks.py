@@ -50,6 +50,7 @@ def test_monitor_writes_its_files(tmp_path):
     assert not list(tmp_path.glob(".*tmp-*"))  # atomic writes left nothing behind
 
 
+@pytest.mark.slow
 def test_monitor_resumes_and_replaces_later_epochs(tmp_path):
     clean, corrupted = _data(4)
     model = _model()
