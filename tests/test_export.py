@@ -63,7 +63,7 @@ def rgb_export(tmp_path_factory):
     model = _tiny((32, 32, 3), seed=2)
     settings = {"map": "ssim", "smoothing": 2.0, "score": "topk", "topk": 0.05}
     path = tmp_path_factory.mktemp("export") / "rgb"
-    export.export_saved_model(model, path, **settings)
+    export.export_saved_model(model, path, **settings, verify=False)  # the gray one verifies
     images = np.random.default_rng(12).random((2, 32, 32, 3), dtype=np.float32)
     return {
         "model": model,
@@ -258,6 +258,7 @@ def test_refuses_to_overwrite(gray_export, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
 
 
+@pytest.mark.slow
 def test_overwrite_replaces(tmp_path):
     model = ks.build_aesc(input_shape=(16, 16, 1), depth=2, filters=2)
     target = tmp_path / "out"
@@ -267,6 +268,22 @@ def test_overwrite_replaces(tmp_path):
     assert not (target / "old.txt").exists()
     assert (target / "saved_model.pb").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left
+
+
+@pytest.mark.slow
+def test_verify_refuses_a_disagreeing_export(tmp_path, monkeypatch):
+    model = ks.build_aesc(input_shape=(None, None, 1), depth=2, filters=2)
+    save = tf.saved_model.save
+
+    def save_then_change_weights(*args, **kwargs):
+        save(*args, **kwargs)
+        out = model.get_layer("out")
+        out.kernel.assign(out.kernel + 0.5)  # the in-process model now differs
+
+    monkeypatch.setattr(tf.saved_model, "save", save_then_change_weights)
+    with pytest.raises(RuntimeError, match="differs from the in-process result"):
+        export.export_saved_model(model, tmp_path / "out")
+    assert not any(tmp_path.iterdir())  # nothing written, no temporary left
 
 
 @pytest.mark.parametrize(
@@ -316,8 +333,8 @@ def test_keras_round_trip_safe_mode(gray_export, tmp_path):
 def test_keras_export_drops_optimizer_unless_asked(tmp_path):
     model = ks.build_aesc(input_shape=(16, 16, 1), depth=2, filters=2)
     model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)  # the optimizer's state, as after fit
     x = np.random.default_rng(0).random((2, 16, 16, 1), dtype=np.float32)
-    model.train_on_batch(x, x)  # builds the optimizer's variables
     lean = keras.models.load_model(export.export_keras(model, tmp_path / "a.keras"), safe_mode=True)
     assert getattr(lean, "optimizer", None) is None
     np.testing.assert_allclose(lean(x), model(x, training=False), atol=1e-6)
