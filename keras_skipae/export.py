@@ -266,7 +266,7 @@ def _settings_document(
         },
         "scoring": settings,
         "threshold": threshold,
-        "decision": "is_anomalous = score >= threshold",
+        "decision": "is_anomalous = score >= threshold (compared in float32)",
         "signatures": signatures,
         "metadata": metadata or {},
     }
