@@ -1,0 +1,200 @@
+"""The example notebooks: in sync with their jupytext twins, committed clean, and runnable.
+
+Each ``examples/NN_name.ipynb`` is paired with ``examples/NN_name.py`` (jupytext
+percent format). The execution tests run every notebook top to bottom in a fresh
+kernel (nbclient), in a temporary working folder, and check that it ran without
+errors and produced its key outputs: a figure in every step of the tutorial
+shape (Data, Build the model, Train, Score anomalies) and the numbers it prints.
+
+The kernel is the interpreter running the tests: a kernel spec named
+``python3`` that launches ``sys.executable`` is written to a temporary
+``JUPYTER_PATH`` entry (which takes precedence over user and system kernel
+specs), and the test checks ``sys.executable`` inside the kernel.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+jupytext = pytest.importorskip("jupytext")
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+NOTEBOOKS = sorted(EXAMPLES.glob("[0-9][0-9]_*.ipynb"))
+
+# The tutorial steps that must each show at least one figure (markdown "## " headers).
+STEPS_WITH_FIGURES = ("Data", "Build the model", "Train", "Score anomalies")
+
+# Per notebook: regexes that must match its printed output (a float group must be
+# a number in [0, 1]), and the least number of figures it shows.
+EXPECTED = {
+    "01_quickstart": {
+        "patterns": [
+            r"image AUROC (\d\.\d+)",
+            r"pixel AUROC (\d\.\d+)",
+            r"AUPRO@0\.3\s+(\d\.\d+)",
+            r"trained 15 epochs",
+            r"enc0_out\s+\(32, 32, 8\)",
+        ],
+        "min_figures": 8,
+    },
+    "02_skip_connections": {
+        "patterns": [
+            r"aesc\s+image AUROC (\d\.\d+)",
+            r"unet\s+image AUROC (\d\.\d+)",
+            r"skip layers of get_model\('aesc', skips=\(0,\), skip_scale=0\.5\): \['dec0_skip'\]",
+            r"median cosine similarity",
+            r"paper's trend reproduced:\s+(?:True|False)",
+        ],
+        "min_figures": 7,
+    },
+    "03_export_and_serving": {
+        "patterns": [
+            r"signatures: .*serving_default",
+            r"max \|served - in-process\| anomaly map: (\d\.\d+e[-+]\d+|0\.0+)",
+            r"is_anomalous: \[",
+            r"\.keras reloaded with safe_mode=True",
+        ],
+        "min_figures": 4,
+    },
+}
+
+
+def _twin(notebook: Path) -> Path:
+    return notebook.with_suffix(".py")
+
+
+def _cells(notebook):
+    return [(cell.cell_type, cell.source.strip()) for cell in notebook.cells]
+
+
+def test_every_notebook_has_a_twin_and_expectations():
+    assert NOTEBOOKS, f"no notebooks found in {EXAMPLES}"
+    scripts = sorted(EXAMPLES.glob("[0-9][0-9]_*.py"))
+    assert [p.stem for p in scripts] == [p.stem for p in NOTEBOOKS]
+    assert sorted(EXPECTED) == [p.stem for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_and_twin_in_sync(path):
+    """The .ipynb and its .py twin hold the same cells, and the .ipynb has no outputs."""
+    from_ipynb = jupytext.read(path)
+    from_py = jupytext.read(_twin(path))
+    assert _cells(from_ipynb) == _cells(from_py), (
+        f"{path.name} and {_twin(path).name} differ: run "
+        f"`jupytext --sync {_twin(path)}` (or --to ipynb) after editing the script."
+    )
+    raw = nbformat.read(path, as_version=4)
+    assert raw.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    assert raw.metadata["kernelspec"]["name"] == "python3"
+    for cell in raw.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{path.name}: commit notebooks without outputs"
+            assert cell.execution_count is None, f"{path.name}: commit notebooks without outputs"
+    # The tutorial shape of DESIGN.md.
+    headers = [
+        line[3:].strip()
+        for cell in raw.cells
+        if cell.cell_type == "markdown"
+        for line in cell.source.splitlines()
+        if line.startswith("## ")
+    ]
+    for step in ("Introduction", "Setup", *STEPS_WITH_FIGURES):
+        assert step in headers, f"{path.name} lacks a '## {step}' section"
+
+
+@pytest.fixture(scope="module")
+def kernel_path(tmp_path_factory, monkeypatch_module):
+    """A ``python3`` kernel spec running this interpreter, first on JUPYTER_PATH."""
+    from ipykernel.kernelspec import write_kernel_spec
+
+    root = tmp_path_factory.mktemp("jupyter")
+    write_kernel_spec(root / "kernels" / "python3")
+    monkeypatch_module.setenv("JUPYTER_PATH", str(root))
+    return root
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def _outputs_text(cell) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.output_type == "stream":
+            parts.append(out.text)
+        elif "data" in out and "text/plain" in out["data"]:
+            parts.append(out["data"]["text/plain"])
+    return "".join(parts)
+
+
+def _n_figures(cell) -> int:
+    return sum(1 for out in cell.get("outputs", []) if "image/png" in out.get("data", {}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs(path, tmp_path, kernel_path):
+    nbclient = pytest.importorskip("nbclient")
+    notebook = nbformat.read(path, as_version=4)
+    # An extra last cell reports the kernel's interpreter.
+    notebook.cells.append(
+        nbformat.v4.new_code_cell("import sys\nprint('KERNEL-EXECUTABLE', sys.executable)")
+    )
+    client = nbclient.NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=300,  # per cell
+        startup_timeout=120,
+        resources={"metadata": {"path": str(tmp_path)}},  # the kernel's working folder
+    )
+    before = sorted(p.name for p in EXAMPLES.iterdir())
+    start = time.monotonic()
+    client.execute()  # raises CellExecutionError on the first failing cell
+    seconds = time.monotonic() - start
+
+    errors = [
+        out
+        for cell in notebook.cells
+        for out in cell.get("outputs", [])
+        if out.output_type == "error"
+    ]
+    assert not errors, errors
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    text = "\n".join(_outputs_text(cell) for cell in code)
+    assert "Traceback" not in text
+
+    kernel_exe = re.search(r"KERNEL-EXECUTABLE (.+)", _outputs_text(code[-1])).group(1).strip()
+    assert Path(kernel_exe).resolve() == Path(sys.executable).resolve()
+
+    # A figure in every step, and enough of them overall.
+    figures_per_step: dict[str, int] = {}
+    step = None
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("## "):
+                    step = line[3:].strip()
+        elif step is not None:
+            figures_per_step[step] = figures_per_step.get(step, 0) + _n_figures(cell)
+    for name in STEPS_WITH_FIGURES:
+        assert figures_per_step.get(name, 0) >= 1, f"no figure in '{name}': {figures_per_step}"
+    expected = EXPECTED[path.stem]
+    assert sum(_n_figures(cell) for cell in code) >= expected["min_figures"]
+
+    for pattern in expected["patterns"]:
+        match = re.search(pattern, text)
+        assert match, f"{path.name}: no output matches {pattern!r}"
+        for group in match.groups():
+            assert 0.0 <= float(group) <= 1.0, (pattern, group)
+
+    # The notebook wrote nothing next to itself (it works in temporary folders).
+    assert sorted(p.name for p in EXAMPLES.iterdir()) == before
+    print(f"{path.name}: {seconds:.1f} s")
