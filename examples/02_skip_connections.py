@@ -236,7 +236,7 @@ residual = {name: np.abs(images - r)[..., 0] for name, r in recon.items()}
 vmax = max(float(r.max()) for r in residual.values())
 columns = ["input", "ground truth"]
 for name in recon:
-    columns += [f"{name}\nreconstruction", f"{name}\nresidual"]
+    columns += [f"{LABELS[name]}\nreconstruction", f"{LABELS[name]}\nresidual"]
 fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.6 * len(columns), 1.75 * len(rows)))
 for i, k in enumerate(rows):
     panels = [(images[i, ..., 0], "gray", 1.0), (test_batch["mask"][k, ..., 0], "gray", 1.0)]
