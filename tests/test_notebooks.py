@@ -51,7 +51,7 @@ EXPECTED = {
             r"median cosine similarity",
             r"paper's trend reproduced:\s+(?:True|False)",
         ],
-        "min_figures": 7,
+        "min_figures": 8,
     },
     "03_export_and_serving": {
         "patterns": [
