@@ -306,6 +306,7 @@ def run_demo(
         h = run.history
         models[name] = {
             "epochs": len(h.get("epoch", [])),
+            "steps": int(run.model.optimizer.iterations.numpy()),
             "train_seconds": round(run.seconds, 1),
             "final_loss": h["loss"][-1],
             "final_val_loss": h.get("val_loss", [None])[-1],
@@ -423,7 +424,9 @@ def _render_report(comparison, results):
         "minutes of wall time. Anomaly map: the smoothed residual |x - x̂|; image score: its "
         "maximum (fixed in advance, see `keras_skipae.scoring`).",
         "",
-        f"Produced by `{cmd}` in {comparison['seconds_total']:.0f} s.",
+        f"Produced by `{cmd}` in {comparison['seconds_total']:.0f} s. Training is bounded by "
+        "wall time, so a busy or slow machine trains fewer steps (see the table below) and "
+        "gets worse numbers.",
     ]
     if comparison["quick"]:
         md += [
@@ -442,12 +445,12 @@ def _render_report(comparison, results):
         md.append(f"| {label} | {_f(a)} | {_f(b)} | {_f(c)} |")
     md += [
         "",
-        "| model | epochs | training s | val loss | threshold | precision | recall |",
-        "|---|---|---|---|---|---|---|",
+        "| model | epochs | steps | training s | val loss | threshold | precision | recall |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in comparison["models"].items():
         md.append(
-            f"| {name} | {m['epochs']} | {m['train_seconds']:.0f} | "
+            f"| {name} | {m['epochs']} | {m['steps']} | {m['train_seconds']:.0f} | "
             f"{_f(m['final_val_loss'], 5)} | {_f(m['threshold'], 4)} | "
             f"{_f(m['precision'])} | {_f(m['recall'])} |"
         )
