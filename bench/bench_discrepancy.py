@@ -296,7 +296,8 @@ def main(argv=None):
         f"\nPaper's trend (AESc falls through the decoder and ends below AE): "
         f"{'REPRODUCED' if trend['reproduced'] else 'NOT reproduced'}  "
         f"[AESc falls: {trend['aesc_falls']}, monotone: {trend['aesc_monotone']}, "
-        f"ends below AE: {trend['aesc_ends_below_ae']}; decoder medians AESc "
+        f"ends below AE: {trend['aesc_ends_below_ae']}; drop {trend['aesc_drop']:.2e}, "
+        f"gap to AE {trend['gap_to_ae']:.2e}; decoder medians AESc "
         f"{[round(v, 4) for v in trend['aesc_decoder']]}, AE "
         f"{[round(v, 4) for v in trend['ae_decoder']]}]"
     )
@@ -332,7 +333,19 @@ def main(argv=None):
     fig_dir = Path(args.figures)
     fig_dir.mkdir(parents=True, exist_ok=True)
     stain_area = np.abs(clean - corrupted).max(-1).reshape(len(clean), -1).mean(-1)
-    idx = int(np.argsort(stain_area)[len(stain_area) // 2])  # a median-sized stain
+    idx = int(np.argmax(stain_area))  # the largest stain: the most visible change
+    np.savez_compressed(
+        tmp / "results.npz",
+        clean=clean,
+        corrupted=corrupted,
+        **{
+            f"{kind}/{k}/{n}": getattr(r, kind)[n]
+            for k, r in results.items()
+            for kind in ("cosine", "l2", "means_clean", "means_corrupted")
+            for n in layers
+        },
+    )
+    print(f"per-pair results and channel means: {tmp / 'results.npz'}")
     plotting.plot_channel_means(
         {
             k: (
@@ -342,15 +355,27 @@ def main(argv=None):
             for k in ("AE", "AESc")
         },
         layers=layers,
-        title=f"Channel means mu_i, clean vs stained (synthetic {args.category})",
+        title=f"Channel means mu_i, clean vs stained (synthetic {args.category}, largest stain)",
         path=fig_dir / "discrepancy_channel_means.png",
+        close=True,
+    )
+    title = (
+        f"cos(mu_i(clean), mu_i(stained)), {len(clean)} pairs, synthetic {args.category} "
+        f"{args.image_size} px"
+    )
+    plotting.plot_similarity_distribution(
+        {k: results[k].cosine for k in ("AE", "AESc")},
+        layers=layers,
+        title=title,
+        path=fig_dir / "discrepancy_cosine_per_layer.png",
         close=True,
     )
     plotting.plot_similarity_distribution(
         {k: r.cosine for k, r in results.items()},
         layers=layers,
-        title=f"cos(mu_i(clean), mu_i(stained)), {len(clean)} pairs, synthetic {args.category}",
-        path=fig_dir / "discrepancy_cosine_per_layer.png",
+        scale="1-cos",
+        title=title,
+        path=fig_dir / "discrepancy_dissimilarity_per_layer.png",
         close=True,
     )
     for k, key in (("AE", "ae"), ("AESc", "aesc")):

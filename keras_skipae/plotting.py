@@ -119,6 +119,7 @@ def plot_similarity_distribution(
     *,
     layers,
     kind: str = "box",
+    scale: str = "cosine",
     title: str | None = None,
     path: str | os.PathLike | None = None,
     close: bool = False,
@@ -129,6 +130,8 @@ def plot_similarity_distribution(
         cosines: ``{model_label: {layer: [N] similarities}}``.
         layers: the layers (x axis), in data-flow order.
         kind: ``"box"`` or ``"violin"``.
+        scale: ``"cosine"`` (the paper's axis) or ``"1-cos"`` (the dissimilarity
+            ``1 - cos`` on a log axis, which separates values all close to 1).
         title: axis title, or None.
         path: save the figure there (atomically), or None.
         close: close the figure after saving.
@@ -140,15 +143,19 @@ def plot_similarity_distribution(
 
     if kind not in ("box", "violin"):
         raise ValueError(f"`kind` must be 'box' or 'violin'. Received: kind={kind!r}")
+    if scale not in ("cosine", "1-cos"):
+        raise ValueError(f"`scale` must be 'cosine' or '1-cos'. Received: scale={scale!r}")
     labels = list(cosines)
     k = max(len(labels), 1)
     width = 0.8 / k
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(layers) * k + 1.5), 3.8))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(5.0, 0.3 * len(layers) * k + 2.5)), 3.8))
     x = np.arange(len(layers), dtype="float64")
     for m, label in enumerate(labels):
         pos = x - 0.4 + width * (m + 0.5)
         data = [np.asarray(cosines[label][name], "float64") for name in layers]
+        if scale == "1-cos":
+            data = [np.maximum(1.0 - d, 1e-7) for d in data]
         color = colors[m % len(colors)]
         if kind == "box":
             parts = ax.boxplot(
@@ -172,9 +179,13 @@ def plot_similarity_distribution(
     ax.set_xticks(x)
     ax.set_xticklabels([_layer_label(n) for n in layers], fontsize=8)
     ax.set_xlim(-0.6, len(layers) - 0.4)
-    ax.set_ylabel("cosine similarity (clean vs corrupted)")
+    if scale == "1-cos":
+        ax.set_yscale("log")
+        ax.set_ylabel("1 - cosine similarity (clean vs corrupted)")
+    else:
+        ax.set_ylabel("cosine similarity (clean vs corrupted)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left" if scale == "1-cos" else "lower left")
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

@@ -135,6 +135,13 @@ def test_channel_means_grid_and_figures(tmp_path):
         path=tmp_path / "b.png",
         close=True,
     )
+    fig = plotting.plot_similarity_distribution(
+        {"AE": {k: 1 - rng.random(5) / 100 for k in layers}},
+        layers=layers,
+        scale="1-cos",
+        close=True,
+    )
+    assert fig.axes[0].get_yscale() == "log"
     plotting.plot_similarity_over_epochs(
         [1, 2, 3], {k: [0.9, 0.8, 0.7] for k in layers}, path=tmp_path / "c.png", close=True
     )
