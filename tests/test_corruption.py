@@ -332,3 +332,21 @@ def test_corrupt_accepts_plain_tensors_and_checks_shapes():
     )
     with pytest.raises(ValueError, match="static shape"):
         C.corrupt(ragged, C.Stains())
+
+
+def test_row_bounded_fill_matches_full_scanline_and_stays_in_patch():
+    st = C.Stains(count=(1, 2))
+    size = 128
+    p = st.sample_parameters(500, (size, size, 1), SEED)
+    ys, xs = st.outline(p, SEED)
+    ph, _ = st.patch_size(size, size)
+    off = ph // 2
+    qy = tf.reshape(ys - tf.round(p["cy"])[..., None] + off, [-1, ys.shape[-1]])
+    qx = tf.reshape(xs - tf.round(p["cx"])[..., None] + off, [-1, xs.shape[-1]])
+    full = C._fill_closed_curves(qy, qx, ph, ph)
+    bounded = C._fill_closed_curves(qy, qx, ph, ph, max_rows=st._max_rows(size, size))
+    np.testing.assert_array_equal(full.numpy(), bounded.numpy())
+    # every stain lies inside its patch, clear of the border
+    f = full.numpy()
+    assert f[:, 0, :].sum() == f[:, -1, :].sum() == f[:, :, 0].sum() == f[:, :, -1].sum() == 0
+    assert np.all(f.sum(axis=(1, 2)) > 0)
