@@ -252,3 +252,29 @@ def test_image_info(tree):
     assert D.list_mvtec_categories(tree) == ["mesh", "wood"]
     img = D.load_image(tree / "mesh" / "train" / "good" / "000.png", color_mode="rgb")
     assert img.shape == (32, 32, 3)
+
+
+def test_feeds_corrupt(tree):
+    from keras_skipae.data import Stains, corrupt
+
+    ds = D.mvtec_dataset(tree, "wood", split="test", image_size=32, color_mode="rgb")
+    batches = list(corrupt(ds, Stains(), seed=0, batch_size=8, with_mask=True))
+    n = 2 + 2 * len(synthetic.DEFECTS["wood"])
+    assert sum(b[0].shape[0] for b in batches) == n
+    assert batches[0][0].shape[1:] == (32, 32, 3) and batches[0][2].shape[1:] == (32, 32, 1)
+
+
+def test_data_package_imports_no_model_code():
+    import ast
+    from pathlib import Path
+
+    import keras_skipae.data as data_pkg
+
+    for path in Path(data_pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            assert not any(n.startswith("keras_skipae.models") for n in names), path
