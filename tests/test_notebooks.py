@@ -141,8 +141,11 @@ def _n_figures(cell) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(path, tmp_path, kernel_path):
+def test_notebook_runs(path, tmp_path, kernel_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
+    # The notebooks write to tempfile.mkdtemp() folders: keep them under tmp_path.
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     notebook = nbformat.read(path, as_version=4)
     # An extra last cell reports the kernel's interpreter.
     notebook.cells.append(
@@ -195,6 +198,7 @@ def test_notebook_runs(path, tmp_path, kernel_path):
         for group in match.groups():
             assert 0.0 <= float(group) <= 1.0, (pattern, group)
 
-    # The notebook wrote nothing next to itself (it works in temporary folders).
+    # The notebook wrote nothing next to itself, only in temporary folders.
     assert sorted(p.name for p in EXAMPLES.iterdir()) == before
+    assert any((tmp_path / "tmp").iterdir()), "the notebook did not use tempfile"
     print(f"{path.name}: {seconds:.1f} s")
