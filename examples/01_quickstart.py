@@ -36,9 +36,10 @@
 # 4. **Score anomalies**: `keras_skipae.evaluate` (image AUROC, pixel AUROC, AUPRO),
 #    anomaly maps and ROC curves.
 #
-# **Small settings.** Everything here is sized to run in well under a minute on a
-# 2-core CPU: 64x64 grayscale images, 40 training images, a 4-level AESc with 8
-# base filters, 15 epochs. Realistic settings are given in comments
+# **Small settings.** Everything here is sized to run in about a minute on a
+# 2-core CPU, most of it training: 64x64 grayscale images, 40 good images (32 for
+# training, 8 held out), a 4-level AESc with 8 base filters, 15 short epochs
+# (60 steps). Realistic settings are given in comments
 # (`# realistic: ...`): 256x256 images (or 128x128), the full MVTec AD training set
 # (a few hundred images per category), `depth=6, filters=16` and 100+ epochs.
 # With the small settings, the numbers below are only a smoke test of the

@@ -38,8 +38,8 @@
 # | `reconstruct`, `reconstruct_uint8` | as above | `reconstruction` |
 #
 # **Small settings**: 64x64 grayscale synthetic images, a 4-level AESc with 8
-# base filters and 64 training steps, so the whole notebook runs in well under a minute on
-# a 2-core CPU. The export works the same at realistic sizes (256x256,
+# base filters and 64 training steps, so the whole notebook runs in about a minute
+# on a 2-core CPU. The export works the same at realistic sizes (256x256,
 # `depth=6, filters=16`, 100+ epochs: see notebook 01).
 
 # %% [markdown]
