@@ -350,3 +350,9 @@ def test_row_bounded_fill_matches_full_scanline_and_stays_in_patch():
     f = full.numpy()
     assert f[:, 0, :].sum() == f[:, -1, :].sum() == f[:, :, 0].sum() == f[:, :, -1].sum() == 0
     assert np.all(f.sum(axis=(1, 2)) > 0)
+
+
+def test_corrupt_rescales_integer_images():
+    imgs = tf.data.Dataset.from_tensor_slices(tf.fill([2, 32, 32, 1], tf.constant(255, tf.uint8)))
+    ((_, target),) = _epoch(C.corrupt(imgs, C.Stains(), batch_size=2))
+    np.testing.assert_array_equal(target, np.ones((2, 32, 32, 1), np.float32))

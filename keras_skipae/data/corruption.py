@@ -1017,7 +1017,8 @@ def corrupt(
     Args:
         dataset: an unbatched dataset of dicts with an ``image`` key (as
             :func:`mvtec_dataset` gives), of ``(image, ...)`` tuples, or of image
-            tensors ``[H, W, C]`` with static H, W, C.
+            tensors ``[H, W, C]`` with static H, W, C: float in [0, 1], or
+            integers (uint8 / uint16), rescaled to [0, 1].
         corruption: a :class:`Corruption` (or a name / config for :func:`get`).
         seed: integer seed.
         batch_size: images per batch.
@@ -1052,7 +1053,10 @@ def corrupt(
             "corrupt() needs images of a static shape [H, W, C] (give the dataset "
             f"an image_size). Received element shape {shape}"
         )
-    ds = ds.map(lambda x: tf.cast(x, tf.float32))
+    if ds.element_spec.dtype.is_integer:  # e.g. uint8 in [0, 255] -> float32 in [0, 1]
+        ds = ds.map(lambda x: tf.image.convert_image_dtype(x, tf.float32))
+    else:
+        ds = ds.map(lambda x: tf.cast(x, tf.float32))
     if cache:
         ds = ds.cache(cache) if isinstance(cache, str) else ds.cache()
     if shuffle:
