@@ -52,8 +52,9 @@ the model's name, the keras_skipae / Keras / TensorFlow versions and the
 signatures with their outputs.
 
 :func:`export_keras` writes a ``.keras`` file that loads with
-``keras.models.load_model(path, safe_mode=True)`` (after ``import
-keras_skipae``, which registers the package's layers).
+``keras.models.load_model(path, safe_mode=True)`` after ``import
+keras_skipae.models`` (or this module), which registers the package's layers;
+``import keras_skipae`` alone is lazy and registers nothing.
 
 Both are written to a temporary name and renamed, and refuse to replace an
 existing path unless ``overwrite=True``.
@@ -73,6 +74,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import keras_skipae.models  # noqa: F401  (registers InputSizeCheck & co. for .keras loading)
 from keras_skipae import io_utils, scoring
 
 __all__ = [
@@ -496,8 +498,9 @@ def read_settings(path) -> dict:
 def export_keras(model, path, *, overwrite: bool = False, include_optimizer: bool = False) -> Path:
     """Writes ``model`` to a ``.keras`` file that loads with ``safe_mode=True``.
 
-    Load it with ``import keras_skipae`` (registers the package's layers)
-    and ``keras.models.load_model(path, safe_mode=True)``.
+    Load it with ``import keras_skipae.models`` (registers the package's
+    layers; ``import keras_skipae`` alone is lazy) and
+    ``keras.models.load_model(path, safe_mode=True)``.
 
     Args:
         model: the model.

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import keras_skipae as ks
+import keras_skipae.models  # noqa: F401  (registers the custom layers for .keras loading)
 from keras_skipae import export, scoring
 from keras_skipae.evaluation import evaluate
 
