@@ -353,7 +353,7 @@ def _run_export(args):
     )
     if info["format"] == "keras":
         print(f"wrote {info['path']} (load with keras.models.load_model(path, safe_mode=True) "
-              "after `import keras_skipae`)")
+              "after `import keras_skipae.models`)")
         return 0
     s = info["settings"]
     t = info["threshold"]
