@@ -12,7 +12,8 @@ the skips" (ESANN) on a synthetic texture (keras_skipae.data.synthetic):
    whether the paper's trend reproduces (AESc's similarity falls with depth
    through the decoder and ends below the AE's);
 3. prints image AUROC, pixel AUROC and AUPRO (keras_skipae.evaluate) of the
-   residual, discrepancy (decoder / encoder / all layers) and combined maps;
+   residual, discrepancy (decoder / encoder / all layers), combined and
+   deviation-from-good-statistics maps;
 4. measures the DiscrepancyMonitor's overhead (its own time per epoch against
    the epoch time, and an A/B timing of short fits with and without it);
 5. writes the figures to --figures (default docs/figures/discrepancy_*.png).
@@ -53,6 +54,10 @@ MAPS = [
     ("disc-all-rel", "discrepancy", {"layers": "all", "normalize": "relative"}),
     ("comb-decoder", "combined", {"layers": "decoder"}),
     ("comb-encoder", "combined", {"layers": "encoder"}),
+    # deviation of mu_i(x) from statistics of the good training images (per position / pooled)
+    ("dev-encoder", "deviation", {"layers": "encoder"}),
+    ("dev-all", "deviation", {"layers": "all"}),
+    ("dev-all-pooled", "deviation", {"layers": "all", "pooled": True}),
 ]
 
 
@@ -200,6 +205,7 @@ def main(argv=None):
         root, args.category, "test", image_size=args.image_size, color_mode=color_mode
     )
     test_x, _, test_y = _numpy(test_ds)
+    train_x = _numpy(train_ds)[0]
     good = test_x[test_y == 0][: args.n_probes]
     clean, corrupted = analysis.make_probe_pairs(good, data.Stains(), seed=args.seed)
     print(
@@ -270,7 +276,14 @@ def main(argv=None):
         )
         results[label] = analysis.layer_discrepancy(net, clean, corrupted, return_means=True)
         detections[label] = {}
+        stats = {
+            pooled: analysis.LayerStatistics.fit(net, train_x, pooled=pooled)
+            for pooled in (False, True)
+        }
         for map_label, method, options in MAPS:
+            if method == "deviation":
+                options = dict(options)
+                options["statistics"] = stats[options.pop("pooled", False)]
             r = evaluation.evaluate(
                 net, test_ds, method=method, map_options=options, progress=False
             )

@@ -28,6 +28,9 @@ Also here:
   discrepancy between the input and its reconstruction passed through the
   model again, registered in :mod:`keras_skipae.scoring` as ``"discrepancy"``
   and ``"combined"`` (TF ops, exportable);
+* :func:`deviation_map`: the deviation of the channel means from statistics
+  gathered on good images (:class:`LayerStatistics`), registered as
+  ``"deviation"`` (``map_options={"statistics": stats}``);
 * :class:`DiscrepancyLossModel`: the paper's proposed "explicit optimisation
   constraint", an optional training term that rewards discrepancy between the
   decoder representations of clean and corrupted inputs (off unless you wrap a
@@ -59,11 +62,13 @@ __all__ = [
     "DiscrepancyResult",
     "LAYER_GROUPS",
     "LayerDiscrepancy",
+    "LayerStatistics",
     "base_model",
     "channel_mean",
     "combined_map",
     "compare_runs",
     "cosine_similarity",
+    "deviation_map",
     "discrepancy_map",
     "layer_discrepancy",
     "make_probe_pairs",
@@ -571,6 +576,121 @@ def combined_map(
     residual = residual_map(images, reconstruction)
     disc = discrepancy_map(model, images, reconstruction, layers=layers, normalize=normalize)
     return tf.sqrt(tf.maximum(residual * disc, 0.0))
+
+
+class LayerStatistics(dict):
+    """Statistics of the channel means ``mu_i`` over good images, per tapped layer.
+
+    A plain ``dict`` ``{layer: {"mean": [h, w], "std": [h, w]}}`` of nested lists
+    of floats, so it can travel in ``scoring``'s ``map_options`` and be written to
+    JSON as it is. Used by :func:`deviation_map`.
+    """
+
+    @classmethod
+    def fit(
+        cls, model: keras.Model, images, *, layers="all", pooled: bool = False, batch_size=32
+    ) -> LayerStatistics:
+        """Gathers the statistics on good images.
+
+        Args:
+            model: a keras_skipae model.
+            images: ``[N, H, W, C]`` good images in [0, 1] (N >= 2).
+            layers: the taps (see :func:`select_layers`).
+            pooled: one mean / std per layer (pooled over positions, for
+                stationary textures) instead of one per position (aligned objects).
+            batch_size: images per forward pass.
+
+        Returns:
+            A :class:`LayerStatistics`.
+        """
+        images = np.asarray(images, dtype="float32")
+        if images.ndim != 4 or len(images) < 2:
+            raise ValueError(
+                "`images` must be at least 2 good images [N, H, W, C]. "
+                f"Received: images with shape {images.shape}"
+            )
+        model = base_model(model)
+        names = select_layers(model, layers)
+        taps = _map_taps(model, names)
+        sums = {n: [] for n in names}
+        for start in range(0, len(images), int(batch_size)):
+            acts = taps(tf.constant(images[start : start + int(batch_size)]), training=False)
+            for n in names:
+                sums[n].append(np.asarray(channel_mean(acts[n])))
+        out = cls()
+        for n in names:
+            mu = np.concatenate(sums[n], axis=0).astype("float64")
+            if pooled:
+                mean = np.full(mu.shape[1:], mu.mean())
+                std = np.full(mu.shape[1:], mu.std())
+            else:
+                mean, std = mu.mean(axis=0), mu.std(axis=0)
+            # Lists, not arrays: plain JSON wherever the scoring settings are written.
+            out[n] = {
+                "mean": mean.astype("float32").tolist(),
+                "std": std.astype("float32").tolist(),
+            }
+        return out
+
+
+def deviation_map(
+    model: keras.Model,
+    images,
+    reconstruction=None,
+    *,
+    statistics,
+    layers=None,
+    **ignored,
+) -> tf.Tensor:
+    """Deviation of the channel means from good-image statistics: ``mean_i up(z_i)``.
+
+    ``z_i = |mu_i(x) - m_i| / max(s_i, 0.1 * mean(s_i))`` with ``m_i, s_i`` from
+    :meth:`LayerStatistics.fit` (the floor keeps near-constant positions from
+    dominating), upsampled (bilinear) to the image size and averaged over the
+    layers. The reconstruction is not used. TF ops only; the statistics become
+    constants of the graph.
+
+    Args:
+        model: a keras_skipae model.
+        images: ``[B, H, W, C]`` float in [0, 1].
+        reconstruction: ignored (the map's signature in ``scoring``).
+        statistics: a :class:`LayerStatistics` (or the same dict, e.g. read from JSON).
+        layers: a subset of the statistics' layers (see :func:`select_layers`);
+            default all of them.
+        **ignored: other scoring options.
+
+    Returns:
+        ``[B, H, W]`` float32, >= 0.
+    """
+    if not isinstance(statistics, dict) or not statistics:
+        raise ValueError(
+            "`statistics` must be the LayerStatistics of good images "
+            "(LayerStatistics.fit(model, good_images)). Received: "
+            f"statistics={type(statistics).__name__}"
+        )
+    model = base_model(model)
+    names = [n for n in tap_names(model) if n in statistics]
+    if layers is not None:
+        wanted = set(select_layers(model, layers))
+        names = [n for n in names if n in wanted]
+    if not names:
+        raise ValueError(
+            f"No layer of `statistics` ({list(statistics)}) is selected. Received: layers={layers!r}"
+        )
+    images = tf.cast(images, tf.float32)
+    taps = _map_taps(model, names)
+    size = tf.shape(images)[1:3]
+    acts = taps(images, training=False)
+    total = None
+    for name in names:
+        mean = np.asarray(statistics[name]["mean"], "float32")
+        std = np.asarray(statistics[name]["std"], "float32")
+        std = np.maximum(std, 0.1 * float(std.mean()) + 1e-6)
+        mu = tf.reduce_mean(tf.cast(acts[name], tf.float32), axis=-1)
+        z = tf.abs(mu - mean[None]) / std[None]
+        up = tf.image.resize(z[..., None], size, method="bilinear")[..., 0]
+        total = up if total is None else total + up
+    return total / float(len(names))
 
 
 # --------------------------------------------------------------------------- loss

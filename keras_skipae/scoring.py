@@ -23,7 +23,10 @@ A score is computed in three steps:
      over layers (``map_options``: ``layers="decoder"|"encoder"|"all"``,
      ``normalize``); see ``keras_skipae.analysis.discrepancy_map``;
    * ``"combined"``: ``sqrt(residual * discrepancy)``
-     (``keras_skipae.analysis.combined_map``).
+     (``keras_skipae.analysis.combined_map``);
+   * ``"deviation"``: the deviation of the channel means from good-image
+     statistics (``map_options={"statistics": LayerStatistics.fit(model,
+     good_images)}``; ``keras_skipae.analysis.deviation_map``).
 
 2. optional **Gaussian smoothing** of the map (``smoothing`` = sigma in pixels;
    0 or None turns it off);
@@ -386,6 +389,14 @@ def _combined_entry(model, images, reconstruction, **options):
     return combined_map(model, images, reconstruction, **options)
 
 
+def _deviation_entry(model, images, reconstruction, **options):
+    # |mu_i(x) - m_i| / s_i against good-image statistics; map_options: statistics
+    # (keras_skipae.analysis.LayerStatistics.fit(model, good_images)), layers.
+    from keras_skipae.analysis import deviation_map
+
+    return deviation_map(model, images, reconstruction, **options)
+
+
 # name -> fn(model, images, reconstruction, **options) -> [B, H, W] (before smoothing).
 ANOMALY_MAPS: dict[str, Callable] = {
     "residual": _residual_entry,
@@ -393,6 +404,7 @@ ANOMALY_MAPS: dict[str, Callable] = {
     "mc_dropout": _mc_dropout_entry,
     "discrepancy": _discrepancy_entry,
     "combined": _combined_entry,
+    "deviation": _deviation_entry,
 }
 
 

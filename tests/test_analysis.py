@@ -161,6 +161,28 @@ def test_discrepancy_map_hand_checked():
     np.testing.assert_allclose(comb, np.sqrt(res * expected), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("pooled", [False, True])
+def test_deviation_map_hand_checked(pooled):
+    model = _tiny(build_aesc)
+    good = _images(6, seed=6)
+    stats = analysis.LayerStatistics.fit(model, good, layers=["enc0_out"], pooled=pooled)
+    taps = keras.Model(model.input, model.get_layer("enc0_out").output)
+    mu = np.asarray(taps(good, training=False)).mean(-1)
+    mean = np.full((16, 16), mu.mean()) if pooled else mu.mean(0)
+    std = np.full((16, 16), mu.std()) if pooled else mu.std(0)
+    np.testing.assert_allclose(stats["enc0_out"]["mean"], mean, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stats["enc0_out"]["std"], std, rtol=1e-3, atol=1e-6)
+    x = _images(2, seed=7)
+    mx = np.asarray(taps(x, training=False)).mean(-1)
+    floor = np.maximum(std, 0.1 * std.mean() + 1e-6)
+    z = np.abs(mx - mean) / floor
+    expected = np.asarray(tf.image.resize(z[..., None], (32, 32)))[..., 0]
+    got = analysis.deviation_map(model, x, statistics=stats)
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5)
+    with pytest.raises(ValueError, match="statistics"):
+        analysis.deviation_map(model, x, statistics=None)
+
+
 def test_scoring_registry_has_discrepancy_maps():
     model = _tiny(build_aesc)
     x = _images(2)
@@ -262,7 +284,7 @@ def test_cli_discrepancy_compares_two_runs(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_evaluate_offers_discrepancy_methods():
+def test_evaluate_offers_discrepancy_methods(tmp_path):
     from keras_skipae.evaluation import evaluate
 
     model = _tiny(build_aesc)
@@ -284,3 +306,14 @@ def test_evaluate_offers_discrepancy_methods():
         assert 0.0 <= r.image_auroc <= 1.0 and 0.0 <= r.pixel_auroc <= 1.0
     r = evaluate(model, ds, method="discrepancy", map_options={"layers": "encoder"}, progress=False)
     assert np.isfinite(r.aupro)
+    stats = analysis.LayerStatistics.fit(model, _images(4, seed=8))
+    r = evaluate(
+        model,
+        ds,
+        method="deviation",
+        map_options={"statistics": stats},
+        out_dir=tmp_path / "eval",
+        progress=False,
+    )
+    assert 0.0 <= r.image_auroc <= 1.0
+    assert (tmp_path / "eval" / "metrics.json").exists()
