@@ -317,3 +317,16 @@ def test_evaluate_offers_discrepancy_methods(tmp_path):
     )
     assert 0.0 <= r.image_auroc <= 1.0
     assert (tmp_path / "eval" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_discrepancy_map_exports_to_saved_model(tmp_path):
+    from keras_skipae.export import export_saved_model
+
+    model = _tiny(build_aesc)
+    x = _images(2, seed=9)
+    options = {"layers": "encoder"}
+    path = export_saved_model(model, tmp_path / "sm", map="discrepancy", map_options=options)
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](tf.constant(x))
+    ref = scoring.compute(model, x, map="discrepancy", map_options=options)
+    np.testing.assert_allclose(served["score"], ref["score"], rtol=1e-5, atol=1e-6)
