@@ -264,18 +264,21 @@ def test_time_limit_stops_early():
 
 
 @pytest.mark.slow
-def test_mirrored_strategy(tmp_path):
+@pytest.mark.parametrize("strategy", ["mirrored", "multiworker"])
+def test_strategies(tmp_path, strategy):
+    # "multiworker" without TF_CONFIG runs MultiWorkerMirroredStrategy as a single worker.
     run = training.train(
         _tiny,
         _dataset(),
         corruption=None,
         epochs=1,
         batch_size=4,
-        strategy="mirrored",
+        strategy=strategy,
         run_dir=tmp_path / "run",
         verbose=0,
     )
-    assert run.config["runtime"]["strategy"] == "mirrored"
+    assert run.config["runtime"]["strategy"] == strategy
+    assert run.config["runtime"]["replicas"] >= 1
     assert (tmp_path / "run" / "model.keras").is_file()
 
 
