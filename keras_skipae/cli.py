@@ -280,7 +280,7 @@ def _add_demo(sub):
         help="generate data, train AE and AESc, evaluate both, write a report",
         description="No arguments needed: generates a synthetic texture category (128 px), "
         "trains AE and AESc with stains, evaluates both next to two non-learned baselines and "
-        "writes <out>/report/report.md (+ report.html, metrics, plots). About 8-9 minutes on "
+        "writes <out>/report/report.md (+ report.html, metrics, plots). About 7-9 minutes on "
         "a 2-core CPU; --quick takes about 1 minute (64 px, a few seconds of training: a "
         "smoke test, not meaningful numbers).",
     )
@@ -289,7 +289,7 @@ def _add_demo(sub):
     p.add_argument("--quick", action="store_true", help="a ~1-minute smoke run")
     p.add_argument("--category", default=None, help="synthetic category (default: mesh)")
     p.add_argument("--minutes-per-model", type=float, default=None,
-                   help="training budget per model (default 3.5; 0.25 with --quick)")
+                   help="training budget per model (default 3; 0.25 with --quick)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the demo's data/, runs/ and report/ in --out")
     p.add_argument("--quiet", action="store_true", help="less output")

@@ -41,7 +41,7 @@ DEMO_SETTINGS = {
         "n_test_good": 16,
         "n_test_defect": 6,
         "batch_size": 16,
-        "minutes_per_model": 3.5,
+        "minutes_per_model": 3.0,
         "steps_per_epoch": 25,
         "max_epochs": 200,
         "depth": None,
@@ -231,7 +231,7 @@ def run_demo(
         out_dir: the demo folder (default ``./keras_skipae_demo``).
         quick: a ~1-minute smoke run (64 px, a few seconds of training per model).
         category: a synthetic category (default ``"mesh"``, a texture).
-        minutes_per_model: training wall-time budget per model (default 3.5, quick 0.25).
+        minutes_per_model: training wall-time budget per model (default 3, quick 0.25).
         overwrite: replace the demo's data/, runs/ and report/ in ``out_dir``.
         seed: data, split, corruption and weight seed.
         verbose: 0 quiet, 1 progress lines, 2 also Keras' progress bars.
