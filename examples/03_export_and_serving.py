@@ -254,8 +254,9 @@ plt.show()
 #
 # For further training or analysis in Keras, `export_keras` writes a `.keras`
 # file. keras_skipae models use only built-in layers and two registered,
-# weightless layers (no `Lambda`), so it loads with `safe_mode=True` (after
-# `import keras_skipae`, which registers those layers).
+# weightless layers (no `Lambda`), so it loads with `safe_mode=True`. In a fresh
+# process, `import keras_skipae.models` first: it registers those layers (a bare
+# `import keras_skipae` is lazy and registers nothing).
 
 # %%
 keras_file = ks.export_keras(model, work_dir / "aesc_nut.keras")
