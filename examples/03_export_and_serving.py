@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -218,6 +220,35 @@ images_u8 = np.round(test_batch["image"] * 255).astype(np.uint8)
 served = serve(images=tf.constant(images_u8))
 print("is_anomalous:", served["is_anomalous"].numpy().astype(int))
 print("labels:      ", test_batch["label"])
+
+# %% [markdown]
+# To be sure nothing of keras_skipae is needed, score the same images in a fresh
+# Python process that imports TensorFlow and NumPy only (this is what a serving
+# host does; it costs a TensorFlow import, a few seconds):
+
+# %%
+import subprocess
+import sys
+
+np.save(work_dir / "images_u8.npy", images_u8)
+serving_script = f"""
+import sys
+import numpy as np
+import tensorflow as tf
+served = tf.saved_model.load({str(export_dir)!r}).signatures["serving_uint8"]
+out = served(images=tf.constant(np.load({str(work_dir / "images_u8.npy")!r})))
+print("fresh process:  ", " ".join(f"{{v:.4f}}" for v in out["score"].numpy()))
+print("keras_skipae imported:", any(m.startswith("keras_skipae") for m in sys.modules))
+"""
+fresh = subprocess.run(
+    [sys.executable, "-c", serving_script],
+    capture_output=True,
+    text=True,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    check=True,
+)
+print(fresh.stdout)
+print("this process:   ", " ".join(f"{v:.4f}" for v in served["score"].numpy()))
 
 # %% [markdown]
 # The served map equals the in-process one (`keras_skipae.scoring.compute`, what

@@ -59,6 +59,7 @@ EXPECTED = {
             r"max \|served - in-process\| anomaly map: (\d\.\d+e[-+]\d+|0\.0+)",
             r"is_anomalous: \[",
             r"\.keras reloaded with safe_mode=True",
+            r"keras_skipae imported: False",
         ],
         "min_figures": 4,
     },
