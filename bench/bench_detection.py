@@ -206,13 +206,19 @@ def main(argv=None):
             )
         results[cat] = res
         print(flush=True)
+        if args.json:  # after every category, so an interrupted run keeps what it measured
+            from keras_skipae import io_utils
+
+            io_utils.write_json(
+                args.json, {"args": vars(args), "results": results, "partial": True}
+            )
 
     _print_tables(results, args)
     print(f"\ntotal {time.monotonic() - t_all:.0f} s")
     if args.json:
         from keras_skipae import io_utils
 
-        io_utils.write_json(args.json, {"args": vars(args), "results": results})
+        io_utils.write_json(args.json, {"args": vars(args), "results": results, "partial": False})
         print(f"wrote {args.json}")
 
 
