@@ -35,6 +35,7 @@ The numbers depend on the CPU's speed (training is bounded by CPU time).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -98,7 +99,18 @@ def main(argv=None):
     parser.add_argument("--filters", type=int, default=None)
     parser.add_argument("--bn-momentum", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tables-from",
+        default=None,
+        metavar="JSON",
+        help="only print the tables of a (partial) JSON written by this script",
+    )
     args = parser.parse_args(argv)
+    if args.tables_from:
+        with open(args.tables_from, encoding="utf-8") as f:
+            saved = json.load(f)
+        _print_tables(saved["results"], args)
+        return
 
     import keras
     import tensorflow as tf
