@@ -8,6 +8,7 @@ instant. Errors print one line and exit non-zero; ``--debug`` shows the tracebac
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -371,6 +372,8 @@ _SUBCOMMANDS.append(_add_export)
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The CLI only writes figures to files: never open a GUI window.
+    os.environ.setdefault("MPLBACKEND", "Agg")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -1,8 +1,10 @@
 """Every matplotlib figure of keras_skipae.
 
 Functions take NumPy arrays (or plain results), return a ``matplotlib.figure.Figure``
-and, when given ``path``, save it atomically (temporary name + rename). They use
-the non-interactive Agg backend, so they work on headless servers.
+and, when given ``path``, save it atomically (temporary name + rename). The module
+does not choose a matplotlib backend: Jupyter keeps its inline backend, and on a
+headless server matplotlib falls back to Agg by itself (set ``MPLBACKEND=Agg`` to
+be explicit). Nothing here calls ``plt.show()``.
 """
 
 from __future__ import annotations
@@ -10,12 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-
-from keras_skipae.io_utils import atomic_path  # noqa: E402
+from keras_skipae.io_utils import atomic_path
 
 
 def save_figure(fig, path: str | os.PathLike | None, *, dpi: int = 110, close: bool = False):
