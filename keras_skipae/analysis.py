@@ -323,15 +323,16 @@ class LayerDiscrepancy:
     def _compute(self, clean, corrupted, return_means: bool):
         n = tf.shape(clean)[0]
         acts = self._taps(tf.concat([clean, corrupted], axis=0), training=False)
-        cos, l2, mc, mk = {}, {}, {}, {}
+        cos, l2, mc, mk, shapes = {}, {}, {}, {}, {}
         for name in self.layers:
+            shapes[name] = tf.shape(acts[name])[1:]
             mu = channel_mean(acts[name])
             a, b = mu[:n], mu[n:]
             cos[name] = cosine_similarity(a, b)
             l2[name] = tf.norm(tf.reshape(a - b, tf.stack([n, -1])), axis=-1)
             if return_means:
                 mc[name], mk[name] = a, b
-        return cos, l2, mc, mk
+        return cos, l2, mc, mk, shapes
 
     def __call__(
         self, clean, corrupted, *, batch_size: int = 64, return_means: bool = False
@@ -371,9 +372,7 @@ class LayerDiscrepancy:
                 for k in self.layers
             }
 
-        shapes = {k: tuple(int(d) for d in self._taps.output[k].shape[1:]) for k in self.layers}
-        if None in {d for s in shapes.values() for d in s} or any(s is None for s in shapes):
-            shapes = self._shapes_from(clean[:1])
+        shapes = {k: tuple(int(d) for d in np.asarray(parts[0][4][k])) for k in self.layers}
         return DiscrepancyResult(
             layers=list(self.layers),
             shapes=shapes,
@@ -382,10 +381,6 @@ class LayerDiscrepancy:
             means_clean=cat(2) if return_means else None,
             means_corrupted=cat(3) if return_means else None,
         )
-
-    def _shapes_from(self, image):
-        acts = self._taps(tf.constant(image), training=False)
-        return {k: tuple(int(d) for d in acts[k].shape[1:]) for k in self.layers}
 
 
 _ANALYZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -75,6 +75,15 @@ def test_layer_discrepancy_matches_numpy_reference():
         np.testing.assert_allclose(same.l2[name], 0.0, atol=1e-5)
 
 
+def test_free_size_model():
+    model = build_aesc(input_shape=(None, None, 1), depth=3, filters=4)
+    x = _images(2)
+    result = analysis.layer_discrepancy(model, x, x[::-1].copy())
+    assert result.shapes["enc0_out"] == (16, 16, 4)
+    assert result.shapes["bottleneck_out"] == (4, 4, 16)
+    assert analysis.discrepancy_map(model, x, layers="all").shape == (2, 32, 32)
+
+
 def test_result_serialises():
     model = _tiny(build_ae)
     c, k = analysis.make_probe_pairs(_images(3), "stains", seed=0)
