@@ -173,6 +173,17 @@ def main(argv=None):
     ap.add_argument("--time-limit", type=float, default=240.0, help="seconds per model")
     ap.add_argument("--loss-weight", type=float, default=0.1)
     ap.add_argument("--n-probes", type=int, default=16)
+    ap.add_argument(
+        "--probe-stain-size",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="semi-axes of the probe stains as fractions of the side (default: Stains()'s)",
+    )
+    ap.add_argument("--no-loss", action="store_true", help="skip the discrepancy-loss model")
+    ap.add_argument("--no-eval", action="store_true", help="skip the detection numbers")
+    ap.add_argument("--no-overhead", action="store_true", help="skip the A/B overhead timing")
     ap.add_argument("--overhead-epochs", type=int, default=6)
     ap.add_argument("--overhead-reps", type=int, default=2)
     ap.add_argument(
@@ -207,11 +218,14 @@ def main(argv=None):
     test_x, _, test_y = _numpy(test_ds)
     train_x = _numpy(train_ds)[0]
     good = test_x[test_y == 0][: args.n_probes]
-    clean, corrupted = analysis.make_probe_pairs(good, data.Stains(), seed=args.seed)
+    probe_stains = (
+        data.Stains(size=tuple(args.probe_stain_size)) if args.probe_stain_size else data.Stains()
+    )
+    clean, corrupted = analysis.make_probe_pairs(good, probe_stains, seed=args.seed)
     print(
         f"data: synthetic {args.category!r} {args.image_size}px, {args.n_train} train images, "
         f"{len(test_x)} test ({int(test_y.sum())} defective); {len(clean)} probe pairs "
-        f"(good test images + one Stains() stain each, seed {args.seed})"
+        f"(good test images + one {probe_stains!r} stain each, seed {args.seed})"
     )
 
     model_kwargs = {
@@ -232,6 +246,8 @@ def main(argv=None):
         ("AESc", "aesc", 0.0),
         (f"AESc+Ldisc({args.loss_weight:g})", "aesc", args.loss_weight),
     ]
+    if args.no_loss:
+        variants = variants[:2]
     results, trained, monitors, detections, timings = {}, {}, {}, {}, {}
     for label, name, weight in variants:
         monitor = TimedMonitor(
@@ -280,7 +296,7 @@ def main(argv=None):
             pooled: analysis.LayerStatistics.fit(net, train_x, pooled=pooled)
             for pooled in (False, True)
         }
-        for map_label, method, options in MAPS:
+        for map_label, method, options in [] if args.no_eval else MAPS:
             if method == "deviation":
                 options = dict(options)
                 options["statistics"] = stats[options.pop("pooled", False)]
@@ -314,17 +330,19 @@ def main(argv=None):
         f"{[round(v, 4) for v in trend['aesc_decoder']]}, AE "
         f"{[round(v, 4) for v in trend['ae_decoder']]}]"
     )
-    loss_label = variants[2][0]
-    trend_loss = analysis.paper_trend(results["AE"], results[loss_label])
-    print(
-        f"With the discrepancy loss ({loss_label}): reproduced {trend_loss['reproduced']}, "
-        f"decoder medians {[round(v, 4) for v in trend_loss['aesc_decoder']]}"
-    )
+    trend_loss = None
+    if len(variants) > 2:
+        loss_label = variants[2][0]
+        trend_loss = analysis.paper_trend(results["AE"], results[loss_label])
+        print(
+            f"With the discrepancy loss ({loss_label}): reproduced {trend_loss['reproduced']}, "
+            f"decoder medians {[round(v, 4) for v in trend_loss['aesc_decoder']]}"
+        )
 
     # ---------------------------------------------------------------- detection
     print("\nDetection (image AUROC / pixel AUROC / AUPRO@0.3), default smoothing and max score:")
     print(f"{'map':16s}" + "".join(f"{k:>26s}" for k in detections))
-    for map_label, _, _ in MAPS:
+    for map_label, _, _ in [] if args.no_eval else MAPS:
         cells = []
         for k in detections:
             d = detections[k][map_label]
@@ -340,7 +358,9 @@ def main(argv=None):
             f"{t['epochs'] - 1} epochs; + {t['monitor_end_s']:.1f} s once for the figures "
             "at train end)"
         )
-    overhead = measure_overhead(args, train_ds, model_kwargs, clean, corrupted, tmp)
+    overhead = None
+    if not args.no_overhead:
+        overhead = measure_overhead(args, train_ds, model_kwargs, clean, corrupted, tmp)
 
     # ---------------------------------------------------------------- figures
     fig_dir = Path(args.figures)
