@@ -8,9 +8,11 @@ Example:
     >>> import keras_skipae as ks
     >>> model = ks.build_aesc(input_shape=(64, 64, 1), depth=4)
 
-Attributes are loaded lazily, so ``import keras_skipae`` (and the CLI's
-``--help``) does not pay TensorFlow's import cost until a model or a dataset
-is actually used.
+Importing the package registers its custom Keras objects (two weightless layers,
+the losses and metrics, ``MCDropout``, ``DiscrepancyLossModel``), so
+``keras.models.load_model(path, safe_mode=True)`` works right after
+``import keras_skipae``; :func:`load_model` does the same in one call. Heavier
+modules (training, evaluation, export, data, plotting) load on first use.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ _LAZY = {
     "EvaluationResult": ("keras_skipae.evaluation", "EvaluationResult"),
     "export_saved_model": ("keras_skipae.export", "export_saved_model"),
     "export_keras": ("keras_skipae.export", "export_keras"),
+    "load_model": ("keras_skipae._registration", "load_model"),
     # submodules
     "models": ("keras_skipae.models", None),
     "data": ("keras_skipae.data", None),
@@ -65,3 +68,8 @@ def __getattr__(name: str):
 
 def __dir__():
     return __all__
+
+
+# Register the custom Keras objects now (imports Keras/TensorFlow): a `.keras` file
+# saved by keras_skipae must load with plain keras.models.load_model after import.
+from keras_skipae import _registration  # noqa: E402, F401

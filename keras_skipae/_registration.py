@@ -1,0 +1,41 @@
+"""Imports every module that registers custom Keras objects, and ``load_model``."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from keras_skipae import analysis, losses, models, scoring  # noqa: F401  (registration)
+
+
+def load_model(path: str | os.PathLike, *, safe_mode: bool = True, compile: bool = True):
+    """Loads a ``.keras`` model saved by keras_skipae (or any Keras 3 model).
+
+    The custom layers, losses and metrics are registered by importing
+    keras_skipae, so this is ``keras.models.load_model`` with a clear error for a
+    missing or non-``.keras`` path. A SavedModel folder is not a ``.keras`` file:
+    load it with ``tf.saved_model.load``.
+
+    Args:
+        path: a ``.keras`` file.
+        safe_mode: refuse to deserialize Lambda layers / arbitrary code (default True).
+        compile: restore the training configuration when the file has one.
+
+    Returns:
+        The ``keras.Model``.
+
+    Example:
+        >>> model = load_model("runs/carpet/model.keras")
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(
+            f"{path!r} is a folder (a SavedModel?). load_model reads `.keras` files; load a "
+            "SavedModel with tf.saved_model.load."
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No model file at {path!r}. Expected a `.keras` file.")
+    if not path.endswith(".keras"):
+        raise ValueError(f"Expected a `.keras` file. Received: path={path!r}")
+    return keras.models.load_model(path, safe_mode=safe_mode, compile=compile)
