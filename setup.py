@@ -40,7 +40,13 @@ setup(
     extras_require={
         "cpu": [f"tensorflow-cpu{TF_RANGE}"],
         "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
-        "test": ["pytest>=7.4", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6.25", "jupytext>=1.15"],
+        "test": [
+            "pytest>=7.4",
+            "nbclient>=0.9",
+            "nbformat>=5.9",
+            "ipykernel>=6.25",
+            "jupytext>=1.15",
+        ],
         "notebooks": ["jupyterlab>=4", "jupytext>=1.15", "ipykernel>=6.25"],
         "dev": ["ruff>=0.5"],
     },
