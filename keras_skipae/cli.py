@@ -104,8 +104,11 @@ def _add_discrepancy(sub):
     )
     p.add_argument("run_a", help="run folder (e.g. the AE)")
     p.add_argument("run_b", help="run folder (e.g. the AESc)")
-    p.add_argument("--data", default=None,
-                   help="dataset root for the probe images (default: RUN_A's, else synthetic)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="dataset root for the probe images (default: RUN_A's, else synthetic)",
+    )
     p.add_argument("--category", default=None, help="category (default: RUN_A's)")
     p.add_argument("--n-probes", type=int, default=16, help="number of probe pairs (16)")
     p.add_argument("--seed", type=int, default=0, help="stain seed (0)")
@@ -119,21 +122,33 @@ def _run_discrepancy(args):
     from keras_skipae import analysis
 
     info = analysis.compare_runs(
-        args.run_a, args.run_b, data_root=args.data, category=args.category,
-        n_probes=args.n_probes, seed=args.seed, out_dir=args.out, overwrite=args.overwrite,
+        args.run_a,
+        args.run_b,
+        data_root=args.data,
+        category=args.category,
+        n_probes=args.n_probes,
+        seed=args.seed,
+        out_dir=args.out,
+        overwrite=args.overwrite,
         best=args.best,
     )
     a, b = info["labels"]
-    print(f"median cosine similarity clean vs stained, {args.n_probes} probe pairs "
-          f"({info['probes'].get('source')} {info['probes'].get('category')}):")
+    print(
+        f"median cosine similarity clean vs stained, {args.n_probes} probe pairs "
+        f"({info['probes'].get('source')} {info['probes'].get('category')}):"
+    )
     print(f"{'layer':16s}{'h x w':>10s}{a[:18]:>20s}{b[:18]:>20s}")
     for name in info["layers"]:
         h, w = info["shapes"][name][:2]
-        print(f"{name:16s}{f'{h}x{w}':>10s}{info['medians'][a][name]:20.4f}"
-              f"{info['medians'][b][name]:20.4f}")
+        print(
+            f"{name:16s}{f'{h}x{w}':>10s}{info['medians'][a][name]:20.4f}"
+            f"{info['medians'][b][name]:20.4f}"
+        )
     t = info["trend"]
-    print(f"paper's trend (B falls through the decoder and ends below A): "
-          f"{'yes' if t['reproduced'] else 'no'}")
+    print(
+        f"paper's trend (B falls through the decoder and ends below A): "
+        f"{'yes' if t['reproduced'] else 'no'}"
+    )
     print(f"wrote {info['out_dir']}")
     return 0
 
@@ -158,27 +173,47 @@ def _add_train(sub):
     p.add_argument("--model", default="aesc", help="registry name: ae, aesc, unet (default: aesc)")
     p.add_argument("--out", required=True, help="run folder (config.json, model.keras, ...)")
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--steps-per-epoch", type=int, default=None,
-                   help="batches per epoch (default: one pass over the training images)")
+    p.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="batches per epoch (default: one pass over the training images)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--image-size", type=int, default=128, help="images are resized to this side")
     p.add_argument("--color-mode", choices=("grayscale", "rgb"), default="grayscale")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--loss", default="mse", help="mse, l1, ssim, mse+ssim, l1+ssim")
-    p.add_argument("--corruption", default="stains",
-                   help="stains (default), scratches, drops, noise, a mix such as "
-                   "stains+scratches, or 'none' (plain AE recipe)")
+    p.add_argument(
+        "--corruption",
+        default="stains",
+        help="stains (default), scratches, drops, noise, a mix such as "
+        "stains+scratches, or 'none' (plain AE recipe)",
+    )
     p.add_argument("--filters", type=int, default=None, help="first-stage filters (model default)")
     p.add_argument("--depth", type=int, default=None, help="number of stride-2 stages")
-    p.add_argument("--bn-momentum", type=float, default=0.9,
-                   help="BatchNorm momentum (default 0.9: the 0.99 of Keras lags in short runs)")
+    p.add_argument(
+        "--bn-momentum",
+        type=float,
+        default=0.9,
+        help="BatchNorm momentum (default 0.9: the 0.99 of Keras lags in short runs)",
+    )
     p.add_argument("--val-split", type=float, default=0.1, help="held-out good images (fraction)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
-                   help="force XLA on/off (default: on with a GPU, off on CPU)")
+    p.add_argument(
+        "--jit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force XLA on/off (default: on with a GPU, off on CPU)",
+    )
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
-    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                   help="stop training after this many seconds")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop training after this many seconds",
+    )
     p.add_argument("--save-best", action="store_true", help="also keep best.keras (val loss)")
     p.add_argument("--no-resume", action="store_true", help="start an interrupted run again")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
@@ -194,7 +229,8 @@ def _check_data(root, category):
     if not root.is_dir():
         raise FileNotFoundError(f"Data folder {str(root)!r} does not exist.")
     available = sorted(
-        p.name for p in root.iterdir()
+        p.name
+        for p in root.iterdir()
         if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir())
     )
     if category not in available:
@@ -215,24 +251,43 @@ def _run_train(args):
         model_kwargs["filters"] = args.filters
     if args.depth is not None:
         model_kwargs["depth"] = args.depth
-    good = data.mvtec_dataset(args.data, args.category, split="train", image_size=size,
-                              color_mode=args.color_mode)
+    good = data.mvtec_dataset(
+        args.data, args.category, split="train", image_size=size, color_mode=args.color_mode
+    )
     corruption = None if args.corruption.lower() == "none" else args.corruption
     run = training.train(
-        args.model, good, model_kwargs=model_kwargs, epochs=args.epochs,
+        args.model,
+        good,
+        model_kwargs=model_kwargs,
+        epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
-        learning_rate=args.lr, loss=args.loss, corruption=corruption,
-        batch_size=args.batch_size, validation_split=args.val_split, seed=args.seed,
-        run_dir=args.out, jit_compile="auto" if args.jit is None else args.jit,
-        strategy=args.strategy, time_limit=args.time_limit, save_best=args.save_best,
-        overwrite=args.overwrite, resume=not args.no_resume, verbose=0 if args.quiet else "auto",
-        data_config={"root": str(args.data), "category": args.category, "image_size": size,
-                     "color_mode": args.color_mode},
+        learning_rate=args.lr,
+        loss=args.loss,
+        corruption=corruption,
+        batch_size=args.batch_size,
+        validation_split=args.val_split,
+        seed=args.seed,
+        run_dir=args.out,
+        jit_compile="auto" if args.jit is None else args.jit,
+        strategy=args.strategy,
+        time_limit=args.time_limit,
+        save_best=args.save_best,
+        overwrite=args.overwrite,
+        resume=not args.no_resume,
+        verbose=0 if args.quiet else "auto",
+        data_config={
+            "root": str(args.data),
+            "category": args.category,
+            "image_size": size,
+            "color_mode": args.color_mode,
+        },
     )
     h = run.history
     last = {k: h[k][-1] for k in ("loss", "val_loss") if h.get(k)}
-    print(f"trained {args.model} for {len(h.get('epoch', []))} epochs in {run.seconds:.0f} s: "
-          + ", ".join(f"{k} {v:.5f}" for k, v in last.items()))
+    print(
+        f"trained {args.model} for {len(h.get('epoch', []))} epochs in {run.seconds:.0f} s: "
+        + ", ".join(f"{k} {v:.5f}" for k, v in last.items())
+    )
     print(f"run folder: {run.run_dir}  (next: keras-skipae evaluate {run.run_dir})")
     return 0
 
@@ -266,9 +321,16 @@ def _run_evaluate(args):
     if not run.is_dir():
         raise FileNotFoundError(f"Run folder {str(run)!r} does not exist.")
     result, out = demo.evaluate_run(
-        run, data_root=args.data, category=args.category, out_dir=args.out, method=args.method,
-        best=args.best, batch_size=args.batch_size, overwrite=args.overwrite,
-        progress=not args.quiet, check_data=_check_data,
+        run,
+        data_root=args.data,
+        category=args.category,
+        out_dir=args.out,
+        method=args.method,
+        best=args.best,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        check_data=_check_data,
     )
     print(demo.format_result(result, title=str(run)))
     print(f"wrote {out}")
@@ -285,14 +347,22 @@ def _add_demo(sub):
         "a 2-core CPU; --quick takes about 1 minute (64 px, a few seconds of training: a "
         "smoke test, not meaningful numbers).",
     )
-    p.add_argument("--out", default="keras_skipae_demo",
-                   help="output folder (default: ./keras_skipae_demo)")
+    p.add_argument(
+        "--out", default="keras_skipae_demo", help="output folder (default: ./keras_skipae_demo)"
+    )
     p.add_argument("--quick", action="store_true", help="a ~1-minute smoke run")
     p.add_argument("--category", default=None, help="synthetic category (default: mesh)")
-    p.add_argument("--minutes-per-model", type=float, default=None,
-                   help="training budget per model (default 3; 0.25 with --quick)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the demo's data/, runs/ and report/ in --out")
+    p.add_argument(
+        "--minutes-per-model",
+        type=float,
+        default=None,
+        help="training budget per model (default 3; 0.25 with --quick)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the demo's data/, runs/ and report/ in --out",
+    )
     p.add_argument("--quiet", action="store_true", help="less output")
     p.set_defaults(func=_run_demo)
 
@@ -300,9 +370,14 @@ def _add_demo(sub):
 def _run_demo(args):
     from keras_skipae import demo
 
-    demo.run_demo(args.out, quick=args.quick, category=args.category,
-                  minutes_per_model=args.minutes_per_model, overwrite=args.overwrite,
-                  verbose=0 if args.quiet else 1)
+    demo.run_demo(
+        args.out,
+        quick=args.quick,
+        category=args.category,
+        minutes_per_model=args.minutes_per_model,
+        overwrite=args.overwrite,
+        verbose=0 if args.quiet else 1,
+    )
     return 0
 
 
@@ -325,12 +400,20 @@ def _add_export(sub):
     p.add_argument("run", help="run folder written by `keras-skipae train`")
     p.add_argument("out", help="SavedModel folder to create (or a .keras file)")
     p.add_argument("--format", choices=("saved_model", "keras"), default="saved_model")
-    p.add_argument("--threshold", default=None, metavar="X|eval",
-                   help="production threshold (adds is_anomalous = score >= X); 'eval' takes "
-                   "the one `keras-skipae evaluate RUN` stored in RUN/evaluation/metrics.json")
+    p.add_argument(
+        "--threshold",
+        default=None,
+        metavar="X|eval",
+        help="production threshold (adds is_anomalous = score >= X); 'eval' takes "
+        "the one `keras-skipae evaluate RUN` stored in RUN/evaluation/metrics.json",
+    )
     p.add_argument("--map", default=None, help="anomaly map (default: residual)")
-    p.add_argument("--smoothing", type=float, default=None,
-                   help="Gaussian sigma in pixels on the map (default: 4; 0: none)")
+    p.add_argument(
+        "--smoothing",
+        type=float,
+        default=None,
+        help="Gaussian sigma in pixels on the map (default: 4; 0: none)",
+    )
     p.add_argument("--score", default=None, help="image score: max (default), mean, topk, lp")
     p.add_argument("--best", action="store_true", help="export best.keras instead of model.keras")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
@@ -349,20 +432,33 @@ def _run_export(args):
                 f"--threshold expects a number or 'eval'. Received: {args.threshold!r}"
             ) from None
     info = export.export_run(
-        args.run, args.out, format=args.format, threshold=threshold, map=args.map,
-        smoothing=args.smoothing, score=args.score, best=args.best, overwrite=args.overwrite,
+        args.run,
+        args.out,
+        format=args.format,
+        threshold=threshold,
+        map=args.map,
+        smoothing=args.smoothing,
+        score=args.score,
+        best=args.best,
+        overwrite=args.overwrite,
     )
     if info["format"] == "keras":
-        print(f"wrote {info['path']} (load with keras.models.load_model(path, safe_mode=True) "
-              "after `import keras_skipae.models`)")
+        print(
+            f"wrote {info['path']} (load with keras.models.load_model(path, safe_mode=True) "
+            "after `import keras_skipae.models`)"
+        )
         return 0
     s = info["settings"]
     t = info["threshold"]
-    print(f"wrote {info['path']}: map={s['map']}, smoothing={s['smoothing']:g}, "
-          f"score={s['score']}, threshold="
-          + (f"{t:.6g} ({info['threshold_source']})" if t is not None else "none"))
-    print("signatures: serving_default (float32 in [0, 1]), serving_uint8, reconstruct, "
-          "reconstruct_uint8; settings: assets/keras_skipae.json")
+    print(
+        f"wrote {info['path']}: map={s['map']}, smoothing={s['smoothing']:g}, "
+        f"score={s['score']}, threshold="
+        + (f"{t:.6g} ({info['threshold_source']})" if t is not None else "none")
+    )
+    print(
+        "signatures: serving_default (float32 in [0, 1]), serving_uint8, reconstruct, "
+        "reconstruct_uint8; settings: assets/keras_skipae.json"
+    )
     if info["hint"]:
         print(f"note: {info['hint']}")
     return 0
