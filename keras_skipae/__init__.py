@@ -39,6 +39,8 @@ _LAZY = {
     "export_keras": ("keras_skipae.export", "export_keras"),
     "load_model": ("keras_skipae._registration", "load_model"),
     # submodules
+    "demo": ("keras_skipae.demo", None),
+    "baselines": ("keras_skipae.baselines", None),
     "models": ("keras_skipae.models", None),
     "data": ("keras_skipae.data", None),
     "losses": ("keras_skipae.losses", None),
