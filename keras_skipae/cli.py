@@ -351,7 +351,7 @@ def _add_demo(sub):
         "--out", default="keras_skipae_demo", help="output folder (default: ./keras_skipae_demo)"
     )
     p.add_argument("--quick", action="store_true", help="a ~1-minute smoke run")
-    p.add_argument("--category", default=None, help="synthetic category (default: mesh)")
+    p.add_argument("--category", default=None, help="synthetic category (default: wood)")
     p.add_argument(
         "--minutes-per-model",
         type=float,

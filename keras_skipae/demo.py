@@ -58,7 +58,7 @@ DEMO_SETTINGS = {
         "depth": 4,
     },
 }
-DEFAULT_CATEGORY = "mesh"
+DEFAULT_CATEGORY = "wood"
 _DEMO_PARTS = ("data", "runs", "report")
 
 
@@ -230,7 +230,7 @@ def run_demo(
     Args:
         out_dir: the demo folder (default ``./keras_skipae_demo``).
         quick: a ~1-minute smoke run (64 px, a few seconds of training per model).
-        category: a synthetic category (default ``"mesh"``, a texture).
+        category: a synthetic category (default ``"wood"``, a texture).
         minutes_per_model: training wall-time budget per model (default 3, quick 0.25).
         overwrite: replace the demo's data/, runs/ and report/ in ``out_dir``.
         seed: data, split, corruption and weight seed.

@@ -681,7 +681,9 @@ def make_scorer(
     def scorer(images):
         return compute(model, images, **settings)
 
+    # No AutoGraph: every branch in the scoring code is on Python values, so the
+    # graph is traced as written (AutoGraph would re-read and convert the source).
     if image_shape is not None:
         spec = tf.TensorSpec([None, *image_shape], tf.float32)
-        return tf.function(scorer, input_signature=[spec])
-    return tf.function(scorer, reduce_retracing=True)
+        return tf.function(scorer, input_signature=[spec], autograph=False)
+    return tf.function(scorer, reduce_retracing=True, autograph=False)
