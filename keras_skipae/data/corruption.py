@@ -640,16 +640,20 @@ class GaussianNoise(Corruption):
     def get_config(self):
         return {"std": _config_value(self.std), "clip": self.clip}
 
-    def apply(self, images, target, seed):
+    def _noise(self, images, seed):
+        """Gaussian noise shaped like ``images``, with a std drawn per image."""
         bsz = tf.shape(images)[0]
         std = _uniform(tf.stack([bsz]), _sub_seed(seed, 1), *self.std)[:, None, None, None]
-        out = images + std * tf.random.stateless_normal(tf.shape(images), _sub_seed(seed, 2))
+        return std * tf.random.stateless_normal(tf.shape(images), _sub_seed(seed, 2))
+
+    def apply(self, images, target, seed):
+        out = images + self._noise(images, seed)
         if self.clip:
             out = tf.clip_by_value(out, 0.0, 1.0)
         return out, target, _changed_mask(out, images)
 
 
-class NoiseOnTop(Corruption):
+class NoiseOnTop(GaussianNoise):
     """Gaussian noise added to both the input and the target ("noise kept on top").
 
     The identity-anchoring regulariser of Bauer & Müller (arXiv 2511.07233): the
@@ -667,16 +671,10 @@ class NoiseOnTop(Corruption):
     """
 
     def __init__(self, std=0.02, clip=True):
-        self.std = _as_range(std, "std", low=0.0)
-        self.clip = bool(clip)
-
-    def get_config(self):
-        return {"std": _config_value(self.std), "clip": self.clip}
+        super().__init__(std=std, clip=clip)
 
     def apply(self, images, target, seed):
-        bsz = tf.shape(images)[0]
-        std = _uniform(tf.stack([bsz]), _sub_seed(seed, 1), *self.std)[:, None, None, None]
-        noise = std * tf.random.stateless_normal(tf.shape(images), _sub_seed(seed, 2))
+        noise = self._noise(images, seed)
         out, tgt = images + noise, target + noise
         if self.clip:
             out = tf.clip_by_value(out, 0.0, 1.0)
