@@ -538,6 +538,16 @@ def evaluate(
     return result
 
 
+def _roc_curves(curve_fn, arrays, overall_auroc, result, types, key):
+    """ROC curves overall, then of each defect type against the good images."""
+    labels = result.labels
+    curves = {"all": (*curve_fn(*arrays), overall_auroc)}
+    for name, sub in result.per_defect.items():
+        sel = (labels == 0) | (types == name)
+        curves[name] = (*curve_fn(*(a[sel] for a in arrays)), sub[key])
+    return curves
+
+
 def _write_outputs(result, test, paths, *, overwrite):
     import matplotlib.pyplot as plt
 
@@ -552,26 +562,23 @@ def _write_outputs(result, test, paths, *, overwrite):
     written = {}
 
     # ROC curves: overall first, then each defect type against the good images.
-    curves = {}
-    fpr, tpr = _metrics.roc_curve(labels, scores)
-    curves["all"] = (fpr, tpr, result.image_auroc)
-    for name, sub in result.per_defect.items():
-        sel = (labels == 0) | (types == name)
-        fpr, tpr = _metrics.roc_curve(labels[sel], scores[sel])
-        curves[name] = (fpr, tpr, sub["image_auroc"])
+    curves = _roc_curves(
+        _metrics.roc_curve, (labels, scores), result.image_auroc, result, types, "image_auroc"
+    )
     fig = plotting.plot_roc_curves(curves, title="Image-level ROC", path=paths["roc_image"])
     plt.close(fig)
     written["roc_image"] = str(paths["roc_image"])
 
     masks, maps = test["masks"], test["maps"]
     if masks is not None:
-        curves = {}
-        fpr, tpr = _metrics.pixel_roc_curve(masks, maps)
-        curves["all"] = (fpr, tpr, result.pixel_auroc)
-        for name, sub in result.per_defect.items():
-            sel = (labels == 0) | (types == name)
-            fpr, tpr = _metrics.pixel_roc_curve(masks[sel], maps[sel])
-            curves[name] = (fpr, tpr, sub["pixel_auroc"])
+        curves = _roc_curves(
+            _metrics.pixel_roc_curve,
+            (masks, maps),
+            result.pixel_auroc,
+            result,
+            types,
+            "pixel_auroc",
+        )
         fig = plotting.plot_roc_curves(curves, title="Pixel-level ROC", path=paths["roc_pixel"])
         plt.close(fig)
         written["roc_pixel"] = str(paths["roc_pixel"])
