@@ -104,18 +104,29 @@ def ssim_map(y_true, y_pred, *, max_val=1.0, filter_size=11, filter_sigma=1.5, k
     def blur(x):
         return ops.depthwise_conv(x, kernel, strides=1, padding="valid")
 
-    c1 = (k1 * max_val) ** 2
-    c2 = (k2 * max_val) ** 2
-    mu_x = blur(y_true)
-    mu_y = blur(y_pred)
-    mu_xx = mu_x * mu_x
-    mu_yy = mu_y * mu_y
-    mu_xy = mu_x * mu_y
-    sigma_xx = blur(y_true * y_true) - mu_xx
-    sigma_yy = blur(y_pred * y_pred) - mu_yy
-    sigma_xy = blur(y_true * y_pred) - mu_xy
-    num = (2.0 * mu_xy + c1) * (2.0 * sigma_xy + c2)
-    den = (mu_xx + mu_yy + c1) * (sigma_xx + sigma_yy + c2)
+    return ssim_from_moments(
+        blur(y_true),
+        blur(y_pred),
+        blur(y_true * y_true),
+        blur(y_pred * y_pred),
+        blur(y_true * y_pred),
+        c1=(k1 * max_val) ** 2,
+        c2=(k2 * max_val) ** 2,
+    )
+
+
+def ssim_from_moments(mu_x, mu_y, mu_xx, mu_yy, mu_xy, *, c1, c2):
+    """Local SSIM from the windowed moments ``E[x], E[y], E[x^2], E[y^2], E[xy]``.
+
+    Population (co)variances: ``sigma_xy = E[xy] - E[x] E[y]`` (Wang et al., 2004).
+    Shared by :func:`ssim_map` (valid window, the loss) and
+    :func:`keras_skipae.scoring.ssim_map` (normalised convolution, full-size maps).
+    """
+    mx2 = mu_x * mu_x
+    my2 = mu_y * mu_y
+    mxy = mu_x * mu_y
+    num = (2.0 * mxy + c1) * (2.0 * (mu_xy - mxy) + c2)
+    den = (mx2 + my2 + c1) * ((mu_xx - mx2) + (mu_yy - my2) + c2)
     return num / den
 
 

@@ -77,6 +77,8 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from keras_skipae import losses
+
 __all__ = [
     "ANOMALY_MAPS",
     "DEFAULT_MAP",
@@ -250,15 +252,9 @@ def ssim_map(images, reconstruction) -> tf.Tensor:
     y = tf.cast(reconstruction, tf.float32)
     _check_rank(x, 4, "images")
     radius = SSIM_WINDOW // 2
-    c1 = SSIM_K1**2
-    c2 = SSIM_K2**2
     stacked = tf.concat([x, y, x * x, y * y, x * y], axis=-1)
-    mu = _blur_channels(stacked, SSIM_SIGMA, radius)
-    mx, my, mxx, myy, mxy = tf.split(mu, 5, axis=-1)
-    vx = mxx - mx * mx
-    vy = myy - my * my
-    cxy = mxy - mx * my
-    ssim = ((2.0 * mx * my + c1) * (2.0 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    moments = tf.split(_blur_channels(stacked, SSIM_SIGMA, radius), 5, axis=-1)
+    ssim = losses.ssim_from_moments(*moments, c1=SSIM_K1**2, c2=SSIM_K2**2)
     return 1.0 - tf.reduce_mean(ssim, axis=-1)
 
 
