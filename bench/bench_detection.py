@@ -52,7 +52,11 @@ TEXTURES = ("woven", "mesh", "wood", "gravel")
 def _corruption(name):
     from keras_skipae import training
 
-    return None if name == "none" else training.get_corruption(name)
+    if name == "none":
+        return None
+    if name.lstrip().startswith("{"):  # a serialized corruption, e.g. more stains per image
+        name = json.loads(name)
+    return training.get_corruption(name)
 
 
 def _f(v, d=3):
@@ -98,6 +102,13 @@ def main(argv=None):
     parser.add_argument("--corruption", default="stains")
     parser.add_argument("--filters", type=int, default=None)
     parser.add_argument("--bn-momentum", type=float, default=0.9)
+    parser.add_argument(
+        "--model-kwargs",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help="more builder options for every model, e.g. '{\"skips\": [1, 2, 3, 4]}'",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--tables-from",
@@ -127,7 +138,9 @@ def main(argv=None):
         f"budget: {args.minutes_per_model:g} min x {args.cores} cores = "
         f"{60 * args.minutes_per_model * args.cores:.0f} CPU-seconds of training per model "
         f"(batch {args.batch_size}, Adam lr {args.lr:g}, loss {args.loss}, "
-        f"corruption {args.corruption}, BatchNorm momentum {args.bn_momentum:g})\n",
+        f"corruption {args.corruption}, BatchNorm momentum {args.bn_momentum:g}"
+        + (f", {args.model_kwargs}" if args.model_kwargs else "")
+        + ")\n",
         flush=True,
     )
 
@@ -160,6 +173,7 @@ def main(argv=None):
             kwargs = {"input_shape": [size, size, channels], "bn_momentum": args.bn_momentum}
             if args.filters:
                 kwargs["filters"] = args.filters
+            kwargs.update(args.model_kwargs)
             t = time.monotonic()
             run = training.train(
                 name,
