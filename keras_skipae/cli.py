@@ -190,6 +190,12 @@ def _add_train(sub):
         help="stains (default), scratches, drops, noise, a mix such as "
         "stains+scratches, or 'none' (plain AE recipe)",
     )
+    p.add_argument(
+        "--stain-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of the corrupted pixels relative to the clean ones (default 1)",
+    )
     p.add_argument("--filters", type=int, default=None, help="first-stage filters (model default)")
     p.add_argument("--depth", type=int, default=None, help="number of stride-2 stages")
     p.add_argument(
@@ -264,6 +270,7 @@ def _run_train(args):
         learning_rate=args.lr,
         loss=args.loss,
         corruption=corruption,
+        stain_weight=args.stain_weight,
         batch_size=args.batch_size,
         validation_split=args.val_split,
         seed=args.seed,

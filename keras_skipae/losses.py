@@ -52,6 +52,10 @@ _PACKAGE = "keras_skipae"
 # --------------------------------------------------------------------------- #
 
 
+def _channel_mean(x):
+    return ops.mean(x, axis=-1)
+
+
 def _per_image_mean(x):
     return ops.mean(ops.reshape(x, (ops.shape(x)[0], -1)), axis=-1)
 
@@ -159,24 +163,31 @@ def psnr(y_true, y_pred, *, max_val=1.0):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class MeanSquaredError(keras.losses.Loss):
-    """Mean squared error over pixels and channels (``"mse"``)."""
+    """Mean squared error over pixels and channels (``"mse"``).
+
+    ``call`` gives the per-pixel values ``[B, H, W]`` (mean over channels), so a
+    per-pixel ``sample_weight`` ``[B, H, W]`` weights pixels (``train``'s
+    ``stain_weight``); with the default reduction the loss is the plain mean.
+    """
 
     def __init__(self, name="mse", reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def call(self, y_true, y_pred):
-        return mse(y_true, y_pred)
+        y_true = ops.cast(y_true, y_pred.dtype)
+        return _channel_mean(ops.square(y_pred - y_true))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class MeanAbsoluteError(keras.losses.Loss):
-    """Mean absolute error over pixels and channels (``"l1"``)."""
+    """Mean absolute error over pixels and channels (``"l1"``); per-pixel values as ``"mse"``."""
 
     def __init__(self, name="l1", reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def call(self, y_true, y_pred):
-        return l1(y_true, y_pred)
+        y_true = ops.cast(y_true, y_pred.dtype)
+        return _channel_mean(ops.abs(y_pred - y_true))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -262,7 +273,9 @@ class MixedLoss(keras.losses.Loss):
         self.filter_sigma = float(filter_sigma)
 
     def call(self, y_true, y_pred):
-        pixel = mse(y_true, y_pred) if self.pixel == "mse" else l1(y_true, y_pred)
+        y_true = ops.cast(y_true, y_pred.dtype)
+        err = y_pred - y_true
+        pixel = _channel_mean(ops.square(err) if self.pixel == "mse" else ops.abs(err))
         structural = 1.0 - ssim(
             y_true,
             y_pred,
@@ -270,7 +283,8 @@ class MixedLoss(keras.losses.Loss):
             filter_size=self.filter_size,
             filter_sigma=self.filter_sigma,
         )
-        return self.pixel_weight * pixel + self.ssim_weight * structural
+        # [B, H, W]: per-pixel pixel loss plus each image's 1 - SSIM at every pixel.
+        return self.pixel_weight * pixel + self.ssim_weight * structural[:, None, None]
 
     def get_config(self):
         config = super().get_config()

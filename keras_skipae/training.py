@@ -353,12 +353,13 @@ def _identity_pairs(dataset, batch_size, *, shuffle, seed, repeat):
     return ds.batch(batch_size, drop_remainder=repeat).map(lambda x: (x, x)).prefetch(2)
 
 
-def _make_pairs(dataset, corruption, *, batch_size, seed, shuffle, repeat):
+def _make_pairs(dataset, corruption, *, batch_size, seed, shuffle, repeat, stain_weight=1.0):
     if corruption is None:
         return _identity_pairs(dataset, batch_size, shuffle=shuffle, seed=seed, repeat=repeat)
     from keras_skipae import data
 
-    return data.corrupt(
+    weighted = float(stain_weight) != 1.0
+    pairs = data.corrupt(
         dataset,
         corruption,
         seed=seed,
@@ -366,7 +367,13 @@ def _make_pairs(dataset, corruption, *, batch_size, seed, shuffle, repeat):
         shuffle=shuffle,
         cache=True,
         repeat=repeat,
+        with_mask=weighted,
     )
+    if not weighted:
+        return pairs
+    extra = float(stain_weight) - 1.0
+    # (input, target, per-pixel sample weight [B, H, W]): the losses give per-pixel values.
+    return pairs.map(lambda x, y, mask: (x, y, 1.0 + extra * mask[..., 0]))
 
 
 def _probe_batch(pairs, n: int):
@@ -559,6 +566,7 @@ def train(
     loss="mse",
     metrics: Sequence = ("psnr", "ssim"),
     corruption="auto",
+    stain_weight: float = 1.0,
     batch_size: int = 16,
     validation_split: float = 0.1,
     steps_per_epoch: int | None = None,
@@ -601,6 +609,11 @@ def train(
             :func:`get_corruption` (``"stains"``, ``"scratches"``,
             ``"stains+scratches"``, ...), or
             None (learn the identity: a plain autoencoder recipe).
+        stain_weight: loss weight of the corrupted pixels (the corruption's mask)
+            relative to the clean ones, as a per-pixel ``sample_weight``; 1 weights
+            all pixels alike. Stains cover a few percent of an image, so the repair
+            the model must learn is a small part of a plain loss; a larger weight
+            puts it first. Needs a corruption and a pixel loss (not ``"ssim"``).
         batch_size: global batch size.
         validation_split: fraction held out when ``val_data`` is None (0: no validation).
         steps_per_epoch: batches per epoch; None: one pass over the training images.
@@ -651,6 +664,14 @@ def train(
             f"`validation_split` must be in [0, 1). Received: validation_split={validation_split!r}"
         )
     loss_obj = losses_lib.get_loss(loss)
+    if not float(stain_weight) >= 0:
+        raise ValueError(f"`stain_weight` must be >= 0. Received: stain_weight={stain_weight!r}")
+    weighted = float(stain_weight) != 1.0
+    if weighted and isinstance(loss_obj, losses_lib.SSIMLoss):
+        raise ValueError(
+            "`stain_weight` weights pixels, so it needs a per-pixel loss ('mse', 'l1', "
+            f"'mse+ssim', 'l1+ssim'). Received: loss={loss!r}, stain_weight={stain_weight!r}"
+        )
     jit = resolve_jit_compile(jit_compile)
     strat = get_strategy(strategy)
     distributed = strategy not in (None, "default")
@@ -681,6 +702,12 @@ def train(
             corruption_obj = get_corruption(corruption)
         else:
             corruption_obj = corruption
+    if weighted and corruption_obj is None:
+        raise ValueError(
+            "`stain_weight` weights the corrupted pixels, so it needs a corruption (and "
+            f"unbatched training images). Received: corruption={corruption!r}, "
+            f"stain_weight={stain_weight!r}"
+        )
 
     n_train = n_val = None
     if pairs_given:
@@ -708,6 +735,7 @@ def train(
             seed=seed,
             shuffle=True,
             repeat=True,
+            stain_weight=stain_weight,
         )
         val_pairs = None
         if val_images is not None:
@@ -723,6 +751,7 @@ def train(
                     seed=seed + 1,
                     shuffle=False,
                     repeat=False,
+                    stain_weight=stain_weight,
                 ).cache()
 
     if val_pairs is not None and int(val_pairs.cardinality()) < 0:
@@ -749,6 +778,7 @@ def train(
         "epochs": int(epochs),
         "learning_rate": float(learning_rate),
         "loss": keras.saving.serialize_keras_object(loss_obj),
+        "stain_weight": float(stain_weight),
         "batch_size": int(batch_size),
         "validation_split": float(validation_split) if val_data is None else None,
         "steps_per_epoch": steps_per_epoch,

@@ -39,6 +39,26 @@ def test_mse_l1_match_numpy():
     np.testing.assert_allclose(per_image, ((y_true - y_pred) ** 2).mean(axis=(1, 2, 3)), rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["mse", "l1", "mse+ssim"])
+def test_per_pixel_sample_weight(name):
+    """The pixel losses give [B, H, W] values, so a per-pixel weight weights pixels."""
+    y_true, y_pred = _pair(3, (2, 16, 16, 3))
+    loss = losses.get_loss(name)
+    values = keras.ops.convert_to_numpy(loss.call(y_true, y_pred))
+    assert values.shape == (2, 16, 16)
+    weight = np.ones((2, 16, 16), "float32")
+    weight[0, 4:8, 2:9] = 10.0
+    err = (y_true - y_pred) ** 2 if name != "l1" else np.abs(y_true - y_pred)
+    pixel = err.mean(axis=-1)
+    if name == "mse+ssim":
+        ssim = np.array([_sk_ssim(t, p) for t, p in zip(y_true, y_pred)])
+        pixel = pixel + (1 - ssim)[:, None, None]
+    np.testing.assert_allclose(loss(y_true, y_pred), pixel.mean(), atol=2e-4)
+    np.testing.assert_allclose(
+        loss(y_true, y_pred, sample_weight=weight), (weight * pixel).mean(), atol=2e-4
+    )
+
+
 def test_ssim_matches_skimage():
     y_true, y_pred = _pair(1)
     ours = keras.ops.convert_to_numpy(losses.ssim(y_true, y_pred))

@@ -334,3 +334,33 @@ def test_get_corruption_mixes():
     assert isinstance(training.get_corruption("stains"), data.Stains)
     with pytest.raises(ValueError):
         training.get_corruption("stains+nope")
+
+
+def test_stain_weight_weights_the_corrupted_pixels():
+    from keras_skipae import data
+
+    stains = data.Stains(count=2, size=(0.2, 0.4))
+    kwargs = {"batch_size": 4, "seed": 3, "shuffle": False, "repeat": False}
+    x, y, w = next(iter(training._make_pairs(_dataset(4), stains, stain_weight=5.0, **kwargs)))
+    ref_x, ref_y, mask = next(iter(data.corrupt(_dataset(4), stains, with_mask=True, **kwargs)))
+    np.testing.assert_array_equal(x, ref_x)
+    np.testing.assert_array_equal(y, ref_y)
+    assert w.shape == (4, 32, 32)
+    np.testing.assert_array_equal(w, 1.0 + 4.0 * mask.numpy()[..., 0])
+    assert 0 < float(tf.reduce_mean(tf.cast(w == 5.0, tf.float32))) < 0.9
+    # the weight reaches the loss: the weighted run's loss differs from the plain one's
+    runs = [
+        training.train(_tiny(), _dataset(8), epochs=1, batch_size=4, stain_weight=sw, verbose=0)
+        for sw in (1.0, 20.0)
+    ]
+    assert runs[1].history["loss"][0] > runs[0].history["loss"][0]
+    assert runs[1].config["training"]["stain_weight"] == 20.0
+
+
+def test_stain_weight_errors():
+    with pytest.raises(ValueError, match="per-pixel loss.*loss='ssim'"):
+        training.train(_tiny(), _dataset(), loss="ssim", stain_weight=3.0, epochs=1)
+    with pytest.raises(ValueError, match="needs a corruption.*corruption=None"):
+        training.train(_tiny(), _dataset(), corruption=None, stain_weight=3.0, epochs=1)
+    with pytest.raises(ValueError, match="stain_weight=-1"):
+        training.train(_tiny(), _dataset(), stain_weight=-1, epochs=1)
