@@ -101,7 +101,10 @@ def main(argv=None):
     parser.add_argument("--loss", default="mse")
     parser.add_argument("--corruption", default="stains")
     parser.add_argument(
-        "--stain-weight", type=float, default=1.0, help="loss weight of the corrupted pixels"
+        "--stain-weight",
+        type=float,
+        default=None,
+        help="loss weight of the corrupted pixels (default: train's, 10)",
     )
     parser.add_argument("--filters", type=int, default=None)
     parser.add_argument("--bn-momentum", type=float, default=0.9)
@@ -141,7 +144,7 @@ def main(argv=None):
         f"budget: {args.minutes_per_model:g} min x {args.cores} cores = "
         f"{60 * args.minutes_per_model * args.cores:.0f} CPU-seconds of training per model "
         f"(batch {args.batch_size}, Adam lr {args.lr:g}, loss {args.loss}, "
-        f"corruption {args.corruption}, stain weight {args.stain_weight:g}, BatchNorm momentum {args.bn_momentum:g}"
+        f"corruption {args.corruption}, stain weight {'default' if args.stain_weight is None else args.stain_weight}, BatchNorm momentum {args.bn_momentum:g}"
         + (f", {args.model_kwargs}" if args.model_kwargs else "")
         + ")\n",
         flush=True,

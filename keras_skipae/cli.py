@@ -193,8 +193,9 @@ def _add_train(sub):
     p.add_argument(
         "--stain-weight",
         type=float,
-        default=1.0,
-        help="loss weight of the corrupted pixels relative to the clean ones (default 1)",
+        default=None,
+        help="loss weight of the corrupted pixels relative to the clean ones "
+        "(default 10 with a corruption and a per-pixel loss, else 1)",
     )
     p.add_argument("--filters", type=int, default=None, help="first-stage filters (model default)")
     p.add_argument("--depth", type=int, default=None, help="number of stride-2 stages")

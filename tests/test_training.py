@@ -355,6 +355,12 @@ def test_stain_weight_weights_the_corrupted_pixels():
     ]
     assert runs[1].history["loss"][0] > runs[0].history["loss"][0]
     assert runs[1].config["training"]["stain_weight"] == 20.0
+    # default: DEFAULT_STAIN_WEIGHT with a corruption and a pixel loss, else 1
+    default = training.train(_tiny(), _dataset(8), epochs=1, batch_size=4, verbose=0)
+    assert default.config["training"]["stain_weight"] == training.DEFAULT_STAIN_WEIGHT == 10.0
+    for kwargs in ({"corruption": None}, {"loss": "ssim"}):
+        run = training.train(_tiny(), _dataset(8), epochs=1, batch_size=4, verbose=0, **kwargs)
+        assert run.config["training"]["stain_weight"] == 1.0
 
 
 def test_stain_weight_errors():
