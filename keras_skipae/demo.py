@@ -408,6 +408,8 @@ def _headline_table(comparison) -> str:
 
 
 def _render_report(comparison, results):
+    from keras_skipae import training
+
     cat, size = comparison["category"], comparison["image_size"]
     cmd = "keras-skipae demo" + (" --quick" if comparison["quick"] else "")
     md = [
@@ -421,7 +423,8 @@ def _render_report(comparison, results):
         "",
         f"AE and AESc (Collin & De Vleeschouwer, ICPR 2020) were each trained on stain-corrupted "
         f"inputs with clean targets for at most {comparison['settings']['minutes_per_model']:g} "
-        "minutes of wall time. Anomaly map: the smoothed residual |x - x̂|; image score: its "
+        "minutes of wall time (MSE with the stained pixels weighted "
+        f"{training.DEFAULT_STAIN_WEIGHT:g}x, `train`'s default). Anomaly map: the smoothed residual |x - x̂|; image score: its "
         "maximum (fixed in advance, see `keras_skipae.scoring`).",
         "",
         f"Produced by `{cmd}` in {comparison['seconds_total']:.0f} s. Training is bounded by "
