@@ -358,7 +358,9 @@ def test_stain_weight_weights_the_corrupted_pixels():
     # default: DEFAULT_STAIN_WEIGHT with a corruption and a pixel loss, else 1
     default = training.train(_tiny(), _dataset(8), epochs=1, batch_size=4, verbose=0)
     assert default.config["training"]["stain_weight"] == training.DEFAULT_STAIN_WEIGHT == 10.0
-    for kwargs in ({"corruption": None}, {"loss": "ssim"}):
+    # a Loss of the user's (its values may be per image): the plain loss unless asked
+    custom = {"loss": keras.losses.MeanSquaredError()}
+    for kwargs in ({"corruption": None}, {"loss": "ssim"}, custom):
         run = training.train(_tiny(), _dataset(8), epochs=1, batch_size=4, verbose=0, **kwargs)
         assert run.config["training"]["stain_weight"] == 1.0
 
