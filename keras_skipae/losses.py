@@ -52,8 +52,10 @@ _PACKAGE = "keras_skipae"
 # --------------------------------------------------------------------------- #
 
 
-def _channel_mean(x):
-    return ops.mean(x, axis=-1)
+def _pixel_loss(y_true, y_pred, kind):
+    """Per-pixel ``[B, H, W]`` squared (``"mse"``) or absolute (``"l1"``) error, mean over channels."""
+    err = y_pred - ops.cast(y_true, y_pred.dtype)
+    return ops.mean(ops.square(err) if kind == "mse" else ops.abs(err), axis=-1)
 
 
 def _per_image_mean(x):
@@ -174,8 +176,7 @@ class MeanSquaredError(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def call(self, y_true, y_pred):
-        y_true = ops.cast(y_true, y_pred.dtype)
-        return _channel_mean(ops.square(y_pred - y_true))
+        return _pixel_loss(y_true, y_pred, "mse")
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -186,8 +187,7 @@ class MeanAbsoluteError(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def call(self, y_true, y_pred):
-        y_true = ops.cast(y_true, y_pred.dtype)
-        return _channel_mean(ops.abs(y_pred - y_true))
+        return _pixel_loss(y_true, y_pred, "l1")
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -273,9 +273,7 @@ class MixedLoss(keras.losses.Loss):
         self.filter_sigma = float(filter_sigma)
 
     def call(self, y_true, y_pred):
-        y_true = ops.cast(y_true, y_pred.dtype)
-        err = y_pred - y_true
-        pixel = _channel_mean(ops.square(err) if self.pixel == "mse" else ops.abs(err))
+        pixel = _pixel_loss(y_true, y_pred, self.pixel)
         structural = 1.0 - ssim(
             y_true,
             y_pred,
