@@ -33,12 +33,14 @@ __all__ = [
 
 
 def _smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
+    # The learned models' smoothing (keras_skipae.scoring.gaussian_smooth, same border
+    # handling), so that every method's map is smoothed the same way.
     if not sigma:
         return maps
-    import cv2
+    from keras_skipae import scoring
 
-    return np.stack(
-        [cv2.GaussianBlur(m.astype("float32"), (0, 0), sigmaX=float(sigma)) for m in maps]
+    return np.concatenate(
+        [scoring.gaussian_smooth(maps[i : i + 64], sigma).numpy() for i in range(0, len(maps), 64)]
     )
 
 

@@ -373,6 +373,7 @@ def evaluate(
     val_data=None,
     method: str = _scoring.DEFAULT_MAP,
     smoothing: float | None = _scoring.DEFAULT_SMOOTHING,
+    smoothing_border: str = _scoring.DEFAULT_SMOOTHING_BORDER,
     score: str = _scoring.DEFAULT_SCORE,
     topk: float = _scoring.DEFAULT_TOPK,
     p: float = _scoring.DEFAULT_P,
@@ -400,6 +401,8 @@ def evaluate(
         method: the anomaly map, a key of ``scoring.ANOMALY_MAPS``
             (``"residual"``, ``"ssim"``, ``"mc_dropout"``, ...).
         smoothing: Gaussian sigma (pixels) on the map; 0/None: off.
+        smoothing_border: the smoothing's border handling
+            (``scoring.gaussian_smooth``'s ``border``; default ``"equalized"``).
         score: the image score (``"max"``, ``"mean"``, ``"topk"``, ``"lp"``).
         topk: the ``"topk"`` fraction or count.
         p: the ``"lp"`` exponent.
@@ -433,6 +436,7 @@ def evaluate(
     settings = _scoring.scoring_settings(
         map=method,
         smoothing=smoothing,
+        smoothing_border=smoothing_border,
         score=score,
         topk=topk,
         p=p,

@@ -351,6 +351,7 @@ def export_saved_model(
     *,
     map: str = scoring.DEFAULT_MAP,
     smoothing: float | None = scoring.DEFAULT_SMOOTHING,
+    smoothing_border: str = scoring.DEFAULT_SMOOTHING_BORDER,
     score: str = scoring.DEFAULT_SCORE,
     topk: float = scoring.DEFAULT_TOPK,
     p: float = scoring.DEFAULT_P,
@@ -380,6 +381,8 @@ def export_saved_model(
             registered one). ``"mc_dropout"`` is stochastic: its scores vary
             between calls, in process and served alike.
         smoothing: Gaussian sigma in pixels on the map (0: none).
+        smoothing_border: the smoothing's border handling
+            (``scoring.gaussian_smooth``'s ``border``).
         score: the image score (``"max"``, ``"mean"``, ``"topk"``, ``"lp"``).
         topk: the ``"topk"`` fraction or count.
         p: the ``"lp"`` exponent.
@@ -417,6 +420,7 @@ def export_saved_model(
     settings = scoring.scoring_settings(
         map=map,
         smoothing=smoothing,
+        smoothing_border=smoothing_border,
         score=score,
         topk=topk,
         p=p,
@@ -541,7 +545,18 @@ def export_keras(model, path, *, overwrite: bool = False, include_optimizer: boo
 
 #: Where ``keras-skipae evaluate RUN`` writes its metrics, relative to the run folder.
 RUN_METRICS = ("evaluation", "metrics.json")
-_SETTING_KEYS = ("map", "smoothing", "score", "topk", "p", "mc_samples", "map_options")
+_SETTING_KEYS = (
+    "map",
+    "smoothing",
+    "smoothing_border",
+    "score",
+    "topk",
+    "p",
+    "mc_samples",
+    "map_options",
+)
+# Settings files written before a key existed: the value that was then in force.
+_LEGACY_SETTINGS = {"smoothing_border": "normalized"}
 
 
 def run_threshold(run_dir, settings: dict) -> tuple[float | None, Path | None, str | None]:
@@ -567,9 +582,9 @@ def run_threshold(run_dir, settings: dict) -> tuple[float | None, Path | None, s
     threshold = data.get("threshold")
     if threshold is None:
         return None, metrics_path, f"{str(metrics_path)!r} holds no production threshold"
-    used = data.get("settings") or {}
+    used = {**_LEGACY_SETTINGS, **(data.get("settings") or {})}
     differ = [k for k in _SETTING_KEYS if k in used and used[k] != settings[k]]
-    missing = [k for k in ("map", "smoothing", "score") if k not in used]
+    missing = [k for k in ("map", "smoothing", "score") if k not in (data.get("settings") or {})]
     if differ or missing:
         detail = ", ".join(f"{k}={used.get(k)!r} (export: {settings[k]!r})" for k in differ)
         return (

@@ -86,9 +86,11 @@ __all__ = [
     "DEFAULT_P",
     "DEFAULT_SCORE",
     "DEFAULT_SMOOTHING",
+    "DEFAULT_SMOOTHING_BORDER",
     "DEFAULT_TOPK",
     "MCDropout",
     "SCORES",
+    "SMOOTHING_BORDERS",
     "SSIM_K1",
     "SSIM_K2",
     "SSIM_SIGMA",
@@ -110,6 +112,8 @@ __all__ = [
 
 DEFAULT_MAP = "residual"
 DEFAULT_SMOOTHING = 4.0
+DEFAULT_SMOOTHING_BORDER = "equalized"
+SMOOTHING_BORDERS = ("equalized", "normalized", "zeros")
 DEFAULT_SCORE = "max"
 DEFAULT_TOPK = 0.01
 DEFAULT_P = 2.0
@@ -168,27 +172,33 @@ def gaussian_kernel(sigma: float, radius: int) -> tf.Tensor:
     return g / tf.reduce_sum(g)
 
 
-def _blur_channels(x: tf.Tensor, sigma: float, radius: int) -> tf.Tensor:
+def _separable(t: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+    """Zero-padded separable convolution of ``t`` ``[N, H, W, 1]`` with ``g`` (rows, then columns)."""
+    t = tf.nn.conv2d(t, tf.reshape(g, [-1, 1, 1, 1]), strides=1, padding="SAME")
+    return tf.nn.conv2d(t, tf.reshape(g, [1, -1, 1, 1]), strides=1, padding="SAME")
+
+
+def _blur_channels(
+    x: tf.Tensor, sigma: float, radius: int, border: str = "normalized"
+) -> tf.Tensor:
     """Separable Gaussian blur of every channel of ``x`` ``[B, H, W, C]``.
 
-    Zero padding followed by normalisation with the blurred all-ones image
-    ("normalised convolution"): near a border each output is the Gaussian-
-    weighted mean of the pixels that exist, so borders are neither darkened
-    nor mirrored, and any image size works (no reflect-padding limit).
+    Zero padding, then a per-position factor that depends on ``border`` (see
+    ``gaussian_smooth``; the interior is the plain Gaussian blur in every mode).
+    Any image size works (no reflect-padding limit).
     """
     g = gaussian_kernel(sigma, radius)
-    kh = tf.reshape(g, [-1, 1, 1, 1])
-    kw = tf.reshape(g, [1, -1, 1, 1])
     shape = tf.shape(x)
     b, h, w, c = shape[0], shape[1], shape[2], shape[3]
     # Channels into the batch: one single-channel conv for any C.
-    y = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), tf.stack([b * c, h, w, 1]))
-
-    def sep(t):
-        t = tf.nn.conv2d(t, kh, strides=1, padding="SAME")
-        return tf.nn.conv2d(t, kw, strides=1, padding="SAME")
-
-    y = sep(y) / sep(tf.ones(tf.stack([1, h, w, 1]), tf.float32))
+    y = _separable(tf.reshape(tf.transpose(x, [0, 3, 1, 2]), tf.stack([b * c, h, w, 1])), g)
+    ones = tf.ones(tf.stack([1, h, w, 1]), tf.float32)
+    if border == "normalized":
+        y = y / _separable(ones, g)
+    elif border == "equalized":
+        # Var of blurred i.i.d. noise at p is proportional to sum of the squared kernel
+        # weights inside the image, (g^2 * 1)(p); scale it to the interior's value.
+        y = y * tf.sqrt(tf.reduce_sum(tf.square(g)) ** 2 / _separable(ones, tf.square(g)))
     return tf.transpose(tf.reshape(y, tf.stack([b, c, h, w])), [0, 2, 3, 1])
 
 
@@ -424,28 +434,57 @@ def register_map(name: str, fn: Callable, *, overwrite: bool = False) -> None:
 # ----------------------------------------------------------------------------
 
 
-def gaussian_smooth(maps, sigma: float | None = DEFAULT_SMOOTHING) -> tf.Tensor:
-    """Gaussian smoothing of anomaly maps (separable, normalised at borders).
+def gaussian_smooth(
+    maps, sigma: float | None = DEFAULT_SMOOTHING, border: str = DEFAULT_SMOOTHING_BORDER
+) -> tf.Tensor:
+    """Gaussian smoothing of anomaly maps (separable; borders per ``border``).
 
     The kernel is a sampled Gaussian truncated at 4 sigma (radius
-    ``int(4 * sigma + 0.5)``, as ``scipy.ndimage.gaussian_filter``). Borders
-    use normalised convolution: each output pixel is the Gaussian-weighted mean
-    of the pixels inside the image, so a constant map stays constant.
+    ``int(4 * sigma + 0.5)``, as ``scipy.ndimage.gaussian_filter``). Inside the
+    image (farther than the radius from a border) every mode is the plain blur.
+    Near a border, where part of the kernel falls outside the image:
+
+    * ``"equalized"`` (the default): the zero-padded blur scaled so that
+      uncorrelated pixel noise has the same variance at every position
+      (divided by ``sqrt(sum of the squared weights inside / sum of all squared
+      weights)``). The image score is a maximum over positions; with the
+      normalised mean below, a border pixel averages fewer pixels, its noise is
+      up to 2x larger (4x the variance in a corner), and the maximum of a good
+      image lands on the border: on the dev set 88 % of the good images' maxima
+      were within 8 px of a border. A constant map keeps its value inside and
+      drops to ~0.71x on an edge and 0.5x in a corner. Chosen on the dev set
+      (synthetic data, seed 1, never the benchmark's test data; AESc with
+      stains, 3 CPU-minutes), image AUROC normalized -> equalized at sigma 4:
+      mesh 0.75 -> 0.91, woven 0.58 -> 0.85, wood 0.81 -> 0.94, gravel
+      0.63 -> 0.61, nut 0.81 -> 0.81 (its border is black background); pixel
+      AUROC rose or held on all five. ``"zeros"`` scored within 0.03 of it.
+      Sigma 8 was better still on image AUROC for four of the five (mean 0.85
+      vs 0.82) but lower on AUPRO; the default stays at the a-priori 4.
+    * ``"normalized"``: each output is the Gaussian-weighted mean of the pixels
+      that exist (a constant map stays constant); the package's default before
+      ``"equalized"``, and what SSIM's local moments use.
+    * ``"zeros"``: zero padding (``scipy.ndimage`` ``mode="constant"``); a
+      constant map drops to 0.5x on an edge and 0.25x in a corner.
 
     Args:
         maps: ``[B, H, W]`` float.
         sigma: standard deviation in pixels; 0 or None returns ``maps`` as is.
+        border: ``"equalized"``, ``"normalized"`` or ``"zeros"``.
 
     Returns:
         ``[B, H, W]`` float32.
     """
     sigma = _check_smoothing(sigma)
+    if border not in SMOOTHING_BORDERS:
+        raise ValueError(
+            f"Expected `border` to be one of {list(SMOOTHING_BORDERS)}. Received: border={border!r}"
+        )
     maps = tf.cast(maps, tf.float32)
     _check_rank(maps, 3, "maps")
     if sigma == 0.0:
         return maps
     radius = max(1, int(_SMOOTHING_TRUNCATE * sigma + 0.5))
-    return _blur_channels(maps[..., None], sigma, radius)[..., 0]
+    return _blur_channels(maps[..., None], sigma, radius, border)[..., 0]
 
 
 def _score_max(flat, **_):
@@ -551,6 +590,7 @@ def scoring_settings(
     *,
     map: str = DEFAULT_MAP,
     smoothing: float | None = DEFAULT_SMOOTHING,
+    smoothing_border: str = DEFAULT_SMOOTHING_BORDER,
     score: str = DEFAULT_SCORE,
     topk: float = DEFAULT_TOPK,
     p: float = DEFAULT_P,
@@ -573,11 +613,17 @@ def scoring_settings(
         raise ValueError(
             f"Expected `score` to be one of {sorted(SCORES)}. Received: score={score!r}"
         )
+    if smoothing_border not in SMOOTHING_BORDERS:
+        raise ValueError(
+            f"Expected `smoothing_border` to be one of {list(SMOOTHING_BORDERS)}. "
+            f"Received: smoothing_border={smoothing_border!r}"
+        )
     if map == "mc_dropout" and (not isinstance(mc_samples, int) or mc_samples < 2):
         raise ValueError(f"Expected `mc_samples` >= 2. Received: mc_samples={mc_samples!r}")
     return {
         "map": map,
         "smoothing": _check_smoothing(smoothing),
+        "smoothing_border": smoothing_border,
         "score": score,
         "topk": _check_topk(topk),
         "p": _check_p(p),
@@ -592,6 +638,7 @@ def compute(
     *,
     map: str = DEFAULT_MAP,
     smoothing: float | None = DEFAULT_SMOOTHING,
+    smoothing_border: str = DEFAULT_SMOOTHING_BORDER,
     score: str = DEFAULT_SCORE,
     topk: float = DEFAULT_TOPK,
     p: float = DEFAULT_P,
@@ -611,6 +658,8 @@ def compute(
         map: the anomaly map, a key of ``ANOMALY_MAPS`` (``"residual"``,
             ``"ssim"``, ``"mc_dropout"``).
         smoothing: Gaussian sigma in pixels applied to the map; 0/None: off.
+        smoothing_border: how the smoothing treats borders (``gaussian_smooth``'s
+            ``border``: ``"equalized"``, ``"normalized"``, ``"zeros"``).
         score: the image score, a key of ``SCORES`` (``"max"``, ``"mean"``,
             ``"topk"``, ``"lp"``).
         topk: the ``"topk"`` fraction (0, 1) or count (>= 1).
@@ -630,6 +679,7 @@ def compute(
     settings = scoring_settings(
         map=map,
         smoothing=smoothing,
+        smoothing_border=smoothing_border,
         score=score,
         topk=topk,
         p=p,
@@ -646,7 +696,7 @@ def compute(
         mc_samples=settings["mc_samples"],
         **settings["map_options"],
     )
-    anomaly_map = gaussian_smooth(raw, settings["smoothing"])
+    anomaly_map = gaussian_smooth(raw, settings["smoothing"], settings["smoothing_border"])
     scores = image_score(anomaly_map, settings["score"], topk=settings["topk"], p=settings["p"])
     return {"reconstruction": reconstruction, "anomaly_map": anomaly_map, "score": scores}
 

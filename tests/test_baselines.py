@@ -19,6 +19,18 @@ def test_gaussian_map_matches_hand_computation():
     np.testing.assert_allclose(b.anomaly_maps(x), expected[..., 0], rtol=1e-5)
 
 
+@pytest.mark.parametrize("cls", [baselines.GaussianBaseline, baselines.PatchNNBaseline])
+def test_baselines_smooth_like_the_learned_maps(cls):
+    # Same smoothing (and border handling) as keras_skipae.scoring, for a fair comparison.
+    from keras_skipae import scoring
+
+    train = _train()
+    x = train[:3] + 0.1
+    raw = cls(smoothing=0).fit(train).anomaly_maps(x)
+    smooth = cls(smoothing=2.0).fit(train).anomaly_maps(x)
+    np.testing.assert_allclose(smooth, scoring.gaussian_smooth(raw, 2.0).numpy(), atol=1e-5)
+
+
 def test_patch_nn_is_zero_on_training_images_and_peaks_on_a_defect():
     train = _train()
     b = baselines.PatchNNBaseline(patch=4, stride=2, smoothing=0).fit(train)

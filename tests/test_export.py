@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -178,6 +179,7 @@ def test_settings_json(gray_export, rgb_export):
     assert gray["format"] == export.FORMAT
     assert gray["scoring"]["map"] == scoring.DEFAULT_MAP
     assert gray["scoring"]["smoothing"] == scoring.DEFAULT_SMOOTHING
+    assert gray["scoring"]["smoothing_border"] == scoring.DEFAULT_SMOOTHING_BORDER
     assert gray["scoring"]["score"] == scoring.DEFAULT_SCORE
     assert gray["threshold"] == pytest.approx(gray_export["threshold"])
     assert gray["input"]["image_size"] is None
@@ -500,6 +502,16 @@ def test_cli_export_threshold_checks(run_folder, tmp_path, capsys):
         cli.main(["export", run, str(tmp_path / "a"), "--threshold", "eval", "--map", "ssim"]) == 1
     )
     assert "other scoring settings" in capsys.readouterr().err
+    # A metrics file from before `smoothing_border` existed was scored with the
+    # normalized border: its threshold does not belong to the equalized default.
+    legacy = tmp_path.parent / f"{tmp_path.name}_legacy_run"
+    shutil.copytree(run_folder["dir"], legacy)
+    metrics_path = legacy.joinpath(*export.RUN_METRICS)
+    metrics = json.loads(metrics_path.read_text())
+    del metrics["settings"]["smoothing_border"]
+    metrics_path.write_text(json.dumps(metrics))
+    assert cli.main(["export", str(legacy), str(tmp_path / "l"), "--threshold", "eval"]) == 1
+    assert "smoothing_border='normalized'" in capsys.readouterr().err
     assert cli.main(["export", run, str(tmp_path / "b"), "--threshold", "high"]) == 1
     assert "number or 'eval'" in capsys.readouterr().err
     assert (

@@ -96,17 +96,62 @@ def test_gaussian_smooth_interior_matches_scipy():
     np.testing.assert_allclose(ours[:, r:-r, r:-r], ref[:, r:-r, r:-r], atol=1e-5)
 
 
-def test_gaussian_smooth_keeps_constants_and_mass_at_borders():
+def test_gaussian_smooth_normalized_keeps_constants_and_mass_at_borders():
     maps = np.full((1, 12, 9), 0.7, "float32")
-    np.testing.assert_allclose(scoring.gaussian_smooth(maps, 3.0).numpy(), 0.7, atol=1e-6)
+    out = scoring.gaussian_smooth(maps, 3.0, border="normalized").numpy()
+    np.testing.assert_allclose(out, 0.7, atol=1e-6)
     # A delta in the interior comes out as the sampled 2-D kernel.
     delta = np.zeros((1, 31, 31), "float32")
     delta[0, 15, 15] = 1.0
-    out = scoring.gaussian_smooth(delta, 1.0).numpy()[0]
+    out = scoring.gaussian_smooth(delta, 1.0, border="normalized").numpy()[0]
     g = np.exp(-0.5 * np.arange(-4, 5) ** 2)
     g /= g.sum()
     np.testing.assert_allclose(out[11:20, 11:20], np.outer(g, g), atol=1e-6)
     assert abs(out.sum() - 1.0) < 1e-5
+
+
+def test_gaussian_smooth_zeros_matches_scipy_constant_mode():
+    maps = np.random.default_rng(5).random((2, 13, 10)).astype("float32")
+    ours = scoring.gaussian_smooth(maps, 1.5, border="zeros").numpy()
+    ref = np.stack(
+        [ndimage.gaussian_filter(m.astype("float64"), 1.5, mode="constant") for m in maps]
+    )
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def _smoothing_weights(h, w, sigma, border):
+    """W[p, q]: the weight of input pixel q in output pixel p (from delta images)."""
+    deltas = np.eye(h * w, dtype="float32").reshape(h * w, h, w)
+    return scoring.gaussian_smooth(deltas, sigma, border=border).numpy().reshape(h * w, h * w).T
+
+
+def test_gaussian_smooth_equalized_gives_uniform_noise_variance():
+    # For i.i.d. unit-variance pixel noise, Var(out[p]) = sum_q W[p, q]^2: equal at
+    # every position (the interior's sum of squared 2-D kernel weights), while the
+    # normalized mean's variance grows towards the borders.
+    sigma = 1.0
+    g = np.exp(-0.5 * np.arange(-4, 5) ** 2)
+    g /= g.sum()
+    interior = (g**2).sum() ** 2
+    var_eq = (_smoothing_weights(9, 11, sigma, "equalized") ** 2).sum(axis=1)
+    np.testing.assert_allclose(var_eq, interior, rtol=1e-4)
+    var_norm = (_smoothing_weights(9, 11, sigma, "normalized") ** 2).sum(axis=1).reshape(9, 11)
+    assert var_norm[0, 0] > 2 * interior  # a corner averages about a quarter of the kernel
+    np.testing.assert_allclose(var_norm[4, 5], interior, rtol=1e-4)
+
+
+def test_gaussian_smooth_default_border_is_equalized():
+    maps = np.random.default_rng(6).random((1, 10, 12)).astype("float32")
+    np.testing.assert_array_equal(
+        scoring.gaussian_smooth(maps, 2.0).numpy(),
+        scoring.gaussian_smooth(maps, 2.0, border="equalized").numpy(),
+    )
+    assert scoring.DEFAULT_SMOOTHING_BORDER == "equalized"
+
+
+def test_gaussian_smooth_rejects_bad_border():
+    with pytest.raises(ValueError, match="border='reflect'"):
+        scoring.gaussian_smooth(np.zeros((1, 4, 4), "float32"), 1.0, border="reflect")
 
 
 @pytest.mark.parametrize("sigma", [0, 0.0, None])
@@ -223,12 +268,24 @@ def test_compute_in_tf_function_equals_eager():
         ({"map": "nope"}, "map"),
         ({"score": "nope"}, "score"),
         ({"smoothing": -2}, "smoothing"),
+        ({"smoothing_border": "reflect"}, "smoothing_border='reflect'"),
     ],
 )
 def test_compute_rejects_bad_settings(kwargs, match):
     model = _tiny_model()
     with pytest.raises(ValueError, match=match):
         scoring.compute(model, np.zeros((1, 16, 16, 1), "float32"), **kwargs)
+
+
+def test_compute_smoothing_border_reaches_the_map():
+    model = _tiny_model()
+    x = np.random.default_rng(9).random((2, 16, 16, 1)).astype("float32")
+    raw = scoring.compute(model, x, smoothing=0)["anomaly_map"].numpy()
+    for border in scoring.SMOOTHING_BORDERS:
+        out = scoring.compute(model, x, smoothing=2.0, smoothing_border=border)
+        want = scoring.gaussian_smooth(raw, 2.0, border=border).numpy()
+        np.testing.assert_allclose(out["anomaly_map"].numpy(), want, atol=1e-6)
+    assert scoring.scoring_settings()["smoothing_border"] == "equalized"
 
 
 def test_compute_rejects_wrong_rank_and_dtype():
