@@ -12,7 +12,8 @@ For each synthetic category (keras_skipae.data.synthetic, MVTec AD layout, 128x1
    score: smoothed residual, max; threshold from the held-out good images);
 3. computes two non-learned baselines on the same splits
    (``keras_skipae.baselines``): a per-pixel Gaussian of the good images and a
-   nearest-neighbour patch distance to good patches (PatchCore-like, pixel space);
+   nearest-neighbour patch distance to good patches (PatchCore-like, pixel space),
+   their maps smoothed exactly as the learned ones (``scoring.gaussian_smooth``);
 4. prints image AUROC, pixel AUROC and AUPRO per category and per defect type,
    and checks the issue's targets on the texture categories (AESc >= 0.95 image
    and pixel AUROC, beats both baselines, AESc ahead of AE on pixel AUROC).
@@ -132,7 +133,7 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from keras_skipae import baselines, data, evaluation, training
+    from keras_skipae import baselines, data, evaluation, scoring, training
 
     print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
     print(
@@ -146,7 +147,13 @@ def main(argv=None):
         f"(batch {args.batch_size}, Adam lr {args.lr:g}, loss {args.loss}, "
         f"corruption {args.corruption}, stain weight {'default' if args.stain_weight is None else args.stain_weight}, BatchNorm momentum {args.bn_momentum:g}"
         + (f", {args.model_kwargs}" if args.model_kwargs else "")
-        + ")\n",
+        + ")",
+        flush=True,
+    )
+    print(
+        f"scoring (all methods): map smoothed with sigma {scoring.DEFAULT_SMOOTHING:g}, "
+        f"{scoring.DEFAULT_SMOOTHING_BORDER} border; learned models: {scoring.DEFAULT_MAP} map, "
+        f"{scoring.DEFAULT_SCORE} score\n",
         flush=True,
     )
 
