@@ -582,9 +582,10 @@ def run_threshold(run_dir, settings: dict) -> tuple[float | None, Path | None, s
     threshold = data.get("threshold")
     if threshold is None:
         return None, metrics_path, f"{str(metrics_path)!r} holds no production threshold"
-    used = {**_LEGACY_SETTINGS, **(data.get("settings") or {})}
+    recorded = data.get("settings") or {}
+    used = {**_LEGACY_SETTINGS, **recorded}
     differ = [k for k in _SETTING_KEYS if k in used and used[k] != settings[k]]
-    missing = [k for k in ("map", "smoothing", "score") if k not in (data.get("settings") or {})]
+    missing = [k for k in ("map", "smoothing", "score") if k not in recorded]
     if differ or missing:
         detail = ", ".join(f"{k}={used.get(k)!r} (export: {settings[k]!r})" for k in differ)
         return (

@@ -217,6 +217,13 @@ def _check_smoothing(smoothing) -> float:
     return value
 
 
+def _check_border(border, name: str) -> None:
+    if border not in SMOOTHING_BORDERS:
+        raise ValueError(
+            f"Expected `{name}` to be one of {list(SMOOTHING_BORDERS)}. Received: {name}={border!r}"
+        )
+
+
 # ----------------------------------------------------------------------------
 # Maps
 # ----------------------------------------------------------------------------
@@ -475,10 +482,7 @@ def gaussian_smooth(
         ``[B, H, W]`` float32.
     """
     sigma = _check_smoothing(sigma)
-    if border not in SMOOTHING_BORDERS:
-        raise ValueError(
-            f"Expected `border` to be one of {list(SMOOTHING_BORDERS)}. Received: border={border!r}"
-        )
+    _check_border(border, "border")
     maps = tf.cast(maps, tf.float32)
     _check_rank(maps, 3, "maps")
     if sigma == 0.0:
@@ -613,11 +617,7 @@ def scoring_settings(
         raise ValueError(
             f"Expected `score` to be one of {sorted(SCORES)}. Received: score={score!r}"
         )
-    if smoothing_border not in SMOOTHING_BORDERS:
-        raise ValueError(
-            f"Expected `smoothing_border` to be one of {list(SMOOTHING_BORDERS)}. "
-            f"Received: smoothing_border={smoothing_border!r}"
-        )
+    _check_border(smoothing_border, "smoothing_border")
     if map == "mc_dropout" and (not isinstance(mc_samples, int) or mc_samples < 2):
         raise ValueError(f"Expected `mc_samples` >= 2. Received: mc_samples={mc_samples!r}")
     return {
