@@ -585,6 +585,9 @@ def run_threshold(run_dir, settings: dict) -> tuple[float | None, Path | None, s
     recorded = data.get("settings") or {}
     used = {**_LEGACY_SETTINGS, **recorded}
     differ = [k for k in _SETTING_KEYS if k in used and used[k] != settings[k]]
+    if not used.get("smoothing") and not settings.get("smoothing"):
+        # No smoothing on either side: the border mode had nothing to act on.
+        differ = [k for k in differ if k != "smoothing_border"]
     missing = [k for k in ("map", "smoothing", "score") if k not in recorded]
     if differ or missing:
         detail = ", ".join(f"{k}={used.get(k)!r} (export: {settings[k]!r})" for k in differ)

@@ -532,3 +532,27 @@ def test_cli_export_keras(run_folder, tmp_path):
     loaded = keras.models.load_model(out, safe_mode=True)
     x = run_folder["images"][:2]
     np.testing.assert_allclose(loaded(x), run_folder["model"](x, training=False), atol=1e-6)
+
+
+def _write_run_metrics(run_dir: Path, settings: dict, threshold=0.25) -> None:
+    path = run_dir.joinpath(*export.RUN_METRICS)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"threshold": threshold, "settings": settings}))
+
+
+def test_run_threshold_matches_recorded_settings(tmp_path):
+    settings = scoring.scoring_settings()
+    _write_run_metrics(tmp_path / "same", settings)
+    assert export.run_threshold(tmp_path / "same", settings)[::2] == (0.25, None)
+    # Older metrics files lack `smoothing_border`: they were smoothed with "normalized".
+    legacy = {k: v for k, v in settings.items() if k != "smoothing_border"}
+    _write_run_metrics(tmp_path / "legacy", legacy)
+    threshold, _, problem = export.run_threshold(tmp_path / "legacy", settings)
+    assert threshold is None and "smoothing_border='normalized'" in problem
+    # Without smoothing on both sides the border mode is irrelevant.
+    unsmoothed = scoring.scoring_settings(smoothing=0)
+    legacy_unsmoothed = {k: v for k, v in unsmoothed.items() if k != "smoothing_border"}
+    _write_run_metrics(tmp_path / "legacy0", legacy_unsmoothed)
+    assert export.run_threshold(tmp_path / "legacy0", unsmoothed)[::2] == (0.25, None)
+    assert export.run_threshold(tmp_path / "legacy0", settings)[0] is None
+    assert export.run_threshold(tmp_path / "missing", settings) == (None, None, None)
