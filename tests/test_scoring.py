@@ -110,13 +110,29 @@ def test_gaussian_smooth_normalized_keeps_constants_and_mass_at_borders():
     assert abs(out.sum() - 1.0) < 1e-5
 
 
-def test_gaussian_smooth_zeros_matches_scipy_constant_mode():
+@pytest.mark.parametrize("sigma", [1.5, 4.0])  # 4.0: the kernel is wider than the image
+def test_gaussian_smooth_zeros_matches_scipy_constant_mode(sigma):
     maps = np.random.default_rng(5).random((2, 13, 10)).astype("float32")
-    ours = scoring.gaussian_smooth(maps, 1.5, border="zeros").numpy()
+    ours = scoring.gaussian_smooth(maps, sigma, border="zeros").numpy()
     ref = np.stack(
-        [ndimage.gaussian_filter(m.astype("float64"), 1.5, mode="constant") for m in maps]
+        [ndimage.gaussian_filter(m.astype("float64"), sigma, mode="constant") for m in maps]
     )
     np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("border", scoring.SMOOTHING_BORDERS)
+def test_gaussian_smooth_same_under_xla_and_unknown_shapes(border):
+    # The serving signature has unknown sizes; XLA needs static ones. Kernel
+    # radius larger than the image (sigma 4 -> 16 taps each side on 9 columns).
+    maps = np.random.default_rng(6).random((2, 17, 9)).astype("float32")
+    want = scoring.gaussian_smooth(maps, 4.0, border=border).numpy()
+    jit = tf.function(lambda m: scoring.gaussian_smooth(m, 4.0, border=border), jit_compile=True)
+    dynamic = tf.function(
+        lambda m: scoring.gaussian_smooth(m, 4.0, border=border),
+        input_signature=[tf.TensorSpec([None, None, None], tf.float32)],
+    )
+    np.testing.assert_allclose(jit(maps).numpy(), want, atol=1e-6)
+    np.testing.assert_allclose(dynamic(maps).numpy(), want, atol=1e-6)
 
 
 def _smoothing_weights(h, w, sigma, border):
