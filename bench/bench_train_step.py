@@ -46,9 +46,7 @@ def _ssim_2d_window(y_true, y_pred):
     from keras_skipae import losses
 
     c = y_pred.shape[-1]
-    ax = np.arange(11) - 5.0
-    g = np.exp(-(ax**2) / (2 * 1.5**2))
-    g /= g.sum()
+    g = losses._gaussian_taps(11, 1.5)
     kernel = np.tile(np.outer(g, g).astype("float32")[:, :, None, None], (1, 1, c, 1))
 
     def blur(x):
