@@ -118,16 +118,33 @@ def main(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--eval-at-minutes",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="MIN",
+        help="a budget curve: evaluate each learned model on the test split when its training "
+        "has used these budgets (same units as --minutes-per-model; the evaluations' own CPU "
+        "time is not counted), and stop at the last one, which replaces --minutes-per-model",
+    )
+    parser.add_argument(
         "--tables-from",
         default=None,
         metavar="JSON",
         help="only print the tables of a (partial) JSON written by this script",
     )
     args = parser.parse_args(argv)
+    if args.eval_at_minutes:
+        marks = sorted(args.eval_at_minutes)
+        if marks[0] <= 0:
+            parser.error(f"--eval-at-minutes must be positive. Received: {args.eval_at_minutes}")
+        args.eval_at_minutes = marks
+        args.minutes_per_model = marks[-1]
     if args.tables_from:
         with open(args.tables_from, encoding="utf-8") as f:
             saved = json.load(f)
         _print_tables(saved["results"], args)
+        _print_curves(saved["results"])
         return
 
     import keras
@@ -187,6 +204,19 @@ def main(argv=None):
             if args.filters:
                 kwargs["filters"] = args.filters
             kwargs.update(args.model_kwargs)
+            curve = []
+            extra = []
+            if args.eval_at_minutes:
+                extra.append(
+                    _budget_curve(
+                        args,
+                        lambda model, test=test, val=val: evaluation.evaluate(
+                            model, test, val_data=val, progress=False
+                        ),
+                        curve,
+                        f"{cat:<8} {name:<5}",
+                    )
+                )
             t = time.monotonic()
             run = training.train(
                 name,
@@ -203,8 +233,9 @@ def main(argv=None):
                 run_dir=Path(args.out) / cat / name,
                 overwrite=True,
                 tensorboard=False,
-                time_limit=60 * args.minutes_per_model * args.cores,
+                time_limit=None if extra else 60 * args.minutes_per_model * args.cores,
                 time_clock="cpu",
+                callbacks=extra,
                 verbose=0,
             )
             t_train = time.monotonic() - t
@@ -225,6 +256,8 @@ def main(argv=None):
                 "eval_seconds": t_eval,
                 "val_loss": run.history.get("val_loss", [None])[-1],
             }
+            if curve:
+                res["models"][name]["curve"] = curve
             print(
                 f"{cat:<8} {name:<5} img {_f(r.image_auroc)} pix {_f(r.pixel_auroc)} "
                 f"aupro {_f(r.aupro)}  | {steps} steps ({steps * args.batch_size / t_train:.1f}"
@@ -254,12 +287,80 @@ def main(argv=None):
             )
 
     _print_tables(results, args)
+    _print_curves(results)
     print(f"\ntotal {time.monotonic() - t_all:.0f} s")
     if args.json:
         from keras_skipae import io_utils
 
         io_utils.write_json(args.json, {"args": vars(args), "results": results, "partial": False})
         print(f"wrote {args.json}")
+
+
+def _budget_curve(args, evaluate, curve, label):
+    """A callback evaluating the model at CPU-time marks, then stopping training.
+
+    The marks count the training's CPU time only: the evaluations' own CPU time
+    is subtracted, so each point has had the stated budget of training.
+    """
+    import keras
+
+    marks = [60 * m * args.cores for m in args.eval_at_minutes]
+
+    class BudgetCurve(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.start, self.spent, self.next = time.process_time(), 0.0, 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            used = time.process_time() - self.start - self.spent
+            if self.next >= len(marks) or used < marks[self.next]:
+                return
+            t = time.process_time()
+            r = evaluate(self.model)
+            self.spent += time.process_time() - t
+            steps = int(self.model.optimizer.iterations.numpy())
+            minutes = args.eval_at_minutes[self.next]
+            curve.append(
+                {
+                    "minutes": minutes,
+                    "cpu_seconds": used,
+                    "steps": steps,
+                    "image_auroc": r.image_auroc,
+                    "pixel_auroc": r.pixel_auroc,
+                    "aupro": r.aupro,
+                    "per_defect": r.per_defect,
+                }
+            )
+            print(
+                f"{label} at {minutes:g} min ({steps} steps): img {_f(r.image_auroc)} "
+                f"pix {_f(r.pixel_auroc)} aupro {_f(r.aupro)}",
+                flush=True,
+            )
+            self.next += 1
+            if self.next == len(marks):
+                self.model.stop_training = True
+
+    return BudgetCurve()
+
+
+def _print_curves(results):
+    rows = [
+        (cat, m, c)
+        for cat, res in results.items()
+        for m, r in res["models"].items()
+        for c in r.get("curve", ())
+    ]
+    if not rows:
+        return
+    print("\nbudget curve: image AUROC / pixel AUROC / AUPRO after each training budget")
+    for cat, m, c in rows:
+        print(
+            f"{cat:<8} {m:<5} {c['minutes']:>5g} min {c['steps']:>5} steps  "
+            f"{_f(c['image_auroc'], 3)} / {_f(c['pixel_auroc'], 3)} / {_f(c['aupro'], 3)}"
+        )
+        for d in sorted(c["per_defect"]):
+            r = c["per_defect"][d]
+            txt = " / ".join(_f(r.get(k), 2) for k in ("image_auroc", "pixel_auroc", "aupro"))
+            print(f"{'':<21}{d:<16}{txt}")
 
 
 def _methods(res):
