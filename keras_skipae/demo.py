@@ -60,6 +60,8 @@ DEMO_SETTINGS = {
 }
 DEFAULT_CATEGORY = "wood"
 _DEMO_PARTS = ("data", "runs", "report")
+DEMO_MARKER = ".keras_skipae_demo"
+"""The file the demo leaves in its output folder (``overwrite`` only clears such folders)."""
 
 
 def _log(verbose, *parts):
@@ -198,6 +200,11 @@ def _prepare_out(out: Path, overwrite: bool):
                 "--overwrite (overwrite=True) to replace its data/, runs/ and report/, "
                 "or choose another --out."
             )
+        if not ((out / DEMO_MARKER).is_file() or (out / "report" / "report.md").is_file()):
+            raise FileExistsError(
+                f"The folder {str(out)!r} is not a demo folder (no {DEMO_MARKER} file), so "
+                "--overwrite will not delete its data/, runs/ or report/. Choose another --out."
+            )
         for part in _DEMO_PARTS:
             p = out / part
             if p.is_dir():
@@ -205,6 +212,10 @@ def _prepare_out(out: Path, overwrite: bool):
             elif p.exists():
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text(
+        "Made by `keras-skipae demo`; --overwrite may replace data/, runs/ and report/ here.\n",
+        encoding="utf-8",
+    )
 
 
 def _channels_of(root: Path, category: str) -> int:

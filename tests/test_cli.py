@@ -157,3 +157,26 @@ def test_evaluate_refuses_a_folder_that_is_not_a_run(tmp_path):
     (tmp_path / "x").mkdir()
     proc = _cli("evaluate", tmp_path / "x")
     assert "no config.json" in _error_line(proc)
+
+
+def test_demo_overwrite_clears_only_demo_folders(tmp_path):
+    from keras_skipae import demo
+
+    user = tmp_path / "project"
+    (user / "data").mkdir(parents=True)
+    (user / "data" / "mine.png").write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        demo._prepare_out(user, overwrite=False)
+    with pytest.raises(FileExistsError, match="not a demo folder"):
+        demo._prepare_out(user, overwrite=True)
+    assert (user / "data" / "mine.png").read_bytes() == b"mine"
+
+    made = tmp_path / "demo"
+    demo._prepare_out(made, overwrite=False)
+    assert (made / demo.DEMO_MARKER).is_file()
+    (made / "runs").mkdir()
+    (made / "runs" / "old.keras").write_bytes(b"old")
+    (made / "notes.txt").write_text("kept")
+    demo._prepare_out(made, overwrite=True)
+    assert not (made / "runs").exists()
+    assert (made / "notes.txt").read_text() == "kept"

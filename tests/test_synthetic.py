@@ -25,7 +25,7 @@ def test_layout_and_counts(tmp_path):
         seed=0,
     )
     assert root == tmp_path / "d"
-    assert sorted(p.name for p in root.iterdir()) == ["nut", "woven"]
+    assert sorted(p.name for p in root.iterdir()) == [S.DATASET_MARKER, "nut", "woven"]
     for cat, channels in (("nut", 1), ("woven", 3)):
         base = root / cat
         assert len(list((base / "train" / "good").glob("*.png"))) == 3
@@ -91,6 +91,26 @@ def test_deterministic_and_refuses_overwrite(tmp_path):
         S.make_dataset(a, seed=9, **kw)
     S.make_dataset(a, seed=8, overwrite=True, **kw)
     assert all((a / f).read_bytes() == (c / f).read_bytes() for f in files)
+
+
+def test_overwrite_refuses_folders_it_did_not_make(tmp_path):
+    kw = dict(categories=["gravel"], image_size=32, n_train=1, n_test_good=1, n_test_defect=1)
+    user = tmp_path / "mvtec"
+    (user / "carpet" / "train" / "good").mkdir(parents=True)
+    (user / "carpet" / "train" / "good" / "000.png").write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="not made by make_dataset.*carpet"):
+        S.make_dataset(user, overwrite=True, **kw)
+    assert (user / "carpet" / "train" / "good" / "000.png").read_bytes() == b"mine"
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        S.make_dataset(afile, overwrite=True, **kw)
+    assert afile.read_text() == "mine"
+    made = S.make_dataset(tmp_path / "made", **kw)
+    assert (made / S.DATASET_MARKER).is_file()
+    (made / S.DATASET_MARKER).unlink()  # a dataset made before the marker: categories only
+    S.make_dataset(made, overwrite=True, **kw)
+    assert (made / S.DATASET_MARKER).is_file()
 
 
 def test_bad_arguments(tmp_path):

@@ -535,6 +535,30 @@ def _write_png(path: Path, img: np.ndarray):
         raise OSError(f"Could not write {str(path)!r}")
 
 
+DATASET_MARKER = ".keras_skipae_synthetic"
+"""The file ``make_dataset`` leaves in a dataset root it made (``overwrite`` only
+replaces such folders)."""
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuses to replace a folder ``make_dataset`` did not make (a user's own data)."""
+    if not out_dir.is_dir():
+        raise FileExistsError(
+            f"{str(out_dir)!r} exists and is not a folder; make_dataset replaces only "
+            "dataset folders it made. Choose another output folder."
+        )
+    names = {p.name for p in out_dir.iterdir()}
+    if DATASET_MARKER in names:
+        return
+    foreign = sorted(names - set(CATEGORIES))  # datasets made before the marker existed
+    if foreign:
+        raise FileExistsError(
+            f"The dataset folder {str(out_dir)!r} was not made by make_dataset (it holds "
+            f"{foreign[:5]}), so `overwrite` will not replace it. Choose another output "
+            "folder or remove it yourself."
+        )
+
+
 def make_dataset(
     out_dir,
     categories=None,
@@ -565,7 +589,9 @@ def make_dataset(
         n_test_good: good test images per category.
         n_test_defect: test images per defect type.
         seed: the same seed gives the same files.
-        overwrite: replace an existing ``out_dir`` (refused otherwise).
+        overwrite: replace an existing ``out_dir`` (refused otherwise), but only
+            a folder ``make_dataset`` made (it leaves a :data:`DATASET_MARKER` file);
+            any other folder is refused, so a user's own data is never replaced.
 
     Returns:
         The root path (a ``Path``), to pass to ``mvtec_dataset``.
@@ -596,7 +622,13 @@ def make_dataset(
             raise ValueError(f"`{name}` is too small. Received: {name}={value!r}")
     size = int(image_size)
     out_dir = Path(out_dir)
+    if overwrite and out_dir.exists():
+        _check_replaceable(out_dir)
     with atomic_path(out_dir, overwrite=overwrite, is_dir=True, what="dataset folder") as tmp:
+        (tmp / DATASET_MARKER).write_text(
+            "Made by keras_skipae.data.make_dataset; `overwrite` may replace this folder.\n",
+            encoding="utf-8",
+        )
         for cat in cats:
             cid = CATEGORIES.index(cat)
             base = tmp / cat
