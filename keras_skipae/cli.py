@@ -249,6 +249,8 @@ def _check_data(root, category):
 
 def _run_train(args):
     _check_data(args.data, args.category)
+    from pathlib import Path
+
     from keras_skipae import data, training
 
     size = args.image_size
@@ -284,7 +286,7 @@ def _run_train(args):
         resume=not args.no_resume,
         verbose=0 if args.quiet else "auto",
         data_config={
-            "root": str(args.data),
+            "root": str(Path(args.data).resolve()),  # evaluate may run elsewhere
             "category": args.category,
             "image_size": size,
             "color_mode": args.color_mode,

@@ -308,7 +308,7 @@ def run_demo(
             time_limit=60.0 * settings["minutes_per_model"],
             verbose="auto" if verbose >= 2 else 0,
             data_config={
-                "root": str(root),
+                "root": str(Path(root).resolve()),
                 "category": category,
                 "image_size": size,
                 "color_mode": color_mode,

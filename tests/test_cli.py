@@ -11,13 +11,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _cli(*args, timeout=300):
+def _cli(*args, timeout=300, cwd=REPO):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg", PYTHONPATH=str(REPO))
     return subprocess.run(
         [sys.executable, "-m", "keras_skipae", *map(str, args)],
         capture_output=True,
         text=True,
-        cwd=REPO,
+        cwd=cwd,
         env=env,
         timeout=timeout,
     )
@@ -85,7 +85,7 @@ def test_train_then_evaluate(tmp_path, tiny_data):
     args = [
         "train",
         "--data",
-        tiny_data,
+        Path(tiny_data).name,  # relative to the training's folder, not to evaluate's
         "--category",
         "mesh",
         "--model",
@@ -104,7 +104,7 @@ def test_train_then_evaluate(tmp_path, tiny_data):
         "4",
         "--quiet",
     ]
-    proc = _cli(*args)
+    proc = _cli(*args, cwd=Path(tiny_data).parent)
     assert proc.returncode == 0, proc.stderr
     assert f"run folder: {run}" in proc.stdout
     for name in ("config.json", "model.keras", "history.csv"):
@@ -112,6 +112,7 @@ def test_train_then_evaluate(tmp_path, tiny_data):
     config = json.loads((run / "config.json").read_text())
     assert config["data"]["category"] == "mesh" and config["data"]["image_size"] == 32
     assert config["model"]["kwargs"]["depth"] == 3
+    assert config["data"]["root"] == str(Path(tiny_data).resolve())
 
     proc = _cli("evaluate", run, "--quiet")
     assert proc.returncode == 0, proc.stderr
