@@ -81,6 +81,9 @@ __all__ = [
 ]
 
 # Files and folders a run folder may hold (the only entries overwrite=True removes).
+# ``evaluation`` and ``discrepancy`` are the default output folders of ``evaluate`` and
+# ``discrepancy``: results of the replaced model, which must not outlive it (``export
+# --threshold eval`` would embed a threshold measured on the old model).
 RUN_FILES = (
     "config.json",
     "model.keras",
@@ -89,6 +92,8 @@ RUN_FILES = (
     "logs",
     "backup",
     "previews",
+    "evaluation",
+    "discrepancy",
 )
 #: ``train``'s loss weight of the corrupted pixels when ``stain_weight=None``.
 DEFAULT_STAIN_WEIGHT = 10.0
