@@ -74,6 +74,8 @@ def test_train_errors_are_one_line(tmp_path, tiny_data):
         tmp_path / "run",
     )
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+    proc = _cli("evaluate", tmp_path / "no_run", "--debug")  # after the subcommand too
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
 
     proc = _cli("evaluate", tmp_path / "no_run")
     assert "does not exist" in _error_line(proc)
