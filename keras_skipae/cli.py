@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 _SUBCOMMANDS: list = []
 
+# scoring.ANOMALY_MAPS without "deviation", which needs statistics the CLI cannot pass
+# (listed here so that the parser needs no TensorFlow; a test keeps them in step).
+CLI_MAPS = ("residual", "ssim", "mc_dropout", "discrepancy", "combined")
+
 
 def _add_synth(sub):
     p = sub.add_parser(
@@ -321,7 +325,9 @@ def _add_evaluate(sub):
     p.add_argument("--data", default=None, help="dataset root (default: the run's)")
     p.add_argument("--category", default=None, help="category (default: the run's)")
     p.add_argument("--out", default=None, help="output folder (default: <run>/evaluation)")
-    p.add_argument("--method", default=None, help="anomaly map (default: residual)")
+    p.add_argument(
+        "--method", default=None, choices=CLI_MAPS, help="anomaly map (default: residual)"
+    )
     p.add_argument("--best", action="store_true", help="use best.keras instead of model.keras")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -424,7 +430,7 @@ def _add_export(sub):
         help="production threshold (adds is_anomalous = score >= X); 'eval' takes "
         "the one `keras-skipae evaluate RUN` stored in RUN/evaluation/metrics.json",
     )
-    p.add_argument("--map", default=None, help="anomaly map (default: residual)")
+    p.add_argument("--map", default=None, choices=CLI_MAPS, help="anomaly map (default: residual)")
     p.add_argument(
         "--smoothing",
         type=float,

@@ -428,6 +428,13 @@ def _deviation_entry(model, images, reconstruction, **options):
     # (keras_skipae.analysis.LayerStatistics.fit(model, good_images)), layers.
     from keras_skipae.analysis import deviation_map
 
+    if options.get("statistics") is None:
+        raise ValueError(
+            "The 'deviation' map needs good-image layer statistics: pass "
+            "map_options={'statistics': keras_skipae.analysis.LayerStatistics.fit(model, "
+            "good_images)} (not available from the CLI). Received: map_options without "
+            "'statistics'"
+        )
     return deviation_map(model, images, reconstruction, **options)
 
 

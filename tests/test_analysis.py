@@ -326,6 +326,14 @@ def test_evaluate_offers_discrepancy_methods(tmp_path):
     )
     assert 0.0 <= r.image_auroc <= 1.0
     assert (tmp_path / "eval" / "metrics.json").exists()
+    with pytest.raises(ValueError, match="'deviation' map needs good-image layer statistics"):
+        evaluate(model, ds, method="deviation", progress=False)
+
+
+def test_cli_offers_every_map_it_can_compute():
+    from keras_skipae import cli, scoring
+
+    assert set(cli.CLI_MAPS) == set(scoring.ANOMALY_MAPS) - {"deviation"}
 
 
 @pytest.mark.slow
