@@ -287,11 +287,7 @@ def _score_dataset(scorer, data, batch_size, *, keep, progress, desc):
                 f"Expected images of shape [H, W, C] per element. Received a batch of shape "
                 f"{images.shape}"
             )
-        result = scorer(
-            images.astype(np.float32) / 255.0
-            if images.dtype == np.uint8
-            else images.astype(np.float32, copy=False)
-        )
+        result = scorer(_scoring.to_float_images(images))  # uint8 / uint16 -> [0, 1]
         scores = result["score"].numpy()
         n = scores.shape[0]
         out["scores"].append(scores)

@@ -354,7 +354,10 @@ def _jsonable(obj):
 
 
 def _identity_pairs(dataset, batch_size, *, shuffle, seed, repeat):
-    ds = dataset.map(lambda e: _image_of(e), num_parallel_calls=2)  # not AUTOTUNE: see data.corrupt
+    # uint8 / uint16 to [0, 1] as data.corrupt does; not AUTOTUNE: see data.corrupt
+    ds = dataset.map(
+        lambda e: tf.image.convert_image_dtype(_image_of(e), tf.float32), num_parallel_calls=2
+    )
     ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(512, seed=seed, reshuffle_each_iteration=True)

@@ -74,6 +74,17 @@ def test_evaluate_detects_known_defects_and_uses_good_val_threshold():
     assert f"{result.aupro:5.3f}" in text
 
 
+@pytest.mark.parametrize("dtype, scale", [("uint8", 255), ("uint16", 65535)])
+def test_evaluate_rescales_integer_images(dtype, scale):
+    model = _constant_model()
+    test = _synthetic()
+    ints = dict(test, image=np.round(test["image"] * scale).astype(dtype))
+    expected = evaluate(model, _dataset(test), batch_size=4, progress=False)
+    got = evaluate(model, _dataset(ints), batch_size=4, progress=False)
+    np.testing.assert_allclose(got.scores, expected.scores, atol=2.0 / scale + 1e-6)
+    assert got.image_auroc == pytest.approx(expected.image_auroc)
+
+
 def test_evaluate_matches_scoring_and_metrics_on_aesc():
     from keras_skipae.models import build_aesc
 

@@ -377,3 +377,23 @@ def test_stain_weight_errors():
         training.train(_tiny(), _dataset(), corruption=None, stain_weight=3.0, epochs=1)
     with pytest.raises(ValueError, match="stain_weight=-1"):
         training.train(_tiny(), _dataset(), stain_weight=-1, epochs=1)
+
+
+@pytest.mark.parametrize("corruption", [None, "stains"])
+def test_integer_images_are_rescaled_with_or_without_corruption(corruption):
+    images = np.full((4, 16, 16, 1), 200, np.uint8)
+    ds = tf.data.Dataset.from_tensor_slices(images)
+    x, y = next(
+        iter(
+            training._make_pairs(
+                ds,
+                training.get_corruption(corruption) if corruption else None,
+                batch_size=4,
+                seed=0,
+                shuffle=False,
+                repeat=False,
+            )
+        )
+    )
+    assert x.dtype == tf.float32 and y.dtype == tf.float32
+    np.testing.assert_allclose(y.numpy(), 200 / 255, rtol=1e-6)
