@@ -504,6 +504,11 @@ def load_run(run_dir, *, best: bool = False, compile: bool = True):
             "(expected a folder written by `keras-skipae train`)."
         )
     model_path = run_dir / ("best.keras" if best else "model.keras")
+    if best and not model_path.exists() and (run_dir / "model.keras").exists():
+        raise FileNotFoundError(
+            f"Run folder {str(run_dir)!r} has no best.keras: it was trained without "
+            "--save-best (save_best=True). Use its model.keras (drop --best / best=True)."
+        )
     if not model_path.exists():
         raise FileNotFoundError(
             f"Run folder {str(run_dir)!r} has no {model_path.name}: the run did not finish. "

@@ -115,6 +115,9 @@ def test_one_epoch_writes_run_folder(tmp_path):
         model.predict(x, verbose=0), run.model.predict(x, verbose=0), atol=1e-6
     )
     assert cfg == config
+    (run_dir / "best.keras").unlink()  # as if trained without save_best
+    with pytest.raises(FileNotFoundError, match="without --save-best"):
+        training.load_run(run_dir, best=True)
 
 
 def test_tensorboard_event_file_holds_images_and_scalars(tmp_path):
