@@ -256,9 +256,25 @@ def _save_model_atomic(model, path):
 # --------------------------------------------------------------------------- #
 
 
-def _is_pairs(dataset) -> bool:
+def _is_pairs(dataset, name: str = "train_data") -> bool:
+    """True for batched (input, target[, weight]) image pairs; tuples of anything else
+    (e.g. the (images, labels) of ``keras.utils.image_dataset_from_directory``) are refused."""
     spec = dataset.element_spec
-    return isinstance(spec, tuple) and len(spec) in (2, 3)
+    if not isinstance(spec, tuple):
+        return False
+    images = [s for s in spec[:2] if isinstance(s, tf.TensorSpec)]
+    if (
+        len(spec) in (2, 3)
+        and len(images) == 2
+        and images[0].shape.rank == 4
+        and images[0].shape.is_compatible_with(images[1].shape)
+    ):
+        return True
+    raise ValueError(
+        f"`{name}` yields tuples that are not batched (input, target) image pairs of the same "
+        "shape [B, H, W, C]. Pass unbatched images instead (for (image, label) tuples: "
+        f"`ds.map(lambda x, y: x)`, then `.unbatch()` if batched). Received: element_spec={spec}"
+    )
 
 
 def _image_of(element):
@@ -766,7 +782,7 @@ def train(
         )
         val_pairs = None
         if val_images is not None:
-            if _is_pairs(val_images):
+            if _is_pairs(val_images, "val_data"):
                 val_pairs = val_images
             else:
                 # Cached after corruption: the same validation pairs every epoch, so

@@ -246,6 +246,11 @@ def test_pairs_input_and_argument_errors():
         training.train(_tiny(), pairs, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="corruption"):
         training.train(_tiny(), pairs, val_data=pairs, corruption=object(), epochs=1, verbose=0)
+    labelled = tf.data.Dataset.from_tensor_slices((x, np.zeros(8, "int32")))  # (image, label)
+    with pytest.raises(ValueError, match="`train_data` yields tuples that are not batched"):
+        training.train(_tiny(), labelled, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="`val_data` yields tuples"):
+        training.train(_tiny(), _dataset(), val_data=labelled.batch(4), epochs=1, verbose=0)
     with pytest.raises(ValueError, match="epochs"):
         training.train(_tiny(), _dataset(), epochs=0)
     with pytest.raises(ValueError, match="tf.data.Dataset"):
