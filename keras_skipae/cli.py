@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 
 class CLIError(Exception):
@@ -241,8 +242,6 @@ def _add_train(sub):
 
 def _check_data(root, category):
     """Clear one-line errors for a missing data folder or category (without importing TF)."""
-    from pathlib import Path
-
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Data folder {str(root)!r} does not exist.")
@@ -260,8 +259,6 @@ def _check_data(root, category):
 
 def _run_train(args):
     _check_data(args.data, args.category)
-    from pathlib import Path
-
     from keras_skipae import data, training
 
     size = args.image_size
@@ -336,8 +333,6 @@ def _add_evaluate(sub):
 
 
 def _run_evaluate(args):
-    from pathlib import Path
-
     from keras_skipae import demo
 
     run = Path(args.run)
