@@ -50,7 +50,7 @@ setup(
         "notebooks": ["jupyterlab>=4", "jupytext>=1.15", "ipykernel>=6.25"],
         "dev": ["ruff>=0.5"],
     },
-    entry_points={"console_scripts": ["keras-skipae=keras_skipae.cli:main"]},
+    entry_points={"console_scripts": ["keras-skipae=keras_skipae.apps.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Framework :: Keras",

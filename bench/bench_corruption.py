@@ -87,7 +87,8 @@ def worker(threads: int, seconds: float, aesc: bool) -> dict:
     cv2.setNumThreads(threads)
 
     from keras_skipae.data import corrupt
-    from keras_skipae.data.corruption import Stains, _periodic_spline_matrix
+    from keras_skipae.data.corruptions import Stains
+    from keras_skipae.data.corruptions.raster import _periodic_spline_matrix
 
     out = {"threads": threads}
     rng = np.random.default_rng(0)

@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     import tensorflow as tf
 
     import keras_skipae as ks
-    from keras_skipae import losses
+    from keras_skipae import keras_metrics, losses
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}, "
@@ -103,9 +103,9 @@ def main(argv=None) -> None:
         metrics = []
         for m in metric_names:
             if m == "psnr":
-                metrics.append(losses.PSNR())
+                metrics.append(keras_metrics.PSNR())
             elif m == "ssim":
-                metrics.append(losses.SSIM())
+                metrics.append(keras_metrics.SSIM())
             else:
                 metrics.append(keras.metrics.MeanMetricWrapper(_ssim_2d_window, name="ssim2d"))
         keras.utils.set_random_seed(0)

@@ -8,11 +8,12 @@ Example:
     >>> import keras_skipae as ks
     >>> model = ks.build_aesc(input_shape=(64, 64, 1), depth=4)
 
-Importing the package registers its custom Keras objects (two weightless layers,
-the losses and metrics, ``MCDropout``, ``DiscrepancyLossModel``), so
-``keras.models.load_model(path, safe_mode=True)`` works right after
-``import keras_skipae``; :func:`load_model` does the same in one call. Heavier
-modules (training, evaluation, export, data, plotting) load on first use.
+Importing the package registers its custom Keras objects (the weightless layers
+of :mod:`keras_skipae.layers`, the losses and Keras metrics, ``DiscrepancyLossModel``),
+so ``keras.models.load_model(path, safe_mode=True)`` works right after
+``import keras_skipae``; :func:`load_model` does the same in one call. Everything
+else (scoring, analysis, training, evaluation, export, data, apps) loads on first
+use. The package's layout and the direction of its imports: ``docs/ARCHITECTURE.md``.
 """
 
 from __future__ import annotations
@@ -31,27 +32,34 @@ _LAZY = {
     "list_models": ("keras_skipae.models", "list_models"),
     "tap_names": ("keras_skipae.models", "tap_names"),
     "tap_model": ("keras_skipae.models", "tap_model"),
-    # training, evaluation, export
+    # scoring, training, evaluation, export, run folders
+    "ScoringConfig": ("keras_skipae.scoring", "ScoringConfig"),
     "train": ("keras_skipae.training", "train"),
     "evaluate": ("keras_skipae.evaluation", "evaluate"),
     "EvaluationResult": ("keras_skipae.evaluation", "EvaluationResult"),
     "export_saved_model": ("keras_skipae.export", "export_saved_model"),
     "export_keras": ("keras_skipae.export", "export_keras"),
     "load_model": ("keras_skipae._registration", "load_model"),
+    "RunFolder": ("keras_skipae.runs", "RunFolder"),
     # submodules
-    "demo": ("keras_skipae.demo", None),
-    "baselines": ("keras_skipae.baselines", None),
     "models": ("keras_skipae.models", None),
     "data": ("keras_skipae.data", None),
     "losses": ("keras_skipae.losses", None),
-    "callbacks": ("keras_skipae.callbacks", None),
-    "analysis": ("keras_skipae.analysis", None),
+    "keras_metrics": ("keras_skipae.keras_metrics", None),
+    "layers": ("keras_skipae.layers", None),
     "scoring": ("keras_skipae.scoring", None),
-    "metrics": ("keras_skipae.metrics", None),
-    "plotting": ("keras_skipae.plotting", None),
-    "export": ("keras_skipae.export", None),
+    "analysis": ("keras_skipae.analysis", None),
     "training": ("keras_skipae.training", None),
+    "callbacks": ("keras_skipae.training.callbacks", None),
     "evaluation": ("keras_skipae.evaluation", None),
+    "metrics": ("keras_skipae.evaluation.metrics", None),
+    "export": ("keras_skipae.export", None),
+    "runs": ("keras_skipae.runs", None),
+    "plotting": ("keras_skipae.plotting", None),
+    "apps": ("keras_skipae.apps", None),
+    "demo": ("keras_skipae.apps.demo", None),
+    "baselines": ("keras_skipae.apps.baselines", None),
+    "workflows": ("keras_skipae.apps.workflows", None),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

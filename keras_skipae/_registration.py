@@ -1,4 +1,7 @@
-"""Imports every module that registers custom Keras objects, and ``load_model``."""
+"""Imports the modules that register custom Keras objects, and ``load_model``.
+
+Only these: the layers, the losses and Keras metrics, and ``DiscrepancyLossModel``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,8 @@ import os
 
 import keras
 
-from keras_skipae import analysis, losses, models, scoring  # noqa: F401  (registration)
+from keras_skipae import keras_metrics, layers, losses  # noqa: F401  (registration)
+from keras_skipae.models import discrepancy_loss  # noqa: F401  (registration)
 
 
 def load_model(path: str | os.PathLike, *, safe_mode: bool = True, compile: bool = True):

@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 
 def check_writable(
     path: str | os.PathLike, *, overwrite: bool = False, what: str = "output"
@@ -115,8 +117,6 @@ def write_json(path: str | os.PathLike, obj, *, overwrite: bool = True) -> Path:
 
 def _json_default(value):
     try:
-        import numpy as np
-
         if isinstance(value, np.generic):
             return value.item()
         if isinstance(value, np.ndarray):
@@ -126,3 +126,8 @@ def _json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def jsonable(obj):
+    """``obj`` as plain JSON types (a JSON round trip with the package's encoder)."""
+    return json.loads(json.dumps(obj, default=_json_default))

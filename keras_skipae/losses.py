@@ -10,7 +10,7 @@ Losses compare a reconstruction ``y_pred`` with its target ``y_true`` (both
 * :class:`MixedLoss` (``"mse+ssim"``, ``"l1+ssim"``):
   ``pixel_weight * pixel_loss + ssim_weight * (1 - SSIM)``.
 
-Metrics: :class:`PSNR` and :class:`SSIM` (means over the images seen).
+The Keras metrics PSNR and SSIM are in :mod:`keras_skipae.keras_metrics`.
 
 Every class is registered with
 ``keras.saving.register_keras_serializable(package="keras_skipae")`` and stores
@@ -20,7 +20,7 @@ its arguments in ``get_config()``, so a model compiled with them saves to
 Example:
     >>> import keras_skipae as ks
     >>> model.compile(optimizer="adam", loss=ks.losses.get_loss("mse+ssim"),
-    ...               metrics=[ks.losses.PSNR(), ks.losses.SSIM()])
+    ...               metrics=[ks.keras_metrics.PSNR(), ks.keras_metrics.SSIM()])
 """
 
 from __future__ import annotations
@@ -29,14 +29,19 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_skipae.ops import image as image_ops
+
 __all__ = [
     "LOSSES",
     "MeanAbsoluteError",
     "MeanSquaredError",
     "MixedLoss",
-    "PSNR",
-    "SSIM",
+    "RECONSTRUCTION_LOSSES",
+    "SEGMENTATION_LOSSES",
     "SSIMLoss",
+    "SegmentationLoss",
+    "dice_loss",
+    "focal_map",
     "get_loss",
     "l1",
     "mse",
@@ -82,13 +87,6 @@ def l1(y_true, y_pred):
     return _per_image_mean(ops.abs(y_pred - y_true))
 
 
-def _gaussian_taps(size: int, sigma: float) -> np.ndarray:
-    """A normalised, sampled 1-D Gaussian of ``size`` taps (float64)."""
-    ax = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    g = np.exp(-(ax**2) / (2.0 * sigma**2))
-    return g / g.sum()
-
-
 def ssim_map(y_true, y_pred, *, max_val=1.0, filter_size=11, filter_sigma=1.5, k1=0.01, k2=0.03):
     """Local SSIM ``[B, H', W', C]`` on the valid part of the image.
 
@@ -107,33 +105,18 @@ def ssim_map(y_true, y_pred, *, max_val=1.0, filter_size=11, filter_sigma=1.5, k
     # The 2-D Gaussian window is separable: one depthwise pass over rows, one over
     # columns, on the five moment images stacked along channels (the same numbers as
     # an 11x11 window up to float rounding, ~13x less CPU than five 2-D passes).
-    g = _gaussian_taps(size, filter_sigma).astype("float32")
-    rows = ops.convert_to_tensor(np.tile(g[:, None, None, None], (1, 1, 5 * c, 1)), y_pred.dtype)
-    cols = ops.convert_to_tensor(np.tile(g[None, :, None, None], (1, 1, 5 * c, 1)), y_pred.dtype)
-    stacked = ops.concatenate(
-        [y_true, y_pred, y_true * y_true, y_pred * y_pred, y_true * y_pred], axis=-1
-    )
-    moments = ops.depthwise_conv(stacked, rows, strides=1, padding="valid")
-    moments = ops.depthwise_conv(moments, cols, strides=1, padding="valid")
-    mu_x, mu_y, mu_xx, mu_yy, mu_xy = ops.split(moments, 5, axis=-1)
-    return ssim_from_moments(
+    g = ops.cast(image_ops.gaussian_kernel(filter_sigma, (size - 1) / 2), y_pred.dtype)
+    rows = ops.tile(g[:, None, None, None], (1, 1, 5 * c, 1))
+    cols = ops.tile(g[None, :, None, None], (1, 1, 5 * c, 1))
+
+    def window(t):
+        t = ops.depthwise_conv(t, rows, strides=1, padding="valid")
+        return ops.depthwise_conv(t, cols, strides=1, padding="valid")
+
+    mu_x, mu_y, mu_xx, mu_yy, mu_xy = image_ops.ssim_moments(y_true, y_pred, window)
+    return image_ops.ssim_from_moments(
         mu_x, mu_y, mu_xx, mu_yy, mu_xy, c1=(k1 * max_val) ** 2, c2=(k2 * max_val) ** 2
     )
-
-
-def ssim_from_moments(mu_x, mu_y, mu_xx, mu_yy, mu_xy, *, c1, c2):
-    """Local SSIM from the windowed moments ``E[x], E[y], E[x^2], E[y^2], E[xy]``.
-
-    Population (co)variances: ``sigma_xy = E[xy] - E[x] E[y]`` (Wang et al., 2004).
-    Shared by :func:`ssim_map` (valid window, the loss) and
-    :func:`keras_skipae.scoring.ssim_map` (normalised convolution, full-size maps).
-    """
-    mx2 = mu_x * mu_x
-    my2 = mu_y * mu_y
-    mxy = mu_x * mu_y
-    num = (2.0 * mxy + c1) * (2.0 * (mu_xy - mxy) + c2)
-    den = (mx2 + my2 + c1) * ((mu_xx - mx2) + (mu_yy - my2) + c2)
-    return num / den
 
 
 def ssim(y_true, y_pred, *, max_val=1.0, filter_size=11, filter_sigma=1.5, k1=0.01, k2=0.03):
@@ -297,7 +280,93 @@ class MixedLoss(keras.losses.Loss):
         return config
 
 
-LOSSES = ("mse", "l1", "ssim", "mse+ssim", "l1+ssim")
+# --------------------------------------------------------------------------- #
+# Segmentation losses (masks in {0, 1}, predictions probabilities in [0, 1])
+# --------------------------------------------------------------------------- #
+
+
+def dice_loss(y_true, y_pred, *, smooth=1.0):
+    """``1 - (2 sum(y p) + s) / (sum(y) + sum(p) + s)`` per image (``[B]``).
+
+    Empty masks are fine: a prediction of all zeros scores 0 on them.
+    """
+    y_pred = ops.cast(y_pred, "float32")
+    y_true = ops.cast(y_true, "float32")
+    axes = tuple(range(1, len(y_pred.shape)))
+    inter = ops.sum(y_true * y_pred, axis=axes)
+    total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
+    return 1.0 - (2.0 * inter + smooth) / (total + smooth)
+
+
+def _bce_map(y_true, y_pred):
+    """Per-pixel binary cross-entropy ``[B, H, W]`` of probabilities (clipped)."""
+    p = ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1.0 - 1e-7)
+    y = ops.cast(y_true, "float32")
+    return ops.mean(-(y * ops.log(p) + (1.0 - y) * ops.log(1.0 - p)), axis=-1)
+
+
+def focal_map(y_true, y_pred, *, gamma=2.0, alpha=None):
+    """Per-pixel focal loss ``[B, H, W]`` (Lin et al., 2017): BCE down-weighted by ``(1-p_t)^g``."""
+    p = ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1.0 - 1e-7)
+    y = ops.cast(y_true, "float32")
+    p_t = y * p + (1.0 - y) * (1.0 - p)
+    weight = ops.power(1.0 - p_t, gamma)
+    if alpha is not None:
+        weight = weight * (y * alpha + (1.0 - y) * (1.0 - alpha))
+    return ops.mean(-weight * ops.log(p_t), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SegmentationLoss(keras.losses.Loss):
+    """Losses for masks: ``"bce"``, ``"dice"``, ``"bce+dice"`` and ``"focal"``.
+
+    ``bce`` and ``focal`` are per pixel (so ``sample_weight`` may be ``[B, H, W]``);
+    ``dice`` is per image; ``bce+dice`` is ``mean(bce) + dice`` per image.
+
+    Args:
+        kind: ``"bce"``, ``"dice"``, ``"bce+dice"`` or ``"focal"``.
+        gamma: the focal exponent.
+        smooth: the Dice smoothing term.
+    """
+
+    KINDS = ("bce", "dice", "bce+dice", "focal")
+
+    def __init__(
+        self,
+        kind="bce+dice",
+        gamma=2.0,
+        smooth=1.0,
+        name=None,
+        reduction="sum_over_batch_size",
+        dtype=None,
+    ):
+        if kind not in self.KINDS:
+            raise ValueError(f"Expected `kind` in {list(self.KINDS)}. Received: kind={kind!r}")
+        super().__init__(name=name or kind.replace("+", "_"), reduction=reduction, dtype=dtype)
+        self.kind, self.gamma, self.smooth = kind, float(gamma), float(smooth)
+
+    def call(self, y_true, y_pred):
+        if self.kind == "bce":
+            return _bce_map(y_true, y_pred)
+        if self.kind == "focal":
+            return focal_map(y_true, y_pred, gamma=self.gamma)
+        dice = dice_loss(y_true, y_pred, smooth=self.smooth)
+        if self.kind == "dice":
+            return dice
+        return _per_image_mean(_bce_map(y_true, y_pred)) + dice
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "kind": self.kind,
+            "gamma": self.gamma,
+            "smooth": self.smooth,
+        }
+
+
+RECONSTRUCTION_LOSSES = ("mse", "l1", "ssim", "mse+ssim", "l1+ssim")
+SEGMENTATION_LOSSES = SegmentationLoss.KINDS
+LOSSES = RECONSTRUCTION_LOSSES + SEGMENTATION_LOSSES
 _ALIASES = {"mae": "l1", "mse_ssim": "mse+ssim", "l1_ssim": "l1+ssim", "mae+ssim": "l1+ssim"}
 
 
@@ -305,8 +374,9 @@ def get_loss(name, **kwargs) -> keras.losses.Loss:
     """Returns a loss object by name.
 
     Args:
-        name: one of ``LOSSES`` (``"mse"``, ``"l1"``, ``"ssim"``, ``"mse+ssim"``,
-            ``"l1+ssim"``; aliases ``"mae"``, ``"mse_ssim"``, ``"l1_ssim"``), or a
+        name: one of ``LOSSES`` (reconstruction: ``"mse"``, ``"l1"``, ``"ssim"``,
+            ``"mse+ssim"``, ``"l1+ssim"``; masks: ``"bce"``, ``"dice"``, ``"bce+dice"``,
+            ``"focal"``; aliases ``"mae"``, ``"mse_ssim"``, ``"l1_ssim"``), or a
             ``keras.losses.Loss`` instance, returned unchanged.
         **kwargs: passed to the loss class (e.g. ``ssim_weight=0.5`` for a mix).
 
@@ -331,55 +401,6 @@ def get_loss(name, **kwargs) -> keras.losses.Loss:
         return SSIMLoss(**kwargs)
     if key in ("mse+ssim", "l1+ssim"):
         return MixedLoss(pixel=key.split("+")[0], **kwargs)
+    if key in SegmentationLoss.KINDS:
+        return SegmentationLoss(key, **kwargs)
     raise ValueError(f"Unknown loss. Expected one of {list(LOSSES)}. Received: loss={name!r}")
-
-
-# --------------------------------------------------------------------------- #
-# Metrics
-# --------------------------------------------------------------------------- #
-
-
-def _psnr_fn(y_true, y_pred, max_val=1.0):
-    return psnr(y_true, y_pred, max_val=max_val)
-
-
-def _ssim_fn(y_true, y_pred, max_val=1.0):
-    return ssim(y_true, y_pred, max_val=max_val)
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class PSNR(keras.metrics.MeanMetricWrapper):
-    """Mean peak signal-to-noise ratio (dB) of the reconstructions.
-
-    Args:
-        max_val: dynamic range of the images.
-        name: metric name.
-        dtype: metric dtype.
-    """
-
-    def __init__(self, max_val=1.0, name="psnr", dtype=None):
-        super().__init__(fn=_psnr_fn, name=name, dtype=dtype, max_val=float(max_val))
-        self.max_val = float(max_val)
-        self._direction = "up"
-
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype, "max_val": self.max_val}
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class SSIM(keras.metrics.MeanMetricWrapper):
-    """Mean SSIM of the reconstructions (1 is a perfect copy).
-
-    Args:
-        max_val: dynamic range of the images.
-        name: metric name.
-        dtype: metric dtype.
-    """
-
-    def __init__(self, max_val=1.0, name="ssim", dtype=None):
-        super().__init__(fn=_ssim_fn, name=name, dtype=dtype, max_val=float(max_val))
-        self.max_val = float(max_val)
-        self._direction = "up"
-
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype, "max_val": self.max_val}

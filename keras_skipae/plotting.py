@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from keras_skipae.io_utils import atomic_path
 
@@ -86,7 +87,6 @@ def plot_channel_means(
         ...                              [r.means_corrupted[k][0] for k in r.layers])},
         ...                    layers=r.layers)
     """
-    import numpy as np
 
     labels = list(means)
     n_rows, n_cols = 2 * len(labels), len(layers)
@@ -138,7 +138,6 @@ def plot_similarity_distribution(
     Returns:
         The matplotlib Figure.
     """
-    import numpy as np
 
     if kind not in ("box", "violin"):
         raise ValueError(f"`kind` must be 'box' or 'violin'. Received: kind={kind!r}")
@@ -279,7 +278,6 @@ def plot_roc_curves(curves, *, title: str = "ROC", path: str | os.PathLike | Non
 
 
 def _as_display(image):
-    import numpy as np
 
     image = np.asarray(image)
     if image.dtype == np.uint8:
@@ -314,7 +312,6 @@ def plot_anomaly_cases(
     Returns:
         The matplotlib Figure.
     """
-    import numpy as np
 
     maps = np.asarray(maps, dtype="float32")
     n = maps.shape[0]
@@ -384,7 +381,6 @@ def plot_score_histogram(
     Returns:
         The matplotlib Figure.
     """
-    import numpy as np
 
     scores = np.asarray(scores, dtype="float64").reshape(-1)
     labels = np.asarray(labels).reshape(-1).astype(bool)
@@ -418,7 +414,6 @@ def plot_score_histogram(
 
 def _mask_outline(mask):
     """Boolean [H, W] border pixels of a {0, 1} mask (for drawing outlines)."""
-    import numpy as np
 
     m = np.asarray(mask).astype(bool)
     if m.ndim == 3:
@@ -432,7 +427,6 @@ def _mask_outline(mask):
 
 
 def _overlay_outline(image, mask, color=(1.0, 0.1, 0.1)):
-    import numpy as np
 
     img = _as_display(image)
     if img.ndim == 2:
@@ -458,7 +452,6 @@ def plot_corruption_examples(
     Returns:
         The matplotlib Figure.
     """
-    import numpy as np
 
     n = min(len(clean), max_columns)
     fig, axes = plt.subplots(3, n, figsize=(1.9 * n, 6.0), squeeze=False)
@@ -499,7 +492,6 @@ def plot_defect_examples(images, masks, labels, *, title="Synthetic defects", pa
     Returns:
         The matplotlib Figure.
     """
-    import numpy as np
 
     n = len(images)
     cols = max(1, min(columns, n))

@@ -1,4 +1,11 @@
-"""Shared fixtures. All tests run in one process (TensorFlow's import costs ~5 s)."""
+"""Shared fixtures. All tests run in one process (TensorFlow's import costs ~5 s).
+
+* ``images(n, shape, seed)``: seeded float32 images in [0, 1];
+* ``tiny_model(name, **overrides)``: a registry model small enough for a unit test;
+* ``synthetic_root``: a 32-px synthetic MVTec-layout tree (mesh), made once a session;
+* ``run_model_saving_test`` (in ``tests/harness.py``): the ``.keras`` round trip every
+  model and layer test calls.
+"""
 
 import os
 
@@ -6,7 +13,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+#: The builder arguments of the tiny models the tests use (32 px, a few filters).
+TINY = {
+    "ae": {"input_shape": (32, 32, 1), "depth": 3, "filters": 4},
+    "aesc": {"input_shape": (32, 32, 1), "depth": 3, "filters": 4},
+    "unet": {"input_shape": (32, 32, 1), "depth": 2, "filters": 4},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -18,3 +33,37 @@ def _clear_session():
     """
     keras.backend.clear_session(free_memory=False)
     yield
+
+
+def make_images(n=3, shape=(32, 32, 1), seed=0):
+    """``n`` seeded float32 images in [0, 1]."""
+    return np.random.default_rng(seed).random((n, *shape)).astype("float32")
+
+
+@pytest.fixture
+def images():
+    return make_images
+
+
+def make_tiny_model(name="aesc", **overrides):
+    """A registry model with the tiny defaults of :data:`TINY` (overridable)."""
+    import keras_skipae as ks
+
+    return ks.get_model(name, **{**TINY[name], **overrides})
+
+
+@pytest.fixture
+def tiny_model():
+    return make_tiny_model
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A small synthetic MVTec-layout tree (mesh, 32 px); tests must not modify it."""
+    from keras_skipae.data import synthetic
+
+    root = tmp_path_factory.mktemp("synthetic") / "data"
+    synthetic.make_dataset(
+        root, categories=["mesh"], image_size=32, n_train=12, n_test_good=4, n_test_defect=1
+    )
+    return root

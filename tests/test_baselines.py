@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_skipae import baselines
+from keras_skipae.apps import baselines
 
 
 def _train(n=6, seed=0):

@@ -7,9 +7,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_skipae import callbacks, plotting
+from keras_skipae import plotting
 from keras_skipae.analysis import make_probe_pairs
 from keras_skipae.models import build_aesc, tap_names
+from keras_skipae.training import callbacks
 
 SHAPE = (32, 32, 1)
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,16 @@ def test_demo_quick(tmp_path):
         assert 0.0 <= m["image_auroc"] <= 1.0
     md = (report / "report.md").read_text()
     assert "](aesc/roc_image.png)" in md
+    # Every image the report shows exists, the score histogram included.
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert "aesc/score_histogram.png" in links and "ae/training_preview.png" in links
+    assert [link for link in links if not (report / link).is_file()] == []
+    assert "## AESc" in md and "## AE" in md and "AESC" not in md
+    # The training preview has a strip of column titles above the image rows.
+    import cv2
+
+    preview = cv2.imread(str(report / "aesc" / "training_preview.png"))
+    assert preview.shape[0] % 32 == 16
     proc = _cli("demo", "--quick", "--out", out, "--quiet")
     assert "--overwrite" in _error_line(proc)
 
@@ -163,7 +174,7 @@ def test_evaluate_refuses_a_folder_that_is_not_a_run(tmp_path):
 
 
 def test_demo_overwrite_clears_only_demo_folders(tmp_path):
-    from keras_skipae import demo
+    from keras_skipae.apps import demo
 
     user = tmp_path / "project"
     (user / "data").mkdir(parents=True)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_skipae.data import corruption as C
+from keras_skipae.data import corrupt
+from keras_skipae.data import corruptions as C
 
 SEED = tf.constant([3, 4], tf.int64)
 
@@ -272,15 +273,15 @@ def _equal(e1, e2):
 
 
 def test_corrupt_shapes_and_determinism():
-    ds = C.corrupt(_dict_dataset(), C.Stains(), seed=1, batch_size=4, with_mask=True)
+    ds = corrupt(_dict_dataset(), C.Stains(), seed=1, batch_size=4, with_mask=True)
     e = _epoch(ds)
     assert [b[0].shape for b in e] == [(4, 32, 32, 1), (4, 32, 32, 1), (2, 32, 32, 1)]
     assert all(len(b) == 3 and b[2].shape[-1] == 1 for b in e)
     for corrupted, target, mask in e:
         np.testing.assert_array_equal(mask, _changed(corrupted, target))
-    again = _epoch(C.corrupt(_dict_dataset(), C.Stains(), seed=1, batch_size=4, with_mask=True))
+    again = _epoch(corrupt(_dict_dataset(), C.Stains(), seed=1, batch_size=4, with_mask=True))
     assert _equal(e, again)
-    other = _epoch(C.corrupt(_dict_dataset(), C.Stains(), seed=2, batch_size=4, with_mask=True))
+    other = _epoch(corrupt(_dict_dataset(), C.Stains(), seed=2, batch_size=4, with_mask=True))
     assert not _equal(e, other)
     # targets are the clean images, every image once per epoch
     targets = np.concatenate([b[1] for b in e])
@@ -290,7 +291,7 @@ def test_corrupt_shapes_and_determinism():
 
 def test_corrupt_new_but_reproducible_draws_each_epoch():
     def make():
-        return C.corrupt(_dict_dataset(), "stains", seed=5, batch_size=5, shuffle=False)
+        return corrupt(_dict_dataset(), "stains", seed=5, batch_size=5, shuffle=False)
 
     ds = make()
     e1, e2 = _epoch(ds), _epoch(ds)
@@ -302,7 +303,7 @@ def test_corrupt_new_but_reproducible_draws_each_epoch():
 
 def test_corrupt_repeat_new_draws_reproducible():
     def make():
-        return C.corrupt(
+        return corrupt(
             _dict_dataset(4), C.Stains(), seed=3, batch_size=4, repeat=True, shuffle=False
         )
 
@@ -315,7 +316,7 @@ def test_corrupt_repeat_new_draws_reproducible():
 def test_corrupt_accepts_plain_tensors_and_checks_shapes():
     imgs = tf.data.Dataset.from_tensor_slices(_images(6, 32, 32, 3))
     e = _epoch(
-        C.corrupt(
+        corrupt(
             imgs,
             C.Drops(),
             batch_size=3,
@@ -331,7 +332,7 @@ def test_corrupt_accepts_plain_tensors_and_checks_shapes():
         output_signature=tf.TensorSpec([None, None, 1], tf.float32),
     )
     with pytest.raises(ValueError, match="static shape"):
-        C.corrupt(ragged, C.Stains())
+        corrupt(ragged, C.Stains())
 
 
 def test_row_bounded_fill_matches_full_scanline_and_stays_in_patch():
@@ -343,8 +344,8 @@ def test_row_bounded_fill_matches_full_scanline_and_stays_in_patch():
     off = ph // 2
     qy = tf.reshape(ys - tf.round(p["cy"])[..., None] + off, [-1, ys.shape[-1]])
     qx = tf.reshape(xs - tf.round(p["cx"])[..., None] + off, [-1, xs.shape[-1]])
-    full = C._fill_closed_curves(qy, qx, ph, ph)
-    bounded = C._fill_closed_curves(qy, qx, ph, ph, max_rows=st._max_rows(size, size))
+    full = C.raster._fill_closed_curves(qy, qx, ph, ph)
+    bounded = C.raster._fill_closed_curves(qy, qx, ph, ph, max_rows=st._max_rows(size, size))
     np.testing.assert_array_equal(full.numpy(), bounded.numpy())
     # every stain lies inside its patch, clear of the border
     f = full.numpy()
@@ -354,5 +355,5 @@ def test_row_bounded_fill_matches_full_scanline_and_stays_in_patch():
 
 def test_corrupt_rescales_integer_images():
     imgs = tf.data.Dataset.from_tensor_slices(tf.fill([2, 32, 32, 1], tf.constant(255, tf.uint8)))
-    ((_, target),) = _epoch(C.corrupt(imgs, C.Stains(), batch_size=2))
+    ((_, target),) = _epoch(corrupt(imgs, C.Stains(), batch_size=2))
     np.testing.assert_array_equal(target, np.ones((2, 32, 32, 1), np.float32))

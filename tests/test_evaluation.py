@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_skipae import metrics, scoring
-from keras_skipae.evaluation import OUTPUT_FILES, EvaluationResult, evaluate
+from keras_skipae import scoring
+from keras_skipae.evaluation import OUTPUT_FILES, EvaluationResult, evaluate, metrics
 
 SIZE = 32
 

@@ -19,6 +19,7 @@ import keras_skipae as ks
 import keras_skipae.models  # noqa: F401  (registers the custom layers for .keras loading)
 from keras_skipae import export, scoring
 from keras_skipae.evaluation import evaluate
+from keras_skipae.runs import RUN_METRICS, RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "saved_models" / "aesc_mesh_demo"
@@ -469,7 +470,7 @@ def run_folder(tmp_path_factory):
 
 @pytest.mark.slow
 def test_cli_export_saved_model_with_eval_threshold(run_folder, tmp_path, capsys):
-    from keras_skipae import cli
+    from keras_skipae.apps import cli
 
     out = tmp_path / "sm"
     assert cli.main(["export", str(run_folder["dir"]), str(out), "--threshold", "eval"]) == 0
@@ -494,7 +495,7 @@ def test_cli_export_saved_model_with_eval_threshold(run_folder, tmp_path, capsys
 
 @pytest.mark.slow
 def test_cli_export_threshold_checks(run_folder, tmp_path, capsys):
-    from keras_skipae import cli
+    from keras_skipae.apps import cli
 
     run = str(run_folder["dir"])
     # The evaluated threshold belongs to the default settings, not to another map.
@@ -506,7 +507,7 @@ def test_cli_export_threshold_checks(run_folder, tmp_path, capsys):
     # normalized border: its threshold does not belong to the equalized default.
     legacy = tmp_path.parent / f"{tmp_path.name}_legacy_run"
     shutil.copytree(run_folder["dir"], legacy)
-    metrics_path = legacy.joinpath(*export.RUN_METRICS)
+    metrics_path = legacy.joinpath(*RUN_METRICS)
     metrics = json.loads(metrics_path.read_text())
     del metrics["settings"]["smoothing_border"]
     metrics_path.write_text(json.dumps(metrics))
@@ -525,7 +526,7 @@ def test_cli_export_threshold_checks(run_folder, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cli_export_keras(run_folder, tmp_path):
-    from keras_skipae import cli
+    from keras_skipae.apps import cli
 
     out = tmp_path / "m.keras"
     assert cli.main(["export", str(run_folder["dir"]), str(out), "--format", "keras"]) == 0
@@ -535,7 +536,7 @@ def test_cli_export_keras(run_folder, tmp_path):
 
 
 def _write_run_metrics(run_dir: Path, settings: dict, threshold=0.25) -> None:
-    path = run_dir.joinpath(*export.RUN_METRICS)
+    path = run_dir.joinpath(*RUN_METRICS)
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"threshold": threshold, "settings": settings}))
 
@@ -543,16 +544,16 @@ def _write_run_metrics(run_dir: Path, settings: dict, threshold=0.25) -> None:
 def test_run_threshold_matches_recorded_settings(tmp_path):
     settings = scoring.scoring_settings()
     _write_run_metrics(tmp_path / "same", settings)
-    assert export.run_threshold(tmp_path / "same", settings)[::2] == (0.25, None)
+    assert RunFolder(tmp_path / "same").threshold(settings)[::2] == (0.25, None)
     # Older metrics files lack `smoothing_border`: they were smoothed with "normalized".
     legacy = {k: v for k, v in settings.items() if k != "smoothing_border"}
     _write_run_metrics(tmp_path / "legacy", legacy)
-    threshold, _, problem = export.run_threshold(tmp_path / "legacy", settings)
+    threshold, _, problem = RunFolder(tmp_path / "legacy").threshold(settings)
     assert threshold is None and "smoothing_border='normalized'" in problem
     # Without smoothing on both sides the border mode is irrelevant.
     unsmoothed = scoring.scoring_settings(smoothing=0)
     legacy_unsmoothed = {k: v for k, v in unsmoothed.items() if k != "smoothing_border"}
     _write_run_metrics(tmp_path / "legacy0", legacy_unsmoothed)
-    assert export.run_threshold(tmp_path / "legacy0", unsmoothed)[::2] == (0.25, None)
-    assert export.run_threshold(tmp_path / "legacy0", settings)[0] is None
-    assert export.run_threshold(tmp_path / "missing", settings) == (None, None, None)
+    assert RunFolder(tmp_path / "legacy0").threshold(unsmoothed)[::2] == (0.25, None)
+    assert RunFolder(tmp_path / "legacy0").threshold(settings)[0] is None
+    assert RunFolder(tmp_path / "missing").threshold(settings) == (None, None, None)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from keras_skipae import losses
+from keras_skipae import keras_metrics, losses
 
 
 def _pair(seed=0, shape=(2, 24, 20, 3)):
@@ -80,10 +80,10 @@ def test_mixed_loss_is_weighted_sum():
 def test_psnr_ssim_metrics():
     y_true, y_pred = _pair(3, (3, 16, 16, 1))
     mse_img = ((y_true - y_pred) ** 2).mean(axis=(1, 2, 3))
-    m = losses.PSNR()
+    m = keras_metrics.PSNR()
     m.update_state(y_true, y_pred)
     np.testing.assert_allclose(m.result(), np.mean(10 * np.log10(1.0 / mse_img)), rtol=1e-4)
-    s = losses.SSIM()
+    s = keras_metrics.SSIM()
     s.update_state(y_true, y_pred)
     ref = np.mean([_sk_ssim(t, p) for t, p in zip(y_true, y_pred)])
     np.testing.assert_allclose(s.result(), ref, atol=2e-4)
@@ -103,7 +103,7 @@ def test_compiled_model_round_trips_safe_mode(tmp_path):
     model.compile(
         optimizer="adam",
         loss=losses.get_loss("mse+ssim", ssim_weight=0.3),
-        metrics=[losses.PSNR(), losses.SSIM()],
+        metrics=[keras_metrics.PSNR(), keras_metrics.SSIM()],
     )
     x = np.random.default_rng(0).random((4, 16, 16, 1)).astype("float32")
     model.fit(x, x, epochs=1, batch_size=2, verbose=0)
@@ -120,6 +120,7 @@ def test_compiled_model_round_trips_safe_mode(tmp_path):
 
 @pytest.mark.parametrize("name", losses.LOSSES)
 def test_losses_train_under_xla(name):
+    # (the segmentation losses take masks; an image in [0, 1] is a soft mask)
     inputs = keras.Input((16, 16, 1))
     outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inputs)
     model = keras.Model(inputs, outputs)
@@ -127,3 +128,50 @@ def test_losses_train_under_xla(name):
     x = np.random.default_rng(0).random((4, 16, 16, 1)).astype("float32")
     history = model.fit(x, x, epochs=1, batch_size=2, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+# ---------------------------------------------------------------- segmentation
+
+
+def _mask_pair():
+    y = np.zeros((2, 4, 4, 1), "float32")
+    y[0, :2, :2] = 1.0  # 4 positive pixels in image 0, none in image 1
+    p = np.full((2, 4, 4, 1), 0.2, "float32")
+    p[0, :2, :2] = 0.9
+    return y, p
+
+
+def test_segmentation_losses_against_hand_computed_values():
+    y, p = _mask_pair()
+    bce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    np.testing.assert_allclose(losses.get_loss("bce")(y, p), bce.mean(), rtol=1e-5)
+    # Dice per image with smooth 1: image 0: inter 3.6, sums 4 + 0.9*4 + 0.2*12.
+    d0 = 1 - (2 * 3.6 + 1) / (4 + 3.6 + 2.4 + 1)
+    d1 = 1 - 1 / (0.2 * 16 + 1)
+    np.testing.assert_allclose(losses.get_loss("dice")(y, p), (d0 + d1) / 2, rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.get_loss("bce+dice")(y, p), bce.mean() + (d0 + d1) / 2, rtol=1e-5
+    )
+    p_t = np.where(y == 1, p, 1 - p)
+    focal = -((1 - p_t) ** 2) * np.log(p_t)
+    np.testing.assert_allclose(losses.get_loss("focal")(y, p), focal.mean(), rtol=1e-5)
+    # A perfect prediction scores ~0 everywhere, an empty mask included.
+    assert float(losses.get_loss("dice")(y, y)) < 1e-6
+    with pytest.raises(ValueError, match="kind='hinge'"):
+        losses.SegmentationLoss("hinge")
+
+
+def test_iou_and_dice_metrics_against_hand_counts():
+    y, p = _mask_pair()
+    p[1, 0, 0] = 0.7  # one false positive in image 1
+    p[0, 0, 0] = 0.3  # one false negative in image 0
+    iou, dice = keras_metrics.IoU(), keras_metrics.Dice()
+    iou.update_state(y, p)
+    dice.update_state(y, p)
+    tp, fp, fn = 3, 1, 1
+    assert float(iou.result()) == pytest.approx(tp / (tp + fp + fn))
+    assert float(dice.result()) == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert float(dice.result()) >= float(iou.result())
+    iou.reset_state()
+    iou.update_state(np.zeros((1, 2, 2, 1)), np.zeros((1, 2, 2, 1)))
+    assert float(iou.result()) == 1.0  # nothing to find, nothing found

@@ -1,5 +1,7 @@
 """Tests for keras_skipae.scoring: maps, smoothing, scores, MC dropout."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -423,3 +425,71 @@ def test_mc_dropout_on_aesc_with_per_level_rates():
     n_drop = sum(isinstance(layer, keras.layers.Dropout) for layer in model.layers)
     assert n_mc == n_drop > 0
     assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]
+
+
+# ---------------------------------------------------------------- ScoringConfig
+
+
+def test_scoring_config_round_trips_and_validates():
+    from keras_skipae.scoring import ScoringConfig
+
+    cfg = ScoringConfig(map="ssim", smoothing=2, score="topk", topk=0.05)
+    assert ScoringConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.to_dict()["smoothing"] == 2.0 and isinstance(cfg.smoothing, float)
+    assert ScoringConfig(smoothing=None).smoothing == 0.0
+    assert ScoringConfig(topk=3).topk == 3
+    with pytest.raises(AttributeError):
+        cfg.map = "residual"  # frozen
+    for kwargs, match in [
+        ({"map": "magic"}, "map='magic'"),
+        ({"score": "median"}, "score='median'"),
+        ({"smoothing": -1}, "smoothing=-1"),
+        ({"smoothing_border": "wrap"}, "smoothing_border='wrap'"),
+        ({"topk": 1.5}, "topk=1.5"),
+        ({"p": 0}, "p=0"),
+        ({"map": "mc_dropout", "mc_samples": 1}, "mc_samples=1"),
+        ({"map_options": [1]}, "map_options"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(match)):
+            ScoringConfig(**kwargs)
+
+
+def test_scoring_config_resolve_and_deprecated_keywords():
+    from keras_skipae.scoring import ScoringConfig
+
+    assert ScoringConfig.resolve(None) == ScoringConfig()
+    assert ScoringConfig.resolve({"map": "ssim"}) == ScoringConfig(map="ssim")
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        assert ScoringConfig.resolve(None, method="ssim") == ScoringConfig(map="ssim")
+    with pytest.warns(DeprecationWarning):
+        assert ScoringConfig.resolve(None, smoothing=None).smoothing == 0.0
+    with pytest.raises(ValueError, match="not both"):
+        ScoringConfig.resolve(ScoringConfig(), map="ssim")
+    with pytest.raises(TypeError, match="colour"):
+        ScoringConfig.resolve(None, colour="red")
+
+
+def test_compute_with_a_config_equals_the_deprecated_keywords():
+    from keras_skipae.scoring import ScoringConfig
+
+    model = _tiny_model()
+    x = np.random.default_rng(0).random((2, 16, 16, 1)).astype("float32")
+    cfg = ScoringConfig(map="ssim", smoothing=1.0, score="topk")
+    new = scoring.compute(model, x, cfg)
+    with pytest.warns(DeprecationWarning):
+        old = scoring.compute(model, x, map="ssim", smoothing=1.0, score="topk")
+    for key in new:
+        np.testing.assert_array_equal(new[key].numpy(), old[key].numpy())
+
+
+def test_differences_name_each_setting():
+    from keras_skipae.scoring import ScoringConfig
+
+    a, b = ScoringConfig(), ScoringConfig(map="ssim", smoothing=2.0)
+    assert a.differences(b) == [
+        "map='residual' (other: 'ssim')",
+        "smoothing=4.0 (other: 2.0)",
+    ]
+    assert a.same_scores_as(a.to_dict()) and not a.same_scores_as(b)
+    unsmoothed = ScoringConfig(smoothing=0)
+    assert unsmoothed.same_scores_as(unsmoothed.replace(smoothing_border="zeros"))

@@ -354,7 +354,9 @@ def test_stain_weight_weights_the_corrupted_pixels():
 
     stains = data.Stains(count=2, size=(0.2, 0.4))
     kwargs = {"batch_size": 4, "seed": 3, "shuffle": False, "repeat": False}
-    x, y, w = next(iter(training._make_pairs(_dataset(4), stains, stain_weight=5.0, **kwargs)))
+    x, y, w = next(
+        iter(training.pairs._make_pairs(_dataset(4), stains, stain_weight=5.0, **kwargs))
+    )
     ref_x, ref_y, mask = next(iter(data.corrupt(_dataset(4), stains, with_mask=True, **kwargs)))
     np.testing.assert_array_equal(x, ref_x)
     np.testing.assert_array_equal(y, ref_y)
@@ -393,7 +395,7 @@ def test_integer_images_are_rescaled_with_or_without_corruption(corruption):
     ds = tf.data.Dataset.from_tensor_slices(images)
     x, y = next(
         iter(
-            training._make_pairs(
+            training.pairs._make_pairs(
                 ds,
                 training.get_corruption(corruption) if corruption else None,
                 batch_size=4,
@@ -405,3 +407,103 @@ def test_integer_images_are_rescaled_with_or_without_corruption(corruption):
     )
     assert x.dtype == tf.float32 and y.dtype == tf.float32
     np.testing.assert_allclose(y.numpy(), 200 / 255, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- schedule and split
+
+
+def test_cosine_rate_values():
+    from keras_skipae.training.callbacks import cosine_rate
+
+    kw = {"warmup": 0.1, "floor": 0.01}
+    assert cosine_rate(0.0, 1.0, **kw) == pytest.approx(0.01)
+    assert cosine_rate(0.05, 1.0, **kw) == pytest.approx(0.505)
+    assert cosine_rate(0.1, 1.0, **kw) == pytest.approx(1.0)
+    assert cosine_rate(0.55, 1.0, **kw) == pytest.approx(0.505)  # half-way down the cosine
+    assert cosine_rate(1.0, 1.0, **kw) == pytest.approx(0.01)
+    assert cosine_rate(2.0, 1.0, **kw) == pytest.approx(0.01)  # past the budget: the floor
+
+
+def test_cosine_schedule_sets_the_rate_before_every_step():
+    from keras_skipae.training.callbacks import CosineSchedule, cosine_rate
+
+    model = _tiny()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    rec = _Recorder()
+    x = _images(8)
+    model.fit(
+        x,
+        x,
+        batch_size=4,
+        epochs=5,
+        verbose=0,
+        callbacks=[CosineSchedule(1e-3, steps=10, warmup=0.2), rec],
+    )
+    want = [cosine_rate(i / 10, 1e-3, warmup=0.2, floor=0.01) for i in range(10)]
+    np.testing.assert_allclose(rec.lrs, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "exactly one budget"),
+        ({"steps": 10, "seconds": 5}, "exactly one budget"),
+        ({"steps": 0}, "budget > 0"),
+        ({"steps": 10, "warmup": 1.0}, "warmup"),
+        ({"steps": 10, "floor": 2.0}, "floor"),
+        ({"seconds": 10, "clock": "sun"}, "clock"),
+    ],
+)
+def test_cosine_schedule_bad_arguments(kwargs, match):
+    from keras_skipae.training.callbacks import CosineSchedule
+
+    with pytest.raises(ValueError, match=match):
+        CosineSchedule(1e-3, **kwargs)
+
+
+def test_time_limited_training_decays_over_the_budget():
+    run = training.train(
+        _tiny(),
+        _dataset(),
+        epochs=1000,
+        time_limit=3.0,
+        validation_split=0.0,
+        steps_per_epoch=2,
+        batch_size=4,
+        tensorboard=False,
+        verbose=0,
+    )
+    lrs = run.history["learning_rate"]
+    assert run.config["training"]["schedule"] == "cosine"
+    assert max(lrs) <= 1e-3 * (1 + 1e-6)
+    assert lrs[-1] < 0.5e-3  # well into the decay when the budget ran out
+    with pytest.raises(ValueError, match="schedule"):
+        training.train(_tiny(), _dataset(), schedule="step", verbose=0)
+
+
+def test_split_validation_returns_the_images_train_held_out():
+    # Distinct images, identity targets: val_loss is the final model's error on the
+    # held-out images, so a different split gives a different number.
+    rng = np.random.default_rng(5)
+    images = rng.random((10, 32, 32, 1)).astype("float32")
+    data = tf.data.Dataset.from_tensor_slices(images)
+    run = training.train(
+        _tiny(),
+        data,
+        epochs=1,
+        corruption=None,
+        validation_split=0.3,
+        seed=3,
+        batch_size=4,
+        tensorboard=False,
+        verbose=0,
+        reduce_lr=False,
+    )
+    _, val = training.split_validation(data, 0.3, seed=3)
+    held_out = np.stack(list(val.as_numpy_iterator()))
+    assert len(held_out) == run.config["data"]["n_val"] == 3
+    loss = float(np.mean((run.model.predict(held_out, verbose=0) - held_out) ** 2))
+    assert run.history["val_loss"][-1] == pytest.approx(loss, rel=1e-4)
+    _, other = training.split_validation(data, 0.3, seed=4)
+    other = np.stack(list(other.as_numpy_iterator()))
+    assert not np.array_equal(np.sort(other.reshape(3, -1), 0), np.sort(held_out.reshape(3, -1), 0))

@@ -1,10 +1,10 @@
 """Data for corrupt-and-repair anomaly detection: corruptions, datasets, synthetic data.
 
-* :mod:`keras_skipae.data.corruption`: :class:`Stains` (the AESc stain model of
+* :mod:`keras_skipae.data.corruptions`: :class:`Stains` (the AESc stain model of
   Collin & De Vleeschouwer, ICPR 2020), :class:`GaussianNoise`,
   :class:`Scratches`, :class:`Drops`, :class:`NoiseOnTop`, the combinators
-  :class:`Compose` / :class:`OneOf`, and :func:`corrupt`, the tf.data pipeline
-  that turns images into batched ``(corrupted, target)`` pairs.
+  :class:`Compose` / :class:`OneOf`; :func:`corrupt` (:mod:`keras_skipae.data.pipeline`)
+  is the tf.data pipeline that turns images into batched ``(corrupted, target)`` pairs.
 * :mod:`keras_skipae.data.datasets`: :func:`mvtec_dataset` (MVTec AD layout) and
   :func:`folder_dataset` (a folder of good images).
 * :mod:`keras_skipae.data.synthetic`: procedural inspection data in the MVTec AD
@@ -19,8 +19,8 @@ Example:
     >>> pairs = data.corrupt(train, data.Stains(), seed=0, batch_size=16)
 """
 
-from keras_skipae.data import corruption, datasets, synthetic
-from keras_skipae.data.corruption import (
+from keras_skipae.data import corruptions, datasets, pipeline, synthetic
+from keras_skipae.data.corruptions import (
     Compose,
     Corruption,
     Drops,
@@ -29,7 +29,6 @@ from keras_skipae.data.corruption import (
     OneOf,
     Scratches,
     Stains,
-    corrupt,
     deserialize,
     get,
     serialize,
@@ -43,7 +42,10 @@ from keras_skipae.data.datasets import (
     load_image,
     mvtec_dataset,
 )
+from keras_skipae.data.pipeline import corrupt
 from keras_skipae.data.synthetic import CATEGORIES, list_categories, make_dataset, preview
+
+corruption = corruptions  # the module's name before 0.2
 
 __all__ = [
     "CATEGORIES",
@@ -59,6 +61,8 @@ __all__ = [
     "Stains",
     "corrupt",
     "corruption",
+    "corruptions",
+    "pipeline",
     "datasets",
     "deserialize",
     "folder_dataset",

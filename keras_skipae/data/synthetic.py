@@ -31,7 +31,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import tensorflow as tf
 
+from keras_skipae import plotting
+from keras_skipae.data.corruptions import Stains, get
 from keras_skipae.io_utils import atomic_path
 
 __all__ = [
@@ -685,10 +688,6 @@ def preview(
     Example:
         >>> preview("runs/preview", categories=["wood", "nut"])
     """
-    import tensorflow as tf
-
-    from keras_skipae import plotting
-    from keras_skipae.data.corruption import Stains, get
 
     cats = list(CATEGORIES) if categories is None else list(categories)
     out_dir = Path(out_dir)

@@ -3,6 +3,8 @@
 See :mod:`keras_skipae.models.autoencoder` for the layer-naming scheme.
 """
 
+from keras_skipae.layers import EncoderPreprocess, InputSizeCheck
+from keras_skipae.models.anomaly_head import AnomalyHeadModel, build_aesc_head
 from keras_skipae.models.autoencoder import (
     AESC_MC_DROPOUT,
     build_ae,
@@ -11,22 +13,27 @@ from keras_skipae.models.autoencoder import (
     build_unet,
 )
 from keras_skipae.models.blocks import (
-    InputSizeCheck,
     conv_block,
     double_conv_block,
     level_output,
     skip_merge,
 )
-from keras_skipae.models.encoders import EncoderPreprocess, list_encoders
+from keras_skipae.models.discrepancy_loss import DiscrepancyLossModel
+from keras_skipae.models.encoders import list_encoders
 from keras_skipae.models.registry import get_model, list_models
-from keras_skipae.models.taps import tap_model, tap_names
+from keras_skipae.models.taps import LAYER_GROUPS, base_model, select_layers, tap_model, tap_names
 
 __all__ = [
     "AESC_MC_DROPOUT",
+    "AnomalyHeadModel",
+    "DiscrepancyLossModel",
+    "LAYER_GROUPS",
     "EncoderPreprocess",
     "InputSizeCheck",
+    "base_model",
     "build_ae",
     "build_aesc",
+    "build_aesc_head",
     "build_encoder_decoder",
     "build_unet",
     "conv_block",
@@ -35,6 +42,7 @@ __all__ = [
     "level_output",
     "list_encoders",
     "list_models",
+    "select_layers",
     "skip_merge",
     "tap_model",
     "tap_names",

@@ -34,14 +34,15 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Sequence
 
 import keras
 
+from keras_skipae.layers import InputSizeCheck
 from keras_skipae.models import encoders as _encoders
 from keras_skipae.models.blocks import (
-    InputSizeCheck,
     conv_block,
     double_conv_block,
     level_output,
@@ -168,57 +169,46 @@ def _per_level(name, value, n: int, *, low, high, low_inclusive) -> tuple[float,
 # --------------------------------------------------------------------------- core builder
 
 
-def build_encoder_decoder(
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """The checked, resolved configuration of :func:`build_encoder_decoder`."""
+
+    input_shape: tuple
+    style: str
+    depth: int
+    n_levels: int
+    filters: int
+    kernel_size: int
+    skip_mode: str | None
+    skips: tuple
+    scales: tuple
+    rates: tuple
+    block: dict
+    num_outputs: int
+    encoder: str | None
+    encoder_weights: object
+    freeze_encoder: bool
+
+
+def _resolve_spec(
     *,
     input_shape,
-    style: str,
-    depth: int | None,
-    filters: int,
-    kernel_size: int,
-    skip_mode: str | None,
-    skips="all",
-    skip_scale=1.0,
-    dropout=None,
-    batchnorm: bool = True,
-    bn_momentum: float = 0.99,
-    activation: str | None = None,
-    num_outputs: int | None = None,
-    encoder: str | None = None,
-    encoder_weights=None,
-    freeze_encoder: bool = False,
-    name: str,
-) -> keras.Model:
-    """The one core builder behind every model. Prefer the public builders.
-
-    Args:
-        input_shape: ``(H, W, C)``; H and W may be None and must otherwise be
-            multiples of ``2**depth``.
-        style: ``"aesc"`` (strided conv encoder, nearest-neighbour upsampling decoder,
-            Conv-BN-LeakyReLU stages) or ``"unet"`` (double 3x3 conv blocks, max-pooling,
-            Conv2DTranspose, Dropout).
-        depth: number of halvings. AESc style: ``depth - 1`` skip levels plus the
-            bottleneck; U-Net style: ``depth`` skip levels plus the bottleneck. With an
-            ``encoder`` it is fixed to 5. None selects the style's default
-            (:data:`DEFAULT_DEPTH`) or the encoder's.
-        filters: channels of level 0; doubled at every level.
-        kernel_size: AESc-style kernel size (U-Net blocks use 3).
-        skip_mode: ``"add"``, ``"concat"`` or None.
-        skips: ``"all"``, None / ``()`` / ``"none"``, or a tuple of level indices.
-        skip_scale: multiplier on every skip (or one per level), ``0 < s <= 1``.
-        dropout: None, a rate, or one rate per level plus one for the bottleneck.
-        batchnorm: use BatchNormalization.
-        bn_momentum: BatchNormalization momentum (0.99 is Keras' default; lower values
-            make the moving statistics catch up in short training runs).
-        activation: ``"leaky_relu"`` (AESc default) or ``"relu"`` (U-Net default).
-        num_outputs: output channels (default: the input's channels).
-        encoder: None, ``"mobilenet_v2"`` or ``"resnet50"``.
-        encoder_weights: None or a local weights file for the encoder body.
-        freeze_encoder: make the encoder body non-trainable.
-        name: model name.
-
-    Returns:
-        A functional ``keras.Model``.
-    """
+    style,
+    depth,
+    filters,
+    kernel_size,
+    skip_mode,
+    skips,
+    skip_scale,
+    dropout,
+    batchnorm,
+    bn_momentum,
+    activation,
+    num_outputs,
+    encoder,
+    encoder_weights,
+    freeze_encoder,
+) -> _Spec:
     if style not in STYLES:
         raise ValueError(f"`style` must be one of {STYLES}. Received: style={style!r}")
     if encoder is not None:
@@ -273,25 +263,44 @@ def build_encoder_decoder(
         raise ValueError(f"`dropout` rates must be below 1. Received: dropout={dropout!r}")
     block = {"batchnorm": batchnorm, "activation": activation, "bn_momentum": bn_momentum}
 
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = InputSizeCheck(2**depth, name="input_check")(inputs)
+    return _Spec(
+        input_shape=input_shape,
+        style=style,
+        depth=depth,
+        n_levels=n_levels,
+        filters=filters,
+        kernel_size=kernel_size,
+        skip_mode=skip_mode,
+        skips=tuple(skips),
+        scales=tuple(scales),
+        rates=tuple(rates),
+        block=block,
+        num_outputs=num_outputs,
+        encoder=encoder,
+        encoder_weights=encoder_weights,
+        freeze_encoder=bool(freeze_encoder),
+    )
 
-    # ---------------------------------------------------------------- encoder
+
+def _encoder(x, spec: _Spec):
+    """The encoder: ``(bottleneck tap, [level taps fine -> coarse])``."""
+    n_levels, filters, rates, block = spec.n_levels, spec.filters, spec.rates, spec.block
+    kernel_size, channels, input_shape = spec.kernel_size, spec.input_shape[-1], spec.input_shape
     features = []
-    if encoder is not None:
-        x = _encoders.preprocess(x, encoder, channels)
+    if spec.encoder is not None:
+        x = _encoders.preprocess(x, spec.encoder, channels)
         body = _encoders.build_encoder(
-            encoder,
+            spec.encoder,
             input_shape=(input_shape[0], input_shape[1], 3),
-            encoder_weights=encoder_weights,
+            encoder_weights=spec.encoder_weights,
             name="encoder",
         )
-        if freeze_encoder:
+        if spec.freeze_encoder:
             body.trainable = False
         *levels, deepest = body(x)
         features = [level_output(f, f"enc{i}") for i, f in enumerate(levels)]
         x = level_output(deepest, "bottleneck")
-    elif style == "aesc":
+    elif spec.style == "aesc":
         for i in range(n_levels):
             x = conv_block(
                 x,
@@ -326,8 +335,20 @@ def build_encoder_decoder(
             x = keras.layers.Dropout(rates[-1], name="bottleneck_drop")(x)
         x = level_output(x, "bottleneck")
 
-    # ---------------------------------------------------------------- decoder
-    if style == "aesc":
+    return x, features
+
+
+def _decoder(x, features, spec: _Spec):
+    """The decoder and output layer, merging ``features`` through the chosen skips."""
+    n_levels, filters, rates, block = spec.n_levels, spec.filters, spec.rates, spec.block
+    kernel_size, skips, scales, skip_mode = (
+        spec.kernel_size,
+        spec.skips,
+        spec.scales,
+        spec.skip_mode,
+    )
+    num_outputs = spec.num_outputs
+    if spec.style == "aesc":
         x = keras.layers.UpSampling2D(2, interpolation="nearest", name="bottleneck_up")(x)
         for i in reversed(range(n_levels)):
             x = conv_block(x, filters * 2**i, kernel_size=kernel_size, name=f"dec{i}", **block)
@@ -349,12 +370,88 @@ def build_encoder_decoder(
                 x = keras.layers.Dropout(rates[i], name=f"dec{i}_drop")(x)
             x = double_conv_block(x, filters * 2**i, name=f"dec{i}", **block)
             x = level_output(x, f"dec{i}")
-        if encoder is not None:  # encoder level 0 is at stride 2: one more upsampling
+        if spec.encoder is not None:  # encoder level 0 is at stride 2: one more upsampling
             x = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", name="out_up")(
                 x
             )
         outputs = keras.layers.Conv2D(num_outputs, 1, activation="sigmoid", name="out")(x)
 
+    return outputs
+
+
+def build_encoder_decoder(
+    *,
+    input_shape,
+    style: str,
+    depth: int | None,
+    filters: int,
+    kernel_size: int,
+    skip_mode: str | None,
+    skips="all",
+    skip_scale=1.0,
+    dropout=None,
+    batchnorm: bool = True,
+    bn_momentum: float = 0.99,
+    activation: str | None = None,
+    num_outputs: int | None = None,
+    encoder: str | None = None,
+    encoder_weights=None,
+    freeze_encoder: bool = False,
+    name: str,
+) -> keras.Model:
+    """The one core builder behind every model. Prefer the public builders.
+
+    Args:
+        input_shape: ``(H, W, C)``; H and W may be None and must otherwise be
+            multiples of ``2**depth``.
+        style: ``"aesc"`` (strided conv encoder, nearest-neighbour upsampling decoder,
+            Conv-BN-LeakyReLU stages) or ``"unet"`` (double 3x3 conv blocks, max-pooling,
+            Conv2DTranspose, Dropout).
+        depth: number of halvings. AESc style: ``depth - 1`` skip levels plus the
+            bottleneck; U-Net style: ``depth`` skip levels plus the bottleneck. With an
+            ``encoder`` it is fixed to 5. None selects the style's default
+            (:data:`DEFAULT_DEPTH`) or the encoder's.
+        filters: channels of level 0; doubled at every level.
+        kernel_size: AESc-style kernel size (U-Net blocks use 3).
+        skip_mode: ``"add"``, ``"concat"`` or None.
+        skips: ``"all"``, None / ``()`` / ``"none"``, or a tuple of level indices.
+        skip_scale: multiplier on every skip (or one per level), ``0 < s <= 1``.
+        dropout: None, a rate, or one rate per level plus one for the bottleneck.
+        batchnorm: use BatchNormalization.
+        bn_momentum: BatchNormalization momentum (0.99 is Keras' default; lower values
+            make the moving statistics catch up in short training runs).
+        activation: ``"leaky_relu"`` (AESc default) or ``"relu"`` (U-Net default).
+        num_outputs: output channels (default: the input's channels).
+        encoder: None, ``"mobilenet_v2"`` or ``"resnet50"``.
+        encoder_weights: None or a local weights file for the encoder body.
+        freeze_encoder: make the encoder body non-trainable.
+        name: model name.
+
+    Returns:
+        A functional ``keras.Model``.
+    """
+    spec = _resolve_spec(
+        input_shape=input_shape,
+        style=style,
+        depth=depth,
+        filters=filters,
+        kernel_size=kernel_size,
+        skip_mode=skip_mode,
+        skips=skips,
+        skip_scale=skip_scale,
+        dropout=dropout,
+        batchnorm=batchnorm,
+        bn_momentum=bn_momentum,
+        activation=activation,
+        num_outputs=num_outputs,
+        encoder=encoder,
+        encoder_weights=encoder_weights,
+        freeze_encoder=freeze_encoder,
+    )
+    inputs = keras.Input(shape=spec.input_shape, name="image")
+    x = InputSizeCheck(2**spec.depth, name="input_check")(inputs)
+    x, features = _encoder(x, spec)
+    outputs = _decoder(x, features, spec)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -22,7 +22,6 @@ suffix                layer
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 ACTIVATIONS = ("leaky_relu", "relu")
 
@@ -149,51 +148,3 @@ def skip_merge(x, skip, *, mode: str, scale: float = 1.0, name: str):
 def level_output(x, name: str):
     """Marks ``x`` as the output of a level with an Identity layer ``{name}_out`` (a tap)."""
     return keras.layers.Identity(name=f"{name}_out")(x)
-
-
-@keras.saving.register_keras_serializable(package="keras_skipae")
-class InputSizeCheck(keras.layers.Layer):
-    """Passes images through unchanged, checking that H and W divide by ``multiple``.
-
-    An encoder-decoder with ``depth`` halvings needs ``H`` and ``W`` to be multiples
-    of ``2**depth``; otherwise a skip merge fails deep inside TensorFlow. This layer
-    turns that into a clear error: a ``ValueError`` when the size is known while
-    tracing, an ``InvalidArgumentError`` with the same message at run time.
-
-    Args:
-        multiple: the required divisor of height and width.
-    """
-
-    def __init__(self, multiple: int, **kwargs):
-        super().__init__(**kwargs)
-        self.multiple = int(multiple)
-
-    def _message(self, h, w) -> str:
-        return (
-            f"Input height and width must be multiples of {self.multiple} "
-            f"(2**depth) for this model. Received: image size {h}x{w}"
-        )
-
-    def call(self, x):
-        h, w = x.shape[1], x.shape[2]
-        if (h is not None and h % self.multiple) or (w is not None and w % self.multiple):
-            raise ValueError(self._message(h, w))
-        if h is None or w is None:
-            shape = tf.shape(x)
-            ok = tf.logical_and(
-                tf.equal(shape[1] % self.multiple, 0), tf.equal(shape[2] % self.multiple, 0)
-            )
-            check = tf.debugging.Assert(
-                ok, [self._message("H", "W"), "Received H, W:", shape[1], shape[2]]
-            )
-            with tf.control_dependencies([check]):
-                x = tf.identity(x)
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"multiple": self.multiple})
-        return config

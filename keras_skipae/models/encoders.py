@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 
 import keras
-import numpy as np
+
+from keras_skipae.layers import EncoderPreprocess
 
 # name -> (constructor, feature layer names at strides 2, 4, 8, 16, 32)
 _SPECS = {
@@ -120,35 +121,3 @@ def preprocess(x, encoder: str, channels: int):
         )
     mode = "tf" if encoder == "mobilenet_v2" else "caffe"
     return EncoderPreprocess(mode, name="encoder_preprocess")(x)
-
-
-@keras.saving.register_keras_serializable(package="keras_skipae")
-class EncoderPreprocess(keras.layers.Layer):
-    """Maps ``[0, 1]`` RGB images to a keras.applications body's expected input.
-
-    Args:
-        mode: ``"tf"`` scales to ``[-1, 1]`` (MobileNetV2); ``"caffe"`` converts to
-            BGR in ``[0, 255]`` and subtracts the ImageNet mean (ResNet50).
-    """
-
-    _MEAN_BGR = (103.939, 116.779, 123.68)
-
-    def __init__(self, mode: str, **kwargs):
-        super().__init__(**kwargs)
-        if mode not in ("tf", "caffe"):
-            raise ValueError(f"`mode` must be 'tf' or 'caffe'. Received: mode={mode!r}")
-        self.mode = mode
-
-    def call(self, x):
-        if self.mode == "tf":
-            return x * 2.0 - 1.0
-        x = keras.ops.flip(x, axis=-1) * 255.0
-        return x - keras.ops.convert_to_tensor(np.array(self._MEAN_BGR, dtype="float32"))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"mode": self.mode})
-        return config

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
+
+from keras_skipae.models.anomaly_head import build_aesc_head
 from keras_skipae.models.autoencoder import build_ae, build_aesc, build_unet
 
-_REGISTRY = {"ae": build_ae, "aesc": build_aesc, "unet": build_unet}
+_REGISTRY = {"ae": build_ae, "aesc": build_aesc, "aesc_head": build_aesc_head, "unet": build_unet}
+
+#: Registry names whose models train on (input, (target, mask)) batches.
+MASKED = ("aesc_head",)
 
 
 def list_models() -> list[str]:
-    """The registered model names (``"ae"``, ``"aesc"``, ``"unet"``)."""
+    """The registered model names (``"ae"``, ``"aesc"``, ``"aesc_head"``, ``"unet"``)."""
     return sorted(_REGISTRY)
 
 
@@ -37,8 +43,6 @@ def get_model(name: str, **kwargs):
     try:
         return builder(**kwargs)
     except TypeError as exc:  # unexpected keyword: say which builder and what it takes
-        import inspect
-
         params = [p for p in inspect.signature(builder).parameters]
         raise ValueError(
             f"{exc}. {builder.__name__} accepts: {', '.join(params)}. Received: {sorted(kwargs)}"

@@ -87,3 +87,61 @@ def tap_model(model: keras.Model, names=None) -> keras.Model:
         )
     outputs = {n: (model.output if n == "out" else model.get_layer(n).output) for n in names}
     return keras.Model(model.input, outputs, name=f"{model.name}_taps")
+
+
+#: Names accepted by ``layers=`` (besides an explicit list of tap names).
+#: Names accepted by ``layers=`` (besides an explicit list of tap names).
+LAYER_GROUPS = ("all", "encoder", "decoder", "encoder+bottleneck", "bottleneck+decoder")
+
+
+def base_model(model: keras.Model) -> keras.Model:
+    """The tapped model inside ``model`` (unwraps a wrapper such as ``DiscrepancyLossModel``)."""
+    while isinstance(getattr(model, "base", None), keras.Model):
+        model = model.base
+    return model
+
+
+def select_layers(model: keras.Model, layers="all") -> list[str]:
+    """Resolves a layer selection to ordered tap names.
+
+    Args:
+        model: a keras_skipae model (or a :class:`DiscrepancyLossModel`).
+        layers: ``"all"``, ``"encoder"`` (``enc{i}_out``), ``"decoder"``
+            (``dec{i}_out``), ``"encoder+bottleneck"``, ``"bottleneck+decoder"``,
+            or a sequence of tap names.
+
+    Returns:
+        Tap names in data-flow order (as :func:`keras_skipae.models.tap_names`).
+
+    Raises:
+        ValueError: an unknown group or tap name, or an empty selection.
+    """
+    names = tap_names(base_model(model))
+    enc = [n for n in names if n.startswith("enc")]
+    dec = [n for n in names if n.startswith("dec")]
+    bott = [n for n in names if n == "bottleneck_out"]
+    if isinstance(layers, str):
+        groups = {
+            "all": names,
+            "encoder": enc,
+            "decoder": dec,
+            "encoder+bottleneck": enc + bott,
+            "bottleneck+decoder": bott + dec,
+        }
+        if layers not in groups:
+            raise ValueError(
+                f"`layers` must be one of {list(LAYER_GROUPS)} or a list of tap names "
+                f"{names}. Received: layers={layers!r}"
+            )
+        selected = groups[layers]
+    else:
+        selected = list(layers)
+        unknown = [n for n in selected if n not in names]
+        if unknown:
+            raise ValueError(
+                f"Unknown tap name(s) {unknown}; available: {names}. Received: layers={layers!r}"
+            )
+        selected = [n for n in names if n in selected]
+    if not selected:
+        raise ValueError(f"`layers` selects no tap of model {model.name!r}. Received: {layers!r}")
+    return selected

@@ -7,18 +7,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import keras
 import numpy as np
+import tensorflow as tf
+
+from keras_skipae.io_utils import atomic_path
 
 
 def _summary_write(tag, tensor, step, plugin):
-    """Writes one summary with TensorFlow's core ops (no ``tensorboard`` package needed)."""
-    from tensorflow.core.framework import summary_pb2
-    from tensorflow.python.ops import summary_ops_v2
+    """Writes one summary with the public ``tf.summary.write`` (no ``tensorboard`` package).
 
-    metadata = summary_pb2.SummaryMetadata()
+    ``plugin`` (``"scalars"``, ``"images"``) tells TensorBoard how to show it.
+    """
+    metadata = tf.compat.v1.SummaryMetadata()
     metadata.plugin_data.plugin_name = plugin
-    summary_ops_v2.write(tag, tensor, step=step, metadata=metadata)
+    tf.summary.write(tag, tensor, step=step, metadata=metadata)
 
 
 def _to_uint8(image):
@@ -49,6 +53,30 @@ def reconstruction_grid(inputs, reconstructions, targets, clean_reconstructions=
     for i in range(len(inputs)):
         rows.append(np.concatenate([_to_uint8(c[i]) for c in cols], axis=1))
     return np.concatenate(rows, axis=0)
+
+
+#: Column titles of :func:`reconstruction_grid` (with and without the clean columns).
+GRID_TITLES = ("input", "reconstruction", "target", "recon. of target", "residual x4")
+
+
+def titled(grid: np.ndarray, n_columns: int, titles=GRID_TITLES) -> np.ndarray:
+    """``grid`` with a strip of column titles on top (white on black, for the PNG).
+
+    Args:
+        grid: a ``uint8`` grid from :func:`reconstruction_grid`.
+        n_columns: how many image columns the grid has.
+        titles: one title per column (the first ``n_columns`` are used).
+
+    Returns:
+        A ``uint8`` array with 16 more rows than ``grid``.
+    """
+    width = grid.shape[1] // n_columns
+    strip = np.zeros((16, grid.shape[1]) + grid.shape[2:], np.uint8)
+    for i, title in enumerate(titles[:n_columns]):
+        scale = min(0.4, 0.9 * width / max(1, 9 * len(title)))
+        colour = (255,) * (3 if grid.ndim == 3 else 1)
+        cv2.putText(strip, title, (i * width + 2, 11), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1)
+    return np.concatenate([strip, grid], axis=0)
 
 
 class ReconstructionPreview(keras.callbacks.Callback):
@@ -90,7 +118,6 @@ class ReconstructionPreview(keras.callbacks.Callback):
         self._writers = {}
 
     def _writer(self, name):
-        import tensorflow as tf
 
         if name not in self._writers:
             self._writers[name] = tf.summary.create_file_writer(str(self.log_dir / name))
@@ -105,21 +132,17 @@ class ReconstructionPreview(keras.callbacks.Callback):
             return
         grid = reconstruction_grid(self.inputs, recon, self.targets, clean)
         if self.image_dir is not None:
-            from keras_skipae.io_utils import atomic_path
-
             self.image_dir.mkdir(parents=True, exist_ok=True)
-            import cv2
-
             path = self.image_dir / f"epoch_{epoch + 1:03d}.png"
             with atomic_path(path, overwrite=True) as tmp:
-                bgr = grid if grid.ndim == 2 else grid[..., ::-1]
+                png = titled(grid, n_columns=5)
+                bgr = png if png.ndim == 2 else png[..., ::-1]
                 if not cv2.imwrite(str(tmp), bgr):
                     raise OSError(f"Could not write the preview image {str(path)!r}.")
         if self.log_dir is not None:
             self._log_tensorboard(epoch, grid, logs)
 
     def _log_tensorboard(self, epoch, grid, logs):
-        import tensorflow as tf
 
         step = int(epoch)
         image = grid[..., None] if grid.ndim == 2 else grid

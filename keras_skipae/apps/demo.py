@@ -26,10 +26,18 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+
+from keras_skipae import data, io_utils, training
+from keras_skipae.apps import baselines
+from keras_skipae.apps.workflows import evaluate_run
+from keras_skipae.data import image_info
 
 __all__ = ["DEMO_SETTINGS", "evaluate_run", "format_result", "run_demo"]
 
@@ -70,87 +78,6 @@ def _log(verbose, *parts):
 
 
 # --------------------------------------------------------------------------- evaluate a run
-
-
-def evaluate_run(
-    run_dir,
-    *,
-    data_root=None,
-    category=None,
-    out_dir=None,
-    method=None,
-    best=False,
-    batch_size=16,
-    overwrite=False,
-    progress=True,
-    check_data=None,
-):
-    """Evaluates a run folder on its category's test split.
-
-    The data root, category, image size and color mode default to those in the
-    run's ``config.json``. The production threshold is set on the good images the
-    run held out for validation (the same seeded split as in training).
-
-    Args:
-        run_dir: a run folder written by :func:`keras_skipae.train`.
-        data_root: dataset root (default: the run's).
-        category: category (default: the run's).
-        out_dir: where to write metrics and plots (default: ``<run_dir>/evaluation``).
-        method: anomaly map (default: :data:`keras_skipae.scoring.DEFAULT_MAP`).
-        best: evaluate ``best.keras`` instead of ``model.keras``.
-        batch_size: scoring batch size.
-        overwrite: replace existing output files.
-        progress: show a progress bar.
-        check_data: optional ``(root, category) -> None`` validator raising clear errors.
-
-    Returns:
-        ``(EvaluationResult, out_dir)``.
-    """
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"{str(run_dir)!r} is not a run folder: it has no config.json "
-            "(expected a folder written by `keras-skipae train`)."
-        )
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    dcfg = config.get("data") or {}
-    root = data_root or dcfg.get("root")
-    category = category or dcfg.get("category")
-    if not root or not category:
-        raise ValueError(
-            f"The run {str(run_dir)!r} does not record its data folder and category; "
-            "pass --data and --category."
-        )
-    if check_data is not None:
-        check_data(root, category)
-    from keras_skipae import data, evaluation, training
-
-    model, config = training.load_run(run_dir, best=best)
-    size = dcfg.get("image_size") or int(model.input_shape[1])
-    color_mode = dcfg.get("color_mode") or ("rgb" if model.input_shape[-1] == 3 else "grayscale")
-    test = data.mvtec_dataset(root, category, split="test", image_size=size, color_mode=color_mode)
-    val = None
-    tcfg = config.get("training") or {}
-    fraction = tcfg.get("validation_split")
-    if fraction:
-        good = data.mvtec_dataset(
-            root, category, split="train", image_size=size, color_mode=color_mode
-        )
-        _, val = training.split_validation(good, fraction, tcfg.get("seed", 0))
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "evaluation"
-    kwargs = {} if method is None else {"method": method}
-    result = evaluation.evaluate(
-        model,
-        test,
-        val_data=val,
-        out_dir=out_dir,
-        overwrite=overwrite,
-        batch_size=batch_size,
-        progress=progress,
-        **kwargs,
-    )
-    return result, out_dir
 
 
 def _f(value, digits=3):
@@ -219,7 +146,6 @@ def _prepare_out(out: Path, overwrite: bool):
 
 
 def _channels_of(root: Path, category: str) -> int:
-    from keras_skipae.data import image_info
 
     first = sorted((root / category / "train" / "good").iterdir())[0]
     info = image_info(first)
@@ -253,7 +179,6 @@ def run_demo(
     Raises:
         FileExistsError: ``out_dir`` is a non-empty folder and ``overwrite`` is False.
     """
-    from keras_skipae import baselines, data, training
 
     t_start = time.monotonic()
     settings = dict(DEMO_SETTINGS["quick" if quick else "full"])
@@ -370,7 +295,6 @@ def run_demo(
         "seconds_total": round(time.monotonic() - t_start, 1),
     }
     comparison = json.loads(json.dumps(comparison, default=_json_default))
-    from keras_skipae import io_utils
 
     io_utils.write_json(report / "comparison.json", comparison)
     md, page = _render_report(comparison, results)
@@ -387,8 +311,6 @@ def run_demo(
 
 def _json_default(value):
     try:
-        import numpy as np
-
         if isinstance(value, np.generic):
             return value.item()
     except ImportError:  # pragma: no cover
@@ -398,10 +320,18 @@ def _json_default(value):
     return str(value)
 
 
+# How model names are written (registry keys are lower case).
+_DISPLAY = {"ae": "AE", "aesc": "AESc", "unet": "U-Net"}
+
+
+def _display(name: str) -> str:
+    return _DISPLAY.get(name, name)
+
+
 def _rows(comparison):
     rows = []
     for name, m in comparison["models"].items():
-        rows.append((name.upper() + " + stains", m["image_auroc"], m["pixel_auroc"], m["aupro"]))
+        rows.append((_display(name) + " + stains", m["image_auroc"], m["pixel_auroc"], m["aupro"]))
     labels = {
         "gaussian": "per-pixel Gaussian (baseline)",
         "patch_nn": "patch nearest neighbour (baseline)",
@@ -419,7 +349,6 @@ def _headline_table(comparison) -> str:
 
 
 def _render_report(comparison, results):
-    from keras_skipae import training
 
     cat, size = comparison["category"], comparison["image_size"]
     cmd = "keras-skipae demo" + (" --quick" if comparison["quick"] else "")
@@ -485,7 +414,7 @@ def _render_report(comparison, results):
         md.append(f"| {d} | " + " | ".join(cells) + " |")
     images = []
     for name, result in results.items():
-        md += ["", f"## {name.upper()}", ""]
+        md += ["", f"## {_display(name)}", ""]
         for role, caption in (
             (
                 "training_preview",
@@ -495,7 +424,7 @@ def _render_report(comparison, results):
             ),
             ("roc_image", "image-level ROC"),
             ("roc_pixel", "pixel-level ROC"),
-            ("score_histogram", "scores of good and defective images"),
+            ("histogram", "scores of good and defective images"),
             ("cases", "worst and best cases"),
         ):
             rel = f"{name}/{role}.png"
@@ -521,7 +450,6 @@ def _render_report(comparison, results):
 
 def _markdown_to_html(md_text: str) -> str:
     """A tiny converter for the report's own Markdown (headings, tables, images, lists)."""
-    import re
 
     def inline(s):
         s = html.escape(s)

@@ -26,23 +26,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
-from keras_skipae import metrics as _metrics
 from keras_skipae import scoring as _scoring
-
-__all__ = ["EvaluationResult", "OUTPUT_FILES", "evaluate"]
-
-#: The files ``evaluate(..., out_dir=...)`` writes, by role.
-OUTPUT_FILES = {
-    "metrics": "metrics.json",
-    "roc_image": "roc_image.png",
-    "roc_pixel": "roc_pixel.png",
-    "cases": "cases.png",
-    "histogram": "score_histogram.png",
-}
-
-# Rows per group in the cases grid (worst / best, defective / good).
-_CASES_PER_GROUP = 2
+from keras_skipae.evaluation import metrics as _metrics
+from keras_skipae.evaluation.report import OUTPUT_FILES, _to_uint8, _write_outputs
+from keras_skipae.io_utils import write_text
 
 
 @dataclasses.dataclass
@@ -152,8 +141,6 @@ class EvaluationResult:
         """The result as JSON text; also written (atomically) to ``path`` if given."""
         text = json.dumps(self.to_dict(include_images=include_images), indent=2) + "\n"
         if path is not None:
-            from keras_skipae.io_utils import write_text
-
             write_text(path, text, overwrite=overwrite)
         return text
 
@@ -172,11 +159,6 @@ def _clean(value):
     return value
 
 
-# ----------------------------------------------------------------------------
-# Data
-# ----------------------------------------------------------------------------
-
-
 def _to_str(value) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
@@ -188,8 +170,6 @@ def _to_str(value) -> str:
 def _iter_batches(data, batch_size: int) -> Iterator[dict]:
     """Yields batches as dicts of NumPy arrays (leading batch axis)."""
     try:
-        import tensorflow as tf
-
         is_dataset = isinstance(data, tf.data.Dataset)
     except ImportError:  # pragma: no cover
         is_dataset = False
@@ -231,8 +211,6 @@ def _stack(elements):
 
 def _n_batches(data, batch_size):
     try:
-        import tensorflow as tf
-
         if isinstance(data, tf.data.Dataset):
             n = int(data.cardinality())
             if n < 0:
@@ -346,99 +324,11 @@ class _LazyScorer:
     def __call__(self, images):
         key = tuple(images.shape[1:])
         if key not in self.fns:
-            self.fns[key] = _scoring.make_scorer(self.model, image_shape=key, **self.settings)
+            self.fns[key] = _scoring.make_scorer(self.model, self.settings, image_shape=key)
         return self.fns[key](images)
 
 
-def _to_uint8(x):
-    x = np.asarray(x)
-    if x.dtype == np.uint8:
-        return x
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-
-
-# ----------------------------------------------------------------------------
-# evaluate
-# ----------------------------------------------------------------------------
-
-
-def evaluate(
-    model,
-    test_data,
-    *,
-    val_data=None,
-    method: str = _scoring.DEFAULT_MAP,
-    smoothing: float | None = _scoring.DEFAULT_SMOOTHING,
-    smoothing_border: str = _scoring.DEFAULT_SMOOTHING_BORDER,
-    score: str = _scoring.DEFAULT_SCORE,
-    topk: float = _scoring.DEFAULT_TOPK,
-    p: float = _scoring.DEFAULT_P,
-    mc_samples: int = _scoring.DEFAULT_MC_SAMPLES,
-    map_options: dict | None = None,
-    batch_size: int = 16,
-    threshold: float | None = None,
-    threshold_percentile: float = _metrics.DEFAULT_PERCENTILE,
-    max_fpr: float = _metrics.DEFAULT_MAX_FPR,
-    out_dir: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> EvaluationResult:
-    """Scores a test set with one fixed scoring recipe and reports every metric.
-
-    Args:
-        model: the trained autoencoder (images in [0, 1] -> reconstructions).
-        test_data: an unbatched ``tf.data.Dataset`` of dicts with keys
-            ``image``, ``mask``, ``label``, ``defect_type``, ``path`` (see
-            docs/ARCHITECTURE.md), an already batched one, or any iterable of
-            such dicts. ``mask`` is optional (no pixel metrics without it);
-            ``label`` may be replaced by ``defect_type`` (``"good"`` = 0).
-        val_data: good validation images (same format), used only to set the
-            production threshold; images labelled defective are ignored.
-        method: the anomaly map, a key of ``scoring.ANOMALY_MAPS``
-            (``"residual"``, ``"ssim"``, ``"mc_dropout"``, ...).
-        smoothing: Gaussian sigma (pixels) on the map; 0/None: off.
-        smoothing_border: the smoothing's border handling
-            (``scoring.gaussian_smooth``'s ``border``; default ``"equalized"``).
-        score: the image score (``"max"``, ``"mean"``, ``"topk"``, ``"lp"``).
-        topk: the ``"topk"`` fraction or count.
-        p: the ``"lp"`` exponent.
-        mc_samples: passes for ``"mc_dropout"``.
-        map_options: extra options for the map function.
-        batch_size: images per scoring batch.
-        threshold: an explicit production threshold (wins over ``val_data``).
-        threshold_percentile: the percentile of good validation scores used
-            as the threshold when ``val_data`` is given.
-        max_fpr: the AUPRO FPR limit.
-        out_dir: if given, writes ``metrics.json``, ``roc_image.png``,
-            ``roc_pixel.png`` (with masks), ``cases.png`` (input /
-            reconstruction / map / ground truth / overlay for the worst and
-            best cases) and ``score_histogram.png`` there.
-        overwrite: replace existing output files (otherwise
-            ``FileExistsError``, raised before any scoring).
-        progress: show a progress bar over batches.
-
-    Returns:
-        An ``EvaluationResult``.
-
-    Raises:
-        ValueError: bad settings, an empty test set, no good image in
-            ``val_data``, or masks that do not match the images.
-        FileExistsError: an output file exists and ``overwrite`` is False.
-
-    Example:
-        >>> result = evaluate(model, test_ds, val_data=val_ds)
-        >>> print(result.image_auroc, result.threshold, result.recall)
-    """
-    settings = _scoring.scoring_settings(
-        map=method,
-        smoothing=smoothing,
-        smoothing_border=smoothing_border,
-        score=score,
-        topk=topk,
-        p=p,
-        mc_samples=mc_samples,
-        map_options=map_options,
-    )
+def _check_options(batch_size, threshold, threshold_percentile, max_fpr):
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"Expected `batch_size` >= 1. Received: batch_size={batch_size!r}")
     if threshold is not None:
@@ -455,46 +345,111 @@ def evaluate(
             "Expected `threshold_percentile` in [0, 100]. "
             f"Received: threshold_percentile={threshold_percentile!r}"
         )
-    paths = None
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        paths = {role: out_dir / name for role, name in OUTPUT_FILES.items()}
-        existing = [str(p_) for p_ in paths.values() if p_.exists()]
-        if existing and not overwrite:
-            raise FileExistsError(
-                f"Evaluation outputs already exist: {existing}. Refusing to overwrite them; "
-                "pass overwrite=True (CLI: --overwrite) to replace them."
-            )
+    return threshold
 
-    scorer = _LazyScorer(model, settings)
 
-    # Production threshold: explicit, else from good validation images only.
-    threshold_source = None
-    n_val = None
+def _output_paths(out_dir, overwrite):
+    """The report's file paths under ``out_dir`` (refusing existing ones early), or None."""
+    if out_dir is None:
+        return None
+    out_dir = Path(out_dir)
+    paths = {role: out_dir / name for role, name in OUTPUT_FILES.items()}
+    existing = [str(p_) for p_ in paths.values() if p_.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"Evaluation outputs already exist: {existing}. Refusing to overwrite them; "
+            "pass overwrite=True (CLI: --overwrite) to replace them."
+        )
+    return paths
+
+
+def _production_threshold(scorer, val_data, threshold, percentile, batch_size, progress):
+    """``(threshold, source, n_good_val)``: explicit, else from good validation images."""
     if threshold is not None:
-        threshold_source = "explicit"
         if val_data is not None:
             warnings.warn(
-                "Both `threshold` and `val_data` given: using the explicit threshold.", stacklevel=2
+                "Both `threshold` and `val_data` given: using the explicit threshold.", stacklevel=3
             )
-    elif val_data is not None:
-        val = _score_dataset(
-            scorer, val_data, batch_size, keep=False, progress=progress, desc="Scoring validation"
-        )
-        good = val["scores"][val["labels"] == 0]
-        if good.size == 0:
-            raise ValueError("`val_data` holds no good image (label 0): cannot set a threshold.")
-        n_val = int(good.size)
-        threshold = _metrics.threshold_from_good(good, threshold_percentile)
-        threshold_source = "val_data"
+        return threshold, "explicit", None
+    if val_data is None:
+        return None, None, None
+    val = _score_dataset(
+        scorer, val_data, batch_size, keep=False, progress=progress, desc="Scoring validation"
+    )
+    good = val["scores"][val["labels"] == 0]
+    if good.size == 0:
+        raise ValueError("`val_data` holds no good image (label 0): cannot set a threshold.")
+    return _metrics.threshold_from_good(good, percentile), "val_data", int(good.size)
 
+
+def evaluate(
+    model,
+    test_data,
+    *,
+    val_data=None,
+    scoring: _scoring.ScoringConfig | dict | None = None,
+    batch_size: int = 16,
+    threshold: float | None = None,
+    threshold_percentile: float = _metrics.DEFAULT_PERCENTILE,
+    max_fpr: float = _metrics.DEFAULT_MAX_FPR,
+    out_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **legacy,
+) -> EvaluationResult:
+    """Scores a test set with one fixed scoring recipe and reports every metric.
+
+    Args:
+        model: the trained autoencoder (images in [0, 1] -> reconstructions).
+        test_data: an unbatched ``tf.data.Dataset`` of dicts with keys
+            ``image``, ``mask``, ``label``, ``defect_type``, ``path`` (see
+            docs/ARCHITECTURE.md), an already batched one, or any iterable of
+            such dicts. ``mask`` is optional (no pixel metrics without it);
+            ``label`` may be replaced by ``defect_type`` (``"good"`` = 0).
+        val_data: good validation images (same format), used only to set the
+            production threshold; images labelled defective are ignored.
+        scoring: a :class:`keras_skipae.scoring.ScoringConfig` (or its dict):
+            map, smoothing, score; None: the defaults.
+        batch_size: images per scoring batch.
+        threshold: an explicit production threshold (wins over ``val_data``).
+        threshold_percentile: the percentile of good validation scores used
+            as the threshold when ``val_data`` is given.
+        max_fpr: the AUPRO FPR limit.
+        out_dir: if given, writes ``metrics.json``, ``roc_image.png``,
+            ``roc_pixel.png`` (with masks), ``cases.png`` (input /
+            reconstruction / map / ground truth / overlay for the worst and
+            best cases) and ``score_histogram.png`` there.
+        overwrite: replace existing output files (otherwise
+            ``FileExistsError``, raised before any scoring).
+        progress: show a progress bar over batches.
+        **legacy: the deprecated scoring keywords (``method=``/``map=``,
+            ``smoothing=``, ``score=``, ...), for one release.
+
+    Returns:
+        An ``EvaluationResult``.
+
+    Raises:
+        ValueError: bad settings, an empty test set, no good image in
+            ``val_data``, or masks that do not match the images.
+        FileExistsError: an output file exists and ``overwrite`` is False.
+
+    Example:
+        >>> result = evaluate(model, test_ds, val_data=val_ds)
+        >>> print(result.image_auroc, result.threshold, result.recall)
+    """
+    cfg = _scoring.ScoringConfig.resolve(scoring, caller="evaluate", **legacy)
+    threshold = _check_options(batch_size, threshold, threshold_percentile, max_fpr)
+    paths = _output_paths(out_dir, overwrite)
+    scorer = _LazyScorer(model, cfg)
+    threshold, threshold_source, n_val = _production_threshold(
+        scorer, val_data, threshold, threshold_percentile, batch_size, progress
+    )
     test = _score_dataset(
         scorer, test_data, batch_size, keep=True, progress=progress, desc="Scoring test"
     )
     if not test["has_labels"]:
         raise ValueError("Expected test elements with a 'label' or 'defect_type' key.")
-    labels, scores = test["labels"], test["scores"]
-    masks = test["masks"]
+    labels, scores, masks = test["labels"], test["scores"], test["masks"]
     m = _metrics.compute_metrics(
         labels,
         scores,
@@ -504,30 +459,23 @@ def evaluate(
         threshold=threshold,
         max_fpr=max_fpr,
     )
-    run_settings = dict(settings)
-    run_settings.update(
-        method=settings["map"],
+    settings = dict(
+        cfg.to_dict(),
+        method=cfg.map,
         batch_size=batch_size,
         threshold_percentile=float(threshold_percentile),
         max_fpr=float(max_fpr),
         n_val_good=n_val,
         model=getattr(model, "name", None),
     )
+    metric_fields = ("image_auroc", "pixel_auroc", "aupro", "f1_max", "f1_threshold")
     result = EvaluationResult(
-        image_auroc=m["image_auroc"],
-        pixel_auroc=m["pixel_auroc"],
-        aupro=m["aupro"],
-        f1_max=m["f1_max"],
-        f1_threshold=m["f1_threshold"],
+        **{k: m[k] for k in metric_fields},
         threshold=threshold,
         threshold_source=threshold_source,
-        precision=m["precision"],
-        recall=m["recall"],
-        per_defect=m["per_defect"],
-        n_images=m["n_images"],
-        n_good=m["n_good"],
+        **{k: m[k] for k in ("precision", "recall", "per_defect", "n_images", "n_good")},
         n_defective=m["n_defective"],
-        settings=run_settings,
+        settings=settings,
         scores=scores,
         labels=labels,
         defect_types=list(test["defect_types"]),
@@ -536,108 +484,3 @@ def evaluate(
     if paths is not None:
         _write_outputs(result, test, paths, overwrite=overwrite)
     return result
-
-
-def _roc_curves(curve_fn, arrays, overall_auroc, result, types, key):
-    """ROC curves overall, then of each defect type against the good images."""
-    labels = result.labels
-    curves = {"all": (*curve_fn(*arrays), overall_auroc)}
-    for name, sub in result.per_defect.items():
-        sel = (labels == 0) | (types == name)
-        curves[name] = (*curve_fn(*(a[sel] for a in arrays)), sub[key])
-    return curves
-
-
-def _write_outputs(result, test, paths, *, overwrite):
-    import matplotlib.pyplot as plt
-
-    from keras_skipae import plotting
-    from keras_skipae.io_utils import check_writable
-
-    for path in paths.values():
-        check_writable(path, overwrite=overwrite, what="evaluation output")
-    paths["metrics"].parent.mkdir(parents=True, exist_ok=True)
-    labels, scores = result.labels, result.scores
-    types = np.asarray(result.defect_types)
-    written = {}
-
-    # ROC curves: overall first, then each defect type against the good images.
-    curves = _roc_curves(
-        _metrics.roc_curve, (labels, scores), result.image_auroc, result, types, "image_auroc"
-    )
-    fig = plotting.plot_roc_curves(curves, title="Image-level ROC", path=paths["roc_image"])
-    plt.close(fig)
-    written["roc_image"] = str(paths["roc_image"])
-
-    masks, maps = test["masks"], test["maps"]
-    if masks is not None:
-        curves = _roc_curves(
-            _metrics.pixel_roc_curve,
-            (masks, maps),
-            result.pixel_auroc,
-            result,
-            types,
-            "pixel_auroc",
-        )
-        fig = plotting.plot_roc_curves(curves, title="Pixel-level ROC", path=paths["roc_pixel"])
-        plt.close(fig)
-        written["roc_pixel"] = str(paths["roc_pixel"])
-
-    # Worst and best cases.
-    rows, titles = _select_cases(labels, scores, types)
-    vmax = float(np.percentile(maps, 99.9))
-    fig = plotting.plot_anomaly_cases(
-        test["images"][rows],
-        test["recons"][rows],
-        maps[rows],
-        None if masks is None else masks[rows],
-        titles=titles,
-        map_range=(float(maps.min()), max(vmax, float(maps.min()) + 1e-6)),
-        path=paths["cases"],
-    )
-    plt.close(fig)
-    written["cases"] = str(paths["cases"])
-
-    thr_label = (
-        "threshold"
-        if result.threshold_source is None
-        else (f"threshold ({result.threshold_source})")
-    )
-    fig = plotting.plot_score_histogram(
-        scores,
-        labels,
-        threshold=result.threshold,
-        threshold_label=thr_label,
-        extra_thresholds={"F1-max threshold (on test, oracle)": result.f1_threshold},
-        title=f"Image scores ({result.settings['map']}, {result.settings['score']})",
-        path=paths["histogram"],
-    )
-    plt.close(fig)
-    written["histogram"] = str(paths["histogram"])
-
-    written["metrics"] = str(paths["metrics"])
-    result.files = dict(written)
-    result.to_json(paths["metrics"], overwrite=True)  # checked above
-
-
-def _select_cases(labels, scores, types, per_group=_CASES_PER_GROUP):
-    """Row indices and titles: worst (missed defects, false alarms), then best."""
-    defective = np.flatnonzero(labels == 1)
-    good = np.flatnonzero(labels == 0)
-    d_sorted = defective[np.argsort(scores[defective], kind="stable")]
-    g_sorted = good[np.argsort(scores[good], kind="stable")]
-    groups = [
-        ("worst defective", d_sorted[:per_group]),
-        ("worst good", g_sorted[::-1][:per_group]),
-        ("best defective", d_sorted[::-1][:per_group]),
-        ("best good", g_sorted[:per_group]),
-    ]
-    rows, titles, seen = [], [], set()
-    for name, idx in groups:
-        for i in idx:
-            if int(i) in seen:
-                continue
-            seen.add(int(i))
-            rows.append(int(i))
-            titles.append(f"{name}\n{types[i]}\nscore {scores[i]:.4g}")
-    return np.asarray(rows, dtype=int), titles

@@ -69,31 +69,36 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import numbers
-import os
 import tempfile
 from pathlib import Path
 
-import keras_skipae.models  # noqa: F401  (registers InputSizeCheck & co. for .keras loading)
-from keras_skipae import io_utils, scoring
+import keras
+import numpy as np
+import tensorflow as tf
 
-__all__ = [
-    "FORMAT",
-    "FORMAT_VERSION",
-    "SETTINGS_FILE",
-    "SIGNATURES",
-    "export_keras",
-    "export_run",
-    "export_saved_model",
-    "read_settings",
-    "run_threshold",
-]
+from keras_skipae import __version__, io_utils
+from keras_skipae.layers import InputSizeCheck
+from keras_skipae.models.taps import base_model
+from keras_skipae.scoring import (
+    ScoringConfig,
+    compute,
+    is_anomalous,
+    mc_dropout_model,
+    to_float_images,
+)
 
 #: Name of the settings JSON in the SavedModel's ``assets/`` folder.
 SETTINGS_FILE = "keras_skipae.json"
+
+
 #: ``format`` and ``format_version`` written to the settings JSON.
 FORMAT = "keras_skipae.saved_model"
+
+
 FORMAT_VERSION = 1
+
 
 #: signature name -> (input dtype, outputs); ``is_anomalous`` only with a threshold.
 SIGNATURES = {
@@ -103,7 +108,10 @@ SIGNATURES = {
     "reconstruct_uint8": ("uint8", ("reconstruction",)),
 }
 
+
 _COLOR_MODES = {"grayscale": 1, "rgb": 3}
+
+
 _OUTPUTS_DOC = {
     "reconstruction": "float32 [B, H, W, C] in [0, 1]: the model's inference-mode reconstruction",
     "anomaly_map": "float32 [B, H, W]: the anomaly map after smoothing",
@@ -112,23 +120,24 @@ _OUTPUTS_DOC = {
 }
 
 
-# ----------------------------------------------------------------------------
-# Validation helpers
-# ----------------------------------------------------------------------------
-
-
 def _size_multiple(model) -> int | None:
     """The ``InputSizeCheck`` multiple of a keras_skipae model (None if it has none)."""
-    from keras_skipae.models import InputSizeCheck
 
+    multiples = [
+        int(layer.multiple) for layer in _all_layers(model) if isinstance(layer, InputSizeCheck)
+    ]
+    return math.lcm(*multiples) if multiples else None
+
+
+def _all_layers(model):
     for layer in model.layers:
-        if isinstance(layer, InputSizeCheck):
-            return int(layer.multiple)
-    return None
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
 
 
 def _input_shape(model) -> tuple:
-    shape = model.input_shape
+    shape = base_model(model).input_shape
     if isinstance(shape, list) or len(shape) != 4 or shape[-1] is None:
         raise ValueError(
             "Expected a model with one image input [batch, height, width, channels] and a "
@@ -202,36 +211,9 @@ def _check_threshold(threshold):
     return value
 
 
-def _check_no_lambda(model):
-    import keras
-
-    def walk(m):
-        for layer in m.layers:
-            yield layer
-            if hasattr(layer, "layers"):
-                yield from walk(layer)
-
-    bad = [layer.name for layer in walk(model) if isinstance(layer, keras.layers.Lambda)]
-    if bad:
-        raise ValueError(
-            f"Model {model.name!r} has Lambda layers {bad}, which "
-            "`keras.models.load_model(..., safe_mode=True)` refuses to load. Replace them "
-            "with registered custom layers."
-        )
-
-
-# ----------------------------------------------------------------------------
-# SavedModel
-# ----------------------------------------------------------------------------
-
-
 def _settings_document(
     *, model, settings, threshold, image_size, channels, color_mode, multiple, metadata
 ) -> dict:
-    import keras
-    import tensorflow as tf
-
-    from keras_skipae import __version__
 
     signatures = {}
     for name, (dtype, outputs) in SIGNATURES.items():
@@ -276,7 +258,6 @@ def _settings_document(
 
 def _build_module(model, *, settings, threshold, image_size, channels, asset_path):
     """A ``tf.Module`` with ``score`` / ``reconstruct`` tf.functions and their signatures."""
-    import tensorflow as tf
 
     expected = [None, image_size[0], image_size[1], channels]
 
@@ -284,12 +265,12 @@ def _build_module(model, *, settings, threshold, image_size, channels, asset_pat
         # EnsureShape checks at run time (signature callers and TF Serving feed
         # tensors without checking them against the input spec).
         images = tf.ensure_shape(images, expected)
-        return scoring.to_float_images(images)
+        return to_float_images(images)
 
     def score_fn(images):
-        out = scoring.compute(model, prepare(images), **settings)
+        out = compute(model, prepare(images), settings)
         if threshold is not None:
-            out["is_anomalous"] = scoring.is_anomalous(out["score"], threshold)
+            out["is_anomalous"] = is_anomalous(out["score"], threshold)
         return out
 
     def reconstruct_fn(images):
@@ -316,8 +297,6 @@ def _build_module(model, *, settings, threshold, image_size, channels, asset_pat
 
 def _verify(path, model, settings, threshold, image_size, channels, multiple):
     """Loads the export and checks it against the in-process computation."""
-    import numpy as np
-    import tensorflow as tf
 
     h, w = image_size
     if h is None:
@@ -328,8 +307,8 @@ def _verify(path, model, settings, threshold, image_size, channels, multiple):
     images = rng.random((2, h, w, channels), dtype=np.float32)
     loaded = tf.saved_model.load(str(path))
     served = loaded.signatures["serving_default"](images=tf.constant(images))
-    expected = scoring.compute(model, images, **settings)
-    keys = ["reconstruction"] if settings["map"] == "mc_dropout" else list(expected)
+    expected = compute(model, images, settings)
+    keys = ["reconstruction"] if settings.map == "mc_dropout" else list(expected)
     for key in keys:
         diff = float(np.max(np.abs(served[key].numpy() - expected[key].numpy())))
         if not diff <= 1e-5:
@@ -339,7 +318,7 @@ def _verify(path, model, settings, threshold, image_size, channels, multiple):
             )
     if threshold is not None:
         want = expected["score"].numpy() >= np.float32(threshold)
-        if settings["map"] != "mc_dropout" and not np.array_equal(
+        if settings.map != "mc_dropout" and not np.array_equal(
             served["is_anomalous"].numpy(), want
         ):
             raise RuntimeError("The exported `is_anomalous` disagrees with score >= threshold.")
@@ -349,20 +328,14 @@ def export_saved_model(
     model,
     path,
     *,
-    map: str = scoring.DEFAULT_MAP,
-    smoothing: float | None = scoring.DEFAULT_SMOOTHING,
-    smoothing_border: str = scoring.DEFAULT_SMOOTHING_BORDER,
-    score: str = scoring.DEFAULT_SCORE,
-    topk: float = scoring.DEFAULT_TOPK,
-    p: float = scoring.DEFAULT_P,
-    mc_samples: int = scoring.DEFAULT_MC_SAMPLES,
-    map_options: dict | None = None,
+    scoring: ScoringConfig | dict | None = None,
     threshold: float | None = None,
     image_size=None,
     color_mode: str | None = None,
     metadata: dict | None = None,
     overwrite: bool = False,
     verify: bool = True,
+    **legacy,
 ) -> Path:
     """Writes a TF SavedModel that reconstructs and scores images.
 
@@ -377,17 +350,10 @@ def export_saved_model(
     Args:
         model: a trained keras_skipae autoencoder (one image input).
         path: the export folder to create.
-        map: the anomaly map (``"residual"``, ``"ssim"``, ``"mc_dropout"``, or a
-            registered one). ``"mc_dropout"`` is stochastic: its scores vary
+        scoring: a :class:`~keras_skipae.scoring.ScoringConfig` (or its dict): the
+            map, smoothing and score the signatures compute; None: the defaults
+            (those of ``evaluate``). ``mc_dropout`` draws new dropout masks
             between calls, in process and served alike.
-        smoothing: Gaussian sigma in pixels on the map (0: none).
-        smoothing_border: the smoothing's border handling
-            (``scoring.gaussian_smooth``'s ``border``).
-        score: the image score (``"max"``, ``"mean"``, ``"topk"``, ``"lp"``).
-        topk: the ``"topk"`` fraction or count.
-        p: the ``"lp"`` exponent.
-        mc_samples: passes for ``"mc_dropout"``.
-        map_options: extra options for the map function.
         threshold: a production threshold: adds the ``is_anomalous`` output
             (``score >= threshold``). It must come from the same scoring
             settings (e.g. ``evaluate(...).threshold``).
@@ -402,6 +368,7 @@ def export_saved_model(
         verify: reload the export and check that it reproduces the in-process
             results (atol 1e-5) on two random images before renaming it into
             place.
+        **legacy: the deprecated scoring keywords (``map=``, ``smoothing=``, ...).
 
     Returns:
         The export folder, a ``Path``.
@@ -417,16 +384,7 @@ def export_saved_model(
         >>> loaded = tf.saved_model.load("exports/aesc")
         >>> loaded.signatures["serving_uint8"](images=batch_uint8)["score"]
     """
-    settings = scoring.scoring_settings(
-        map=map,
-        smoothing=smoothing,
-        smoothing_border=smoothing_border,
-        score=score,
-        topk=topk,
-        p=p,
-        mc_samples=mc_samples,
-        map_options=map_options,
-    )
+    cfg = ScoringConfig.resolve(scoring, caller="export_saved_model", **legacy)
     threshold = _check_threshold(threshold)
     h, w, channels = _input_shape(model)
     multiple = _size_multiple(model)
@@ -438,12 +396,12 @@ def export_saved_model(
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Expected a JSON-able `metadata` dict. ({exc})") from None
     path = io_utils.check_writable(path, overwrite=overwrite, what="export folder")
-    if settings["map"] == "mc_dropout":
-        scoring.mc_dropout_model(model)  # builds the clone's variables eagerly
+    if cfg.map == "mc_dropout":
+        mc_dropout_model(model)  # builds the clone's variables eagerly
 
     document = _settings_document(
         model=model,
-        settings=settings,
+        settings=cfg.to_dict(),
         threshold=threshold,
         image_size=size,
         channels=channels,
@@ -451,14 +409,12 @@ def export_saved_model(
         multiple=multiple,
         metadata=metadata,
     )
-    import tensorflow as tf
-
     with tempfile.TemporaryDirectory(prefix="keras_skipae_export_") as scratch:
         asset = Path(scratch) / SETTINGS_FILE
         asset.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         module, concrete = _build_module(
             model,
-            settings=settings,
+            settings=cfg,
             threshold=threshold,
             image_size=size,
             channels=channels,
@@ -469,7 +425,7 @@ def export_saved_model(
         ) as tmp:
             tf.saved_model.save(module, str(tmp), signatures=concrete)
             if verify:
-                _verify(tmp, model, settings, threshold, size, channels, multiple)
+                _verify(tmp, model, cfg, threshold, size, channels, multiple)
     return path
 
 
@@ -492,217 +448,3 @@ def read_settings(path) -> dict:
             f"assets/{SETTINGS_FILE}."
         )
     return json.loads(file.read_text(encoding="utf-8"))
-
-
-# ----------------------------------------------------------------------------
-# .keras
-# ----------------------------------------------------------------------------
-
-
-def export_keras(model, path, *, overwrite: bool = False, include_optimizer: bool = False) -> Path:
-    """Writes ``model`` to a ``.keras`` file that loads with ``safe_mode=True``.
-
-    Load it with ``import keras_skipae.models`` (registers the package's
-    layers; ``import keras_skipae`` alone is lazy) and
-    ``keras.models.load_model(path, safe_mode=True)``.
-
-    Args:
-        model: the model.
-        path: the file to write; must end in ``.keras``.
-        overwrite: replace an existing file.
-        include_optimizer: keep the compiled optimizer's state (about twice
-            the weights' size for Adam). False (default) writes the
-            architecture and weights only, for inference and export.
-
-    Returns:
-        The file, a ``Path``.
-
-    Raises:
-        ValueError: ``path`` does not end in ``.keras``, or the model has
-            ``Lambda`` layers (``safe_mode=True`` would refuse them).
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-    """
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise ValueError(f"Expected a `path` ending in '.keras'. Received: path={str(path)!r}")
-    _check_no_lambda(model)
-    io_utils.check_writable(path, overwrite=overwrite, what="model file")
-    if not include_optimizer and getattr(model, "optimizer", None) is not None:
-        # Keras 3 saves a compiled model's optimizer (and clone_model compiles
-        # the clone); a copy rebuilt from the config is not compiled.
-        copy = model.__class__.from_config(model.get_config())
-        copy.set_weights(model.get_weights())
-        model = copy
-    with io_utils.atomic_path(path, overwrite=overwrite, what="model file") as tmp:
-        os.unlink(tmp)  # let Keras create the file
-        model.save(tmp)
-    return path
-
-
-# ----------------------------------------------------------------------------
-# Run folders (the CLI's ``keras-skipae export``)
-# ----------------------------------------------------------------------------
-
-#: Where ``keras-skipae evaluate RUN`` writes its metrics, relative to the run folder.
-RUN_METRICS = ("evaluation", "metrics.json")
-_SETTING_KEYS = (
-    "map",
-    "smoothing",
-    "smoothing_border",
-    "score",
-    "topk",
-    "p",
-    "mc_samples",
-    "map_options",
-)
-# Settings files written before a key existed: the value that was then in force.
-_LEGACY_SETTINGS = {"smoothing_border": "normalized"}
-
-
-def run_threshold(run_dir, settings: dict) -> tuple[float | None, Path | None, str | None]:
-    """The production threshold ``keras-skipae evaluate`` stored in a run folder.
-
-    Args:
-        run_dir: a run folder.
-        settings: the export's scoring settings (``scoring.scoring_settings``).
-
-    Returns:
-        ``(threshold, metrics_path, problem)``: the threshold when
-        ``<run>/evaluation/metrics.json`` has one computed with the same scoring
-        settings; otherwise threshold None and ``problem`` says why (None
-        when there is no metrics file at all).
-    """
-    metrics_path = Path(run_dir).joinpath(*RUN_METRICS)
-    if not metrics_path.is_file():
-        return None, None, None
-    try:
-        data = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return None, metrics_path, f"{str(metrics_path)!r} is not readable JSON ({exc})"
-    threshold = data.get("threshold")
-    if threshold is None:
-        return None, metrics_path, f"{str(metrics_path)!r} holds no production threshold"
-    recorded = data.get("settings") or {}
-    used = {**_LEGACY_SETTINGS, **recorded}
-    differ = [k for k in _SETTING_KEYS if k in used and used[k] != settings[k]]
-    if not used.get("smoothing") and not settings.get("smoothing"):
-        # No smoothing on either side: the border mode had nothing to act on.
-        differ = [k for k in differ if k != "smoothing_border"]
-    missing = [k for k in ("map", "smoothing", "score") if k not in recorded]
-    if differ or missing:
-        detail = ", ".join(f"{k}={used.get(k)!r} (export: {settings[k]!r})" for k in differ)
-        return (
-            None,
-            metrics_path,
-            f"the threshold in {str(metrics_path)!r} was computed with other scoring settings"
-            + (f": {detail}" if detail else f" (it does not record {missing})"),
-        )
-    return float(threshold), metrics_path, None
-
-
-def export_run(
-    run_dir,
-    out,
-    *,
-    format: str = "saved_model",
-    threshold=None,
-    map: str | None = None,
-    smoothing: float | None = None,
-    score: str | None = None,
-    best: bool = False,
-    overwrite: bool = False,
-) -> dict:
-    """Exports the model of a run folder written by ``keras_skipae.train``.
-
-    The run's ``config.json`` gives the image size and colour mode; its
-    ``model.keras`` (or ``best.keras``) is the model.
-
-    Args:
-        run_dir: the run folder.
-        out: the SavedModel folder, or the ``.keras`` file.
-        format: ``"saved_model"`` or ``"keras"``.
-        threshold: None, a number, or ``"eval"``: the production threshold
-            ``keras-skipae evaluate RUN`` wrote to ``<run>/evaluation/metrics.json``
-            (refused if it was computed with other scoring settings).
-        map, smoothing, score: scoring settings; None takes the defaults.
-        best: export ``best.keras`` instead of ``model.keras``.
-        overwrite: replace an existing ``out``.
-
-    Returns:
-        A dict: ``path``, ``format``, ``threshold``, ``threshold_source``,
-        ``settings`` and ``hint`` (a message about an unused evaluated
-        threshold, or None).
-    """
-    from keras_skipae import training
-
-    if format not in ("saved_model", "keras"):
-        raise ValueError(
-            f"Expected `format` to be 'saved_model' or 'keras'. Received: format={format!r}"
-        )
-    if format == "keras" and (
-        threshold is not None or map is not None or smoothing is not None or score is not None
-    ):
-        raise ValueError(
-            "A .keras file holds the model only: threshold, map, smoothing and score apply "
-            "to format='saved_model'."
-        )
-    io_utils.check_writable(out, overwrite=overwrite, what="export")
-    model, config = training.load_run(run_dir, best=best, compile=False)
-    if format == "keras":
-        path = export_keras(model, out, overwrite=overwrite)
-        return {
-            "path": path,
-            "format": format,
-            "threshold": None,
-            "threshold_source": None,
-            "settings": None,
-            "hint": None,
-        }
-    chosen = {"map": map, "smoothing": smoothing, "score": score}
-    settings = scoring.scoring_settings(**{k: v for k, v in chosen.items() if v is not None})
-    evaluated, metrics_path, problem = run_threshold(run_dir, settings)
-    hint = None
-    source = None
-    if isinstance(threshold, str) and threshold == "eval":
-        if evaluated is None:
-            raise ValueError(
-                problem
-                or f"The run {str(run_dir)!r} has no evaluated threshold: run `keras-skipae "
-                f"evaluate {run_dir}` first, or pass a number."
-            )
-        threshold = evaluated
-        source = str(metrics_path)
-    elif threshold is not None:
-        threshold = _check_threshold(threshold)
-        source = "explicit"
-    elif evaluated is not None:
-        hint = (
-            f"the run has a production threshold {evaluated:.6g} in {str(metrics_path)!r}; "
-            "pass --threshold eval to embed it (adds the is_anomalous output)"
-        )
-    data = config.get("data") or {}
-    image_size = data.get("image_size")
-    metadata = {
-        "run_dir": str(Path(run_dir).resolve()),
-        "model_file": "best.keras" if best else "model.keras",
-        "threshold_source": source,
-        "run_config": {k: config.get(k) for k in ("model", "data", "corruption", "training")},
-    }
-    path = export_saved_model(
-        model,
-        out,
-        **settings,
-        threshold=threshold,
-        image_size=image_size,
-        color_mode=data.get("color_mode"),
-        metadata=metadata,
-        overwrite=overwrite,
-    )
-    return {
-        "path": path,
-        "format": format,
-        "threshold": threshold,
-        "threshold_source": source,
-        "settings": settings,
-        "hint": hint,
-    }

@@ -44,7 +44,7 @@ _SUBCOMMANDS: list = []
 
 # scoring.ANOMALY_MAPS without "deviation", which needs statistics the CLI cannot pass
 # (listed here so that the parser needs no TensorFlow; a test keeps them in step).
-CLI_MAPS = ("residual", "ssim", "mc_dropout", "discrepancy", "combined")
+CLI_MAPS = ("residual", "ssim", "mc_dropout", "discrepancy", "combined", "learned")
 
 
 def _add_synth(sub):
@@ -101,7 +101,7 @@ _SUBCOMMANDS.append(_add_synth)
 
 
 # --------------------------------------------------------------------------- discrepancy
-# (the logic lives in keras_skipae.analysis.compare_runs)
+# (the logic lives in keras_skipae.apps.workflows.compare_runs)
 
 
 def _add_discrepancy(sub):
@@ -131,9 +131,9 @@ def _add_discrepancy(sub):
 
 
 def _run_discrepancy(args):
-    from keras_skipae import analysis
+    from keras_skipae.apps import workflows
 
-    info = analysis.compare_runs(
+    info = workflows.compare_runs(
         args.run_a,
         args.run_b,
         data_root=args.data,
@@ -233,6 +233,13 @@ def _add_train(sub):
         metavar="SECONDS",
         help="stop training after this many seconds",
     )
+    p.add_argument(
+        "--schedule",
+        choices=("auto", "cosine", "plateau", "none"),
+        default="auto",
+        help="learning-rate schedule (default auto: cosine decay over --time-limit when one "
+        "is given, else ReduceLROnPlateau)",
+    )
     p.add_argument("--save-best", action="store_true", help="also keep best.keras (val loss)")
     p.add_argument("--no-resume", action="store_true", help="start an interrupted run again")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
@@ -289,6 +296,7 @@ def _run_train(args):
         jit_compile="auto" if args.jit is None else args.jit,
         strategy=args.strategy,
         time_limit=args.time_limit,
+        schedule=None if args.schedule == "none" else args.schedule,
         save_best=args.save_best,
         overwrite=args.overwrite,
         resume=not args.no_resume,
@@ -323,7 +331,12 @@ def _add_evaluate(sub):
     p.add_argument("--category", default=None, help="category (default: the run's)")
     p.add_argument("--out", default=None, help="output folder (default: <run>/evaluation)")
     p.add_argument(
-        "--method", default=None, choices=CLI_MAPS, help="anomaly map (default: residual)"
+        "--map",
+        "--method",
+        dest="map",
+        default=None,
+        choices=CLI_MAPS,
+        help="anomaly map (default: residual; --method is the old name)",
     )
     p.add_argument("--best", action="store_true", help="use best.keras instead of model.keras")
     p.add_argument("--batch-size", type=int, default=16)
@@ -332,18 +345,26 @@ def _add_evaluate(sub):
     p.set_defaults(func=_run_evaluate)
 
 
+def _scoring_config(**settings):
+    """A ScoringConfig from the CLI's options (None where the user set none)."""
+    from keras_skipae.scoring import ScoringConfig
+
+    chosen = {k: v for k, v in settings.items() if v is not None}
+    return ScoringConfig(**chosen) if chosen else None
+
+
 def _run_evaluate(args):
-    from keras_skipae import demo
+    from keras_skipae.apps import demo, workflows
 
     run = Path(args.run)
     if not run.is_dir():
         raise FileNotFoundError(f"Run folder {str(run)!r} does not exist.")
-    result, out = demo.evaluate_run(
+    result, out = workflows.evaluate_run(
         run,
         data_root=args.data,
         category=args.category,
         out_dir=args.out,
-        method=args.method,
+        scoring=_scoring_config(map=args.map),
         best=args.best,
         batch_size=args.batch_size,
         overwrite=args.overwrite,
@@ -386,7 +407,7 @@ def _add_demo(sub):
 
 
 def _run_demo(args):
-    from keras_skipae import demo
+    from keras_skipae.apps import demo
 
     demo.run_demo(
         args.out,
@@ -403,7 +424,7 @@ _SUBCOMMANDS.extend([_add_train, _add_evaluate, _add_demo])
 
 
 # --------------------------------------------------------------------------- export
-# (the logic lives in keras_skipae.export.export_run)
+# (the logic lives in keras_skipae.apps.workflows.export_run)
 
 
 def _add_export(sub):
@@ -439,7 +460,7 @@ def _add_export(sub):
 
 
 def _run_export(args):
-    from keras_skipae import export
+    from keras_skipae.apps import workflows
 
     threshold = args.threshold
     if threshold is not None and threshold != "eval":
@@ -449,14 +470,12 @@ def _run_export(args):
             raise CLIError(
                 f"--threshold expects a number or 'eval'. Received: {args.threshold!r}"
             ) from None
-    info = export.export_run(
+    info = workflows.export_run(
         args.run,
         args.out,
         format=args.format,
         threshold=threshold,
-        map=args.map,
-        smoothing=args.smoothing,
-        score=args.score,
+        scoring=_scoring_config(map=args.map, smoothing=args.smoothing, score=args.score),
         best=args.best,
         overwrite=args.overwrite,
     )

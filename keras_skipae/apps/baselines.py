@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_skipae import scoring
+from keras_skipae.evaluation import metrics
+
 __all__ = [
     "GaussianBaseline",
     "PatchNNBaseline",
@@ -37,7 +40,6 @@ def _smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
     # handling), so that every method's map is smoothed the same way.
     if not sigma:
         return maps
-    from keras_skipae import scoring
 
     return np.concatenate(
         [scoring.gaussian_smooth(maps[i : i + 64], sigma).numpy() for i in range(0, len(maps), 64)]
@@ -187,7 +189,6 @@ def evaluate_baseline(baseline, train_images, test: dict, *, max_fpr: float = 0.
     Returns:
         ``{"image_auroc", "pixel_auroc", "aupro", "per_defect": {type: {...}}}``.
     """
-    from keras_skipae import metrics
 
     if isinstance(baseline, str):
         baseline = get_baseline(baseline)

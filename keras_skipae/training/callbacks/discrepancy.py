@@ -1,12 +1,4 @@
-"""Keras callbacks: the layer-discrepancy monitor and reconstruction previews.
-
-* :class:`DiscrepancyMonitor`: per-layer cosine similarity between the channel
-  means of clean and corrupted probe images, every few epochs, to CSV / JSON /
-  figures / TensorBoard (Collin, de Bodt, Mulders & De Vleeschouwer, "Don't skip
-  the skips", ESANN).
-* :class:`ReconstructionPreview`: reconstructions of a few fixed images, to
-  TensorBoard and PNG (used by :func:`keras_skipae.training.train`).
-"""
+"""The layer-discrepancy monitor (Collin et al., "Don't skip the skips", ESANN)."""
 
 from __future__ import annotations
 
@@ -17,13 +9,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from keras_skipae._preview import ReconstructionPreview, _summary_write
-
-__all__ = ["DiscrepancyMonitor", "ReconstructionPreview", "channel_means_grid"]
-
-
-# --------------------------------------------------------------------------- DiscrepancyMonitor
+from keras_skipae import io_utils, plotting
+from keras_skipae.analysis.discrepancy import LayerDiscrepancy, make_probe_pairs
+from keras_skipae.data.corruptions import Stains
+from keras_skipae.training.callbacks.preview import _summary_write
 
 
 def _to_gray_u8(maps, lo, hi):
@@ -157,11 +148,7 @@ class DiscrepancyMonitor(keras.callbacks.Callback):
                 f"Received: probe_clean with shape {clean.shape}"
             )
         if probe_corrupted is None:
-            from keras_skipae.analysis import make_probe_pairs
-
             if corruption is None:
-                from keras_skipae.data import Stains
-
                 corruption = Stains()
             clean, corrupted = make_probe_pairs(clean, corruption, seed=int(seed))
         else:
@@ -198,28 +185,39 @@ class DiscrepancyMonitor(keras.callbacks.Callback):
         self.grid_pairs = int(grid_pairs)
         self.batch_size = int(batch_size)
         self.save_figures = bool(save_figures)
-        self.history: list[dict] = []
-        self.layers: list[str] = []
-        self.shapes: dict = {}
+        self.record_ = DiscrepancyRecord(n_pairs=len(clean))
         self._analyzer = None
         self._analyzed_model = None
-        self._writer = None
+        self._tensorboard = None
         self._recorded = 0
-        self._last_means = None
-        self._last_epoch = None
-        self._row_cache: dict = {}
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def history(self) -> list[dict]:
+        return self.record_.history
+
+    @property
+    def layers(self) -> list[str]:
+        return self.record_.layers
+
+    @property
+    def shapes(self) -> dict:
+        return self.record_.shapes
+
+    def medians(self) -> dict:
+        """``{"epoch": [...], layer: [median cosine per recorded epoch]}``."""
+        return self.record_.medians()
 
     # ------------------------------------------------------------------ hooks
 
     def on_train_begin(self, logs=None):
         if self._analyzer is None or self._analyzed_model is not self.model:
-            from keras_skipae.analysis import LayerDiscrepancy
-
             self._analyzer = LayerDiscrepancy(self.model, self.layer_selection)
             self._analyzed_model = self.model
-            self.layers = list(self._analyzer.layers)
-        if self.out_dir is not None and not self.history:
-            self.history = self._load_history()
+            self.record_.layers = list(self._analyzer.layers)
+        if self.out_dir is not None and not self.record_.history:
+            self.record_.load(self.out_dir / self.JSON_NAME)
         self._recorded = 0
 
     def on_epoch_end(self, epoch, logs=None):
@@ -230,11 +228,11 @@ class DiscrepancyMonitor(keras.callbacks.Callback):
         self.record(epoch)
 
     def on_train_end(self, logs=None):
-        if self.history and self.out_dir is not None and self.save_figures:
+        if self.record_.history and self.out_dir is not None and self.save_figures:
             self._save_figures()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
 
     # ------------------------------------------------------------------ work
 
@@ -246,6 +244,48 @@ class DiscrepancyMonitor(keras.callbacks.Callback):
             batch_size=self.batch_size,
             return_means=True,
         )
+        self.record_.add(epoch, result)
+        self._recorded += 1
+        if self.out_dir is not None:
+            self.record_.write(self.out_dir / self.CSV_NAME, self.out_dir / self.JSON_NAME)
+            every = self.figures_every_n_epochs
+            if self.save_figures and every is not None and self._recorded % int(every) == 0:
+                self._save_figures()
+        if self.tensorboard:
+            if self._tensorboard is None:
+                self._tensorboard = DiscrepancyTensorBoard(self.log_dir, pairs=self.grid_pairs)
+            self._tensorboard.log(epoch, result, self.record_.layers)
+        return result
+
+    def _save_figures(self):
+        save_discrepancy_figures(
+            self.record_, self.out_dir / "figures", name=getattr(self.model, "name", "model")
+        )
+
+
+class DiscrepancyRecord:
+    """What the monitor recorded: per-pair similarities of every recorded epoch.
+
+    Attributes:
+        layers: the monitored taps; shapes: their activation shapes.
+        history: ``[{"epoch", "cosine": {layer: [N]}, "l2": {layer: [N]}}, ...]``.
+        last_means: the channel means of the last recorded epoch (for its figure).
+    """
+
+    def __init__(self, n_pairs: int):
+        self.n_pairs = int(n_pairs)
+        self.layers: list[str] = []
+        self.shapes: dict = {}
+        self.history: list[dict] = []
+        self.last_means = None
+        self.last_epoch = None
+        self._row_cache: dict = {}
+
+    def add(self, epoch: int, result) -> None:
+        """Records a :class:`~keras_skipae.analysis.DiscrepancyResult` for ``epoch``.
+
+        Later epochs of an interrupted run are replaced.
+        """
         self.shapes = result.shapes
         entry = {
             "epoch": int(epoch),
@@ -253,17 +293,8 @@ class DiscrepancyMonitor(keras.callbacks.Callback):
             "l2": {k: result.l2[k].tolist() for k in self.layers},
         }
         self.history = [h for h in self.history if h["epoch"] < epoch] + [entry]
-        self._last_means = (result.means_clean, result.means_corrupted)
-        self._last_epoch = int(epoch)
-        self._recorded += 1
-        if self.out_dir is not None:
-            self._write_files()
-            every = self.figures_every_n_epochs
-            if self.save_figures and every is not None and self._recorded % int(every) == 0:
-                self._save_figures()
-        if self.tensorboard:
-            self._log_tensorboard(epoch, result)
-        return result
+        self.last_means = (result.means_clean, result.means_corrupted)
+        self.last_epoch = int(epoch)
 
     def medians(self) -> dict:
         """``{"epoch": [...], layer: [median cosine per recorded epoch]}``."""
@@ -302,88 +333,94 @@ class DiscrepancyMonitor(keras.callbacks.Callback):
             self._row_cache[key] = rows
         return rows
 
-    def _rows(self):
+    def rows(self) -> list[dict]:
+        """One CSV row per recorded epoch and layer."""
         return [row for h in self.history for row in self._epoch_rows(h)]
 
-    def _write_files(self):
-        from keras_skipae import io_utils
-
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+    def write(self, csv_path: Path, json_path: Path) -> None:
+        """Writes the CSV summary and the per-pair JSON, each atomically."""
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.StringIO()
-        rows = self._rows()
+        rows = self.rows()
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-        io_utils.write_text(self.out_dir / self.CSV_NAME, buf.getvalue())
+        io_utils.write_text(csv_path, buf.getvalue())
         # Compact JSON: it is rewritten every recorded epoch and grows with them.
         saved = {
             "layers": self.layers,
             "shapes": {k: list(v) for k, v in self.shapes.items()},
-            "n_pairs": int(len(self.probe_clean)),
+            "n_pairs": self.n_pairs,
             "epochs": self.history,
         }
-        io_utils.write_text(self.out_dir / self.JSON_NAME, json.dumps(saved) + "\n")
+        io_utils.write_text(json_path, json.dumps(saved) + "\n")
 
-    def _load_history(self):
-        path = self.out_dir / self.JSON_NAME
-        if not path.exists():
-            return []
+    def load(self, json_path: Path) -> None:
+        """Takes the epochs of an earlier run of the same layers (a resumed run)."""
+        if not json_path.exists():
+            return
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(json_path, encoding="utf-8") as f:
                 saved = json.load(f)
         except (OSError, json.JSONDecodeError):
-            return []
+            return
         if saved.get("layers") != self.layers:
-            return []
+            return
         self.shapes = {k: tuple(v) for k, v in saved.get("shapes", {}).items()}
-        return list(saved.get("epochs", []))
+        self.history = list(saved.get("epochs", []))
 
-    def _save_figures(self):
-        from keras_skipae import plotting
 
-        fig_dir = self.out_dir / "figures"
-        fig_dir.mkdir(parents=True, exist_ok=True)
-        name = getattr(self.model, "name", "model")
-        med = self.medians()
-        plotting.plot_similarity_over_epochs(
-            [e + 1 for e in med["epoch"]],
-            {k: med[k] for k in self.layers},
-            title=f"{name}: cosine similarity clean vs corrupted (median of "
-            f"{len(self.probe_clean)} probes)",
-            path=fig_dir / "similarity_over_epochs.png",
+def save_discrepancy_figures(record: DiscrepancyRecord, fig_dir: Path, *, name: str) -> None:
+    """The monitor's three figures: similarity over epochs, per layer, channel means."""
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    med = record.medians()
+    layers = record.layers
+    plotting.plot_similarity_over_epochs(
+        [e + 1 for e in med["epoch"]],
+        {k: med[k] for k in layers},
+        title=f"{name}: cosine similarity clean vs corrupted (median of {record.n_pairs} probes)",
+        path=fig_dir / "similarity_over_epochs.png",
+        close=True,
+    )
+    last = record.history[-1]
+    plotting.plot_similarity_distribution(
+        {name: last["cosine"]},
+        layers=layers,
+        title=f"epoch {last['epoch'] + 1}",
+        path=fig_dir / "cosine_per_layer.png",
+        close=True,
+    )
+    if record.last_means is not None:
+        mc, mk = record.last_means
+        plotting.plot_channel_means(
+            {name: ([mc[k][0] for k in layers], [mk[k][0] for k in layers])},
+            layers=layers,
+            title=f"epoch {record.last_epoch + 1}",
+            path=fig_dir / "channel_means.png",
             close=True,
         )
-        last = self.history[-1]
-        plotting.plot_similarity_distribution(
-            {name: last["cosine"]},
-            layers=self.layers,
-            title=f"epoch {last['epoch'] + 1}",
-            path=fig_dir / "cosine_per_layer.png",
-            close=True,
-        )
-        if self._last_means is not None:
-            mc, mk = self._last_means
-            plotting.plot_channel_means(
-                {name: ([mc[k][0] for k in self.layers], [mk[k][0] for k in self.layers])},
-                layers=self.layers,
-                title=f"epoch {self._last_epoch + 1}",
-                path=fig_dir / "channel_means.png",
-                close=True,
-            )
 
-    def _log_tensorboard(self, epoch, result):
-        import tensorflow as tf
 
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(str(self.log_dir))
+class DiscrepancyTensorBoard:
+    """Writes the monitor's summaries with the public ``tf.summary`` API.
+
+    Scalars ``discrepancy/cosine/<layer>`` (median over the probes) and the image
+    ``discrepancy/channel_means`` (:func:`channel_means_grid`).
+    """
+
+    def __init__(self, log_dir, *, pairs: int = 2):
+        self.writer = tf.summary.create_file_writer(str(log_dir))
+        self.pairs = int(pairs)
+
+    def log(self, epoch: int, result, layers) -> None:
         step = int(epoch)
         med = result.median("cosine")
         grid = channel_means_grid(
-            result.means_clean, result.means_corrupted, self.layers, pairs=self.grid_pairs
+            result.means_clean, result.means_corrupted, layers, pairs=self.pairs
         )
         png = tf.image.encode_png(tf.constant(grid[..., None]))
-        with self._writer.as_default():
-            for k in self.layers:
+        with self.writer.as_default():
+            for k in layers:
                 _summary_write(f"discrepancy/cosine/{k}", tf.constant(med[k]), step, "scalars")
             h, w = grid.shape
             _summary_write(
@@ -392,4 +429,7 @@ class DiscrepancyMonitor(keras.callbacks.Callback):
                 step,
                 "images",
             )
-        self._writer.flush()
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,372 @@
+"""Workflows over run folders: evaluate a run, export a run, compare two runs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from keras_skipae import data, evaluation, io_utils, plotting, training
+from keras_skipae.analysis import LayerDiscrepancy, make_probe_pairs, paper_trend
+from keras_skipae.data.corruptions import Stains
+from keras_skipae.export.keras import export_keras
+from keras_skipae.export.saved_model import _check_threshold, export_saved_model
+from keras_skipae.models.taps import base_model, tap_names
+from keras_skipae.runs import RunFolder, load_run
+from keras_skipae.scoring import ScoringConfig
+
+
+def evaluate_run(
+    run_dir,
+    *,
+    data_root=None,
+    category=None,
+    out_dir=None,
+    scoring=None,
+    best=False,
+    batch_size=16,
+    overwrite=False,
+    progress=True,
+    check_data=None,
+):
+    """Evaluates a run folder on its category's test split.
+
+    The data root, category, image size and color mode default to those in the
+    run's ``config.json``. The production threshold is set on the good images the
+    run held out for validation (the same seeded split as in training).
+
+    Args:
+        run_dir: a run folder written by :func:`keras_skipae.train`.
+        data_root: dataset root (default: the run's).
+        category: category (default: the run's).
+        out_dir: where to write metrics and plots (default: ``<run_dir>/evaluation``).
+        scoring: a :class:`~keras_skipae.scoring.ScoringConfig` (default: the defaults).
+        best: evaluate ``best.keras`` instead of ``model.keras``.
+        batch_size: scoring batch size.
+        overwrite: replace existing output files.
+        progress: show a progress bar.
+        check_data: optional ``(root, category) -> None`` validator raising clear errors.
+
+    Returns:
+        ``(EvaluationResult, out_dir)``.
+    """
+    run = RunFolder(run_dir)
+    config = run.config()
+    dcfg = config.get("data") or {}
+    root = data_root or dcfg.get("root")
+    category = category or dcfg.get("category")
+    if not root or not category:
+        raise ValueError(
+            f"The run {str(run_dir)!r} does not record its data folder and category; "
+            "pass --data and --category."
+        )
+    if check_data is not None:
+        check_data(root, category)
+
+    model = run.load(best=best)
+    size = dcfg.get("image_size") or int(model.input_shape[1])
+    color_mode = dcfg.get("color_mode") or ("rgb" if model.input_shape[-1] == 3 else "grayscale")
+    test = data.mvtec_dataset(root, category, split="test", image_size=size, color_mode=color_mode)
+    val = None
+    tcfg = config.get("training") or {}
+    fraction = tcfg.get("validation_split")
+    if fraction:
+        good = data.mvtec_dataset(
+            root, category, split="train", image_size=size, color_mode=color_mode
+        )
+        _, val = training.split_validation(good, fraction, tcfg.get("seed", 0))
+    out_dir = Path(out_dir) if out_dir is not None else run.evaluation_dir
+    result = evaluation.evaluate(
+        model,
+        test,
+        val_data=val,
+        out_dir=out_dir,
+        overwrite=overwrite,
+        batch_size=batch_size,
+        progress=progress,
+        scoring=scoring,
+    )
+    return result, out_dir
+
+
+def export_run(
+    run_dir,
+    out,
+    *,
+    format: str = "saved_model",
+    threshold=None,
+    scoring: ScoringConfig | dict | None = None,
+    best: bool = False,
+    overwrite: bool = False,
+    **legacy,
+) -> dict:
+    """Exports the model of a run folder written by ``keras_skipae.train``.
+
+    The run's ``config.json`` gives the image size and colour mode; its
+    ``model.keras`` (or ``best.keras``) is the model.
+
+    Args:
+        run_dir: the run folder.
+        out: the SavedModel folder, or the ``.keras`` file.
+        format: ``"saved_model"`` or ``"keras"``.
+        threshold: None, a number, or ``"eval"``: the production threshold
+            ``keras-skipae evaluate RUN`` wrote to ``<run>/evaluation/metrics.json``
+            (refused if it was computed with other scoring settings).
+        map, smoothing, score: scoring settings; None takes the defaults.
+        best: export ``best.keras`` instead of ``model.keras``.
+        overwrite: replace an existing ``out``.
+
+    Returns:
+        A dict: ``path``, ``format``, ``threshold``, ``threshold_source``,
+        ``settings`` and ``hint`` (a message about an unused evaluated
+        threshold, or None).
+    """
+
+    if format not in ("saved_model", "keras"):
+        raise ValueError(
+            f"Expected `format` to be 'saved_model' or 'keras'. Received: format={format!r}"
+        )
+    if scoring is None and any(v is not None for v in legacy.values()):
+        scoring = ScoringConfig.resolve(None, caller="export_run", **legacy)
+    if format == "keras" and (threshold is not None or scoring is not None):
+        raise ValueError(
+            "A .keras file holds the model only: threshold, map, smoothing and score apply "
+            "to format='saved_model'."
+        )
+    io_utils.check_writable(out, overwrite=overwrite, what="export")
+    run = RunFolder(run_dir)
+    model, config = run.load(best=best, compile=False), run.config()
+    if format == "keras":
+        path = export_keras(model, out, overwrite=overwrite)
+        return {
+            "path": path,
+            "format": format,
+            "threshold": None,
+            "threshold_source": None,
+            "settings": None,
+            "hint": None,
+        }
+    cfg = ScoringConfig.resolve(scoring, caller="export_run")
+    evaluated, metrics_path, problem = run.threshold(cfg)
+    hint = None
+    source = None
+    if isinstance(threshold, str) and threshold == "eval":
+        if evaluated is None:
+            raise ValueError(
+                problem
+                or f"The run {str(run_dir)!r} has no evaluated threshold: run `keras-skipae "
+                f"evaluate {run_dir}` first, or pass a number."
+            )
+        threshold = evaluated
+        source = str(metrics_path)
+    elif threshold is not None:
+        threshold = _check_threshold(threshold)
+        source = "explicit"
+    elif evaluated is not None:
+        hint = (
+            f"the run has a production threshold {evaluated:.6g} in {str(metrics_path)!r}; "
+            "pass --threshold eval to embed it (adds the is_anomalous output)"
+        )
+    data = config.get("data") or {}
+    image_size = data.get("image_size")
+    metadata = {
+        "run_dir": str(Path(run_dir).resolve()),
+        "model_file": "best.keras" if best else "model.keras",
+        "threshold_source": source,
+        "run_config": {k: config.get(k) for k in ("model", "data", "corruption", "training")},
+    }
+    path = export_saved_model(
+        model,
+        out,
+        scoring=cfg,
+        threshold=threshold,
+        image_size=image_size,
+        color_mode=data.get("color_mode"),
+        metadata=metadata,
+        overwrite=overwrite,
+    )
+    return {
+        "path": path,
+        "format": format,
+        "threshold": threshold,
+        "threshold_source": source,
+        "settings": cfg.to_dict(),
+        "hint": hint,
+    }
+
+
+def _probe_images(config, *, data_root, category, n, seed, image_shape):
+    """Good images for probes: ``data_root``/the run's data, else synthetic ones."""
+
+    cfg = (config or {}).get("data") or {}
+    root = data_root if data_root is not None else cfg.get("root")
+    category = category if category is not None else cfg.get("category")
+    h, w, c = image_shape
+    color_mode = "rgb" if c == 3 else "grayscale"
+    if root is not None and category is not None:
+        from pathlib import Path
+
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"Data folder {str(root)!r} does not exist.")
+        size = (h, w)
+        images = []
+        for split in ("test", "train"):  # good test images first: never trained on
+            try:
+                ds = data.mvtec_dataset(
+                    root, category, split, image_size=size, color_mode=color_mode
+                )
+            except data.DatasetNotFoundError:
+                continue
+            for e in ds:
+                if int(e["label"]) == 0:
+                    images.append(e["image"].numpy())
+                    if len(images) == n:
+                        break
+            if len(images) == n:
+                break
+        if not images:
+            raise ValueError(f"No good image found in {str(root)!r}, category {category!r}.")
+        return np.stack(images), {"root": str(root), "category": category, "source": "data"}
+    synth = category if category in data.synthetic.CATEGORIES else ("woven" if c == 3 else "mesh")
+    images = []
+    for i in range(n):
+        img, _ = data.synthetic.generate_sample(synth, image_size=h, seed=(int(seed), 1000 + i))
+        img = img.astype("float32") / 255.0
+        if img.ndim == 2:
+            img = img[..., None]
+        if img.shape[-1] != c:
+            img = img.mean(-1, keepdims=True) if c == 1 else np.repeat(img[..., :1], c, -1)
+        images.append(img)
+    return np.stack(images), {"category": synth, "source": "synthetic"}
+
+
+def compare_runs(
+    run_a,
+    run_b,
+    *,
+    data_root=None,
+    category=None,
+    n_probes: int = 16,
+    seed: int = 0,
+    corruption=None,
+    out_dir=None,
+    overwrite: bool = False,
+    best: bool = False,
+) -> dict:
+    """Compares the layer discrepancy of two trained runs on the same probe pairs.
+
+    The command ``keras-skipae discrepancy RUN_A RUN_B``. Loads each run's
+    ``model.keras`` (:func:`keras_skipae.training.load_run`), draws ``n_probes``
+    good images (from ``data_root``/``category``, else the data recorded in
+    RUN_A's ``config.json``, else the built-in synthetic generator), stains them
+    with ``Stains()`` and ``seed``, and writes to ``out_dir``:
+
+    * ``channel_means.png``: figure (a), the paper's Fig. 2 for the median-sized stain;
+    * ``cosine_per_layer.png``: figure (b), the paper's Fig. 3;
+    * ``discrepancy.json`` (per-pair values, medians, :func:`paper_trend` with
+      RUN_A as the model without skips) and ``discrepancy.csv`` (one row per
+      model, layer and pair).
+
+    Args:
+        run_a, run_b: run folders written by ``keras-skipae train``. Put the
+            model without skips (AE) first for the trend check.
+        data_root, category: where the probes come from (default: the run's).
+        n_probes: number of probe pairs.
+        seed: stain seed (and synthetic image seed).
+        corruption: the corruption (default ``Stains()``).
+        out_dir: output folder (default ``<run_b>/discrepancy``); written
+            atomically; refused if it exists unless ``overwrite``.
+        overwrite: replace an existing ``out_dir``.
+        best: load ``best.keras`` instead of ``model.keras``.
+
+    Returns:
+        A dict with ``out_dir``, ``labels``, ``layers``, ``medians`` and ``trend``.
+    """
+    from pathlib import Path
+
+    out_dir = Path(out_dir) if out_dir is not None else RunFolder(run_b).discrepancy_dir
+    io_utils.check_writable(out_dir, overwrite=overwrite, what="output folder")
+    if int(n_probes) < 1:
+        raise ValueError(f"`n_probes` must be >= 1. Received: n_probes={n_probes!r}")
+    loaded = []
+    for run in (run_a, run_b):
+        model, config = load_run(run, best=best, compile=False)
+        loaded.append((Path(run), base_model(model), config))
+    (pa, ma, ca), (pb, mb, cb) = loaded
+    if tuple(ma.input_shape[1:]) != tuple(mb.input_shape[1:]):
+        raise ValueError(
+            f"The runs take different inputs: {ma.input_shape[1:]} and {mb.input_shape[1:]}."
+        )
+    if tap_names(ma) != tap_names(mb):
+        raise ValueError(
+            f"The runs' taps do not line up: {tap_names(ma)} vs {tap_names(mb)} "
+            "(compare models of the same depth)."
+        )
+    shape = tuple(ma.input_shape[1:])
+    if None in shape:
+        size = ((ca.get("data") or {}).get("image_size")) or 256
+        shape = (int(size), int(size), shape[-1])
+    images, source = _probe_images(
+        ca, data_root=data_root, category=category, n=int(n_probes), seed=seed, image_shape=shape
+    )
+    if corruption is None:
+        corruption = Stains()
+    clean, corrupted = make_probe_pairs(images, corruption, seed=seed)
+    label_a, label_b = pa.name or str(pa), pb.name or str(pb)
+    if label_a == label_b:
+        label_a, label_b = f"A: {label_a}", f"B: {label_b}"
+    results = {
+        label_a: LayerDiscrepancy(ma)(clean, corrupted, return_means=True),
+        label_b: LayerDiscrepancy(mb)(clean, corrupted, return_means=True),
+    }
+    layers = results[label_a].layers
+    trend = paper_trend(results[label_a], results[label_b])
+    area = np.abs(clean - corrupted).max(-1).reshape(len(clean), -1).mean(-1)
+    idx = int(np.argsort(area)[len(area) // 2])
+    with io_utils.atomic_path(
+        out_dir, overwrite=overwrite, is_dir=True, what="output folder"
+    ) as tmp:
+        plotting.plot_channel_means(
+            {
+                k: (
+                    [r.means_clean[n][idx] for n in layers],
+                    [r.means_corrupted[n][idx] for n in layers],
+                )
+                for k, r in results.items()
+            },
+            layers=layers,
+            title=f"Channel means, clean vs stained (probe {idx})",
+            path=tmp / "channel_means.png",
+            close=True,
+        )
+        plotting.plot_similarity_distribution(
+            {k: r.cosine for k, r in results.items()},
+            layers=layers,
+            title=f"cos(mu_i(clean), mu_i(stained)), {len(clean)} pairs",
+            path=tmp / "cosine_per_layer.png",
+            close=True,
+        )
+        io_utils.write_json(
+            tmp / "discrepancy.json",
+            {
+                "runs": {label_a: str(pa), label_b: str(pb)},
+                "probes": dict(source, n=len(clean), seed=int(seed), corruption=repr(corruption)),
+                "trend": trend,
+                "results": {k: r.to_dict() for k, r in results.items()},
+            },
+        )
+        rows = [row for k, r in results.items() for row in r.to_rows(model=k)]
+        with open(tmp / "discrepancy.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return {
+        "out_dir": out_dir,
+        "labels": [label_a, label_b],
+        "layers": layers,
+        "shapes": results[label_a].shapes,
+        "medians": {k: r.median() for k, r in results.items()},
+        "trend": trend,
+        "probes": source,
+    }

@@ -1,0 +1,1 @@
+"""Primitives shared by the rest of the package (TF ops only)."""

@@ -1,0 +1,205 @@
+"""The package's layout: the direction of its imports, no cycles, a lazy top level.
+
+``docs/ARCHITECTURE.md`` explains the layers; ``ALLOWED`` below is its rule, checked
+on every import statement of every module, imports inside functions included.
+"""
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "keras_skipae"
+
+# unit -> the units it may import (besides itself and the package root, whose
+# lazy __init__ only holds ``__version__`` and the registration import).
+_PRIMITIVES = {"io_utils", "ops", "layers", "plotting"}
+_CORE = {"models", "data", "losses", "keras_metrics"}
+ALLOWED = {
+    "io_utils": set(),
+    "ops": set(),
+    "layers": set(),
+    "plotting": {"io_utils"},
+    "models": {"layers", "ops", "losses"},  # the anomaly head's segmentation loss
+    "data": {"io_utils", "ops", "plotting"},
+    "losses": {"ops"},
+    "keras_metrics": {"losses"},
+    "scoring": {"layers", "ops", "models"},
+    "analysis": {"ops", "models", "data", "scoring"},
+    "runs": {"io_utils", "scoring"},
+    "training": _PRIMITIVES | _CORE | {"scoring", "analysis", "runs"},
+    "evaluation": _PRIMITIVES | {"scoring"},
+    "export": _PRIMITIVES | {"models", "scoring"},
+    "apps": _PRIMITIVES
+    | _CORE
+    | {"scoring", "analysis", "runs"}
+    | {"training", "evaluation", "export"},
+    # the registration module imports exactly what registers Keras classes
+    "_registration": {"layers", "losses", "keras_metrics", "models"},
+    "__main__": {"apps"},
+}
+
+
+def _modules(root: Path, name: str) -> dict[str, Path]:
+    mods = {}
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root.parent).with_suffix("")
+        dotted = ".".join(rel.parts)
+        mods[dotted.removesuffix(".__init__")] = path
+    return mods
+
+
+def _imports(dotted: str, path: Path, mods: dict) -> set[str]:
+    """The package modules ``dotted`` imports, anywhere in its source."""
+    package = dotted if path.name == "__init__.py" else dotted.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            names = [f"{base}.{a.name}" for a in node.names] + [base]
+        else:
+            continue
+        for target in names:
+            while target and target not in mods:
+                target = target.rsplit(".", 1)[0] if "." in target else ""
+            if target:
+                found.add(target)
+    return found
+
+
+def _unit(dotted: str, root_name: str) -> str | None:
+    parts = dotted.split(".")
+    return parts[1] if len(parts) > 1 else None  # None: the package root
+
+
+def violations(root: Path, allowed: dict) -> list[str]:
+    """Every import that breaks ``allowed``, as ``"a.b -> c.d"`` lines."""
+    mods = _modules(root, root.name)
+    bad = []
+    for dotted, path in sorted(mods.items()):
+        src = _unit(dotted, root.name)
+        if src is None:
+            continue
+        for target in sorted(_imports(dotted, path, mods)):
+            dst = _unit(target, root.name)
+            if dst is None or dst == src:
+                continue
+            if src not in allowed or dst not in allowed[src]:
+                bad.append(f"{dotted} -> {target}")
+    return bad
+
+
+def cycles(root: Path) -> list[list[str]]:
+    """Strongly connected components (of more than one module) of the import graph."""
+    mods = _modules(root, root.name)
+    graph = {}
+    for dotted, path in mods.items():
+        graph[dotted] = {
+            t
+            for t in _imports(dotted, path, mods)
+            if t != dotted and not t.startswith(dotted + ".") and not dotted.startswith(t + ".")
+        }
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_every_unit_is_known():
+    units = {_unit(m, "keras_skipae") for m in _modules(PACKAGE, "keras_skipae")} - {None}
+    assert units <= set(ALLOWED), sorted(units - set(ALLOWED))
+
+
+def test_imports_point_one_way():
+    assert violations(PACKAGE, ALLOWED) == []
+
+
+def test_no_import_cycles():
+    assert cycles(PACKAGE) == []
+
+
+def _write_tree(root: Path, files: dict):
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(text))
+
+
+def test_checker_catches_a_library_module_importing_upwards(tmp_path):
+    # A fixture that breaks the rule: models imports data (in a function, too),
+    # and scoring imports apps.
+    root = tmp_path / "keras_skipae"
+    _write_tree(
+        root,
+        {
+            "__init__.py": "",
+            "models/__init__.py": "",
+            "models/blocks.py": "def f():\n    from keras_skipae.data import corrupt\n",
+            "data/__init__.py": "def corrupt():\n    pass\n",
+            "scoring/__init__.py": "from ..apps import cli\n",
+            "apps/__init__.py": "",
+            "apps/cli.py": "from keras_skipae import scoring\n",
+        },
+    )
+    found = violations(root, ALLOWED)
+    assert "keras_skipae.models.blocks -> keras_skipae.data" in found
+    assert "keras_skipae.scoring -> keras_skipae.apps.cli" in found
+    assert not any(line.startswith("keras_skipae.apps") for line in found)
+    assert cycles(root) == [["keras_skipae.apps.cli", "keras_skipae.scoring"]]
+
+
+@pytest.mark.slow
+def test_import_loads_only_what_registers_keras_classes():
+    code = (
+        "import json, sys, keras_skipae\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('keras_skipae'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = set(json.loads(out.strip().splitlines()[-1]))
+    for heavy in ("scoring", "analysis", "training", "evaluation", "export", "apps", "data"):
+        assert f"keras_skipae.{heavy}" not in loaded, heavy
+    for needed in ("layers", "losses", "keras_metrics", "models.discrepancy_loss"):
+        assert f"keras_skipae.{needed}" in loaded, needed
+
+
+def test_corruptions_do_not_import_the_benchmark_defect_painters():
+    folder = PACKAGE / "data" / "corruptions"
+    mods = _modules(PACKAGE, "keras_skipae")
+    for path in folder.glob("*.py"):
+        dotted = "keras_skipae.data.corruptions." + path.stem
+        dotted = dotted.removesuffix(".__init__")
+        assert "keras_skipae.data.synthetic" not in _imports(dotted, path, mods), path.name
