@@ -11,7 +11,9 @@ blended into the image. 256 x 256 grayscale images, batches of 32.
 * ``tf op XLA``: the same op under ``tf.function(jit_compile=True)`` (for GPUs; shown for
   completeness on CPU);
 * ``numpy+cv2``: a straightforward per-image Python version, the way reference code does
-  it: full-image noise, ``cv2.fillPoly`` of the interpolated outline, full-image blend.
+  it: full-image noise, ``cv2.fillPoly`` of the interpolated outline, full-image blend;
+* ``Anomalies()``: the anomaly head's training mixture (``keras_skipae.data.Anomalies``),
+  as a TF op and in the ``corrupt`` pipeline.
 
 Each configuration runs in a fresh subprocess, with TensorFlow (intra/inter-op
 and tf.data) and OpenCV limited to N threads (``--threads 1 2``): the 1-thread
@@ -87,7 +89,7 @@ def worker(threads: int, seconds: float, aesc: bool) -> dict:
     cv2.setNumThreads(threads)
 
     from keras_skipae.data import corrupt
-    from keras_skipae.data.corruptions import Stains
+    from keras_skipae.data.corruptions import Anomalies, Stains
     from keras_skipae.data.corruptions.raster import _periodic_spline_matrix
 
     out = {"threads": threads}
@@ -127,6 +129,28 @@ def worker(threads: int, seconds: float, aesc: bool) -> dict:
     xla = tf.function(lambda x, s: stains(x, s), jit_compile=True)
     out["tf_op_xla"] = _rate(
         lambda: xla(batch, tf.constant([0, next(counter)], tf.int64))[0].numpy(), BATCH, seconds
+    )
+
+    # The learned head's training anomalies: the mixture (stains, scratches, Perlin
+    # regions filled with the batch's texture, a procedural texture or a colour shift).
+    anomalies = Anomalies()
+    mix = tf.function(lambda x, s: anomalies(x, s))
+    out["anomalies_op"] = _rate(
+        lambda: mix(batch, tf.constant([0, next(counter)], tf.int64))[0].numpy(), BATCH, seconds
+    )
+    mix_pipe = corrupt(
+        ds,
+        anomalies,
+        seed=0,
+        batch_size=BATCH,
+        repeat=True,
+        drop_remainder=True,
+        num_parallel_calls=threads,
+        prefetch=2,
+    ).with_options(opts)
+    mix_it = iter(mix_pipe)
+    out["anomalies_tf_data"] = _rate(
+        lambda: [next(mix_it)[0].numpy() for _ in range(8)], 8 * BATCH, seconds
     )
 
     spline = _periodic_spline_matrix(20, 4).astype(np.float64)
@@ -216,6 +240,8 @@ def main(argv=None):
         ("tf_data", "TF tf.data corrupt() pipeline"),
         ("tf_op_xla", "TF op, XLA (jit_compile=True)"),
         ("numpy_cv2", "NumPy+OpenCV per image"),
+        ("anomalies_op", "Anomalies() mixture, TF op"),
+        ("anomalies_tf_data", "Anomalies() in corrupt() pipeline"),
     )
     print(f"{'':34s}" + "".join(f"{str(r['threads']) + ' thread(s)':>22s}" for r in results))
     for key, label in rows:

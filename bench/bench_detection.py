@@ -55,9 +55,26 @@ def _corruption(name):
 
     if name == "none":
         return None
+    if name == "auto":  # train's default: stains, or anomalies for a model with a head
+        return "auto"
     if name.lstrip().startswith("{"):  # a serialized corruption, e.g. more stains per image
         name = json.loads(name)
     return training.get_corruption(name)
+
+
+def _scoring_for(scoring, name, model, val):
+    """The ScoringConfig of map ``name``; maps that need good-image statistics fit them
+    on the held-out validation images (never on the test split)."""
+    import numpy as np
+
+    options = {}
+    if name in ("learned+residual", "deviation"):
+        good = np.stack([e["image"].numpy() for e in val])
+        if name == "deviation":
+            options["statistics"] = scoring.LayerStatistics.fit(model, good)
+        else:
+            options["statistics"] = scoring.fit_map_statistics(model, good)
+    return scoring.ScoringConfig(map=name, map_options=options)
 
 
 def _f(v, d=3):
@@ -68,8 +85,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--data",
-        default="/tmp/keras_skipae_bench_synthetic_128",
-        help="synthetic dataset root (generated if missing)",
+        default=None,
+        help="synthetic dataset root (generated if missing; default "
+        "/tmp/keras_skipae_bench_synthetic_<size>[_data<seed>])",
+    )
+    parser.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="seed of the generated data: 0 is the benchmark's test data, 1 the dev set "
+        "(defaults are chosen on --data-seed 1 only)",
     )
     parser.add_argument(
         "--out", default="/tmp/keras_skipae_bench_detection", help="run folders go here (replaced)"
@@ -100,7 +125,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--loss", default="mse")
-    parser.add_argument("--corruption", default="stains")
+    parser.add_argument(
+        "--corruption", default="auto", help="auto (stains; anomalies for a head), or a name"
+    )
     parser.add_argument(
         "--stain-weight",
         type=float,
@@ -116,7 +143,20 @@ def main(argv=None):
         metavar="JSON",
         help="more builder options for every model, e.g. '{\"skips\": [1, 2, 3, 4]}'",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (split, weights)")
+    parser.add_argument(
+        "--maps",
+        nargs="+",
+        default=None,
+        help="anomaly maps to score every learned model with (default: the default map, and "
+        "'learned' too for a model with a head); the first one is the table's",
+    )
+    parser.add_argument(
+        "--schedule", default="auto", help="learning-rate schedule for train (auto: cosine)"
+    )
+    parser.add_argument(
+        "--baselines", nargs="*", default=["gaussian", "patch_nn"], help="non-learned baselines"
+    )
     parser.add_argument(
         "--eval-at-minutes",
         type=float,
@@ -150,7 +190,8 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from keras_skipae import baselines, data, evaluation, scoring, training
+    from keras_skipae import data, evaluation, scoring, training
+    from keras_skipae.apps import baselines
 
     print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
     print(
@@ -175,13 +216,16 @@ def main(argv=None):
     )
 
     cats = args.categories or data.list_categories()
+    if args.data is None:
+        suffix = f"_data{args.data_seed}" if args.data_seed else ""
+        args.data = f"/tmp/keras_skipae_bench_synthetic_{args.image_size}{suffix}"
     root = Path(args.data)
     missing = [c for c in cats if not (root / c).is_dir()]
     if missing:
         tmp = Path(str(root) + ".part")
         t = time.monotonic()
         data.make_dataset(
-            tmp, categories=missing, image_size=args.image_size, seed=args.seed, overwrite=True
+            tmp, categories=missing, image_size=args.image_size, seed=args.data_seed, overwrite=True
         )
         root.mkdir(parents=True, exist_ok=True)
         for c in missing:
@@ -235,12 +279,27 @@ def main(argv=None):
                 tensorboard=False,
                 time_limit=None if extra else 60 * args.minutes_per_model * args.cores,
                 time_clock="cpu",
+                schedule=None if args.schedule == "none" else args.schedule,
                 callbacks=extra,
                 verbose=0,
             )
             t_train = time.monotonic() - t
             t = time.monotonic()
-            r = evaluation.evaluate(run.model, test, val_data=val, progress=False)
+            has_head = hasattr(run.model, "anomaly_map")
+            maps = args.maps or (
+                ["learned", scoring.DEFAULT_MAP] if has_head else [scoring.DEFAULT_MAP]
+            )
+            maps = [m for m in maps if has_head or not m.startswith("learned")]
+            by_map = {}
+            for m in maps:
+                by_map[m] = evaluation.evaluate(
+                    run.model,
+                    test,
+                    val_data=val,
+                    progress=False,
+                    scoring=scoring.ScoringConfig(map=m),
+                )
+            r = by_map[maps[0]]
             t_eval = time.monotonic() - t
             steps = int(run.model.optimizer.iterations.numpy())
             res["models"][name] = {
@@ -255,6 +314,11 @@ def main(argv=None):
                 "train_seconds": t_train,
                 "eval_seconds": t_eval,
                 "val_loss": run.history.get("val_loss", [None])[-1],
+                "map": maps[0],
+                "maps": {
+                    m: {k: getattr(v, k) for k in ("image_auroc", "pixel_auroc", "aupro")}
+                    for m, v in by_map.items()
+                },
             }
             if curve:
                 res["models"][name]["curve"] = curve
@@ -265,9 +329,15 @@ def main(argv=None):
                 f"val_loss {_f(res['models'][name]['val_loss'], 5)}",
                 flush=True,
             )
+            for m, v in list(by_map.items())[1:]:
+                print(
+                    f"{cat:<8} {name:<5} map {m}: img {_f(v.image_auroc)} "
+                    f"pix {_f(v.pixel_auroc)} aupro {_f(v.aupro)}",
+                    flush=True,
+                )
         train_arr = baselines.load_arrays(good)["image"]
         test_arr = baselines.load_arrays(test)
-        for bname in ("gaussian", "patch_nn"):
+        for bname in args.baselines:
             t = time.monotonic()
             b = baselines.evaluate_baseline(bname, train_arr, test_arr)
             b["seconds"] = time.monotonic() - t

@@ -43,8 +43,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_skipae import analysis, callbacks, data, evaluation, models, plotting  # noqa: E402
-from keras_skipae.training import train  # noqa: E402
+from keras_skipae import analysis, data, evaluation, models, plotting  # noqa: E402
+from keras_skipae.scoring import ScoringConfig  # noqa: E402
+from keras_skipae.training import callbacks, train  # noqa: E402
 
 MAPS = [
     ("residual", "residual", None),
@@ -93,6 +94,34 @@ class TimedMonitor(callbacks.DiscrepancyMonitor):
         t = time.perf_counter()
         super().on_train_end(logs)
         self.end_spent = time.perf_counter() - t
+
+
+def in_mask_cosine(net, clean, corrupted, layers):
+    """Median cosine similarity of channel means restricted to the stained region, per tap.
+
+    The stain mask (pixels where the corrupted probe differs from the clean one) is
+    resized to each tap's resolution (area average, kept where >= 0.5), and the cosine
+    of ``mu_i(clean)`` and ``mu_i(stained)`` is taken over those positions only.
+    Pairs whose stain vanishes at a tap's resolution are left out at that tap.
+    """
+    taps = models.tap_model(net, layers)
+    mask = (np.abs(corrupted - clean).max(axis=-1, keepdims=True) > 0).astype("float32")
+    a = taps(clean, training=False)
+    b = taps(corrupted, training=False)
+    out = {}
+    for name in layers:
+        mu_a = np.asarray(analysis.channel_mean(a[name]))
+        mu_b = np.asarray(analysis.channel_mean(b[name]))
+        h, w = mu_a.shape[1:]
+        m = np.asarray(tf.image.resize(mask, (h, w), method="area"))[..., 0] >= 0.5
+        sims = []
+        for i in range(len(clean)):
+            if m[i].sum() < 1:
+                continue
+            x, y = mu_a[i][m[i]], mu_b[i][m[i]]
+            sims.append(float(x @ y / max(np.linalg.norm(x) * np.linalg.norm(y), 1e-12)))
+        out[name] = (float(np.median(sims)) if sims else float("nan"), len(sims))
+    return out
 
 
 def _numpy(ds, n=None):
@@ -182,6 +211,11 @@ def main(argv=None):
         help="semi-axes of the probe stains as fractions of the side (default: Stains()'s)",
     )
     ap.add_argument("--no-loss", action="store_true", help="skip the discrepancy-loss model")
+    ap.add_argument(
+        "--in-mask",
+        action="store_true",
+        help="also measure the cosine similarity inside the stain only (mask resized per tap)",
+    )
     ap.add_argument("--no-eval", action="store_true", help="skip the detection numbers")
     ap.add_argument("--no-overhead", action="store_true", help="skip the A/B overhead timing")
     ap.add_argument("--overhead-epochs", type=int, default=6)
@@ -301,7 +335,7 @@ def main(argv=None):
                 options = dict(options)
                 options["statistics"] = stats[options.pop("pooled", False)]
             r = evaluation.evaluate(
-                net, test_ds, method=method, map_options=options, progress=False
+                net, test_ds, scoring=ScoringConfig(map=method, map_options=options), progress=False
             )
             detections[label][map_label] = {
                 "image_auroc": r.image_auroc,
@@ -320,6 +354,21 @@ def main(argv=None):
         shape = "x".join(str(d) for d in results["AE"].shapes[name])
         row = "".join(f"{results[k].median()[name]:22.4f}" for k in results)
         print(f"{name:16s}{shape:>12s}{row}")
+    in_mask = {}
+    if args.in_mask:
+        print(
+            "\nInside the stain only: median cosine similarity of the channel means over "
+            "the stained positions (mask resized to each tap; pairs used):"
+        )
+        print(f"{'layer':16s}{'shape':>12s}" + "".join(f"{k:>22s}" for k in ("AE", "AESc")))
+        for label in ("AE", "AESc"):
+            in_mask[label] = in_mask_cosine(trained[label], clean, corrupted, layers)
+        for name in layers:
+            shape = "x".join(str(d) for d in results["AE"].shapes[name])
+            row = "".join(
+                f"{in_mask[k][name][0]:16.4f} ({in_mask[k][name][1]:2d})" for k in ("AE", "AESc")
+            )
+            print(f"{name:16s}{shape:>12s}{row}")
     trend = analysis.paper_trend(results["AE"], results["AESc"])
     print(
         f"\nPaper's trend (AESc falls through the decoder and ends below AE): "
@@ -428,6 +477,7 @@ def main(argv=None):
             "args": vars(args),
             "medians": {k: r.median() for k, r in results.items()},
             "trend": trend,
+            "in_mask_cosine": in_mask,
             "trend_with_loss": trend_loss,
             "detection": detections,
             "timings": timings,

@@ -105,3 +105,45 @@ def test_learned_plus_residual_is_the_max_of_two_z_scores(images):
     np.testing.assert_allclose(got, np.maximum(zl, zr), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="needs good-image statistics"):
         ks.scoring.compute(model, x, ks.ScoringConfig(map="learned+residual"))
+
+
+@pytest.mark.slow
+def test_train_aesc_head_on_the_train_split_only(synthetic_root, tmp_path):
+    import shutil
+
+    # The head learns from synthetic anomalies on good training images: with the test
+    # split gone, training must still work (nothing reads it), and the run records
+    # the anomaly mixture as its corruption.
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    shutil.rmtree(root / "mesh" / "test")
+    shutil.rmtree(root / "mesh" / "ground_truth", ignore_errors=True)
+    train = ks.data.mvtec_dataset(root, "mesh", split="train", image_size=32)
+    run = ks.train(
+        "aesc_head",
+        train,
+        model_kwargs=TINY_HEAD,
+        epochs=2,
+        batch_size=4,
+        run_dir=tmp_path / "run",
+        verbose=0,
+        tensorboard=False,
+    )
+    assert run.config["corruption"]["class_name"] == "Anomalies"
+    assert {"head_loss", "val_head_loss", "val_good_alarm"} <= set(run.history)
+    model, _ = ks.training.load_run(tmp_path / "run")
+    assert isinstance(model, AnomalyHeadModel)
+    x = np.stack([e["image"].numpy() for e in train.take(2)])
+    np.testing.assert_allclose(model.anomaly_map(x), run.model.anomaly_map(x), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_head_export_agrees_with_in_process(images, tmp_path):
+    model = ks.get_model("aesc_head", **TINY_HEAD)
+    cfg = ks.ScoringConfig(map="learned")
+    path = ks.export_saved_model(model, tmp_path / "exp", scoring=cfg, threshold=0.5)
+    x = images(3)
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](images=tf.constant(x))
+    want = ks.scoring.compute(model, x, cfg)
+    for key in ("score", "anomaly_map", "reconstruction"):
+        np.testing.assert_allclose(served[key].numpy(), want[key].numpy(), atol=1e-5)

@@ -182,7 +182,12 @@ def _add_train(sub):
     )
     p.add_argument("--data", required=True, help="dataset root in the MVTec AD layout")
     p.add_argument("--category", required=True, help="category folder under --data")
-    p.add_argument("--model", default="aesc", help="registry name: ae, aesc, unet (default: aesc)")
+    p.add_argument(
+        "--model",
+        default="aesc",
+        help="registry name: ae, aesc, aesc_head (with a learned anomaly head), unet "
+        "(default: aesc)",
+    )
     p.add_argument("--out", required=True, help="run folder (config.json, model.keras, ...)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument(
@@ -198,9 +203,10 @@ def _add_train(sub):
     p.add_argument("--loss", default="mse", help="mse, l1, ssim, mse+ssim, l1+ssim")
     p.add_argument(
         "--corruption",
-        default="stains",
-        help="stains (default), scratches, drops, noise, a mix such as "
-        "stains+scratches, or 'none' (plain AE recipe)",
+        default="auto",
+        help="auto (default: stains; anomalies for a model with a head such as aesc_head), "
+        "stains, anomalies, scratches, drops, noise, a mix such as stains+scratches, or "
+        "'none' (plain AE recipe)",
     )
     p.add_argument(
         "--stain-weight",

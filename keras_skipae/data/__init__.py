@@ -21,6 +21,7 @@ Example:
 
 from keras_skipae.data import corruptions, datasets, pipeline, synthetic
 from keras_skipae.data.corruptions import (
+    Anomalies,
     Compose,
     Corruption,
     Drops,
@@ -48,6 +49,7 @@ from keras_skipae.data.synthetic import CATEGORIES, list_categories, make_datase
 corruption = corruptions  # the module's name before 0.2
 
 __all__ = [
+    "Anomalies",
     "CATEGORIES",
     "Compose",
     "Corruption",

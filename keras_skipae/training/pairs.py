@@ -102,9 +102,11 @@ def get_corruption(identifier):
     return data.get(identifier)
 
 
-def _default_corruption():
-
-    return data.Stains()
+def _default_corruption(masks: bool = False):
+    """Stains for a reconstruction model; :class:`~keras_skipae.data.Anomalies` (stains
+    among other kinds) for a model with an anomaly head
+    (``docs/decisions.md#anomaly-head``)."""
+    return data.Anomalies() if masks else data.Stains()
 
 
 def _describe_corruption(corruption) -> dict | None:
@@ -216,11 +218,11 @@ class _Data:
     pairs_given: bool = False
 
 
-def _resolve_corruption(train_data, val_data, corruption, validation_split):
+def _resolve_corruption(train_data, val_data, corruption, validation_split, masks=False):
     """``(pairs_given, corruption object or None)``."""
     if not _is_pairs(train_data):
         if corruption == "auto":
-            return False, _default_corruption()
+            return False, _default_corruption(masks)
         if isinstance(corruption, str | dict):
             return False, get_corruption(corruption)
         return False, corruption
@@ -255,7 +257,7 @@ def _resolve_data(
     With ``masks`` (a model with an anomaly head) the targets are ``(target, mask)``.
     """
     pairs_given, corruption_obj = _resolve_corruption(
-        train_data, val_data, corruption, validation_split
+        train_data, val_data, corruption, validation_split, masks
     )
     if stain_weight is not None and float(stain_weight) != 1.0 and corruption_obj is None:
         raise ValueError(

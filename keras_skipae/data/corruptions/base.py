@@ -108,6 +108,8 @@ class Corruption:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if cls.__name__.startswith("_"):  # private helpers are not corruptions by name
+            return
         _REGISTRY[cls.__name__] = cls
         for alias in cls.__dict__.get("aliases", ()):
             _ALIASES[alias] = cls.__name__
