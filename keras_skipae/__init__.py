@@ -14,11 +14,19 @@ so ``keras.models.load_model(path, safe_mode=True)`` works right after
 ``import keras_skipae``; :func:`load_model` does the same in one call. Everything
 else (scoring, analysis, training, evaluation, export, data, apps) loads on first
 use. The package's layout and the direction of its imports: ``docs/ARCHITECTURE.md``.
+
+CPU kernels: unless ``TF_ENABLE_ONEDNN_OPTS`` is set, importing the package before
+TensorFlow turns on TensorFlow's oneDNN CPU kernels, which TensorFlow itself enables
+only on CPUs with AVX-512 VNNI/BF16 or AMX; on AVX2 CPUs they train about 1.9x faster
+(``docs/decisions.md#onednn``). Set ``TF_ENABLE_ONEDNN_OPTS=0`` to keep TensorFlow's choice.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # before TensorFlow loads
 
 __version__ = "0.1.0"
 

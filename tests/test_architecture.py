@@ -203,3 +203,22 @@ def test_corruptions_do_not_import_the_benchmark_defect_painters():
         dotted = "keras_skipae.data.corruptions." + path.stem
         dotted = dotted.removesuffix(".__init__")
         assert "keras_skipae.data.synthetic" not in _imports(dotted, path, mods), path.name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset, want", [(None, "1"), ("0", "0")])
+def test_import_turns_on_onednn_unless_the_user_chose(preset, want):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if preset is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = preset
+    code = (
+        "import keras_skipae, os\n"
+        "from tensorflow.python.util import _pywrap_util_port as p\n"
+        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], p.IsMklEnabled())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout.split()
+    assert out[-2:] == [want, str(want == "1")]

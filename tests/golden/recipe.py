@@ -51,10 +51,10 @@ def _metrics_vector(d: dict) -> np.ndarray:
 
 
 def compute(tmp: Path) -> dict[str, np.ndarray]:
+    import keras_skipae as ks  # noqa: I001  (first, as in a user script: it picks the CPU kernels)
+
     import keras
     import tensorflow as tf
-
-    import keras_skipae as ks
 
     out: dict[str, np.ndarray] = {}
 
