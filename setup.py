@@ -49,6 +49,7 @@ setup(
         ],
         "notebooks": ["jupyterlab>=4", "jupytext>=1.15", "ipykernel>=6.25"],
         "dev": ["ruff>=0.5"],
+        "bench": ["torch>=2.2,<3"],
     },
     entry_points={"console_scripts": ["keras-skipae=keras_skipae.apps.cli:main"]},
     classifiers=[

@@ -187,8 +187,10 @@ def main(argv=None):
         _print_curves(saved["results"])
         return
 
+    import keras_skipae  # noqa: F401, I001  (first: it picks TensorFlow's CPU kernels)
     import keras
     import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
 
     from keras_skipae import data, evaluation, scoring, training
     from keras_skipae.apps import baselines
@@ -197,7 +199,8 @@ def main(argv=None):
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"TF {tf.__version__}, Keras {keras.__version__}, "
-        f"GPU: {bool(tf.config.list_physical_devices('GPU'))}"
+        f"GPU: {bool(tf.config.list_physical_devices('GPU'))}, "
+        f"oneDNN: {_pywrap_util_port.IsMklEnabled()}"
     )
     print(
         f"budget: {args.minutes_per_model:g} min x {args.cores} cores = "

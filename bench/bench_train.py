@@ -1,0 +1,1001 @@
+"""Training-speed benchmark: Keras/TensorFlow vs a PyTorch peer, and speed-fix prototypes.
+
+Trains ``ks.build_ae``, ``ks.build_aesc`` and ``ks.build_unet`` (default arguments
+except ``input_shape=(S, S, 1)`` and ``depth``: 5 at 128x128 and 6 at 256x256 for
+AE/AESc, the default 4 for the U-Net) in fp32, batch 16, Adam(1e-3), MSE, and prints
+img/s (median over ``--repeats`` timed epochs of ``--steps`` steps, after
+``--warmup`` warm-up epochs that include tracing), achieved GFLOP/s, the fraction of
+the machine's measured convolution peak, the process CPU use (``cores``: CPU
+seconds / wall seconds), and, when ``torch`` is importable, the same model in
+PyTorch (``bench/torch_peer.py``, eager, channels-last) timed in between: TF epoch
+i, then PyTorch repeat i, so both see the same machine load; the ratio TF/torch is
+the median of those paired ratios. PyTorch runs in a child process
+(``torch_peer.py --serve``, driven through a pipe) that never imports TensorFlow, so
+neither framework's thread pools or bundled oneDNN can affect the other.
+
+Columns: ``img/s`` (wall); ``img/cpu-s``, images per CPU second of the process (all
+its threads); ``GF/cpu-s``, training-step convolution GFLOP per CPU second; ``%pk``,
+that as a percentage of the best convolution peak per CPU second; ``cores``, CPU
+seconds / wall seconds; ``TF/torch``, the paired ratio of wall speeds and
+``(cpu)`` of CPU-time speeds; ``other``, the most cores that *other* processes used
+during any timed block of the row (``/proc/stat`` busy time minus this benchmark's
+own CPU time).
+
+On a shared machine (``other`` above ~0.2) wall times are contaminated, and not
+alike: PyTorch's OpenMP threads (libgomp) slow down several-fold when a core is
+taken away, TF's thread pool much less. Then run ``--threads 1`` and compare the
+CPU-time columns, which time-slicing barely changes.
+
+Feeds (``--feeds``):
+
+* ``cached``: a ``tf.data`` of one fixed batch, repeated (``model.fit``);
+* ``pipeline``: ``ks.data.corrupt(ks.data.mvtec_dataset(...), ks.data.Stains())`` over
+  a synthetic folder (``ks.data.synthetic.make_dataset``, category ``woven``),
+  repeated, into ``model.fit``: stains are drawn on the same cores;
+* ``train``: ``ks.train(model, images, ...)`` itself (stains, stain_weight 10,
+  no metrics, no validation, no run folder), ``--warmup + --repeats`` epochs of
+  ``--steps`` steps, the first ``--warmup`` untimed.
+
+Variants (``--variants``, ``+``-joined tokens applied to the built model *without*
+editing the package: the model is cloned with ``keras.models.clone_model`` and a
+``clone_function``, weights copied; each variant's output is checked against the
+baseline's for the same weights, in inference and in training mode, and so are its
+gradients):
+
+* ``baseline``: the package's model as it is;
+* ``up``: ``UpSampling2D(2, "nearest")`` -> :class:`BroadcastUpSampling2D`
+  (broadcast-and-reshape, gradient by TF's BroadcastTo gradient);
+* ``upg``: the same forward with an explicit gradient (reshape + sum of 2x2 blocks);
+* ``fbn``: ``BatchNormalization`` -> :class:`FusedBatchNormalization` (one
+  ``FusedBatchNormV3`` op and its fused gradient instead of Keras 3's moments +
+  elementwise normalisation);
+* ``spe4``, ``spe8``: ``compile(steps_per_execution=4 / 8)``.
+
+``--jit off,on`` sets ``compile(jit_compile=...)`` (XLA). ``--onednn 1`` sets
+``TF_ENABLE_ONEDNN_OPTS=1`` before TensorFlow is imported: TF enables its oneDNN
+kernels by default only on CPUs with AVX-512 VNNI / BF16 / AMX, so on an AVX2-only
+CPU the default is TF's Eigen kernels (the header says which ran).
+
+FLOP count (analytic, convolutions only; BN, activations, adds, upsampling, pooling
+and the optimizer are not counted): a ``Conv2D`` costs ``2*Kh*Kw*Cin*Cout*Hout*Wout``
+FLOPs per image (2 per multiply-add; the 1x1 skip projections, when present, and the
+output convolution included); a ``Conv2DTranspose`` (U-Net) costs
+``2*Kh*Kw*Cin*Cout*Hin*Win``, the multiply-adds it really does (each input pixel is
+scattered through the kernel; it is the input gradient of the stride-2 convolution
+of that cost; counting it with ``Hout*Wout`` would quadruple it). A training step
+is counted as 3x the forward convolution FLOPs (forward, input gradient, weight
+gradient; the first layer's unneeded input gradient is not subtracted). The count
+is taken from the Keras model's layers and asserted equal to the PyTorch peer's
+(forward hooks), and the parameter counts are asserted equal (Keras
+``count_params()``, PyTorch parameters + BN running mean/var).
+
+Peaks: a 2048x2048 float32 matmul and a 5x5 NHWC convolution forward (batch 16,
+128x128, 64 -> 64 channels), in TF and (if present) PyTorch, best of 3; the
+"of peak" columns divide by the larger of the two convolution peaks.
+
+Threads: TF intra- and inter-op threads and ``torch.set_num_threads`` /
+``set_num_interop_threads`` are all set to ``--threads`` (default: all CPUs).
+
+Profile (``--profile PATH``): traces ``--profile-steps`` training steps of the first
+model/size/variant with ``tf.profiler.experimental`` and writes the top ops (by self
+time summed over threads) to PATH.
+
+Run it under the shared lock so that benchmarks do not overlap::
+
+    flock /tmp/keras_skipae_bench.lock .venv/bin/python bench/bench_train.py \\
+        --models aesc --sizes 128 --variants baseline,up+fbn --json out.json
+
+Needs ``pip install -e ".[bench]"`` for the PyTorch side (optional). Numbers are
+printed; tests never assert them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+BATCH = 16
+LR = 1e-3
+HERE = Path(__file__).resolve().parent
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _sys_busy() -> float:
+    """Busy CPU seconds of the whole machine (all processes), from /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+    except OSError:
+        return float("nan")
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.25) -> float:
+    """Waits (up to ``max_wait`` s) until other processes use < ``threshold`` cores over 1 s.
+
+    Returns the last measured load of other processes (this process is idle meanwhile).
+    """
+    deadline = time.monotonic() + max_wait
+    while True:
+        s0, c0 = _sys_busy(), _cpu()
+        time.sleep(1.0)
+        load = max(0.0, _sys_busy() - s0 - (_cpu() - c0))
+        if load < threshold or time.monotonic() >= deadline:
+            return load
+        time.sleep(1.0)
+
+
+def cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return "unknown"
+    model, flags = "?", set()
+    for line in text.splitlines():
+        if line.startswith("model name") and model == "?":
+            model = line.split(":", 1)[1].strip()
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    keep = sorted(
+        f for f in flags if f in ("avx", "avx2", "fma", "f16c") or f.startswith(("avx512", "amx"))
+    )
+    return f"{model}; flags: {' '.join(keep) or 'none of avx/avx2/avx512/amx'}"
+
+
+def default_depth(model: str, size: int):
+    if model == "unet":
+        return None  # the builder's default, 4
+    return {128: 5, 256: 6}.get(size, max(2, size.bit_length() - 3))
+
+
+# --------------------------------------------------------------------------- TF side
+
+
+def setup_tf(threads: int, inter_op: int | None = None):
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads if inter_op is None else inter_op)
+    return tf
+
+
+def onednn_active():
+    """Whether TF runs its oneDNN kernels (off by default on CPUs without AVX-512 VNNI/AMX)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
+
+
+def make_layers():
+    """The prototype layers (defined here, not in the package)."""
+    import keras
+    import tensorflow as tf
+    from keras import ops
+
+    class BroadcastUpSampling2D(keras.layers.Layer):
+        """Nearest-neighbour 2x upsampling as broadcast + reshape (NHWC).
+
+        Same output as ``keras.layers.UpSampling2D(2, interpolation="nearest")``;
+        its gradient is a sum over the broadcast axes instead of the gradient of
+        two ``repeat`` ops.
+        """
+
+        def __init__(self, explicit_grad: bool = False, **kwargs):
+            super().__init__(**kwargs)
+            self.explicit_grad = bool(explicit_grad)
+
+        def call(self, x):
+            if self.explicit_grad:
+                return _up2_explicit(x)
+            return _up2(x)
+
+        def compute_output_shape(self, s):
+            return (
+                s[0],
+                None if s[1] is None else 2 * s[1],
+                None if s[2] is None else 2 * s[2],
+                s[3],
+            )
+
+        def get_config(self):
+            return {**super().get_config(), "explicit_grad": self.explicit_grad}
+
+    def _dims(x):
+        dyn = ops.shape(x)
+        return (
+            [d if d is not None else dyn[i] for i, d in enumerate(x.shape)]
+            if None in x.shape
+            else list(x.shape)
+        )
+
+    def _up2(x):
+        b, h, w, c = _dims(x)
+        x = ops.reshape(x, (b, h, 1, w, 1, c))
+        x = ops.broadcast_to(x, (b, h, 2, w, 2, c))
+        return ops.reshape(x, (b, 2 * h, 2 * w, c))
+
+    @tf.custom_gradient
+    def _up2_explicit(x):
+        shape = tf.shape(x)
+
+        def grad(dy):
+            d = tf.reshape(dy, [shape[0], shape[1], 2, shape[2], 2, shape[3]])
+            return tf.reduce_sum(d, axis=[2, 4])
+
+        return _up2(x), grad
+
+    class FusedBatchNormalization(keras.layers.BatchNormalization):
+        """``BatchNormalization`` computed by TF's fused kernel (``FusedBatchNormV3``).
+
+        Same variables and the same training-mode output (batch mean and biased
+        batch variance). The moving variance is updated with the unbiased batch
+        variance (the fused kernel's choice, as tf.keras 2 and PyTorch do; Keras 3
+        uses the biased one). Falls back to Keras' path for anything but 4-D
+        float32 channels-last inputs without mask or renorm.
+        """
+
+        def call(self, inputs, training=None, mask=None):
+            axis = (
+                self.axis
+                if isinstance(self.axis, int)
+                else (self.axis[0] if len(self.axis) == 1 else None)
+            )
+            if (
+                mask is not None
+                or self.renorm
+                or len(inputs.shape) != 4
+                or axis not in (3, -1)
+                or inputs.dtype != tf.float32
+                or not (self.center and self.scale)
+            ):
+                return super().call(inputs, training=training, mask=mask)
+            if training and self.trainable:
+                y, mean, var, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                    x=inputs,
+                    scale=self.gamma.value,
+                    offset=self.beta.value,
+                    mean=self.moving_mean.value,
+                    variance=self.moving_variance.value,
+                    epsilon=self.epsilon,
+                    exponential_avg_factor=1.0 - self.momentum,
+                    data_format="NHWC",
+                    is_training=True,
+                )
+                self.moving_mean.assign(mean)
+                self.moving_variance.assign(var)
+                return y
+            return tf.raw_ops.FusedBatchNormV3(
+                x=inputs,
+                scale=self.gamma.value,
+                offset=self.beta.value,
+                mean=self.moving_mean.value,
+                variance=self.moving_variance.value,
+                epsilon=self.epsilon,
+                data_format="NHWC",
+                is_training=False,
+            )[0]
+
+    return BroadcastUpSampling2D, FusedBatchNormalization
+
+
+def apply_variant(model, variant: str):
+    """Clones ``model`` with the variant's layer replacements and copies its weights."""
+    import keras
+
+    tokens = set(variant.split("+")) - {"baseline"}
+    unknown = tokens - {"up", "upg", "fbn", "spe4", "spe8"}
+    if unknown:
+        raise SystemExit(f"unknown variant tokens {sorted(unknown)} in {variant!r}")
+    if not tokens & {"up", "upg", "fbn"}:
+        return model
+    Up, FBN = make_layers()
+
+    def clone(layer):
+        cfg = layer.get_config()
+        if (
+            tokens & {"up", "upg"}
+            and isinstance(layer, keras.layers.UpSampling2D)
+            and tuple(cfg["size"]) == (2, 2)
+            and cfg["interpolation"] == "nearest"
+            and cfg.get("data_format", "channels_last") == "channels_last"
+        ):
+            return Up(explicit_grad="upg" in tokens, name=layer.name)
+        if "fbn" in tokens and type(layer) is keras.layers.BatchNormalization:
+            return FBN.from_config(cfg)
+        return layer.__class__.from_config(cfg)
+
+    new = keras.models.clone_model(model, clone_function=clone)
+    new.set_weights(model.get_weights())
+    return new
+
+
+def steps_per_execution(variant: str) -> int:
+    for tok in variant.split("+"):
+        if tok.startswith("spe"):
+            return int(tok[3:])
+    return 1
+
+
+def has_dropout(model) -> bool:
+    import keras
+
+    return any(isinstance(layer, keras.layers.Dropout) for layer in model.layers)
+
+
+def check_variant(base, var, x, y) -> dict:
+    """Max |difference| of outputs (inference, training) and max relative gradient gap."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    out = {}
+    a = keras.ops.convert_to_numpy(base(x, training=False))
+    b = keras.ops.convert_to_numpy(var(x, training=False))
+    out["max_abs_diff_inference"] = float(np.max(np.abs(a - b)))
+    if has_dropout(base):
+        out["max_abs_diff_training"] = None
+        out["max_rel_grad_diff"] = None
+        return out
+    # Snapshot BN moving statistics: the training-mode calls below update them.
+    saved_b, saved_v = base.get_weights(), var.get_weights()
+    grads = []
+    outs = []
+    for m in (base, var):
+        with tf.GradientTape() as tape:
+            p = m(x, training=True)
+            loss = tf.reduce_mean(tf.square(p - y))
+        g = tape.gradient(loss, m.trainable_variables)
+        grads.append([keras.ops.convert_to_numpy(t) for t in g])
+        outs.append(keras.ops.convert_to_numpy(p))
+    out["max_abs_diff_training"] = float(np.max(np.abs(outs[0] - outs[1])))
+    rel = 0.0
+    for ga, gb in zip(*grads):
+        rel = max(rel, float(np.max(np.abs(ga - gb)) / (np.max(np.abs(ga)) + 1e-30)))
+    out["max_rel_grad_diff"] = rel
+    base.set_weights(saved_b)
+    var.set_weights(saved_v)
+    return out
+
+
+def keras_conv_flops(model) -> int:
+    """Forward convolution FLOPs per image (see the module docstring)."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            kh, kw = layer.kernel_size
+            _, h, w, cin = layer.input.shape
+            total += 2 * kh * kw * cin * layer.filters * h * w
+        elif isinstance(layer, keras.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            cin = layer.input.shape[-1]
+            _, h, w, cout = layer.output.shape
+            total += 2 * kh * kw * cin * cout * h * w
+        elif isinstance(layer, keras.Model):
+            raise SystemExit("nested models are not counted")
+    return total
+
+
+def build_keras(model_name: str, size: int, depth):
+    import keras_skipae as ks
+
+    builder = {"ae": ks.build_ae, "aesc": ks.build_aesc, "unet": ks.build_unet}[model_name]
+    kwargs = {"input_shape": (size, size, 1)}
+    if depth is not None:
+        kwargs["depth"] = depth
+    return builder(**kwargs)
+
+
+def make_timer(skip_epochs: int, between=None):
+    import keras
+
+    class Timer(keras.callbacks.Callback):
+        """Wall and process-CPU time of each epoch, first batch start to last batch end."""
+
+        def __init__(self):
+            super().__init__()
+            self.wall, self.cpu, self.foreign = [], [], []
+            self._t0 = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = None
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self._t0 is None:
+                self._t0, self._c0, self._s0 = time.perf_counter(), _cpu(), _sys_busy()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._t1, self._c1, self._s1 = time.perf_counter(), _cpu(), _sys_busy()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch < skip_epochs:
+                return
+            wall = self._t1 - self._t0
+            self.wall.append(wall)
+            self.cpu.append(self._c1 - self._c0)
+            # cores used by other processes meanwhile (this one's CPU time subtracted)
+            self.foreign.append(max(0.0, (self._s1 - self._s0 - (self._c1 - self._c0)) / wall))
+            if between is not None:
+                between(len(self.wall) - 1)
+
+    return Timer()
+
+
+# --------------------------------------------------------------------------- torch side
+
+
+class TorchWorker:
+    """The PyTorch side, in its own process (``torch_peer.py --serve``).
+
+    Importing TensorFlow and PyTorch into one process made PyTorch 5-20x slower on
+    this machine (both bundle oneDNN; PyTorch then ran on about one core), so the
+    peer runs in a child process that never imports TensorFlow, driven step-block
+    by step-block through a pipe, which keeps the TF/torch interleaving.
+    """
+
+    def __init__(self, threads: int):
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "torch_peer.py"), "--serve", str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.info = self._read()
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the PyTorch worker exited")
+        return json.loads(line)
+
+    def call(self, **cmd):
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self):
+        try:
+            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait(timeout=30)
+
+
+class TorchRunner:
+    """The PyTorch peer of one model/size in the worker, trained on the same fixed batch."""
+
+    def __init__(self, worker, model_name, size, depth, x, y, keras_model, tmpdir, warmup_steps=2):
+        import numpy as np
+
+        arrays = {"x": x, "y": y, "keras_out": np.asarray(keras_model(x, training=False))}
+        for layer in keras_model.layers:
+            for i, w in enumerate(layer.get_weights()):
+                arrays[f"w/{layer.name}/{i}"] = np.asarray(w)
+        npz = Path(tmpdir) / f"torch_{model_name}_{size}.npz"
+        np.savez(npz, **arrays)
+        r = worker.call(
+            cmd="init",
+            model=model_name,
+            size=size,
+            depth=depth,
+            npz=str(npz),
+            lr=LR,
+            warmup=warmup_steps,
+        )
+        self.worker = worker
+        self.params, self.flops = r["params"], r["flops"]
+        self.channels_last = r["channels_last"]
+        self.exact_max_abs_diff = r["exact_max_abs_diff"]
+        self.wall, self.cpu, self.foreign = [], [], []
+
+    def run(self, steps):
+        s0, c0 = _sys_busy(), _cpu()
+        r = self.worker.call(cmd="run", steps=steps)
+        busy = _sys_busy() - s0 - r["cpu"] - (_cpu() - c0)
+        self.wall.append(r["wall"])
+        self.cpu.append(r["cpu"])
+        self.foreign.append(max(0.0, busy / r["wall"]))
+
+
+# --------------------------------------------------------------------------- peaks
+
+
+def _best(fn, reps=3):
+    """Best wall and best process-CPU seconds of ``reps`` calls after one warm-up call."""
+    fn()
+    bw = bc = float("inf")
+    for _ in range(reps):
+        t, c = time.perf_counter(), _cpu()
+        fn()
+        bw, bc = min(bw, time.perf_counter() - t), min(bc, max(_cpu() - c, 1e-9))
+    return bw, bc
+
+
+def measure_peaks(tf, worker) -> dict:
+    """Matmul and conv peaks in GFLOP per wall second and per CPU second (best of 3)."""
+    import numpy as np
+
+    n = 2048
+    mm_flops = 2 * n**3
+    conv_shape, k, cin, cout = (BATCH, 128, 128, 64), 5, 64, 64
+    conv_flops = 2 * k * k * cin * cout * BATCH * 128 * 128
+    rng = np.random.default_rng(0)
+    ta = tf.constant(rng.random((n, n), dtype=np.float32))
+    tx = tf.constant(rng.random(conv_shape, dtype=np.float32))
+    tw = tf.constant(rng.random((k, k, cin, cout), dtype=np.float32))
+    mm = tf.function(lambda: tf.matmul(ta, ta))
+    cv = tf.function(lambda: tf.nn.conv2d(tx, tw, 1, "SAME"))
+    peaks = {}
+    for key, flops, fn in (
+        ("tf_matmul", mm_flops, lambda: mm().numpy()),
+        ("tf_conv5x5", conv_flops, lambda: cv().numpy()),
+    ):
+        bw, bc = _best(fn)
+        peaks[f"{key}_gflops"] = flops / bw / 1e9
+        peaks[f"{key}_gflops_per_cpu_s"] = flops / bc / 1e9
+    if worker is not None:
+        peaks.update(worker.call(cmd="peaks"))
+    peaks["conv_peak_gflops"] = max(
+        v for key, v in peaks.items() if "conv" in key and key.endswith("_gflops")
+    )
+    peaks["conv_peak_gflops_per_cpu_s"] = max(
+        v for key, v in peaks.items() if "conv" in key and key.endswith("_per_cpu_s")
+    )
+    return peaks
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def profile_steps(tf, model, ds, steps: int, out_path: Path, title: str) -> None:
+    """Traces ``steps`` training steps and writes the top ops by self time."""
+    import collections
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    logdir = Path(tempfile.mkdtemp(prefix="ks_prof_"))
+    t = time.perf_counter()
+    tf.profiler.experimental.start(str(logdir))
+    model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+    tf.profiler.experimental.stop()
+    wall = time.perf_counter() - t
+    files = sorted(logdir.rglob("*.xplane.pb"))
+    if not files:
+        raise SystemExit(f"no xplane.pb under {logdir}")
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(files[-1].read_bytes())
+    by_type = collections.Counter()
+    by_name = collections.Counter()
+    count = collections.Counter()
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        meta = {k: v.name for k, v in plane.event_metadata.items()}
+        for line in plane.lines:
+            # self time: an event's duration minus its children's (events nested in it)
+            evs = sorted(
+                (
+                    (e.offset_ps, e.offset_ps + e.duration_ps, meta.get(e.metadata_id, "?"))
+                    for e in line.events
+                ),
+                key=lambda e: (e[0], -e[1]),
+            )
+            stack = []
+            selfs = {}
+            for i, (s, e, _name) in enumerate(evs):
+                while stack and stack[-1][1] <= s:
+                    stack.pop()
+                if stack:
+                    parent = stack[-1][2]
+                    selfs[parent] = selfs.get(parent, 0) - (e - s)
+                selfs[i] = selfs.get(i, 0) + (e - s)
+                stack.append((s, e, i))
+            for i, (_s, _e, name) in enumerate(evs):
+                # TF ops are traced as "node/name:OpType"; skip runtime events such as
+                # "KernelAndDeviceFunc::Run" (the caller waiting for the ops it runs).
+                op_name, _, op_type = name.rpartition(":")
+                if (
+                    not op_name
+                    or "::" in name
+                    or not re.fullmatch(r"_?[A-Z][A-Za-z0-9_]*", op_type)
+                ):
+                    continue
+                by_type[op_type] += selfs[i]
+                by_name[name] += selfs[i]
+                count[op_type] += 1
+    total = sum(by_type.values())
+    lines = [
+        title,
+        f"{steps} traced steps, {wall:.2f} s wall while tracing ({wall / steps:.3f} s/step; "
+        f"tracing adds overhead). Op self time summed over threads: {total / 1e12:.2f} s "
+        f"({total / 1e12 / steps:.3f} s/step; more than wall when ops run concurrently).",
+        "",
+        "Top op types by self time (share of summed op time; per step):",
+        f"{'op type':44s} {'share':>7s} {'ms/step':>9s} {'calls/step':>10s}",
+    ]
+    for op_type, ps in by_type.most_common(25):
+        lines.append(
+            f"{op_type:44s} {100 * ps / total:6.1f}% {ps / 1e9 / steps:9.1f} {count[op_type] / steps:10.1f}"
+        )
+    lines += ["", "Top 25 single ops (name:type) by self time:"]
+    for name, ps in by_name.most_common(25):
+        lines.append(f"{name[-90:]:90s} {100 * ps / total:6.1f}% {ps / 1e9 / steps:8.1f} ms/step")
+    text = "\n".join(lines) + "\n"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(text, encoding="utf-8")
+    print(text)
+
+
+# --------------------------------------------------------------------------- table
+
+HEADER = (
+    f"{'model':5s} {'size':>4s} {'d':>1s} {'variant':11s} {'jit':3s} {'feed':8s}|"
+    f"{'TF img/s':>8s} {'img/cpu-s':>9s} {'GF/cpu-s':>8s} {'%pk':>4s} {'cores':>5s}|"
+    f"{'torch img/s':>11s} {'img/cpu-s':>9s} {'GF/cpu-s':>8s} {'%pk':>4s} {'cores':>5s}|"
+    f"{'TF/torch':>8s} {'(cpu)':>6s} {'other':>5s}"
+)
+
+
+def summarize(prefix, wall, cpu, steps, step_flops, peaks) -> dict:
+    """Medians of one framework's timed blocks: img/s, img per CPU s, GFLOP/s, % of peak."""
+    w, c = statistics.median(wall), statistics.median(cpu)
+    out = {
+        f"{prefix}_img_s": BATCH * steps / w,
+        f"{prefix}_img_s_per_repeat": [BATCH * steps / x for x in wall],
+        f"{prefix}_img_per_cpu_s": BATCH * steps / c,
+        f"{prefix}_gflops": step_flops * steps / w / 1e9,
+        f"{prefix}_gflops_per_cpu_s": step_flops * steps / c / 1e9,
+        f"{prefix}_cores_busy": statistics.median(b / a for a, b in zip(wall, cpu)),
+    }
+    pk = peaks.get("conv_peak_gflops_per_cpu_s")
+    out[f"{prefix}_frac_conv_peak_cpu"] = out[f"{prefix}_gflops_per_cpu_s"] / pk if pk else None
+    pk = peaks.get("conv_peak_gflops")
+    out[f"{prefix}_frac_conv_peak"] = out[f"{prefix}_gflops"] / pk if pk else None
+    return out
+
+
+def format_row(r) -> str:
+    def side(p, width):
+        if f"{p}_img_s" not in r:
+            return " " * (width + 32)
+        pk = r[f"{p}_frac_conv_peak_cpu"]
+        return (
+            f"{r[f'{p}_img_s']:{width}.1f} {r[f'{p}_img_per_cpu_s']:9.1f} "
+            f"{r[f'{p}_gflops_per_cpu_s']:8.1f} {100 * pk if pk else float('nan'):4.0f} "
+            f"{r[f'{p}_cores_busy']:5.2f}"
+        )
+
+    ratio = r.get("ratio_tf_over_torch")
+    tail = f"{ratio:7.2f}x {r['ratio_tf_over_torch_cpu']:5.2f}x" if ratio is not None else " " * 15
+    return (
+        f"{r['model']:5s} {r['size']:4d} {r['depth']:1d} {r['variant']:11s} "
+        f"{'on' if r['jit'] else 'off':3s} {r['feed']:8s}|{side('tf', 8)}|{side('torch', 11)}|"
+        f"{tail} {r['max_other_load_cores']:5.2f}"
+    )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="aesc", help="comma list of ae, aesc, unet")
+    p.add_argument("--sizes", default="128", help="comma list of image sides")
+    p.add_argument("--depth", type=int, default=None, help="override the depth (all models)")
+    p.add_argument("--variants", default="baseline", help="comma list, e.g. baseline,up,up+fbn")
+    p.add_argument("--jit", default="off", help="comma list of off, on")
+    p.add_argument("--feeds", default="cached", help="comma list of cached, pipeline, train")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=4, help="steps per timed epoch")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up epochs of --steps steps")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument(
+        "--tf-inter-op",
+        type=int,
+        default=None,
+        help="TF inter-op threads (default: --threads, like PyTorch's interop threads)",
+    )
+    p.add_argument(
+        "--onednn",
+        default="default",
+        choices=["default", "0", "1"],
+        help="set TF_ENABLE_ONEDNN_OPTS before importing TensorFlow (default: leave it)",
+    )
+    p.add_argument("--torch", default="auto", choices=["auto", "off"])
+    p.add_argument("--no-peaks", action="store_true")
+    p.add_argument("--peaks-json", default=None, help="reuse the peaks of an earlier --json")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="before each row, wait up to this many s for other processes to go quiet",
+    )
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--profile", default=None, help="profile instead of benchmarking; write here")
+    p.add_argument("--profile-steps", type=int, default=3)
+    args = p.parse_args(argv)
+
+    import importlib.util
+
+    if args.onednn != "default":
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = args.onednn
+    tf = setup_tf(args.threads, args.tf_inter_op)
+    worker = None
+    if args.torch != "off" and args.profile is None and importlib.util.find_spec("torch"):
+        worker = TorchWorker(args.threads)
+    import keras
+    import numpy as np
+
+    import keras_skipae as ks
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    jits = [j.strip() == "on" for j in args.jit.split(",")]
+    feeds = [f.strip() for f in args.feeds.split(",")]
+
+    env = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_flags()}",
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "torch": worker.info["torch"] if worker is not None else None,
+        "threads": {
+            "tf_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "tf_inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+            "torch_num_threads": worker.info["num_threads"] if worker is not None else None,
+            "torch_interop_threads": worker.info["interop_threads"] if worker is not None else None,
+        },
+        "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        "onednn_active": onednn_active(),
+        "batch": BATCH,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "warmup_epochs": args.warmup,
+    }
+    print(f"machine: {env['machine']}")
+    print(
+        f"TF {env['tensorflow']}, Keras {env['keras']}, torch {env['torch']}, Python "
+        f"{env['python']}; threads {env['threads']}; TF_ENABLE_ONEDNN_OPTS={env['onednn_opts']} "
+        f"(oneDNN ops {'ON' if env['onednn_active'] else 'OFF'})"
+    )
+    print(
+        f"batch {BATCH}, fp32, Adam({LR}), MSE; {args.repeats} timed epochs x {args.steps} "
+        f"steps after {args.warmup} warm-up epoch(s); medians",
+        flush=True,
+    )
+    rng = np.random.default_rng(0)
+    results = []
+    peaks = {}
+    if args.peaks_json:
+        peaks = json.loads(Path(args.peaks_json).read_text(encoding="utf-8"))["peaks"]
+        print(f"peaks from {args.peaks_json}")
+    elif not args.no_peaks and args.profile is None:
+        if args.quiet_wait > 0:
+            wait_for_quiet(args.quiet_wait)
+        peaks = measure_peaks(tf, worker)
+        print(
+            "peaks (GFLOP/s, best of 3): " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items()),
+            flush=True,
+        )
+
+    synth_root = {}
+    tmp = tempfile.TemporaryDirectory(prefix="ks_bench_")
+
+    def images_for(size):
+        if size not in synth_root:
+            synth_root[size] = ks.data.synthetic.make_dataset(
+                Path(tmp.name) / f"synth{size}",
+                categories=["woven"],
+                image_size=size,
+                n_train=64,
+                n_test_good=0,
+                n_test_defect=0,
+            )
+        return ks.data.mvtec_dataset(synth_root[size], "woven", split="train", image_size=size)
+
+    header = HEADER
+    rows = []
+    for model_name in models:
+        for size in sizes:
+            depth = args.depth if args.depth is not None else default_depth(model_name, size)
+            shape = (BATCH, size, size, 1)
+            x = rng.random(shape, dtype=np.float32)
+            y = rng.random(shape, dtype=np.float32)
+            keras.utils.set_random_seed(0)
+            base = build_keras(model_name, size, depth)
+            depth_used = depth if depth is not None else 4
+            params = base.count_params()
+            flops = keras_conv_flops(base)
+            runner = None
+            if worker is not None:
+                runner = TorchRunner(worker, model_name, size, depth, x, y, base, tmp.name)
+                assert runner.params == params, (runner.params, params)
+                assert runner.flops == flops, (runner.flops, flops)
+                print(
+                    f"\n{model_name} {size}x{size} depth {depth_used}: params keras {params:,} == "
+                    f"torch {runner.params:,}; forward conv {flops / 1e9:.3f} GFLOP/img (keras "
+                    f"== torch); torch channels_last={runner.channels_last}; exact-padding "
+                    f"torch peer vs keras, same weights: max|diff| {runner.exact_max_abs_diff:.2e}",
+                    flush=True,
+                )
+            else:
+                print(
+                    f"\n{model_name} {size}x{size} depth {depth_used}: params {params:,}; "
+                    f"forward conv {flops / 1e9:.3f} GFLOP/img",
+                    flush=True,
+                )
+            step_flops = 3 * flops * BATCH
+            for variant in variants:
+                for jit in jits:
+                    for feed in feeds:
+                        keras.utils.set_random_seed(0)
+                        base = build_keras(model_name, size, depth)
+                        model = apply_variant(base, variant)
+                        check = None
+                        if model is not base:
+                            check = check_variant(base, model, x, y)
+                            ok = check["max_abs_diff_inference"] <= 1e-6
+                            print(
+                                f"  check {variant}: {check} {'OK' if ok else 'MISMATCH'}",
+                                flush=True,
+                            )
+                            if not ok:
+                                raise SystemExit(f"variant {variant} changes the output")
+                        spe = steps_per_execution(variant)
+                        steps = max(spe, args.steps - args.steps % spe)
+                        between = None
+                        t_before = len(runner.wall) if runner is not None else 0
+                        if runner is not None:
+                            between = lambda i, r=runner, s=steps: r.run(s)  # noqa: E731
+                        if args.profile is not None:
+                            ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+                            model.compile(
+                                optimizer=keras.optimizers.Adam(LR), loss="mse", jit_compile=jit
+                            )
+                            model.fit(
+                                ds, epochs=1, steps_per_epoch=2 + args.profile_steps, verbose=0
+                            )
+                            profile_steps(
+                                tf,
+                                model,
+                                ds,
+                                args.profile_steps,
+                                Path(args.profile),
+                                f"Profile: {model_name} {size}x{size} depth {depth_used}, variant "
+                                f"{variant}, jit {'on' if jit else 'off'}, batch {BATCH}, cached "
+                                f"batch, TF {tf.__version__}, Keras {keras.__version__}, "
+                                f"threads {args.threads}",
+                            )
+                            return
+                        idle_load = wait_for_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
+                        timer = make_timer(args.warmup, between)
+                        t_start = time.perf_counter()
+                        if feed == "train":
+                            ks.train(
+                                model,
+                                images_for(size),
+                                epochs=args.warmup + args.repeats,
+                                steps_per_epoch=steps,
+                                batch_size=BATCH,
+                                learning_rate=LR,
+                                loss="mse",
+                                metrics=(),
+                                validation_split=0.0,
+                                reduce_lr=False,
+                                tensorboard=False,
+                                run_dir=None,
+                                jit_compile=jit,
+                                callbacks=[timer],
+                                verbose=0,
+                            )
+                        else:
+                            if feed == "cached":
+                                ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+                            elif feed == "pipeline":
+                                ds = ks.data.corrupt(
+                                    images_for(size),
+                                    ks.data.Stains(),
+                                    seed=0,
+                                    batch_size=BATCH,
+                                    repeat=True,
+                                    drop_remainder=True,
+                                )
+                            else:
+                                raise SystemExit(f"unknown feed {feed!r}")
+                            model.compile(
+                                optimizer=keras.optimizers.Adam(LR),
+                                loss="mse",
+                                jit_compile=jit,
+                                steps_per_execution=spe,
+                            )
+                            model.fit(
+                                ds,
+                                epochs=args.warmup + args.repeats,
+                                steps_per_epoch=steps,
+                                callbacks=[timer],
+                                verbose=0,
+                            )
+                        total = time.perf_counter() - t_start
+                        tw = runner.wall[t_before:] if runner is not None else None
+                        tc = runner.cpu[t_before:] if runner is not None else None
+                        row = {
+                            "model": model_name,
+                            "size": size,
+                            "depth": depth_used,
+                            "variant": variant,
+                            "jit": jit,
+                            "feed": feed,
+                            "steps": steps,
+                            "params": params,
+                            "forward_conv_gflop_per_img": flops / 1e9,
+                            "seconds_total": total,
+                            "check": check,
+                            "other_load_before": idle_load,
+                        }
+                        row.update(summarize("tf", timer.wall, timer.cpu, steps, step_flops, peaks))
+                        row["tf_other_load_cores_per_repeat"] = timer.foreign
+                        if runner is not None:
+                            row.update(summarize("torch", tw, tc, steps, step_flops, peaks))
+                            row.update(
+                                torch_other_load_cores_per_repeat=runner.foreign[t_before:],
+                                # paired (interleaved) ratios, TF speed / torch speed
+                                ratio_tf_over_torch=statistics.median(
+                                    t / w for w, t in zip(timer.wall, tw)
+                                ),
+                                ratio_tf_over_torch_cpu=statistics.median(
+                                    t / w for w, t in zip(timer.cpu, tc)
+                                ),
+                                torch_params=runner.params,
+                                torch_channels_last=runner.channels_last,
+                                torch_exact_max_abs_diff=runner.exact_max_abs_diff,
+                            )
+                        load = max(timer.foreign + (runner.foreign[t_before:] if runner else []))
+                        row["max_other_load_cores"] = load
+                        line = format_row(row)
+                        results.append(row)
+                        rows.append(line)
+                        print(header + "\n" + line, flush=True)
+                        keras.backend.clear_session()
+    print("\nsummary:\n" + header + "\n" + "\n".join(rows))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(
+            json.dumps(
+                {"env": env, "peaks": peaks, "results": results, "argv": sys.argv[1:]}, indent=1
+            ),
+            encoding="utf-8",
+        )
+        print(f"wrote {args.json}")
+    if worker is not None:
+        worker.close()
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
