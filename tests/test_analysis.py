@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import make_images, make_tiny_model  # noqa: E402
 
 from keras_skipae import analysis, scoring
 from keras_skipae.models import build_ae, build_aesc, tap_names
@@ -12,11 +13,11 @@ SHAPE = (32, 32, 1)
 
 
 def _tiny(builder, **kw):
-    return builder(input_shape=SHAPE, depth=3, filters=4, **kw)
+    return make_tiny_model(builder.__name__.removeprefix("build_"), **kw)
 
 
 def _images(n=3, seed=0):
-    return np.random.default_rng(seed).random((n, *SHAPE)).astype("float32")
+    return make_images(n, SHAPE, seed)
 
 
 def _np_cos(a, b):

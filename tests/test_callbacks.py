@@ -6,10 +6,11 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import make_tiny_model  # noqa: E402
 
 from keras_skipae import plotting
 from keras_skipae.analysis import make_probe_pairs
-from keras_skipae.models import build_aesc, tap_names
+from keras_skipae.models import tap_names
 from keras_skipae.training import callbacks
 
 SHAPE = (32, 32, 1)
@@ -22,7 +23,7 @@ def _data(n=8, seed=0):
 
 
 def _model(**kw):
-    return build_aesc(input_shape=SHAPE, depth=3, filters=4, **kw)
+    return make_tiny_model("aesc", **kw)
 
 
 def test_monitor_writes_its_files(tmp_path):

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from harness import run_model_saving_test
 
 import keras_skipae as ks
 from keras_skipae.models import autoencoder
@@ -173,9 +174,7 @@ def test_config_json_and_keras_round_trips(name, tmp_path):
     from_json = keras.models.model_from_json(model.to_json())
     assert _structure(from_json) == _structure(model)
 
-    path = tmp_path / f"{name}.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path, safe_mode=True)
+    loaded = run_model_saving_test(model, x, tmp_path, name=f"{name}.keras")
     assert _structure(loaded) == _structure(model)
     assert ks.tap_names(loaded) == ks.tap_names(model)
     np.testing.assert_allclose(loaded(x, training=False), expected, atol=1e-6)

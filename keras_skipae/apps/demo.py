@@ -38,6 +38,7 @@ from keras_skipae import data, io_utils, training
 from keras_skipae.apps import baselines
 from keras_skipae.apps.workflows import evaluate_run
 from keras_skipae.data import image_info
+from keras_skipae.runs import RunFolder
 
 __all__ = ["DEMO_SETTINGS", "evaluate_run", "format_result", "run_demo"]
 
@@ -152,6 +153,46 @@ def _channels_of(root: Path, category: str) -> int:
     return 3 if int(info.get("channels", 1)) >= 3 else 1
 
 
+def _train_one(name, i, good, out, settings, channels, seed, data_config, verbose) -> dict:
+    """Trains one demo model; returns its training summary."""
+    _log(
+        verbose,
+        f"[2/4] training {name} with stains for up to "
+        f"{settings['minutes_per_model']:g} min ({i + 1}/2)",
+    )
+    size = settings["image_size"]
+    kwargs = {"input_shape": [size, size, channels], "bn_momentum": 0.9}
+    if settings["depth"]:
+        kwargs["depth"] = settings["depth"]
+    run = training.train(
+        name,
+        good,
+        model_kwargs=kwargs,
+        epochs=settings["max_epochs"],
+        steps_per_epoch=settings["steps_per_epoch"],
+        batch_size=settings["batch_size"],
+        seed=seed,
+        run_dir=out / "runs" / name,
+        time_limit=60.0 * settings["minutes_per_model"],
+        verbose="auto" if verbose >= 2 else 0,
+        data_config=data_config,
+    )
+    h = run.history
+    summary = {
+        "epochs": len(h.get("epoch", [])),
+        "steps": int(run.model.optimizer.iterations.numpy()),
+        "train_seconds": round(run.seconds, 1),
+        "final_loss": h["loss"][-1],
+        "final_val_loss": h.get("val_loss", [None])[-1],
+    }
+    _log(
+        verbose,
+        f"      {summary['epochs']} epochs in {run.seconds:.0f} s, "
+        f"val_loss {_f(summary['final_val_loss'], 5)}",
+    )
+    return summary
+
+
 def run_demo(
     out_dir="keras_skipae_demo",
     *,
@@ -211,56 +252,24 @@ def run_demo(
     good = data.mvtec_dataset(root, category, split="train", image_size=size, color_mode=color_mode)
     test = data.mvtec_dataset(root, category, split="test", image_size=size, color_mode=color_mode)
 
-    models = {}
-    for i, name in enumerate(("ae", "aesc")):
-        _log(
-            verbose,
-            f"[2/4] training {name} with stains for up to "
-            f"{settings['minutes_per_model']:g} min ({i + 1}/2)",
-        )
-        kwargs = {"input_shape": [size, size, channels], "bn_momentum": 0.9}
-        if settings["depth"]:
-            kwargs["depth"] = settings["depth"]
-        run = training.train(
-            name,
-            good,
-            model_kwargs=kwargs,
-            epochs=settings["max_epochs"],
-            steps_per_epoch=settings["steps_per_epoch"],
-            batch_size=settings["batch_size"],
-            seed=seed,
-            run_dir=out / "runs" / name,
-            time_limit=60.0 * settings["minutes_per_model"],
-            verbose="auto" if verbose >= 2 else 0,
-            data_config={
-                "root": str(Path(root).resolve()),
-                "category": category,
-                "image_size": size,
-                "color_mode": color_mode,
-            },
-        )
-        h = run.history
-        models[name] = {
-            "epochs": len(h.get("epoch", [])),
-            "steps": int(run.model.optimizer.iterations.numpy()),
-            "train_seconds": round(run.seconds, 1),
-            "final_loss": h["loss"][-1],
-            "final_val_loss": h.get("val_loss", [None])[-1],
-        }
-        _log(
-            verbose,
-            f"      {models[name]['epochs']} epochs in {run.seconds:.0f} s, "
-            f"val_loss {_f(models[name]['final_val_loss'], 5)}",
-        )
-
+    data_config = {
+        "root": str(Path(root).resolve()),
+        "category": category,
+        "image_size": size,
+        "color_mode": color_mode,
+    }
+    models = {
+        name: _train_one(name, i, good, out, settings, channels, seed, data_config, verbose)
+        for i, name in enumerate(("ae", "aesc"))
+    }
     results = {}
     for name in models:
         _log(verbose, f"[3/4] evaluating {name}")
-        result, _ = evaluate_run(
-            out / "runs" / name, out_dir=report / name, overwrite=True, progress=verbose >= 1
+        run_dir = out / "runs" / name
+        results[name], _ = evaluate_run(
+            run_dir, out_dir=report / name, overwrite=True, progress=verbose >= 1
         )
-        results[name] = result
-        previews = sorted((out / "runs" / name / "previews").glob("epoch_*.png"))
+        previews = sorted(RunFolder(run_dir).previews_dir.glob("epoch_*.png"))
         if previews:
             shutil.copyfile(previews[-1], report / name / "training_preview.png")
 

@@ -241,6 +241,56 @@ def _probe_images(config, *, data_root, category, n, seed, image_shape):
     return np.stack(images), {"category": synth, "source": "synthetic"}
 
 
+def _load_comparable(run_a, run_b, best):
+    """``[(path, tapped model, config)] * 2``, checked to take the same input and taps."""
+    loaded = []
+    for run in (run_a, run_b):
+        model, config = load_run(run, best=best, compile=False)
+        loaded.append((Path(run), base_model(model), config))
+    (_, ma, _), (_, mb, _) = loaded
+    if tuple(ma.input_shape[1:]) != tuple(mb.input_shape[1:]):
+        raise ValueError(
+            f"The runs take different inputs: {ma.input_shape[1:]} and {mb.input_shape[1:]}."
+        )
+    if tap_names(ma) != tap_names(mb):
+        raise ValueError(
+            f"The runs' taps do not line up: {tap_names(ma)} vs {tap_names(mb)} "
+            "(compare models of the same depth)."
+        )
+    return loaded
+
+
+def _write_comparison(folder, results, layers, idx, document):
+    """The figures, ``discrepancy.json`` and ``discrepancy.csv`` of :func:`compare_runs`."""
+    plotting.plot_channel_means(
+        {
+            k: (
+                [r.means_clean[n][idx] for n in layers],
+                [r.means_corrupted[n][idx] for n in layers],
+            )
+            for k, r in results.items()
+        },
+        layers=layers,
+        title=f"Channel means, clean vs stained (probe {idx})",
+        path=folder / "channel_means.png",
+        close=True,
+    )
+    n_pairs = len(next(iter(results.values())).cosine[layers[0]])
+    plotting.plot_similarity_distribution(
+        {k: r.cosine for k, r in results.items()},
+        layers=layers,
+        title=f"cos(mu_i(clean), mu_i(stained)), {n_pairs} pairs",
+        path=folder / "cosine_per_layer.png",
+        close=True,
+    )
+    io_utils.write_json(folder / "discrepancy.json", document)
+    rows = [row for k, r in results.items() for row in r.to_rows(model=k)]
+    with open(folder / "discrepancy.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def compare_runs(
     run_a,
     run_b,
@@ -283,26 +333,11 @@ def compare_runs(
     Returns:
         A dict with ``out_dir``, ``labels``, ``layers``, ``medians`` and ``trend``.
     """
-    from pathlib import Path
-
     out_dir = Path(out_dir) if out_dir is not None else RunFolder(run_b).discrepancy_dir
     io_utils.check_writable(out_dir, overwrite=overwrite, what="output folder")
     if int(n_probes) < 1:
         raise ValueError(f"`n_probes` must be >= 1. Received: n_probes={n_probes!r}")
-    loaded = []
-    for run in (run_a, run_b):
-        model, config = load_run(run, best=best, compile=False)
-        loaded.append((Path(run), base_model(model), config))
-    (pa, ma, ca), (pb, mb, cb) = loaded
-    if tuple(ma.input_shape[1:]) != tuple(mb.input_shape[1:]):
-        raise ValueError(
-            f"The runs take different inputs: {ma.input_shape[1:]} and {mb.input_shape[1:]}."
-        )
-    if tap_names(ma) != tap_names(mb):
-        raise ValueError(
-            f"The runs' taps do not line up: {tap_names(ma)} vs {tap_names(mb)} "
-            "(compare models of the same depth)."
-        )
+    (pa, ma, ca), (pb, mb, cb) = _load_comparable(run_a, run_b, best)
     shape = tuple(ma.input_shape[1:])
     if None in shape:
         size = ((ca.get("data") or {}).get("image_size")) or 256
@@ -327,40 +362,13 @@ def compare_runs(
     with io_utils.atomic_path(
         out_dir, overwrite=overwrite, is_dir=True, what="output folder"
     ) as tmp:
-        plotting.plot_channel_means(
-            {
-                k: (
-                    [r.means_clean[n][idx] for n in layers],
-                    [r.means_corrupted[n][idx] for n in layers],
-                )
-                for k, r in results.items()
-            },
-            layers=layers,
-            title=f"Channel means, clean vs stained (probe {idx})",
-            path=tmp / "channel_means.png",
-            close=True,
-        )
-        plotting.plot_similarity_distribution(
-            {k: r.cosine for k, r in results.items()},
-            layers=layers,
-            title=f"cos(mu_i(clean), mu_i(stained)), {len(clean)} pairs",
-            path=tmp / "cosine_per_layer.png",
-            close=True,
-        )
-        io_utils.write_json(
-            tmp / "discrepancy.json",
-            {
-                "runs": {label_a: str(pa), label_b: str(pb)},
-                "probes": dict(source, n=len(clean), seed=int(seed), corruption=repr(corruption)),
-                "trend": trend,
-                "results": {k: r.to_dict() for k, r in results.items()},
-            },
-        )
-        rows = [row for k, r in results.items() for row in r.to_rows(model=k)]
-        with open(tmp / "discrepancy.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        document = {
+            "runs": {label_a: str(pa), label_b: str(pb)},
+            "probes": dict(source, n=len(clean), seed=int(seed), corruption=repr(corruption)),
+            "trend": trend,
+            "results": {k: r.to_dict() for k, r in results.items()},
+        }
+        _write_comparison(tmp, results, layers, idx, document)
     return {
         "out_dir": out_dir,
         "labels": [label_a, label_b],

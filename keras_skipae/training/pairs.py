@@ -144,23 +144,7 @@ def _make_pairs(
                 "pass one (e.g. corruption='anomalies'). Received: corruption=None"
             )
         return _identity_pairs(dataset, batch_size, shuffle=shuffle, seed=seed, repeat=repeat)
-    if masks:
-        pairs = data.corrupt(
-            dataset,
-            corruption,
-            seed=seed,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            cache=True,
-            repeat=repeat,
-            with_mask=True,
-        )
-        extra = float(stain_weight) - 1.0
-        if extra == 0.0:
-            return pairs.map(lambda x, y, mask: (x, (y, mask)))
-        return pairs.map(lambda x, y, mask: (x, (y, mask), 1.0 + extra * mask[..., 0]))
-
-    weighted = float(stain_weight) != 1.0
+    extra = float(stain_weight) - 1.0
     pairs = data.corrupt(
         dataset,
         corruption,
@@ -169,12 +153,16 @@ def _make_pairs(
         shuffle=shuffle,
         cache=True,
         repeat=repeat,
-        with_mask=weighted,
+        with_mask=masks or extra != 0.0,
     )
-    if not weighted:
+    # Weights: (input, target, per-pixel sample weight [B, H, W]), as the losses give
+    # per-pixel values; masks: the target is (target, mask) for a model with a head.
+    if masks and extra == 0.0:
+        return pairs.map(lambda x, y, mask: (x, (y, mask)))
+    if masks:
+        return pairs.map(lambda x, y, mask: (x, (y, mask), 1.0 + extra * mask[..., 0]))
+    if extra == 0.0:
         return pairs
-    extra = float(stain_weight) - 1.0
-    # (input, target, per-pixel sample weight [B, H, W]): the losses give per-pixel values.
     return pairs.map(lambda x, y, mask: (x, y, 1.0 + extra * mask[..., 0]))
 
 

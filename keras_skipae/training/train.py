@@ -427,21 +427,21 @@ def train(
     net = _build_and_compile(
         model, model_kwargs, strat, loss_obj, metrics, learning_rate, jit, seed=int(seed)
     )
-    training_args = {
-        "epochs": int(epochs),
-        "learning_rate": float(learning_rate),
-        "loss": keras.saving.serialize_keras_object(loss_obj),
-        "stain_weight": float(data.stain_weight),
-        "batch_size": int(batch_size),
-        "validation_split": float(validation_split) if val_data is None else None,
-        "steps_per_epoch": data.steps_per_epoch,
-        "seed": int(seed),
-        "reduce_lr": reduce_lr,
-        "schedule": schedule,
-        "save_best": bool(save_best),
-        "time_limit": time_limit,
-        "time_clock": time_clock,
-    }
+    training_args = dict(
+        epochs=int(epochs),
+        learning_rate=float(learning_rate),
+        loss=keras.saving.serialize_keras_object(loss_obj),
+        stain_weight=float(data.stain_weight),
+        batch_size=int(batch_size),
+        validation_split=float(validation_split) if val_data is None else None,
+        steps_per_epoch=data.steps_per_epoch,
+        seed=int(seed),
+        reduce_lr=reduce_lr,
+        schedule=schedule,
+        save_best=bool(save_best),
+        time_limit=time_limit,
+        time_clock=time_clock,
+    )
     config = _run_config(
         model, model_kwargs, net, data, data_config, training_args, jit, strat, strategy
     )
@@ -463,13 +463,20 @@ def train(
         time_limit=time_limit,
         time_clock=time_clock,
     )
+    return _fit(
+        net, data, run, cbs + list(callbacks), int(epochs), verbose, chief, config, initial_epoch
+    )
+
+
+def _fit(net, data, run, cbs, epochs, verbose, chief, config, initial_epoch) -> TrainingRun:
+    """Runs ``fit``; the chief saves ``model.keras`` atomically and reads the whole history."""
     start = time.monotonic()
     history = net.fit(
         data.train_pairs,
         validation_data=data.val_pairs,
-        epochs=int(epochs),
+        epochs=epochs,
         steps_per_epoch=data.steps_per_epoch,
-        callbacks=cbs + list(callbacks),
+        callbacks=cbs,
         shuffle=False,  # the pipelines shuffle
         verbose=verbose,
     )
