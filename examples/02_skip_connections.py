@@ -376,5 +376,5 @@ plt.show()
 # answer use more probes (16-64) and realistic training, and give the
 # `DiscrepancyMonitor` an `out_dir` to keep its records and figures
 # (`plotting.plot_similarity_over_epochs` draws one model's curves). The discrepancy also makes an
-# anomaly map: `ks.evaluate(model, test, method="discrepancy")` (or
+# anomaly map: `ks.evaluate(model, test, scoring=ks.ScoringConfig(map="discrepancy"))` (or
 # `"combined"`, with the residual).
