@@ -300,7 +300,7 @@ def main(argv=None):
                     test,
                     val_data=val,
                     progress=False,
-                    scoring=scoring.ScoringConfig(map=m),
+                    scoring=_scoring_for(scoring, m, run.model, val),
                 )
             r = by_map[maps[0]]
             t_eval = time.monotonic() - t
