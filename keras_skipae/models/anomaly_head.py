@@ -147,7 +147,9 @@ class AnomalyHeadModel(keras.Model):
         grads = tape.gradient(scaled, weights)
         self.optimizer.apply_gradients(zip(grads, weights))
         self.head_loss_tracker.update_state(seg)
-        return self.compute_metrics(x, target, x_hat, sample_weight=sample_weight)
+        logs = self.compute_metrics(x, target, x_hat, sample_weight=sample_weight)
+        logs.pop("good_alarm", None)  # measured on clean validation images only
+        return logs
 
     def test_step(self, data):
         x, target, mask, sample_weight = self._unpack(data)
