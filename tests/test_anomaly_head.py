@@ -148,3 +148,13 @@ def test_head_export_agrees_with_in_process(images, tmp_path):
     want = ks.scoring.compute(model, x, cfg)
     for key in ("score", "anomaly_map", "reconstruction"):
         np.testing.assert_allclose(served[key].numpy(), want[key].numpy(), atol=1e-5)
+
+
+def test_head_trains_under_xla(images):
+    model = ks.get_model("aesc_head", **TINY_HEAD)
+    model.compile(optimizer="adam", loss="mse", jit_compile=True)
+    x = images(4)
+    mask = np.zeros((4, 32, 32, 1), "float32")
+    mask[:, :8, :8] = 1.0
+    hist = model.fit(x, (x, mask), batch_size=4, epochs=2, verbose=0)
+    assert np.all(np.isfinite(hist.history["loss"])) and np.isfinite(hist.history["head_loss"][-1])
