@@ -108,23 +108,24 @@ def worker(threads: int, seconds: float, aesc: bool) -> dict:
     opts = tf.data.Options()
     opts.threading.private_threadpool_size = threads
     opts.threading.max_intra_op_parallelism = 1
-    pipe = corrupt(
-        ds,
-        stains,
-        seed=0,
-        batch_size=BATCH,
-        repeat=True,
-        drop_remainder=True,
-        num_parallel_calls=threads,
-        prefetch=2,
-    ).with_options(opts)
-    it = iter(pipe)
 
-    def consume(n=8):
-        for _ in range(n):
-            next(it)[0].numpy()
+    def pipeline_rate(corruption):
+        """Images/s of the full corrupt() pipeline with ``corruption``, 8 batches a round."""
+        it = iter(
+            corrupt(
+                ds,
+                corruption,
+                seed=0,
+                batch_size=BATCH,
+                repeat=True,
+                drop_remainder=True,
+                num_parallel_calls=threads,
+                prefetch=2,
+            ).with_options(opts)
+        )
+        return _rate(lambda: [next(it)[0].numpy() for _ in range(8)], 8 * BATCH, seconds)
 
-    out["tf_data"] = _rate(consume, 8 * BATCH, seconds)
+    out["tf_data"] = pipeline_rate(stains)
 
     xla = tf.function(lambda x, s: stains(x, s), jit_compile=True)
     out["tf_op_xla"] = _rate(
@@ -138,20 +139,7 @@ def worker(threads: int, seconds: float, aesc: bool) -> dict:
     out["anomalies_op"] = _rate(
         lambda: mix(batch, tf.constant([0, next(counter)], tf.int64))[0].numpy(), BATCH, seconds
     )
-    mix_pipe = corrupt(
-        ds,
-        anomalies,
-        seed=0,
-        batch_size=BATCH,
-        repeat=True,
-        drop_remainder=True,
-        num_parallel_calls=threads,
-        prefetch=2,
-    ).with_options(opts)
-    mix_it = iter(mix_pipe)
-    out["anomalies_tf_data"] = _rate(
-        lambda: [next(mix_it)[0].numpy() for _ in range(8)], 8 * BATCH, seconds
-    )
+    out["anomalies_tf_data"] = pipeline_rate(anomalies)
 
     spline = _periodic_spline_matrix(20, 4).astype(np.float64)
     nrng = np.random.default_rng(1)
