@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import make_images, make_tiny_model  # noqa: E402
+from harness import run_model_saving_test  # noqa: E402
 
 from keras_skipae import analysis, scoring
 from keras_skipae.models import build_ae, build_aesc, tap_names
@@ -246,13 +247,9 @@ def test_discrepancy_loss_term_changes_the_gradient():
 
 def test_discrepancy_loss_model_round_trips(tmp_path):
     model = analysis.DiscrepancyLossModel(_tiny(build_aesc), weight=0.2, layers="all")
-    x = _images(2)
-    path = tmp_path / "m.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path, safe_mode=True)
+    loaded = run_model_saving_test(model, _images(2), tmp_path)
     assert isinstance(loaded, analysis.DiscrepancyLossModel)
     assert loaded.weight == 0.2 and loaded.tap_layers == model.tap_layers
-    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
 
 
 # --------------------------------------------------------------------------- CLI
