@@ -257,6 +257,82 @@ def test_resnet50_encoder_rgb_and_local_weights(tmp_path):
     )
 
 
+def _stub_download(monkeypatch, result):
+    """Replaces the download keras.applications calls; records its calls, never touches the network."""
+    from keras.src.utils import file_utils
+
+    calls = []
+
+    def get_file(fname=None, origin=None, **kwargs):
+        calls.append({"fname": fname, "origin": origin, **kwargs})
+        if isinstance(result, BaseException):
+            raise result
+        return str(result)
+
+    monkeypatch.setattr(file_utils, "get_file", get_file)
+    return calls
+
+
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square")
+def test_imagenet_weights_pass_through_to_keras_applications(tmp_path, monkeypatch):
+    keras.utils.set_random_seed(4)
+    body = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+    cached = tmp_path / "mobilenet_v2_no_top.weights.h5"
+    body.save_weights(cached)
+    calls = _stub_download(monkeypatch, cached)
+    keras.utils.set_random_seed(5)  # a different initialisation: equality below comes from the file
+    model = ks.build_aesc(
+        input_shape=(32, 32, 1), filters=4, encoder="mobilenet_v2", encoder_weights="imagenet"
+    )
+    assert len(calls) == 1
+    assert calls[0]["cache_subdir"] == "models"
+    assert calls[0]["fname"].endswith("_no_top.h5")
+    enc = model.get_layer("encoder")
+    for name in ("Conv1", "block_6_expand", "out_relu"):
+        for a, b in zip(enc.get_layer(name).get_weights(), body.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square")
+def test_imagenet_download_failure_names_the_cache_and_the_local_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    # What keras.utils.get_file raises offline (a plain Exception wrapping the URLError).
+    offline = Exception(
+        "URL fetch failure on https://storage.googleapis.com/x_no_top.h5: None -- "
+        "[Errno -3] Temporary failure in name resolution"
+    )
+    _stub_download(monkeypatch, offline)
+    with pytest.raises(RuntimeError) as info:
+        ks.build_unet(
+            input_shape=(32, 32, 3), filters=4, encoder="mobilenet_v2", encoder_weights="imagenet"
+        )
+    message = str(info.value)
+    assert str(tmp_path / "models") in message
+    assert "encoder_weights='/path/to/file.h5'" in message
+    assert "Temporary failure in name resolution" in message
+    assert info.value.__cause__ is offline
+    # Anything that is not a download failure propagates unchanged.
+    other = ValueError("not a download problem")
+    _stub_download(monkeypatch, other)
+    with pytest.raises(ValueError, match="not a download problem"):
+        ks.build_unet(
+            input_shape=(32, 32, 3), filters=4, encoder="mobilenet_v2", encoder_weights="imagenet"
+        )
+
+
+def test_keras_models_cache_follows_keras_rules(tmp_path, monkeypatch):
+    from keras_skipae.models.encoders import keras_models_cache
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    assert keras_models_cache() == "/tmp/.keras/models"  # get_file's fallback: not there yet
+    (tmp_path / "kh").mkdir()
+    assert keras_models_cache() == str(tmp_path / "kh" / "models")
+    monkeypatch.delenv("KERAS_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".keras").mkdir()
+    assert keras_models_cache() == str(tmp_path / ".keras" / "models")
+
+
 def test_mc_dropout_levels():
     model = ks.build_aesc(input_shape=(64, 64, 1), filters=2, dropout=autoencoder.AESC_MC_DROPOUT)
     drops = {lay.name: lay.rate for lay in model.layers if isinstance(lay, keras.layers.Dropout)}
@@ -297,7 +373,7 @@ BAD_ARGS = [
         {"encoder": "mobilenet_v2", "depth": None, "encoder_weights": "/no/such/file.h5"},
         "/no/such/file.h5",
     ),
-    ("aesc", {"encoder": "mobilenet_v2", "depth": None, "encoder_weights": "imagenet"}, "imagenet"),
+    ("aesc", {"encoder": "mobilenet_v2", "depth": None, "encoder_weights": 3}, "encoder_weights=3"),
     ("aesc", {"freeze_encoder": True}, "need an `encoder`"),
     (
         "aesc",

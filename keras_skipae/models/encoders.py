@@ -1,9 +1,11 @@
 """keras.applications bodies as encoders, with named multi-resolution features.
 
-Nothing is ever downloaded: the bodies are built with ``weights=None``; pass
-``encoder_weights="/path/to/file.h5"`` (or ``.weights.h5``) to load weights from
-a local file, for example the ``*_notop.h5`` files of keras.applications copied
-onto an air-gapped machine.
+By default nothing is downloaded: the bodies are built with ``weights=None``.
+``encoder_weights="imagenet"`` is passed through to keras.applications, which downloads
+the ImageNet weights once into Keras' cache (``$KERAS_HOME/models``, by default
+``~/.keras/models``). ``encoder_weights="/path/to/file.h5"`` (or ``.weights.h5``) loads
+weights from a local file, for example the ``*_no_top.h5`` files of keras.applications
+copied onto an air-gapped machine.
 """
 
 from __future__ import annotations
@@ -47,24 +49,52 @@ def list_encoders() -> list[str]:
     return sorted(_SPECS)
 
 
+def keras_models_cache() -> str:
+    """The folder where keras.applications caches downloaded weights.
+
+    ``$KERAS_HOME/models`` if ``KERAS_HOME`` is set, else ``~/.keras/models``; like
+    ``keras.utils.get_file(cache_subdir="models")``, ``/tmp/.keras/models`` when that Keras home
+    folder is not writable (or does not exist yet).
+    """
+    home = os.environ.get("KERAS_HOME")
+    if home is None:
+        base = os.path.expanduser("~")
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+    home = os.path.expanduser(home)
+    if not os.access(home, os.W_OK):
+        home = os.path.join("/tmp", ".keras")
+    return os.path.join(home, "models")
+
+
 def check_encoder(encoder: str, encoder_weights) -> None:
-    """Validates ``encoder`` and ``encoder_weights`` (a local file or None)."""
+    """Validates ``encoder`` and ``encoder_weights`` (None, ``"imagenet"`` or a local file)."""
     if encoder not in _SPECS:
         raise ValueError(
             f"Unknown encoder. Expected one of {list_encoders()} or None. Received: encoder={encoder!r}"
         )
-    if encoder_weights is None:
+    if encoder_weights is None or encoder_weights == "imagenet":
         return
     if not isinstance(encoder_weights, (str, os.PathLike)):
         raise ValueError(
-            "`encoder_weights` must be None or the path of a local weights file "
-            f"(nothing is downloaded). Received: encoder_weights={encoder_weights!r}"
+            "`encoder_weights` must be None, 'imagenet' or the path of a local weights file. "
+            f"Received: encoder_weights={encoder_weights!r}"
         )
     if not os.path.isfile(encoder_weights):
         raise ValueError(
-            f"`encoder_weights` file not found: {os.fspath(encoder_weights)!r}. Expected a local "
-            ".h5 / .weights.h5 file for the encoder body (nothing is downloaded)."
+            f"`encoder_weights` file not found: {os.fspath(encoder_weights)!r}. Expected None, "
+            "'imagenet' (downloaded once into Keras' cache) or a local .h5 / .weights.h5 file "
+            "for the encoder body."
         )
+
+
+def _is_download_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is how ``keras.utils.get_file`` reports a failed download.
+
+    Offline, ``get_file`` raises a plain ``Exception("URL fetch failure on <url>: ...")``; a
+    truncated download fails its hash check with a ``ValueError``; other I/O errors are ``OSError``.
+    """
+    text = str(exc)
+    return isinstance(exc, OSError) or "URL fetch failure" in text or "hash does not match" in text
 
 
 def build_encoder(encoder: str, *, input_shape, encoder_weights=None, name: str = "encoder"):
@@ -73,19 +103,28 @@ def build_encoder(encoder: str, *, input_shape, encoder_weights=None, name: str 
     Args:
         encoder: ``"mobilenet_v2"`` or ``"resnet50"``.
         input_shape: ``(H, W, 3)``; H and W may be None.
-        encoder_weights: None (random initialisation) or a local weights file for the
-            application body (``include_top=False``).
+        encoder_weights: None (random initialisation), ``"imagenet"`` (passed to
+            keras.applications, which downloads the weights once into
+            :func:`keras_models_cache`) or a local weights file for the application body
+            (``include_top=False``).
         name: the name of the returned model (one layer of the outer model).
 
     Returns:
         A ``keras.Model`` mapping a preprocessed RGB image to a list of 5 feature maps.
+
+    Raises:
+        RuntimeError: ``encoder_weights="imagenet"`` and the download failed (offline); the
+            message names the cache folder and the local-file alternative.
     """
     check_encoder(encoder, encoder_weights)
     constructor, layer_names = _SPECS[encoder]
-    body = getattr(keras.applications, constructor)(
-        include_top=False, weights=None, input_shape=tuple(input_shape)
-    )
-    if encoder_weights is not None:
+    if encoder_weights == "imagenet":
+        body = _imagenet_body(constructor, input_shape)
+    else:
+        body = getattr(keras.applications, constructor)(
+            include_top=False, weights=None, input_shape=tuple(input_shape)
+        )
+    if encoder_weights is not None and encoder_weights != "imagenet":
         try:
             body.load_weights(os.fspath(encoder_weights))
         except Exception as exc:
@@ -95,6 +134,25 @@ def build_encoder(encoder: str, *, input_shape, encoder_weights=None, name: str 
             ) from exc
     outputs = [body.get_layer(n).output for n in layer_names]
     return keras.Model(body.inputs, outputs, name=name)
+
+
+def _imagenet_body(constructor: str, input_shape):
+    """``keras.applications.<constructor>(weights="imagenet")``, with a clear error offline."""
+    try:
+        return getattr(keras.applications, constructor)(
+            include_top=False, weights="imagenet", input_shape=tuple(input_shape)
+        )
+    except Exception as exc:
+        if not _is_download_failure(exc):
+            raise
+        cache = keras_models_cache()
+        raise RuntimeError(
+            f"Could not download the ImageNet weights of {constructor} (include_top=False) into "
+            f"Keras' cache {cache!r}: {exc}. Offline alternative: copy the keras.applications "
+            f"'*_no_top' weights file into {cache!r} (it is then used without downloading), or "
+            "pass its local path as encoder_weights='/path/to/file.h5'. "
+            "Received: encoder_weights='imagenet'"
+        ) from exc
 
 
 def preprocess(x, encoder: str, channels: int):
