@@ -1,0 +1,156 @@
+"""Tiling: the grid, the window and the blending (against brute force), tiled scoring."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_skipae.ops import tiling
+
+# ----------------------------------------------------------------------------- references
+
+
+def ref_window(t, floor=tiling.WINDOW_FLOOR):
+    i = np.arange(t, dtype=np.float64)
+    w = floor + (1 - floor) * np.sin(np.pi * (i + 0.5) / t) ** 2
+    return np.outer(w, w)
+
+
+def ref_blend(tiles, ys, xs, h, w, floor=tiling.WINDOW_FLOOR):
+    """Brute force: loops over the tiles, sum of w * tile / sum of w."""
+    t = tiles.shape[1]
+    win = ref_window(t, floor)
+    extra = tiles.shape[3:]
+    num = np.zeros((h, w, *extra))
+    den = np.zeros((h, w))
+    for tile, y, x in zip(tiles, ys, xs):
+        num[y : y + t, x : x + t] += win.reshape(t, t, *([1] * len(extra))) * tile
+        den[y : y + t, x : x + t] += win
+    return num / den.reshape(h, w, *([1] * len(extra)))
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"),
+    [(16, 16, 0), (17, 16, 0), (32, 16, 0), (33, 16, 4), (100, 16, 8), (64, 8, 7), (1024, 128, 32)],
+)
+def test_grid_covers_every_pixel_flush_with_the_borders(length, tile, overlap):
+    starts = tiling.tile_starts(length, tile, overlap).numpy()
+    n = len(starts)
+    assert n == tiling.tiles_per_axis(length, tile, overlap)
+    assert starts[0] == 0 and starts[-1] + tile == length  # flush with both borders
+    cover = np.zeros(length, int)
+    for s in starts:
+        cover[s : s + tile] += 1
+    assert cover.min() >= 1
+    if n > 1:
+        steps = np.diff(starts)
+        assert steps.min() > 0 and steps.max() <= tile - overlap  # overlap >= the requested one
+        # n is the fewest tiles that can: n - 1 tiles at the largest step fall short.
+        assert (n - 2) * (tile - overlap) + tile < length
+    else:
+        assert length == tile
+
+
+def test_grid_without_overlap_is_the_plain_partition():
+    ys, xs = tiling.tile_grid(64, 96, 32, 0)
+    assert list(zip(ys.numpy(), xs.numpy())) == [(y, x) for y in (0, 32) for x in (0, 32, 64)]
+
+
+def test_grid_in_a_graph_with_dynamic_sizes():
+    fn = tf.function(
+        lambda h, w: tiling.tile_grid(h, w, 16, 4),
+        input_signature=[tf.TensorSpec([], tf.int32)] * 2,
+    )
+    for h, w in [(16, 40), (57, 23)]:
+        ys, xs = fn(tf.constant(h), tf.constant(w))
+        ey, ex = tiling.tile_grid(h, w, 16, 4)
+        np.testing.assert_array_equal(ys, ey)
+        np.testing.assert_array_equal(xs, ex)
+
+
+# ----------------------------------------------------------------------------- window, blending
+
+
+def test_window_values_and_floor():
+    np.testing.assert_allclose(tiling.tile_window(8).numpy(), ref_window(8), rtol=1e-6)
+    w = tiling.window_1d(32, 0.2).numpy()
+    assert w.min() > 0.2 and w.max() <= 1.0
+    np.testing.assert_allclose(w, w[::-1], rtol=1e-6)
+
+
+@pytest.mark.parametrize(("h", "w", "tile", "overlap"), [(40, 23, 16, 5), (32, 32, 16, 0)])
+def test_blend_matches_brute_force(h, w, tile, overlap):
+    ys, xs = (v.numpy() for v in tiling.tile_grid(h, w, tile, overlap))
+    rng = np.random.default_rng(0)
+    tiles = rng.random((len(ys), tile, tile, 2)).astype(np.float32)
+    got = tiling.blend_tiles(tiles, ys, xs, h, w).numpy()
+    np.testing.assert_allclose(got, ref_blend(tiles, ys, xs, h, w), rtol=1e-5, atol=1e-6)
+    # The separable weight sum equals the brute-force one.
+    den = np.zeros((h, w))
+    for y, x in zip(ys, xs):
+        den[y : y + tile, x : x + tile] += ref_window(tile)
+    np.testing.assert_allclose(tiling.window_sum(h, w, tile, overlap).numpy(), den, rtol=1e-5)
+
+
+def test_a_constant_blends_to_the_same_constant_and_tiles_round_trip():
+    h, w, tile = 45, 37, 16
+    ys, xs = tiling.tile_grid(h, w, tile, 6)
+    const = np.full((int(tf.size(ys)), tile, tile), 0.37, np.float32)
+    np.testing.assert_allclose(tiling.blend_tiles(const, ys, xs, h, w).numpy(), 0.37, rtol=1e-6)
+    # Tiles cut from a frame blend back to the frame exactly (border pixels included).
+    frame = np.random.default_rng(1).random((1, h, w, 3)).astype(np.float32)
+    ids = tf.zeros_like(ys)
+    tiles = tiling.extract_tiles(frame, ids, ys, xs, tile).numpy()
+    assert tiles.shape == (len(ys), tile, tile, 3)
+    np.testing.assert_array_equal(tiles[-1], frame[0, h - tile :, w - tile :])
+    np.testing.assert_allclose(tiling.blend_tiles(tiles, ys, xs, h, w), frame[0], rtol=1e-6)
+
+
+def test_accumulate_places_tiles_in_their_frames():
+    win = tiling.tile_window(4)
+    acc = tf.zeros([2, 8, 8], tf.float32)
+    tiles = tf.ones([2, 4, 4])
+    out = tiling.accumulate_tiles(acc, tiles, [1, 0], [4, 0], [0, 4], win).numpy()
+    want = np.zeros((2, 8, 8))
+    want[1, 4:, :4] = ref_window(4)
+    want[0, :4, 4:] = ref_window(4)
+    np.testing.assert_allclose(out, want, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("tile", "overlap", "match"),
+    [
+        (0, 0, "tile_size=0"),
+        (16.0, 0, "tile_size=16.0"),
+        (True, 0, "tile_size=True"),
+        (16, 16, "tile_overlap=16"),
+        (16, -1, "tile_overlap=-1"),
+        (16, 2.5, "tile_overlap=2.5"),
+    ],
+)
+def test_bad_tiling_arguments(tile, overlap, match):
+    with pytest.raises(ValueError, match=match):
+        tiling.check_tiling(tile, overlap)
+
+
+def test_frames_smaller_than_a_tile_are_refused():
+    with pytest.raises(ValueError, match="Received: frames of 12x40 pixels"):
+        tiling.check_frame_size(12, 40, 16)
+    with pytest.raises(ValueError, match="length=8"):
+        tiling.tiles_per_axis(8, 16)
+    with pytest.raises(ValueError, match="floor=0"):
+        tiling.window_1d(8, 0)
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.int32)])
+    def dynamic(h):
+        with tf.control_dependencies(tiling.check_frame_size(h, 32, 16)):
+            return tf.identity(h)
+
+    assert int(dynamic(tf.constant(16))) == 16
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least tile_size"):
+        dynamic(tf.constant(15))
