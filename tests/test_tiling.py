@@ -154,3 +154,100 @@ def test_frames_smaller_than_a_tile_are_refused():
     assert int(dynamic(tf.constant(16))) == 16
     with pytest.raises(tf.errors.InvalidArgumentError, match="at least tile_size"):
         dynamic(tf.constant(15))
+
+
+# ----------------------------------------------------------------------------- tiled scoring
+
+
+def pointwise_model(channels=1):
+    """A model whose output at a pixel depends on that pixel only (a 1x1 convolution)."""
+    import keras
+
+    inputs = keras.Input((None, None, channels))
+    out = keras.layers.Conv2D(channels, 1, activation="sigmoid", name="out")(inputs)
+    model = keras.Model(inputs, out)
+    model.get_layer("out").set_weights(
+        [np.full((1, 1, channels, channels), 0.8, np.float32), np.full(channels, -0.3, np.float32)]
+    )
+    return model
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {},
+        {"score": "topk", "topk": 0.01, "smoothing": 2.0, "smoothing_border": "zeros"},
+        {"map": "ssim", "smoothing": 0},
+    ],
+)
+def test_tiled_equals_untiled_for_a_pointwise_model(cfg, images):
+    """With a pixel-local map the blend of the tile maps is the full map, so after one
+    smoothing on the blended map the tiled result equals the untiled one."""
+    from keras_skipae import scoring
+
+    model = pointwise_model(3)
+    frames = images(2, (45, 38, 3), seed=2)
+    got = scoring.compute_tiled(model, frames, 16, 5, scoring.ScoringConfig(**cfg), batch_size=7)
+    want = scoring.compute(model, frames, scoring.ScoringConfig(**cfg))
+    np.testing.assert_allclose(got["reconstruction"], want["reconstruction"], atol=1e-6)
+    if cfg.get("map") == "ssim":  # the SSIM window is not pixel-local: equal inside only
+        return
+    np.testing.assert_allclose(got["anomaly_map"], want["anomaly_map"], atol=1e-6)
+    np.testing.assert_allclose(got["score"], want["score"], rtol=1e-5)
+
+
+def test_tiled_scoring_matches_a_brute_force_blend(tiny_model, images):
+    """A real AESc (maps depend on context): the tile maps from ``compute`` with no
+    smoothing, blended in NumPy, then smoothed and reduced once."""
+    from keras_skipae import scoring
+
+    model = tiny_model("aesc", input_shape=(None, None, 1))
+    frames = images(2, (40, 56, 1), seed=3)
+    cfg = scoring.ScoringConfig(smoothing=1.5)
+    got = scoring.compute_tiled(model, frames, 16, 4, cfg, batch_size=5)
+    ys, xs = (v.numpy() for v in tiling.tile_grid(40, 56, 16, 4))
+    maps, recons = [], []
+    for frame in frames:
+        tiles = np.stack([frame[y : y + 16, x : x + 16] for y, x in zip(ys, xs)])
+        out = scoring.compute(model, tiles, cfg.replace(smoothing=0))
+        maps.append(ref_blend(out["anomaly_map"].numpy(), ys, xs, 40, 56))
+        recons.append(ref_blend(out["reconstruction"].numpy(), ys, xs, 40, 56))
+    smoothed = scoring.gaussian_smooth(np.stack(maps), 1.5, cfg.smoothing_border).numpy()
+    np.testing.assert_allclose(got["reconstruction"], np.stack(recons), atol=1e-5)
+    np.testing.assert_allclose(got["anomaly_map"], smoothed, atol=1e-5)
+    np.testing.assert_allclose(got["score"], smoothed.reshape(2, -1).max(-1), rtol=1e-5)
+    # One tile covering the frame is plain scoring.
+    one = scoring.compute_tiled(model, frames[:, :16, :16], 16, 4, cfg)
+    plain = scoring.compute(model, frames[:, :16, :16], cfg)
+    for key in plain:
+        np.testing.assert_allclose(one[key], plain[key], atol=1e-6)
+
+
+def test_tiled_scorer_traces_once_for_any_frame_size(tiny_model, images):
+    from keras_skipae import scoring
+
+    model = tiny_model("aesc", input_shape=(16, 16, 1))
+    scorer = scoring.make_tiled_scorer(model, tile_size=16, tile_overlap=8, batch_size=4)
+    for shape in [(1, 16, 33, 1), (3, 24, 20, 1)]:
+        frames = images(shape[0], shape[1:], seed=4)
+        got = scorer(frames)
+        want = scoring.compute_tiled(model, frames, 16, 8, batch_size=4)
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], atol=1e-5)
+    assert scorer.experimental_get_tracing_count() == 1
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least tile_size"):
+        scorer(images(1, (16, 12, 1)))
+
+
+def test_tiled_scoring_bad_input(tiny_model, images):
+    from keras_skipae import scoring
+
+    model = pointwise_model()
+    with pytest.raises(ValueError, match="Received: frames of 12x40 pixels"):
+        scoring.compute_tiled(model, images(1, (12, 40, 1)), 16)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        scoring.compute_tiled(model, images(1, (16, 16, 1)), 16, batch_size=0)
+    with pytest.raises(ValueError, match="tile_overlap=16"):
+        scoring.make_tiled_scorer(model, tile_size=16, tile_overlap=16)
+    with pytest.raises(ValueError, match="rank 4"):
+        scoring.compute_tiled(model, images(1, (16, 16, 1))[0], 16)

@@ -12,6 +12,9 @@ A score is computed in three steps, all fixed by one :class:`ScoringConfig`:
 2. optional **Gaussian smoothing** (:func:`gaussian_smooth`);
 3. an **image score** (:data:`SCORES`: ``"max"``, ``"mean"``, ``"topk"``, ``"lp"``).
 
+Frames larger than the model's input are scored tile by tile at full resolution by
+:func:`compute_tiled` (:mod:`keras_skipae.scoring.tiling`).
+
 The defaults and the reasons for them: ``docs/decisions.md``. An image is called
 anomalous when ``score >= threshold`` (:func:`is_anomalous`).
 
@@ -59,6 +62,7 @@ from keras_skipae.scoring.smoothing import (
     SMOOTHING_BORDERS,
     gaussian_smooth,
 )
+from keras_skipae.scoring.tiling import DEFAULT_TILE_BATCH, compute_tiled, make_tiled_scorer
 
 __all__ = [
     "ANOMALY_MAPS",
@@ -68,6 +72,7 @@ __all__ = [
     "DEFAULT_SCORE",
     "DEFAULT_SMOOTHING",
     "DEFAULT_SMOOTHING_BORDER",
+    "DEFAULT_TILE_BATCH",
     "DEFAULT_TOPK",
     "LayerStatistics",
     "MCDropout",
@@ -80,6 +85,7 @@ __all__ = [
     "ScoringConfig",
     "combined_map",
     "compute",
+    "compute_tiled",
     "deviation_map",
     "discrepancy_map",
     "fit_map_statistics",
@@ -88,6 +94,7 @@ __all__ = [
     "image_score",
     "is_anomalous",
     "make_scorer",
+    "make_tiled_scorer",
     "mc_dropout_map",
     "mc_dropout_model",
     "register_map",
