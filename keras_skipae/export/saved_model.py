@@ -20,6 +20,10 @@ signature              input ``images``            outputs
                        values in [0, 255]          first (as ``scoring.to_float_images``)
 ``reconstruct``        float32, as above           ``reconstruction``
 ``reconstruct_uint8``  uint8, as above             ``reconstruction``
+``serving_tiled``      float32 ``[B, H, W, C]``,   the outputs of ``serving_default`` at the
+                       any ``H, W >= tile_size``   frames' full resolution: tiles scored and
+                       (only in exports made       blended by
+                       with ``tile_size=``)        :func:`keras_skipae.scoring.compute_tiled`
 =====================  ==========================  ==========================================
 
 Why float32 for ``serving_default``: the model itself takes float32 in
@@ -36,6 +40,11 @@ loaded object's ``score`` and ``reconstruct`` functions take either dtype::
     loaded = tf.saved_model.load("saved_models/aesc_mesh_demo")
     out = loaded.score(images_uint8_or_float32)      # dict of tensors
     out = loaded.signatures["serving_uint8"](images=images_uint8)
+
+An export made with ``tile_size=`` (a model trained on tiles) adds ``serving_tiled``
+(``loaded.score_tiled`` in Python): it covers each frame with overlapping tiles of the
+model's input size, scores them and blends the maps; its settings are recorded under
+``"tiling"``.
 
 ``B`` is any batch size; ``H`` and ``W`` are the export's image size, or any
 multiple of ``2**depth`` for a model built with ``input_shape=(None, None,
@@ -81,9 +90,13 @@ import tensorflow as tf
 from keras_skipae import __version__, io_utils
 from keras_skipae.layers import InputSizeCheck
 from keras_skipae.models.taps import base_model
+from keras_skipae.ops.device import resolve_jit_compile
+from keras_skipae.ops.tiling import WINDOW_FLOOR, check_tiling
 from keras_skipae.scoring import (
+    DEFAULT_TILE_BATCH,
     ScoringConfig,
     compute,
+    compute_tiled,
     is_anomalous,
     mc_dropout_model,
     to_float_images,
@@ -107,6 +120,10 @@ SIGNATURES = {
     "reconstruct": ("float32", ("reconstruction",)),
     "reconstruct_uint8": ("uint8", ("reconstruction",)),
 }
+
+
+#: The signature an export made with ``tile_size=`` adds (input dtype, outputs).
+TILED_SIGNATURE = ("serving_tiled", "float32", SIGNATURES["serving_default"][1])
 
 
 _COLOR_MODES = {"grayscale": 1, "rgb": 3}
@@ -212,7 +229,7 @@ def _check_threshold(threshold):
 
 
 def _settings_document(
-    *, model, settings, threshold, image_size, channels, color_mode, multiple, metadata
+    *, model, settings, threshold, image_size, channels, color_mode, multiple, metadata, jit
 ) -> dict:
 
     signatures = {}
@@ -252,11 +269,12 @@ def _settings_document(
         "threshold": threshold,
         "decision": "is_anomalous = score >= threshold (compared in float32)",
         "signatures": signatures,
+        "jit_compile": jit,
         "metadata": metadata or {},
     }
 
 
-def _build_module(model, *, settings, threshold, image_size, channels, asset_path):
+def _build_module(model, *, settings, threshold, image_size, channels, asset_path, jit=False):
     """A ``tf.Module`` with ``score`` / ``reconstruct`` tf.functions and their signatures."""
 
     expected = [None, image_size[0], image_size[1], channels]
@@ -278,8 +296,8 @@ def _build_module(model, *, settings, threshold, image_size, channels, asset_pat
         return {"reconstruction": tf.cast(model(x, training=False), tf.float32)}
 
     module = tf.Module(name="keras_skipae_export")
-    module.score = tf.function(score_fn)
-    module.reconstruct = tf.function(reconstruct_fn)
+    module.score = tf.function(score_fn, jit_compile=jit)
+    module.reconstruct = tf.function(reconstruct_fn, jit_compile=jit)
     concrete = {}
     for name, (dtype, _) in SIGNATURES.items():
         fn = module.reconstruct if name.startswith("reconstruct") else module.score
@@ -295,7 +313,106 @@ def _build_module(model, *, settings, threshold, image_size, channels, asset_pat
     return module, concrete
 
 
-def _verify(path, model, settings, threshold, image_size, channels, multiple):
+def _resolve_tiling(tile_size, tile_overlap, batch_size, model_hw, multiple) -> dict | None:
+    """The export's tiling settings (None without ``tile_size``), checked against the model."""
+    if tile_size is None:
+        if tile_overlap:
+            raise ValueError(
+                f"`tile_overlap` needs a `tile_size`. Received: tile_overlap={tile_overlap!r}"
+            )
+        return None
+    tile, overlap = check_tiling(tile_size, tile_overlap)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(
+            f"Expected `tile_batch_size` >= 1. Received: tile_batch_size={batch_size!r}"
+        )
+    if any(s is not None and s != tile for s in model_hw) or (multiple and tile % multiple):
+        raise ValueError(
+            f"The model takes {model_hw[0]}x{model_hw[1]} images (multiples of {multiple}), "
+            f"so it cannot score {tile}x{tile} tiles. Received: tile_size={tile_size!r}"
+        )
+    return {
+        "tile_size": tile,
+        "tile_overlap": overlap,
+        "batch_size": batch_size,
+        "window_floor": WINDOW_FLOOR,
+    }
+
+
+def _add_tiling_settings(document, tiling, channels, threshold) -> None:
+    """Records the tiling and the ``serving_tiled`` signature in the settings document."""
+    name, dtype, outputs = TILED_SIGNATURE
+    outs = [o for o in outputs if o != "is_anomalous" or threshold is not None]
+    document["tiling"] = dict(
+        tiling,
+        signature=name,
+        blending="Hann window with a floor; the map is smoothed and scored once, blended",
+    )
+    document["signatures"][name] = {
+        "input": {"images": f"{dtype} [B, H, W, {channels}], H and W >= {tiling['tile_size']}"},
+        "outputs": {o: _OUTPUTS_DOC[o] for o in outs},
+    }
+
+
+def _add_tiled_signature(module, concrete, model, settings, threshold, channels, tiling):
+    """``module.score_tiled`` (any frame size >= the tile) and its ``serving_tiled`` signature."""
+
+    def score_tiled_fn(images):
+        images = tf.ensure_shape(images, [None, None, None, channels])
+        out = compute_tiled(
+            model,
+            images,
+            tiling["tile_size"],
+            tiling["tile_overlap"],
+            settings,
+            batch_size=tiling["batch_size"],
+        )
+        if threshold is not None:
+            out["is_anomalous"] = is_anomalous(out["score"], threshold)
+        return out
+
+    name, dtype, _ = TILED_SIGNATURE
+    module.score_tiled = tf.function(score_tiled_fn, autograph=False)
+    spec = tf.TensorSpec([None, None, None, channels], tf.as_dtype(dtype), name="images")
+    concrete[name] = module.score_tiled.get_concrete_function(spec)
+    variables = {id(v): v for v in module.model_variables}
+    for v in concrete[name].variables:
+        variables[id(v)] = v
+    module.model_variables = list(variables.values())
+
+
+def _verify_tiled(loaded, model, settings, threshold, channels, tiling):
+    """Checks ``serving_tiled`` against the in-process :func:`compute_tiled` on a frame of
+    1.5 x 2 tiles (so that the last tiles overlap more than the others)."""
+    tile = tiling["tile_size"]
+    rng = np.random.default_rng(1)
+    frames = rng.random((2, tile + tile // 2 + 1, 2 * tile, channels), dtype=np.float32)
+    served = loaded.signatures[TILED_SIGNATURE[0]](images=tf.constant(frames))
+    expected = compute_tiled(
+        model,
+        frames,
+        tile,
+        tiling["tile_overlap"],
+        settings,
+        batch_size=tiling["batch_size"],
+    )
+    keys = ["reconstruction"] if settings.map == "mc_dropout" else list(expected)
+    for key in keys:
+        diff = float(np.max(np.abs(served[key].numpy() - expected[key].numpy())))
+        if not diff <= 1e-5:
+            raise RuntimeError(
+                f"The exported tiled {key!r} differs from the in-process result by {diff:.3g} "
+                "(> 1e-5); the export was not written."
+            )
+    if threshold is not None and settings.map != "mc_dropout":
+        want = expected["score"].numpy() >= np.float32(threshold)
+        if not np.array_equal(served["is_anomalous"].numpy(), want):
+            raise RuntimeError(
+                "The exported tiled `is_anomalous` disagrees with score >= threshold."
+            )
+
+
+def _verify(path, model, settings, threshold, image_size, channels, multiple, tiling=None):
     """Loads the export and checks it against the in-process computation."""
 
     h, w = image_size
@@ -322,6 +439,8 @@ def _verify(path, model, settings, threshold, image_size, channels, multiple):
             served["is_anomalous"].numpy(), want
         ):
             raise RuntimeError("The exported `is_anomalous` disagrees with score >= threshold.")
+    if tiling is not None:
+        _verify_tiled(loaded, model, settings, threshold, channels, tiling)
 
 
 def export_saved_model(
@@ -332,9 +451,13 @@ def export_saved_model(
     threshold: float | None = None,
     image_size=None,
     color_mode: str | None = None,
+    tile_size: int | None = None,
+    tile_overlap: int = 0,
+    tile_batch_size: int = DEFAULT_TILE_BATCH,
     metadata: dict | None = None,
     overwrite: bool = False,
     verify: bool = True,
+    jit_compile="auto",
     **legacy,
 ) -> Path:
     """Writes a TF SavedModel that reconstructs and scores images.
@@ -362,12 +485,25 @@ def export_saved_model(
             ``(height, width)`` to fix the signature's size.
         color_mode: ``"grayscale"`` or ``"rgb"``, recorded in the settings;
             None infers it from the channel count. Must match the model.
+        tile_size: the side of the tiles the model was trained on: adds the
+            ``serving_tiled`` signature, which scores frames of any size >= the tile
+            at full resolution (:func:`keras_skipae.scoring.compute_tiled`). The
+            model must take ``tile_size x tile_size`` images. None: no tiling.
+        tile_overlap: the least overlap of neighbouring tiles in ``serving_tiled``.
+        tile_batch_size: tiles per model call in ``serving_tiled`` (bounds memory).
         metadata: a JSON-able dict recorded under ``"metadata"`` in the
             settings (e.g. the training run).
         overwrite: replace an existing ``path``.
         verify: reload the export and check that it reproduces the in-process
             results (atol 1e-5) on two random images before renaming it into
             place.
+        jit_compile: compile the ``score`` and ``reconstruct`` functions with XLA
+            (the graphs then need a TensorFlow runtime with XLA, as the pip
+            packages have). ``"auto"``: the measured choice for the serving path
+            on the exporting machine's device
+            (:func:`keras_skipae.ops.device.resolve_jit_compile`,
+            ``docs/decisions.md#xla-auto``); True or False force it. Recorded as
+            ``jit_compile`` in the settings.
         **legacy: the deprecated scoring keywords (``map=``, ``smoothing=``, ...).
 
     Returns:
@@ -386,10 +522,12 @@ def export_saved_model(
     """
     cfg = ScoringConfig.resolve(scoring, caller="export_saved_model", **legacy)
     threshold = _check_threshold(threshold)
+    jit = resolve_jit_compile(jit_compile, path="serving")
     h, w, channels = _input_shape(model)
     multiple = _size_multiple(model)
     size = _resolve_image_size(image_size, (h, w), multiple)
     color_mode = _resolve_color_mode(color_mode, channels)
+    tiling = _resolve_tiling(tile_size, tile_overlap, tile_batch_size, (h, w), multiple)
     if metadata is not None:
         try:
             json.dumps(metadata)
@@ -408,7 +546,10 @@ def export_saved_model(
         color_mode=color_mode,
         multiple=multiple,
         metadata=metadata,
+        jit=jit,
     )
+    if tiling is not None:
+        _add_tiling_settings(document, tiling, channels, threshold)
     with tempfile.TemporaryDirectory(prefix="keras_skipae_export_") as scratch:
         asset = Path(scratch) / SETTINGS_FILE
         asset.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -419,13 +560,16 @@ def export_saved_model(
             image_size=size,
             channels=channels,
             asset_path=asset,
+            jit=jit,
         )
+        if tiling is not None:
+            _add_tiled_signature(module, concrete, model, cfg, threshold, channels, tiling)
         with io_utils.atomic_path(
             path, overwrite=overwrite, is_dir=True, what="export folder"
         ) as tmp:
             tf.saved_model.save(module, str(tmp), signatures=concrete)
             if verify:
-                _verify(tmp, model, cfg, threshold, size, channels, multiple)
+                _verify(tmp, model, cfg, threshold, size, channels, multiple, tiling)
     return path
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from keras_skipae.ops.device import resolve_jit_compile
 from keras_skipae.scoring.common import _check_rank, to_float_images
 from keras_skipae.scoring.config import ScoringConfig
 from keras_skipae.scoring.maps import ANOMALY_MAPS, mc_dropout_model
@@ -68,6 +69,7 @@ def make_scorer(
     scoring: ScoringConfig | dict | None = None,
     *,
     image_shape=None,
+    jit_compile="auto",
     **legacy,
 ) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """:func:`compute` bound to a model and a config, compiled with ``tf.function``.
@@ -78,6 +80,10 @@ def make_scorer(
         image_shape: ``(H, W, C)`` (entries may be None) to trace once with a
             free batch size (input float32 ``[None, H, W, C]``); None traces per
             input shape, relaxing shapes after a retrace.
+        jit_compile: compile the scorer with XLA. ``"auto"``: the measured choice
+            for the scoring path on this device
+            (:func:`keras_skipae.ops.device.resolve_jit_compile`,
+            ``docs/decisions.md#xla-auto``); True or False force it.
         **legacy: the deprecated per-setting keywords.
 
     Returns:
@@ -88,6 +94,7 @@ def make_scorer(
         >>> scorer(images)["score"]
     """
     cfg = ScoringConfig.resolve(scoring, caller="make_scorer", **legacy)
+    jit = resolve_jit_compile(jit_compile, path="scoring")
     if cfg.map == "mc_dropout":
         mc_dropout_model(model)  # build the clone (its variables) eagerly
 
@@ -98,5 +105,5 @@ def make_scorer(
     # graph is traced as written (AutoGraph would re-read and convert the source).
     if image_shape is not None:
         spec = tf.TensorSpec([None, *image_shape], tf.float32)
-        return tf.function(scorer, input_signature=[spec], autograph=False)
-    return tf.function(scorer, reduce_retracing=True, autograph=False)
+        return tf.function(scorer, input_signature=[spec], autograph=False, jit_compile=jit)
+    return tf.function(scorer, reduce_retracing=True, autograph=False, jit_compile=jit)
