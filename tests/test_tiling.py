@@ -251,3 +251,56 @@ def test_tiled_scoring_bad_input(tiny_model, images):
         scoring.make_tiled_scorer(model, tile_size=16, tile_overlap=16)
     with pytest.raises(ValueError, match="rank 4"):
         scoring.compute_tiled(model, images(1, (16, 16, 1))[0], 16)
+
+
+# ----------------------------------------------------------------------------- SavedModel
+
+
+def test_saved_model_serving_tiled_agrees_with_in_process(tiny_model, images, tmp_path):
+    from keras_skipae import scoring
+    from keras_skipae.export import saved_model
+
+    model = tiny_model("aesc", input_shape=(16, 16, 1))
+    # verify=False: this test is the check (export_saved_model's own verify does the same).
+    path = saved_model.export_saved_model(
+        model,
+        tmp_path / "export",
+        tile_size=16,
+        tile_overlap=4,
+        tile_batch_size=3,
+        threshold=0.05,
+        verify=False,
+    )
+    settings = saved_model.read_settings(path)
+    assert settings["tiling"]["tile_size"] == 16 and settings["tiling"]["tile_overlap"] == 4
+    assert "serving_tiled" in settings["signatures"]
+    loaded = tf.saved_model.load(str(path))
+    frames = images(2, (40, 27, 1), seed=5)
+    served = loaded.signatures["serving_tiled"](images=tf.constant(frames))
+    want = scoring.compute_tiled(model, frames, 16, 4, batch_size=3)
+    for key in want:
+        assert served[key].shape == want[key].shape
+        np.testing.assert_allclose(served[key], want[key], atol=1e-5)
+    np.testing.assert_array_equal(served["is_anomalous"], want["score"].numpy() >= 0.05)
+    # The untiled signatures are unchanged, and a frame smaller than a tile is refused.
+    assert set(loaded.signatures) == {*saved_model.SIGNATURES, "serving_tiled"}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least tile_size"):
+        loaded.score_tiled(tf.constant(images(1, (12, 40, 1))))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"tile_size": 24}, "cannot score 24x24 tiles"),
+        ({"tile_overlap": 4}, "needs a `tile_size`"),
+        ({"tile_size": 16, "tile_overlap": 16}, "tile_overlap=16"),
+        ({"tile_size": 16, "tile_batch_size": 0}, "tile_batch_size=0"),
+    ],
+)
+def test_saved_model_bad_tiling(tiny_model, tmp_path, kwargs, match):
+    from keras_skipae.export import saved_model
+
+    model = tiny_model("aesc", input_shape=(16, 16, 1))
+    with pytest.raises(ValueError, match=match):
+        saved_model.export_saved_model(model, tmp_path / "export", **kwargs)
+    assert not (tmp_path / "export").exists()
