@@ -26,7 +26,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["keras_skipae", "keras_skipae.*"]),
+    packages=find_packages(include=["keras_skipae", "keras_skipae.*", "keras_skipae_cli"]),
     include_package_data=True,
     install_requires=[
         "keras>=3.3,<4",
@@ -51,7 +51,8 @@ setup(
         "dev": ["ruff>=0.5"],
         "bench": ["torch>=2.2,<3"],
     },
-    entry_points={"console_scripts": ["keras-skipae=keras_skipae.apps.cli:main"]},
+    # The launcher lives outside keras_skipae, whose import loads TensorFlow.
+    entry_points={"console_scripts": ["keras-skipae=keras_skipae_cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Framework :: Keras",

@@ -257,7 +257,7 @@ def test_discrepancy_loss_model_round_trips(tmp_path):
 
 @pytest.mark.slow
 def test_cli_discrepancy_compares_two_runs(tmp_path, capsys):
-    from keras_skipae.apps import cli
+    import keras_skipae_cli as cli
     from keras_skipae.training import train
 
     x = tf.data.Dataset.from_tensor_slices(_images(8))
@@ -331,8 +331,8 @@ def test_evaluate_offers_discrepancy_methods(tmp_path):
 
 
 def test_cli_offers_every_map_it_can_compute():
+    import keras_skipae_cli as cli
     from keras_skipae import scoring
-    from keras_skipae.apps import cli
 
     # (the maps that need good-image statistics cannot be chosen from the CLI)
     assert set(cli.CLI_MAPS) == set(scoring.ANOMALY_MAPS) - {"deviation", "learned+residual"}

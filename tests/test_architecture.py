@@ -40,7 +40,7 @@ ALLOWED = {
     | {"training", "evaluation", "export"},
     # the registration module imports exactly what registers Keras classes
     "_registration": {"layers", "losses", "keras_metrics", "models"},
-    "__main__": {"apps"},
+    "__main__": set(),  # it runs the launcher, keras_skipae_cli, which is outside the package
 }
 
 
@@ -194,6 +194,73 @@ def test_import_loads_only_what_registers_keras_classes():
         assert f"keras_skipae.{heavy}" not in loaded, heavy
     for needed in ("layers", "losses", "keras_metrics", "models.discrepancy_loss"):
         assert f"keras_skipae.{needed}" in loaded, needed
+
+
+# --------------------------------------------------------------------------- the launcher
+
+LAUNCHER = PACKAGE.parent / "keras_skipae_cli"
+# Never imported by the launcher, except the one hand-off below.
+_HEAVY = {"tensorflow", "keras", "numpy", "keras_skipae", "cv2", "matplotlib", "sklearn"}
+_HEAVY |= {"scipy", "skimage", "tqdm", "torch", "PIL"}
+HAND_OFF = ("__init__.py", "_commands", "keras_skipae.apps.cli")
+
+
+def launcher_imports(root: Path) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """The launcher's imports of heavy modules: ``(violations, hand_offs)``.
+
+    A hand-off is an import of :data:`HAND_OFF`'s module inside a function; every other
+    import of a module in ``_HEAVY`` (at module level or in a function) is a violation.
+    """
+    bad, hand_offs = [], []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        owner = {}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    owner.setdefault(inner, node.name)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                targets = [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for target in targets:
+                if target.split(".")[0] not in _HEAVY:
+                    continue
+                where = (path.name, owner.get(node), target)
+                if node in owner and target == HAND_OFF[2]:
+                    hand_offs.append(where)
+                else:
+                    bad.append(f"{path.name}:{node.lineno} {target}")
+    return bad, hand_offs
+
+
+def test_launcher_imports_nothing_heavy_but_the_hand_off():
+    bad, hand_offs = launcher_imports(LAUNCHER)
+    assert bad == []
+    assert hand_offs == [HAND_OFF]
+
+
+def test_launcher_checker_catches_heavy_imports(tmp_path):
+    root = tmp_path / "keras_skipae_cli"
+    _write_tree(
+        root,
+        {
+            "__init__.py": "import numpy as np\n"
+            "def _commands():\n    from keras_skipae.apps import cli\n    import tensorflow\n",
+            "parser.py": "from keras_skipae import data\nfrom keras_skipae.apps import cli\n",
+        },
+    )
+    bad, hand_offs = launcher_imports(root)
+    assert bad == [
+        "__init__.py:1 numpy",
+        "__init__.py:4 tensorflow",
+        "parser.py:1 keras_skipae.data",
+        "parser.py:2 keras_skipae.apps.cli",  # the hand-off, but at module level
+    ]
+    assert hand_offs == [HAND_OFF]
 
 
 def test_corruptions_do_not_import_the_benchmark_defect_painters():

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _cli(*args, timeout=300, cwd=REPO):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg", PYTHONPATH=str(REPO))
     return subprocess.run(
-        [sys.executable, "-m", "keras_skipae", *map(str, args)],
+        [sys.executable, "-m", "keras_skipae_cli", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,

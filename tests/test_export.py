@@ -470,7 +470,7 @@ def run_folder(tmp_path_factory):
 
 @pytest.mark.slow
 def test_cli_export_saved_model_with_eval_threshold(run_folder, tmp_path, capsys):
-    from keras_skipae.apps import cli
+    import keras_skipae_cli as cli
 
     out = tmp_path / "sm"
     assert cli.main(["export", str(run_folder["dir"]), str(out), "--threshold", "eval"]) == 0
@@ -495,7 +495,7 @@ def test_cli_export_saved_model_with_eval_threshold(run_folder, tmp_path, capsys
 
 @pytest.mark.slow
 def test_cli_export_threshold_checks(run_folder, tmp_path, capsys):
-    from keras_skipae.apps import cli
+    import keras_skipae_cli as cli
 
     run = str(run_folder["dir"])
     # The evaluated threshold belongs to the default settings, not to another map.
@@ -513,7 +513,7 @@ def test_cli_export_threshold_checks(run_folder, tmp_path, capsys):
     metrics_path.write_text(json.dumps(metrics))
     assert cli.main(["export", str(legacy), str(tmp_path / "l"), "--threshold", "eval"]) == 1
     assert "smoothing_border='normalized'" in capsys.readouterr().err
-    assert cli.main(["export", run, str(tmp_path / "b"), "--threshold", "high"]) == 1
+    assert cli.main(["export", run, str(tmp_path / "b"), "--threshold", "high"]) == 2  # usage
     assert "number or 'eval'" in capsys.readouterr().err
     assert (
         cli.main(
@@ -526,7 +526,7 @@ def test_cli_export_threshold_checks(run_folder, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cli_export_keras(run_folder, tmp_path):
-    from keras_skipae.apps import cli
+    import keras_skipae_cli as cli
 
     out = tmp_path / "m.keras"
     assert cli.main(["export", str(run_folder["dir"]), str(out), "--format", "keras"]) == 0

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from keras_skipae.apps import cli
+import keras_skipae_cli as cli
 from keras_skipae.data import synthetic as S
 
 

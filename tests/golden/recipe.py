@@ -20,7 +20,7 @@ TINY = {"input_shape": (SIZE, SIZE, 1), "depth": 2, "filters": 4, "bn_momentum":
 def _cli_main():
     import importlib
 
-    for name in ("keras_skipae.apps.cli", "keras_skipae.cli"):  # the CLI's home moved once
+    for name in ("keras_skipae_cli", "keras_skipae.apps.cli", "keras_skipae.cli"):  # it moved
         try:
             return importlib.import_module(name).main
         except ModuleNotFoundError:

@@ -1,0 +1,117 @@
+"""Checks that run before TensorFlow is imported: paths that must exist, argument values.
+
+One function per subcommand, ``<name>(args)``; each raises :class:`UsageError` with a
+one-line message, which the launcher prints as ``keras-skipae <command>: error: ...``
+and answers with exit code 2 (as argparse does for a malformed command line). Checks
+that need the library (a run folder's contents, a model's input size) stay with the
+command, whose errors exit with code 1. This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """A command line that names a missing path or a bad value (exit code 2)."""
+
+
+def _exists(path, what: str) -> None:
+    if not Path(path).exists():
+        raise UsageError(f"{what} {str(path)!r} does not exist.")
+
+
+def _folder(path, what: str) -> None:
+    path = Path(path)
+    _exists(path, what)
+    if not path.is_dir():
+        raise UsageError(f"{what} {str(path)!r} is not a folder.")
+
+
+def _at_least(args, name: str, low, *, optional: bool = False) -> None:
+    value = getattr(args, name)
+    if value is None and optional:
+        return
+    if value is None or value < low:
+        flag = "--" + name.replace("_", "-")
+        raise UsageError(f"{flag} must be at least {low}. Received: {flag} {value}")
+
+
+def check_data(root, category) -> None:
+    """A dataset root in the MVTec AD layout that holds ``category``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"Data folder {str(root)!r} does not exist.")
+    available = sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir())
+    )
+    if category not in available:
+        raise UsageError(
+            f"Category {category!r} not found in {str(root)!r}. Available categories: "
+            f"{', '.join(available) if available else '(none: expected <root>/<category>/train)'}."
+        )
+
+
+def parse_threshold(text, *, allow_eval: bool):
+    """``--threshold``: a number (or ``'eval'`` where ``allow_eval``)."""
+    if text is None or (allow_eval and text == "eval"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        expected = "a number or 'eval'" if allow_eval else "a number"
+        raise UsageError(f"--threshold expects {expected}. Received: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise UsageError(f"--threshold must be a finite number. Received: {text!r}")
+    return value
+
+
+def synth(args) -> None:
+    _at_least(args, "image_size", 1)
+    for name in ("n_train", "n_test_good", "n_test_defect"):
+        _at_least(args, name, 0)
+
+
+def discrepancy(args) -> None:
+    _folder(args.run_a, "Run folder")
+    _folder(args.run_b, "Run folder")
+    if args.data is not None:
+        _folder(args.data, "Data folder")
+    _at_least(args, "n_probes", 1)
+
+
+def train(args) -> None:
+    check_data(args.data, args.category)
+    _at_least(args, "epochs", 1)
+    _at_least(args, "steps_per_epoch", 1, optional=True)
+    _at_least(args, "batch_size", 1)
+    _at_least(args, "image_size", 1)
+    if not 0.0 <= args.val_split < 1.0:
+        raise UsageError(f"--val-split must be in [0, 1). Received: --val-split {args.val_split}")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise UsageError(f"--time-limit must be positive. Received: --time-limit {args.time_limit}")
+
+
+def evaluate(args) -> None:
+    _folder(args.run, "Run folder")
+    if args.data is not None:
+        if args.category is not None:
+            check_data(args.data, args.category)
+        else:
+            _folder(args.data, "Data folder")
+    _at_least(args, "batch_size", 1)
+
+
+def demo(args) -> None:
+    if args.minutes_per_model is not None and not args.minutes_per_model > 0:
+        raise UsageError(
+            f"--minutes-per-model must be positive. Received: --minutes-per-model "
+            f"{args.minutes_per_model}"
+        )
+
+
+def export(args) -> None:
+    _folder(args.run, "Run folder")
+    args.threshold = parse_threshold(args.threshold, allow_eval=True)
