@@ -304,3 +304,136 @@ def test_saved_model_bad_tiling(tiny_model, tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         saved_model.export_saved_model(model, tmp_path / "export", **kwargs)
     assert not (tmp_path / "export").exists()
+
+
+# ----------------------------------------------------------------------------- training on tiles
+
+
+def _frames_dataset(shapes, seed=0):
+    """An unbatched dataset of images of different sizes, each pixel value unique."""
+    rng = np.random.default_rng(seed)
+    frames = [
+        rng.permutation(h * w).reshape(h, w, 1).astype(np.float32) / (h * w) for h, w in shapes
+    ]
+    return frames, tf.data.Dataset.from_generator(
+        lambda: iter(frames), output_signature=tf.TensorSpec([None, None, 1], tf.float32)
+    )
+
+
+def _find(crop, frame):
+    """The (y, x) where ``crop`` sits in ``frame`` (brute force), or None."""
+    t = crop.shape[0]
+    for y in range(frame.shape[0] - t + 1):
+        for x in range(frame.shape[1] - t + 1):
+            if np.array_equal(frame[y : y + t, x : x + t], crop):
+                return y, x
+    return None
+
+
+def test_random_crops_are_seeded_exact_crops_new_every_pass():
+    from keras_skipae import data
+
+    frames, ds = _frames_dataset([(20, 30), (25, 17)])
+    crops = data.random_crops(ds, 12, seed=3)
+    first = [c.numpy() for c in crops]
+    again = [c.numpy() for c in data.random_crops(ds, 12, seed=3)]
+    assert [c.shape for c in first] == [(12, 12, 1)] * 2
+    places = [_find(c, f) for c, f in zip(first, frames)]
+    assert None not in places
+    for a, b in zip(first, again):  # the same seed in a fresh pipeline: the same crops
+        np.testing.assert_array_equal(a, b)
+    passes = [[c.numpy() for c in crops] for _ in range(4)]  # new crops on every pass
+    assert len({tuple(_find(p[0], frames[0])) for p in passes} | {places[0]}) > 1
+    with pytest.raises(tf.errors.InvalidArgumentError, match="smaller than tile_size=18"):
+        list(data.random_crops(ds, 18, seed=0))
+    with pytest.raises(ValueError, match="tile_size=0"):
+        data.random_crops(ds, 0)
+
+
+@pytest.mark.parametrize("corruption", [None, "noise"])
+def test_training_pairs_draw_new_crops_every_pass_and_fixed_validation_crops(corruption):
+    from keras_skipae import data as data_lib
+    from keras_skipae import losses
+    from keras_skipae.training import pairs
+
+    corruption = data_lib.GaussianNoise() if corruption else None  # corrupt() or identity
+
+    frames, ds = _frames_dataset([(40, 48)] * 6, seed=1)
+    data = pairs._resolve_data(
+        ds,
+        None,
+        corruption=corruption,
+        loss_obj=losses.get_loss("mse"),
+        stain_weight=1.0,
+        batch_size=5,
+        validation_split=1 / 6,
+        steps_per_epoch=None,
+        seed=0,
+        tile_size=16,
+    )
+    assert (data.n_train, data.n_val) == (5, 1)
+    batches = [b[1].numpy() for b in data.train_pairs.take(2)]  # clean targets, 2 passes
+    assert batches[0].shape == (5, 16, 16, 1)
+    for crop in np.concatenate(batches):
+        assert any(_find(crop, f) is not None for f in frames)
+    key = [sorted(t.tobytes() for t in b) for b in batches]
+    assert key[0] != key[1]  # the second pass crops elsewhere
+    val = [[b[1].numpy() for b in data.val_pairs] for _ in range(2)]
+    np.testing.assert_array_equal(val[0][0], val[1][0])  # the same validation crops
+
+
+@pytest.mark.slow
+def test_train_on_tiles_records_the_tiling():
+    import keras_skipae as ks
+
+    _, ds = _frames_dataset([(40, 48)] * 5 + [(33, 56)] * 3, seed=1)
+    run = ks.train(
+        "aesc",
+        ds,
+        model_kwargs={"input_shape": (16, 16, 1), "depth": 3, "filters": 4},
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=2,
+        validation_split=0.25,
+        tile_size=16,
+        tile_overlap=4,
+        tensorboard=False,
+        verbose=0,
+    )
+    assert run.model.input_shape == (None, 16, 16, 1)
+    assert run.config["training"]["tile_size"] == 16
+    assert run.config["training"]["tile_overlap"] == 4
+    assert np.isfinite(run.history["val_loss"][-1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"tile_size": 16, "model_kwargs": {"input_shape": (32, 32, 1)}}, "input_shape"),
+        ({"tile_overlap": 4}, "needs a `tile_size`"),
+        ({"tile_size": 16, "tile_overlap": 20}, "tile_overlap=20"),
+    ],
+)
+def test_train_on_tiles_bad_arguments(kwargs, match):
+    import keras_skipae as ks
+
+    _, ds = _frames_dataset([(40, 48)] * 4)
+    kwargs = {"model_kwargs": {"input_shape": (16, 16, 1), "depth": 3, "filters": 4}, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        ks.train("aesc", ds, epochs=1, steps_per_epoch=1, batch_size=2, verbose=0, **kwargs)
+
+
+def test_train_on_tiles_refuses_batched_pairs():
+    import keras_skipae as ks
+
+    x = np.zeros((2, 16, 16, 1), np.float32)
+    pairs = tf.data.Dataset.from_tensors((x, x))
+    with pytest.raises(ValueError, match="batched"):
+        ks.train(
+            "aesc",
+            pairs,
+            model_kwargs={"input_shape": (16, 16, 1), "depth": 3, "filters": 4},
+            validation_split=0,
+            tile_size=16,
+            verbose=0,
+        )

@@ -43,7 +43,7 @@ from keras_skipae.data.datasets import (
     load_image,
     mvtec_dataset,
 )
-from keras_skipae.data.pipeline import corrupt
+from keras_skipae.data.pipeline import corrupt, random_crops
 from keras_skipae.data.synthetic import CATEGORIES, list_categories, make_dataset, preview
 
 corruption = corruptions  # the module's name before 0.2
@@ -76,6 +76,7 @@ __all__ = [
     "make_dataset",
     "mvtec_dataset",
     "preview",
+    "random_crops",
     "serialize",
     "synthetic",
 ]

@@ -26,6 +26,73 @@ def _images_only(dataset):
     )
 
 
+def random_crops(dataset, tile_size: int, *, seed=0, cache=True):
+    """Random ``tile_size x tile_size`` crops of full-resolution images, one per image and pass.
+
+    For training on tiles of large frames: load the images without resizing
+    (``image_size=None``), crop here, then corrupt the crops (``corrupt(...,
+    cache=False)``, so that every pass draws new crops). Each crop's offset comes from
+    a stateless seed drawn from ``tf.data.Dataset.random(seed,
+    rerandomize_each_iteration=True)``: the same ``seed`` gives the same crops in a
+    fresh pipeline, and every new pass over the dataset (each ``repeat`` cycle) new ones.
+
+    Args:
+        dataset: an unbatched dataset of images ``[H, W, C]`` (H and W may differ between
+            images, C static), of dicts with an ``image`` key, or of ``(image, ...)``
+            tuples; floats in [0, 1] or integers (rescaled to [0, 1]).
+        tile_size: the side of the crops; every image must be at least that large.
+        seed: integer seed.
+        cache: cache the decoded full-resolution images in memory (``True``), in a file
+            (a path string), or not (``False``: decode them on every pass).
+
+    Returns:
+        An unbatched dataset of float32 ``[tile_size, tile_size, C]`` crops. An image
+        smaller than the tile fails with an ``InvalidArgumentError`` naming the sizes.
+
+    Example:
+        >>> full = mvtec_dataset("/data/mvtec", "carpet", image_size=None)
+        >>> pairs = corrupt(random_crops(full, 128, seed=0), Stains(), cache=False)
+    """
+    if not isinstance(tile_size, int) or isinstance(tile_size, bool) or tile_size < 1:
+        raise ValueError(
+            f"Expected `tile_size` to be an int >= 1. Received: tile_size={tile_size!r}"
+        )
+    ds = _images_only(dataset)
+    shape = ds.element_spec.shape
+    if shape.rank != 3 or shape[-1] is None:
+        raise ValueError(
+            "random_crops() needs images [H, W, C] with a static channel count. "
+            f"Received element shape {shape}"
+        )
+    channels = int(shape[-1])
+    for side in shape[:2]:
+        if side is not None and side < tile_size:
+            raise ValueError(
+                f"Expected images of at least tile_size={tile_size} pixels a side. "
+                f"Received: images of shape {shape}"
+            )
+    if ds.element_spec.dtype.is_integer:
+        ds = ds.map(lambda x: tf.image.convert_image_dtype(x, tf.float32))
+    else:
+        ds = ds.map(lambda x: tf.cast(x, tf.float32))
+    if cache:
+        ds = ds.cache(cache) if isinstance(cache, str) else ds.cache()
+    seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True).batch(
+        2, drop_remainder=True
+    )
+
+    def crop(image, s):
+        hw = tf.shape(image)[:2]
+        check = tf.debugging.Assert(
+            tf.reduce_min(hw) >= tile_size,
+            [f"random_crops: an image is smaller than tile_size={tile_size}; its [H, W]:", hw],
+        )
+        with tf.control_dependencies([check]):
+            return tf.image.stateless_random_crop(image, [tile_size, tile_size, channels], s)
+
+    return tf.data.Dataset.zip((ds, seeds)).map(crop, num_parallel_calls=2, deterministic=True)
+
+
 def corrupt(
     dataset,
     corruption,

@@ -120,12 +120,13 @@ def _describe_corruption(corruption) -> dict | None:
     return {"class_name": type(corruption).__name__, "config": io_utils.jsonable(config)}
 
 
-def _identity_pairs(dataset, batch_size, *, shuffle, seed, repeat):
+def _identity_pairs(dataset, batch_size, *, shuffle, seed, repeat, cache=True):
     # uint8 / uint16 to [0, 1] as data.corrupt does; not AUTOTUNE: see data.corrupt
     ds = dataset.map(
         lambda e: tf.image.convert_image_dtype(_image_of(e), tf.float32), num_parallel_calls=2
     )
-    ds = ds.cache()
+    if cache:
+        ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(512, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -134,16 +135,30 @@ def _identity_pairs(dataset, batch_size, *, shuffle, seed, repeat):
 
 
 def _make_pairs(
-    dataset, corruption, *, batch_size, seed, shuffle, repeat, stain_weight=1.0, masks=False
+    dataset,
+    corruption,
+    *,
+    batch_size,
+    seed,
+    shuffle,
+    repeat,
+    stain_weight=1.0,
+    masks=False,
+    cache=True,
 ):
-    """Batched ``(input, target[, weight])``; with ``masks``, ``(input, (target, mask)[, weight])``."""
+    """Batched ``(input, target[, weight])``; with ``masks``, ``(input, (target, mask)[, weight])``.
+
+    ``cache=False`` for random crops, which must be drawn again on every pass.
+    """
     if corruption is None:
         if masks:
             raise ValueError(
                 "A model with an anomaly head learns from the masks of a corruption: "
                 "pass one (e.g. corruption='anomalies'). Received: corruption=None"
             )
-        return _identity_pairs(dataset, batch_size, shuffle=shuffle, seed=seed, repeat=repeat)
+        return _identity_pairs(
+            dataset, batch_size, shuffle=shuffle, seed=seed, repeat=repeat, cache=cache
+        )
     extra = float(stain_weight) - 1.0
     pairs = data.corrupt(
         dataset,
@@ -151,7 +166,7 @@ def _make_pairs(
         seed=seed,
         batch_size=batch_size,
         shuffle=shuffle,
-        cache=True,
+        cache=cache,
         repeat=repeat,
         with_mask=masks or extra != 0.0,
     )
@@ -239,10 +254,13 @@ def _resolve_data(
     steps_per_epoch,
     seed,
     masks=False,
+    tile_size=None,
 ) -> _Data:
     """Validation split, corruption and stain weight, as the pipelines ``fit`` reads.
 
     With ``masks`` (a model with an anomaly head) the targets are ``(target, mask)``.
+    With ``tile_size`` the models learn from random crops of the (full-resolution)
+    images: new crops on every pass for training, fixed ones for validation.
     """
     pairs_given, corruption_obj = _resolve_corruption(
         train_data, val_data, corruption, validation_split, masks
@@ -256,6 +274,11 @@ def _resolve_data(
     if stain_weight is None:
         default = corruption_obj is not None and isinstance(loss_obj, _PER_PIXEL)
         stain_weight = DEFAULT_STAIN_WEIGHT if default else 1.0
+    if pairs_given and tile_size is not None:
+        raise ValueError(
+            "`tile_size` crops unbatched images; `train_data` already yields batched "
+            f"(input, target) pairs. Received: tile_size={tile_size!r}"
+        )
     if pairs_given:
         data = _Data(train_data, val_data, None, stain_weight, steps_per_epoch, pairs_given=True)
     else:
@@ -269,6 +292,7 @@ def _resolve_data(
             validation_split=validation_split,
             steps_per_epoch=steps_per_epoch,
             seed=seed,
+            tile_size=tile_size,
         )
     if data.val_pairs is not None and int(data.val_pairs.cardinality()) < 0:
         # A known length keeps Keras from warning that the input "ran out of data".
@@ -288,6 +312,7 @@ def _image_pipelines(
     validation_split,
     steps_per_epoch,
     seed,
+    tile_size=None,
 ) -> _Data:
     """Corrupted (input, target[, weight]) pipelines from unbatched clean images."""
     train_images, val_images = train_data, val_data
@@ -302,8 +327,20 @@ def _image_pipelines(
     if steps_per_epoch is None:
         steps_per_epoch = max(1, n_train // batch_size)
     common = {"batch_size": batch_size, "stain_weight": stain_weight, "masks": masks}
+    if tile_size is not None:
+        # Crops after the split (so no validation image is seen in training); the crop
+        # pipeline caches the full-resolution images, corrupt() must not cache the crops.
+        train_images = data.random_crops(train_images, tile_size, seed=seed)
+        if val_images is not None and not _is_pairs(val_images, "val_data"):
+            val_images = data.random_crops(val_images, tile_size, seed=seed + 1)
     train_pairs = _make_pairs(
-        train_images, corruption_obj, seed=seed, shuffle=True, repeat=True, **common
+        train_images,
+        corruption_obj,
+        seed=seed,
+        shuffle=True,
+        repeat=True,
+        cache=tile_size is None,
+        **common,
     )
     val_pairs = None
     if val_images is not None:

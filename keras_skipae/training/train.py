@@ -31,6 +31,13 @@ Distribution: ``strategy=None`` / ``"default"``, ``"mirrored"``
 or a zero-argument builder instead of a built model. ``batch_size`` is the
 global batch size. Only the chief worker writes the run folder.
 
+Tiles: with ``tile_size=T`` the model learns from random ``T x T`` crops of the
+full-resolution good images instead of resized images (load them with
+``image_size=None``; :func:`keras_skipae.data.random_crops`, seeded, new crops every
+epoch); the model's input is then ``T x T``, and ``tile_size`` / ``tile_overlap`` are
+stored in ``config.json`` so that evaluation, export and prediction score whole frames
+tile by tile (:func:`keras_skipae.scoring.compute_tiled`).
+
 BatchNorm: the moving statistics of BatchNormalization (momentum 0.99 by
 default) lag behind the weights in short runs; validation metrics are computed
 in inference mode, so trust ``val_loss`` rather than ``loss``, and build models
@@ -62,6 +69,7 @@ from keras_skipae import losses as losses_lib
 from keras_skipae.keras_metrics import PSNR, SSIM
 from keras_skipae.models import AnomalyHeadModel, get_model
 from keras_skipae.models.registry import MASKED
+from keras_skipae.ops.tiling import check_tiling
 from keras_skipae.runs import RunFolder
 from keras_skipae.training.callbacks.preview import ReconstructionPreview
 from keras_skipae.training.callbacks.schedule import CosineSchedule
@@ -297,6 +305,30 @@ def _callbacks(
     return cbs
 
 
+def _check_train_tiling(tile_size, tile_overlap) -> tuple[int, int] | None:
+    if tile_size is None:
+        if tile_overlap:
+            raise ValueError(
+                f"`tile_overlap` needs a `tile_size`. Received: tile_overlap={tile_overlap!r}"
+            )
+        return None
+    return check_tiling(tile_size, tile_overlap)
+
+
+def _check_tile_input(net, tiling) -> None:
+    """A model trained on tiles must take ``tile_size x tile_size`` images."""
+    if tiling is None:
+        return
+    shape = getattr(net, "input_shape", None)
+    if isinstance(shape, tuple) and len(shape) == 4:
+        if any(s is not None and s != tiling[0] for s in shape[1:3]):
+            raise ValueError(
+                f"A model trained on {tiling[0]}x{tiling[0]} tiles must take images of that "
+                f"size (build it with input_shape=({tiling[0]}, {tiling[0]}, C)). Received: "
+                f"a model with input_shape={shape}, tile_size={tiling[0]}"
+            )
+
+
 def train(
     model,
     train_data,
@@ -328,6 +360,8 @@ def train(
     resume: bool = True,
     verbose="auto",
     data_config: dict | None = None,
+    tile_size: int | None = None,
+    tile_overlap: int = 0,
 ) -> TrainingRun:
     """Trains a reconstruction model on (corrupted input, clean target) pairs.
 
@@ -392,6 +426,13 @@ def train(
         verbose: passed to ``fit`` (``"auto"``: a progress bar).
         data_config: JSON-able description of the data stored in ``config.json``
             (the CLI stores the data folder, category, image size, color mode).
+        tile_size: train on random ``tile_size x tile_size`` crops of the training
+            images (unbatched, full resolution, each at least that large) instead of
+            the images themselves; the model must take images of that size. None:
+            the images as they are. Stored in ``config.json`` (``training``).
+        tile_overlap: the tiles' overlap when whole frames are scored later
+            (evaluation, export, prediction); stored in ``config.json``, not used
+            for training.
 
     Returns:
         A :class:`TrainingRun`.
@@ -405,6 +446,7 @@ def train(
     schedule = _resolve_schedule(schedule, time_limit)
     loss_obj = losses_lib.get_loss(loss)
     _check_stain_weight(stain_weight, loss_obj, loss)
+    tiling = _check_train_tiling(tile_size, tile_overlap)
     jit = resolve_jit_compile(jit_compile)
     strat = get_strategy(strategy)
     if strategy not in (None, "default") and isinstance(model, keras.Model):
@@ -423,10 +465,12 @@ def train(
         steps_per_epoch=steps_per_epoch,
         seed=int(seed),
         masks=_learns_masks(model),
+        tile_size=tiling[0] if tiling else None,
     )
     net = _build_and_compile(
         model, model_kwargs, strat, loss_obj, metrics, learning_rate, jit, seed=int(seed)
     )
+    _check_tile_input(net, tiling)
     training_args = dict(
         epochs=int(epochs),
         learning_rate=float(learning_rate),
@@ -442,6 +486,8 @@ def train(
         time_limit=time_limit,
         time_clock=time_clock,
     )
+    if tiling is not None:  # only then, so that older runs still resume
+        training_args.update(tile_size=tiling[0], tile_overlap=tiling[1])
     config = _run_config(
         model, model_kwargs, net, data, data_config, training_args, jit, strat, strategy
     )
