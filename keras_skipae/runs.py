@@ -53,6 +53,10 @@ RUN_METRICS = ("evaluation", "metrics.json")
 _COMPARED = ("model", "data", "corruption", "training")
 
 
+def _describe_tiling(tiling) -> str:
+    return "no tiling" if tiling is None else f"tile_size={tiling[0]}, tile_overlap={tiling[1]}"
+
+
 def _read_json(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
@@ -151,6 +155,16 @@ class RunFolder:
         """``history.csv`` as ``{column: [values]}`` (see :func:`read_history`)."""
         return read_history(self.history_path)
 
+    def tiling(self) -> tuple[int, int] | None:
+        """``(tile_size, tile_overlap)`` of a run trained on tiles (``config.json``), else None
+        (also for a folder without a config)."""
+        if not self.config_path.is_file():
+            return None
+        training = _read_json(self.config_path).get("training") or {}
+        if training.get("tile_size") is None:
+            return None
+        return int(training["tile_size"]), int(training.get("tile_overlap") or 0)
+
     def load(self, *, best: bool = False, compile: bool = True) -> keras.Model:
         """Loads the run's model (``safe_mode=True``).
 
@@ -171,12 +185,16 @@ class RunFolder:
             )
         return keras.models.load_model(model_path, safe_mode=True, compile=compile)
 
-    def threshold(self, scoring) -> tuple[float | None, Path | None, str | None]:
+    def threshold(self, scoring, *, tiling="run") -> tuple[float | None, Path | None, str | None]:
         """The production threshold ``keras-skipae evaluate`` stored in this run.
 
         Args:
             scoring: the :class:`~keras_skipae.scoring.ScoringConfig` (or its dict)
                 the threshold is meant for.
+            tiling: the ``(tile_size, tile_overlap)`` of the scores it is meant for,
+                None for untiled scores, or ``"run"``: the run's own (:meth:`tiling`).
+                A threshold of tiled scores does not apply to untiled ones, or to
+                another tiling.
 
         Returns:
             ``(threshold, metrics_path, problem)``: the threshold when
@@ -208,6 +226,17 @@ class RunFolder:
                 metrics_path,
                 f"the threshold in {str(metrics_path)!r} was computed with other scoring "
                 "settings" + (f": {detail}" if detail else f" (it does not record {missing})"),
+            )
+        wanted = self.tiling() if isinstance(tiling, str) and tiling == "run" else tiling
+        wanted = None if wanted is None else (int(wanted[0]), int(wanted[1] or 0))
+        used = recorded.get("tile_size")
+        used = None if used is None else (int(used), int(recorded.get("tile_overlap") or 0))
+        if used != wanted:
+            return (
+                None,
+                metrics_path,
+                f"the threshold in {str(metrics_path)!r} was computed with "
+                f"{_describe_tiling(used)}, not {_describe_tiling(wanted)}",
             )
         return float(threshold), metrics_path, None
 

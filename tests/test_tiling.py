@@ -437,3 +437,45 @@ def test_train_on_tiles_refuses_batched_pairs():
             tile_size=16,
             verbose=0,
         )
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+@pytest.mark.slow
+def test_a_tiled_run_is_evaluated_and_exported_tile_by_tile(tiny_model, synthetic_root, tmp_path):
+    """A run folder whose config says tile_size=16: evaluate_run scores the 32-px test
+    images tile by tile, its threshold is tied to that tiling, and the export has it."""
+    from keras_skipae import data, io_utils, scoring
+    from keras_skipae.apps import workflows
+    from keras_skipae.export.saved_model import read_settings
+    from keras_skipae.runs import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    model = tiny_model("aesc", input_shape=(16, 16, 1))
+    model.save(run.model_path())
+    io_utils.write_json(
+        run.config_path,
+        {
+            "model": {"name": "aesc"},
+            "data": {"root": str(synthetic_root), "category": "mesh", "color_mode": "grayscale"},
+            "training": {"validation_split": 0.25, "seed": 0, "tile_size": 16, "tile_overlap": 4},
+        },
+    )
+    assert run.tiling() == (16, 4)
+    result, _ = workflows.evaluate_run(run.path, progress=False)
+    assert result.settings["tile_size"] == 16 and result.settings["tile_overlap"] == 4
+    test = data.mvtec_dataset(synthetic_root, "mesh", split="test", image_size=None)
+    frames = np.stack([e["image"].numpy() for e in test])
+    assert frames.shape[1:3] == (32, 32)
+    want = scoring.compute_tiled(model, frames, 16, 4)["score"].numpy()
+    np.testing.assert_allclose(result.scores, want, rtol=1e-5)
+    cfg = scoring.ScoringConfig()
+    assert run.threshold(cfg)[0] == pytest.approx(result.threshold)
+    threshold, _, problem = run.threshold(cfg, tiling=None)
+    assert threshold is None and "tile_size=16, tile_overlap=4, not no tiling" in problem
+    out = workflows.export_run(run.path, tmp_path / "export", threshold="eval")
+    settings = read_settings(out["path"])
+    assert settings["tiling"]["tile_size"] == 16 and settings["threshold"] == result.threshold
+    assert settings["input"]["image_size"] == [16, 16]

@@ -34,7 +34,9 @@ def evaluate_run(
 
     The data root, category, image size and color mode default to those in the
     run's ``config.json``. The production threshold is set on the good images the
-    run held out for validation (the same seeded split as in training).
+    run held out for validation (the same seeded split as in training). A run trained
+    on tiles (``tile_size`` in its config) is evaluated on full-resolution images,
+    scored tile by tile with its ``tile_size`` and ``tile_overlap``.
 
     Args:
         run_dir: a run folder written by :func:`keras_skipae.train`.
@@ -65,7 +67,8 @@ def evaluate_run(
         check_data(root, category)
 
     model = run.load(best=best)
-    size = dcfg.get("image_size") or int(model.input_shape[1])
+    tiling = run.tiling()
+    size = None if tiling else (dcfg.get("image_size") or int(model.input_shape[1]))
     color_mode = dcfg.get("color_mode") or ("rgb" if model.input_shape[-1] == 3 else "grayscale")
     test = data.mvtec_dataset(root, category, split="test", image_size=size, color_mode=color_mode)
     val = None
@@ -86,6 +89,8 @@ def evaluate_run(
         batch_size=batch_size,
         progress=progress,
         scoring=scoring,
+        tile_size=tiling[0] if tiling else None,
+        tile_overlap=tiling[1] if tiling else 0,
     )
     return result, out_dir
 
@@ -103,8 +108,9 @@ def export_run(
 ) -> dict:
     """Exports the model of a run folder written by ``keras_skipae.train``.
 
-    The run's ``config.json`` gives the image size and colour mode; its
-    ``model.keras`` (or ``best.keras``) is the model.
+    The run's ``config.json`` gives the image size and colour mode, and for a run
+    trained on tiles the tiling (the export then has a ``serving_tiled`` signature);
+    its ``model.keras`` (or ``best.keras``) is the model.
 
     Args:
         run_dir: the run folder.
@@ -169,7 +175,8 @@ def export_run(
             "pass --threshold eval to embed it (adds the is_anomalous output)"
         )
     data = config.get("data") or {}
-    image_size = data.get("image_size")
+    tiling = run.tiling()
+    image_size = None if tiling else data.get("image_size")
     metadata = {
         "run_dir": str(Path(run_dir).resolve()),
         "model_file": "best.keras" if best else "model.keras",
@@ -183,6 +190,8 @@ def export_run(
         threshold=threshold,
         image_size=image_size,
         color_mode=data.get("color_mode"),
+        tile_size=tiling[0] if tiling else None,
+        tile_overlap=tiling[1] if tiling else 0,
         metadata=metadata,
         overwrite=overwrite,
     )

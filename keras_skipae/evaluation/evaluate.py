@@ -395,6 +395,9 @@ def evaluate(
     out_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    tile_size: int | None = None,
+    tile_overlap: int = 0,
+    tile_batch_size: int = _scoring.DEFAULT_TILE_BATCH,
     **legacy,
 ) -> EvaluationResult:
     """Scores a test set with one fixed scoring recipe and reports every metric.
@@ -422,6 +425,13 @@ def evaluate(
         overwrite: replace existing output files (otherwise
             ``FileExistsError``, raised before any scoring).
         progress: show a progress bar over batches.
+        tile_size: score the images at full resolution, tile by tile, with tiles of
+            this size (the model's input size, :func:`keras_skipae.scoring.compute_tiled`):
+            the images, masks and validation images are then full-size frames. The
+            threshold from ``val_data`` is then a threshold for tiled scores. None:
+            the images go to the model as they are.
+        tile_overlap: the least overlap of neighbouring tiles.
+        tile_batch_size: tiles per model call.
         **legacy: the deprecated scoring keywords (``method=``/``map=``,
             ``smoothing=``, ``score=``, ...), for one release.
 
@@ -440,7 +450,20 @@ def evaluate(
     cfg = _scoring.ScoringConfig.resolve(scoring, caller="evaluate", **legacy)
     threshold = _check_options(batch_size, threshold, threshold_percentile, max_fpr)
     paths = _output_paths(out_dir, overwrite)
-    scorer = _LazyScorer(model, cfg)
+    if tile_size is None:
+        if tile_overlap:
+            raise ValueError(
+                f"`tile_overlap` needs a `tile_size`. Received: tile_overlap={tile_overlap!r}"
+            )
+        scorer = _LazyScorer(model, cfg)
+    else:
+        scorer = _scoring.make_tiled_scorer(
+            model,
+            cfg,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            batch_size=tile_batch_size,
+        )
     threshold, threshold_source, n_val = _production_threshold(
         scorer, val_data, threshold, threshold_percentile, batch_size, progress
     )
@@ -468,6 +491,8 @@ def evaluate(
         n_val_good=n_val,
         model=getattr(model, "name", None),
     )
+    if tile_size is not None:  # only then: thresholds compare the tiling of their scores
+        settings.update(tile_size=int(tile_size), tile_overlap=int(tile_overlap))
     metric_fields = ("image_auroc", "pixel_auroc", "aupro", "f1_max", "f1_threshold")
     result = EvaluationResult(
         **{k: m[k] for k in metric_fields},
