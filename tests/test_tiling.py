@@ -479,3 +479,52 @@ def test_a_tiled_run_is_evaluated_and_exported_tile_by_tile(tiny_model, syntheti
     settings = read_settings(out["path"])
     assert settings["tiling"]["tile_size"] == 16 and settings["threshold"] == result.threshold
     assert settings["input"]["image_size"] == [16, 16]
+
+
+# ----------------------------------------------------------------------------- the decisive test
+
+
+def range_model(lo, hi):
+    """A stand-in for a model trained on good images: it reconstructs pixels inside the
+    good texture's value range [lo, hi] exactly and cannot reproduce values outside it
+    (``clip(x, lo, hi)``, from Conv2D 1x1 and ReLU layers). Deterministic, so the test
+    measures the scoring path, not a training run."""
+    import keras
+
+    x = keras.Input((None, None, 1))
+    above_lo = keras.layers.Conv2D(1, 1, activation="relu", name="above_lo")(x)
+    above_hi = keras.layers.Conv2D(1, 1, activation="relu", name="above_hi")(x)
+    both = keras.layers.Concatenate(name="both")([above_lo, above_hi])
+    out = keras.layers.Conv2D(1, 1, name="out")(both)
+    model = keras.Model(x, out)
+    one = np.ones((1, 1, 1, 1), np.float32)
+    model.get_layer("above_lo").set_weights([one, np.array([-lo], np.float32)])
+    model.get_layer("above_hi").set_weights([one, np.array([-hi], np.float32)])
+    model.get_layer("out").set_weights(
+        [np.array([1.0, -1.0], np.float32).reshape(1, 1, 2, 1), np.array([lo], np.float32)]
+    )
+    return model
+
+
+def test_a_tiny_defect_in_a_1024_frame_is_found_with_tiles_and_missed_after_resizing():
+    from keras_skipae import scoring
+
+    rng = np.random.default_rng(0)
+    frames = np.clip(0.5 + 0.12 * rng.standard_normal((3, 1024, 1024, 1)), 0, 1).astype(np.float32)
+    cy, cx = 613, 298  # a 4x4 bright defect in frame 0; frames 1 and 2 are good
+    frames[0, cy - 2 : cy + 2, cx - 2 : cx + 2] = 0.98
+    model = range_model(0.2, 0.8)
+    cfg = scoring.ScoringConfig()  # the defaults: residual, smoothing 4, max
+
+    def found(scores):  # the defective frame's score stands out from the good frames'
+        return scores[0] > 1.5 * scores[1:].max()
+
+    tiled = scoring.compute_tiled(model, frames, 128, 32, cfg, batch_size=32)
+    assert found(tiled["score"].numpy())
+    y, x = np.unravel_index(np.argmax(tiled["anomaly_map"][0]), (1024, 1024))
+    assert abs(y - cy) <= 3 and abs(x - cx) <= 3  # where the defect is
+
+    # The same model and scoring on the frames resized to 128 (bilinear, antialiased and
+    # clipped, as the datasets resize with image_size=128).
+    small = tf.clip_by_value(tf.image.resize(frames, (128, 128), antialias=True), 0, 1)
+    assert not found(scoring.compute(model, small, cfg)["score"].numpy())
