@@ -49,6 +49,7 @@ _LAZY = {
     "export_keras": ("keras_skipae.export", "export_keras"),
     "load_model": ("keras_skipae._registration", "load_model"),
     "RunFolder": ("keras_skipae.runs", "RunFolder"),
+    "Detector": ("keras_skipae.inference", "Detector"),
     # submodules
     "models": ("keras_skipae.models", None),
     "data": ("keras_skipae.data", None),
@@ -63,6 +64,7 @@ _LAZY = {
     "metrics": ("keras_skipae.evaluation.metrics", None),
     "export": ("keras_skipae.export", None),
     "runs": ("keras_skipae.runs", None),
+    "inference": ("keras_skipae.inference", None),
     "plotting": ("keras_skipae.plotting", None),
     "apps": ("keras_skipae.apps", None),
     "demo": ("keras_skipae.apps.demo", None),

@@ -115,3 +115,23 @@ def demo(args) -> None:
 def export(args) -> None:
     _folder(args.run, "Run folder")
     args.threshold = parse_threshold(args.threshold, allow_eval=True)
+
+
+def predict(args) -> None:
+    _exists(args.model, "Model")
+    for path in args.inputs:
+        _exists(path, "Input")
+    args.threshold = parse_threshold(args.threshold, allow_eval=False)
+    _at_least(args, "batch_size", 1)
+    if args.fail_on_anomaly and args.threshold is None and str(args.model).endswith(".keras"):
+        raise UsageError(
+            "--fail-on-anomaly needs a threshold, and a .keras file has none: pass --threshold X."
+        )
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"The output {str(out)!r} exists and is not a folder.")
+    if (out / "predictions.csv").exists() and not args.overwrite:
+        raise UsageError(
+            f"{str(out / 'predictions.csv')!r} already exists. Refusing to overwrite it; "
+            "pass --overwrite to replace it (and the maps and overlays it lists)."
+        )

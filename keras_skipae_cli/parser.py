@@ -263,4 +263,50 @@ def _add_export(sub):
     p.set_defaults(check=checks.export)
 
 
-_SUBCOMMANDS = [_add_synth, _add_discrepancy, _add_train, _add_evaluate, _add_demo, _add_export]
+def _add_predict(sub):
+    p = sub.add_parser(
+        "predict",
+        help="score new images with a run, a SavedModel or a .keras file",
+        description="Score image files and folders (read recursively) with MODEL: a run "
+        "folder, an exported SavedModel or a .keras file, with its scoring settings and "
+        "threshold. Writes OUT/predictions.csv (path, score, decision, threshold, map min "
+        "and max; bad files with their error), optionally anomaly-map PNGs and overlays at "
+        "each image's resolution, and prints a summary. Exit code 3 with --fail-on-anomaly "
+        "when an image is anomalous (1 and 2 are errors).",
+    )
+    p.add_argument("model", help="run folder, SavedModel folder or .keras file")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
+    p.add_argument(
+        "--threshold",
+        default=None,
+        metavar="X",
+        help="production threshold (default: the model's; a .keras file has none)",
+    )
+    p.add_argument("--save-maps", action="store_true", help="write OUT/maps/<index>_<name>.png")
+    p.add_argument("--overlay", action="store_true", help="write OUT/overlays/<index>_<name>.png")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--best", action="store_true", help="a run folder's best.keras")
+    p.add_argument(
+        "--fail-on-anomaly",
+        action="store_true",
+        help="exit with code 3 when any image is anomalous",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT's predictions.csv and the maps and overlays it lists",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(check=checks.predict)
+
+
+_SUBCOMMANDS = [
+    _add_synth,
+    _add_discrepancy,
+    _add_train,
+    _add_evaluate,
+    _add_demo,
+    _add_export,
+    _add_predict,
+]

@@ -34,10 +34,12 @@ ALLOWED = {
     "training": _PRIMITIVES | _CORE | {"scoring", "analysis", "runs"},
     "evaluation": _PRIMITIVES | {"scoring"},
     "export": _PRIMITIVES | {"models", "scoring"},
+    # prediction: a workflow over run folders, exports and the scoring
+    "inference": _PRIMITIVES | {"models", "data", "scoring", "runs", "export"},
     "apps": _PRIMITIVES
     | _CORE
     | {"scoring", "analysis", "runs"}
-    | {"training", "evaluation", "export"},
+    | {"training", "evaluation", "export", "inference"},
     # the registration module imports exactly what registers Keras classes
     "_registration": {"layers", "losses", "keras_metrics", "models"},
     "__main__": set(),  # it runs the launcher, keras_skipae_cli, which is outside the package
@@ -190,7 +192,16 @@ def test_import_loads_only_what_registers_keras_classes():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     loaded = set(json.loads(out.strip().splitlines()[-1]))
-    for heavy in ("scoring", "analysis", "training", "evaluation", "export", "apps", "data"):
+    for heavy in (
+        "scoring",
+        "analysis",
+        "training",
+        "evaluation",
+        "export",
+        "inference",
+        "apps",
+        "data",
+    ):
         assert f"keras_skipae.{heavy}" not in loaded, heavy
     for needed in ("layers", "losses", "keras_metrics", "models.discrepancy_loss"):
         assert f"keras_skipae.{needed}" in loaded, needed

@@ -210,6 +210,47 @@ def _run_export(args):
     return 0
 
 
+# --------------------------------------------------------------------------- predict
+# (the logic lives in keras_skipae.apps.predict and keras_skipae.inference)
+
+
+def _run_predict(args):
+    from keras_skipae.apps import predict
+
+    info = predict.predict_to_folder(
+        args.model,
+        args.inputs,
+        args.out,
+        threshold=args.threshold,  # a float or None (keras_skipae_cli.checks)
+        save_maps=args.save_maps,
+        overlay=args.overlay,
+        batch_size=args.batch_size,
+        best=args.best,
+        overwrite=args.overwrite,
+        fail_on_anomaly=args.fail_on_anomaly,
+        progress=not args.quiet,
+    )
+    for note in info["notes"]:
+        print(f"note: {note}")
+    t = info["threshold"]
+    threshold = (
+        f"threshold {t:.6g} ({info['threshold_source']})"
+        if t is not None
+        else ("no threshold: no decisions")
+    )
+    print(
+        f"scored {info['n'] - info['n_errors']} of {info['n']} images in "
+        f"{info['seconds']:.1f} s: {info['n_anomalous']} anomalous, {info['n_normal']} "
+        f"normal, {info['n_errors']} unreadable; {threshold}"
+    )
+    if info["top"]:
+        print(f"top {len(info['top'])} by score:")
+        for score, decision, path in info["top"]:
+            print(f"  {score:10.6g}  {decision or '-':9s}  {path}")
+    print(f"wrote {info['csv']}")
+    return 3 if args.fail_on_anomaly and info["n_anomalous"] else 0
+
+
 #: subcommand name -> its function (called by the launcher with the parsed arguments)
 COMMANDS = {
     "synth": _run_synth,
@@ -218,4 +259,5 @@ COMMANDS = {
     "evaluate": _run_evaluate,
     "demo": _run_demo,
     "export": _run_export,
+    "predict": _run_predict,
 }

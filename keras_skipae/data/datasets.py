@@ -46,6 +46,7 @@ __all__ = [
     "list_mvtec_categories",
     "image_info",
     "load_image",
+    "resize_image",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -271,6 +272,19 @@ def load_image(path, *, image_size=None, color_mode="grayscale"):
 def _resize_image(img, size):
     img = tf.image.resize(img, size, method="bilinear", antialias=True)
     return tf.clip_by_value(img, 0.0, 1.0)
+
+
+def resize_image(image, image_size):
+    """Resizes as the datasets and :func:`load_image` do: bilinear, antialiased, clipped.
+
+    Args:
+        image: float ``[H, W, C]`` or ``[B, H, W, C]`` in [0, 1].
+        image_size: an int or ``(height, width)``.
+
+    Returns:
+        A float32 tensor of the new size, in [0, 1].
+    """
+    return _resize_image(tf.cast(image, tf.float32), _check_image_size(image_size))
 
 
 def _make_dataset(records, *, size, channels):

@@ -1,0 +1,293 @@
+"""Tests for keras_skipae.inference (ks.Detector) and ``keras-skipae predict``.
+
+One tiny run (32 px, two training steps) is made per module, with a threshold written
+the way ``keras-skipae evaluate`` stores it, then exported as a SavedModel and a
+``.keras`` file. References are :func:`keras_skipae.scoring.compute` on the same
+images and OpenCV's bilinear resize.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import TINY
+
+import keras_skipae as ks
+import keras_skipae_cli as cli
+from keras_skipae import scoring
+from keras_skipae.data import DatasetError, folder_dataset, load_image
+from keras_skipae.runs import RunFolder
+
+ATOL = 1e-5
+SIZE = 32
+
+pytestmark = pytest.mark.slow  # the module's fixture trains a run (two steps)
+
+
+def _png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    rng = np.random.default_rng(0)
+    run_dir = root / "run"
+    run = ks.train(
+        "aesc",
+        tf.data.Dataset.from_tensor_slices(rng.random((8, SIZE, SIZE, 1), dtype=np.float32)),
+        model_kwargs=TINY["aesc"],
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=4,
+        run_dir=run_dir,
+        tensorboard=False,
+        validation_split=0.0,
+        metrics=(),
+        preview_images=0,
+        verbose=0,
+        data_config={"image_size": SIZE, "color_mode": "grayscale"},
+    )
+    images = root / "images"
+    # Original sizes: larger (48x40), equal (32x32, RGB read as grayscale), mixed (24x36).
+    _png(images / "a.png", (rng.random((48, 40)) * 255).astype(np.uint8))
+    _png(images / "sub" / "b.png", (rng.random((32, 32, 3)) * 255).astype(np.uint8))
+    _png(images / "sub" / "deeper" / "c.png", (rng.random((24, 36)) * 255).astype(np.uint8))
+    _png(images / ".hidden" / "h.png", np.zeros((8, 8), np.uint8))  # skipped
+    (images / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 40)
+    (images / "notes.txt").write_text("not an image")
+    good = [images / "a.png", images / "sub" / "b.png", images / "sub" / "deeper" / "c.png"]
+    at_size = np.stack([load_image(p, image_size=SIZE).numpy() for p in good])
+    ref = {k: v.numpy() for k, v in scoring.compute(run.model, at_size).items()}
+    scores = np.sort(ref["score"])
+    threshold = float((scores[0] + scores[1]) / 2)  # one normal, two anomalous
+    metrics = RunFolder(run_dir).metrics_path
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(
+        json.dumps({"threshold": threshold, "settings": ks.ScoringConfig().to_dict()})
+    )
+    saved = root / "saved"
+    ks.export_saved_model(run.model, saved, threshold=threshold, verify=False)
+    keras_file = root / "model.keras"
+    ks.export_keras(run.model, keras_file)
+    return {
+        "root": root,
+        "run": run_dir,
+        "saved": saved,
+        "keras": keras_file,
+        "model": run.model,
+        "images": images,
+        "good": [str(p) for p in good],
+        "ref": ref,
+        "threshold": threshold,
+    }
+
+
+# Sorted recursive listing: a.png, bad.png, notes.txt, sub/b.png, sub/deeper/c.png.
+ORDER = ["a.png", "bad.png", "notes.txt", "sub/b.png", "sub/deeper/c.png"]
+
+
+def _paths(made):
+    return [str(made["images"] / name) for name in ORDER]
+
+
+def test_run_folder_and_its_saved_model_agree(made):
+    run = ks.Detector.load(made["run"])
+    saved = ks.Detector.load(made["saved"])
+    assert (run.kind, saved.kind) == ("run", "saved_model")
+    assert run.threshold == pytest.approx(made["threshold"]) == saved.threshold
+    assert run.threshold_source.endswith("metrics.json")
+    a = list(run.predict(made["images"], batch_size=2, on_error="report"))
+    b = list(saved.predict(made["images"], batch_size=2, on_error="report"))
+    assert [p.path for p in a] == [p.path for p in b] == _paths(made)
+    assert [p.index for p in a] == list(range(5))
+    for p, q in zip(a, b):
+        assert p.error == q.error
+        if not p.ok:
+            assert p.score is None and p.anomaly_map is None
+            continue
+        np.testing.assert_allclose(p.score, q.score, atol=ATOL)
+        np.testing.assert_allclose(p.anomaly_map, q.anomaly_map, atol=ATOL)
+        np.testing.assert_allclose(p.reconstruction, q.reconstruction, atol=ATOL)
+        assert p.is_anomalous == q.is_anomalous == (np.float32(p.score) >= run.threshold)
+    assert [p.is_anomalous for p in a if p.ok].count(True) == 2
+    assert "not a valid PNG" in a[1].error and "not an image file" in a[2].error
+
+
+def test_predictions_equal_compute_with_maps_at_the_original_resolution(made):
+    det = ks.Detector.load(made["run"])
+    got = {p.path: p for p in det.predict(made["good"])}
+    ref = made["ref"]
+    for i, path in enumerate(made["good"]):
+        p = got[path]
+        original = load_image(path).numpy()
+        assert p.anomaly_map.shape == original.shape[:2]
+        np.testing.assert_array_equal(p.image, original)
+        np.testing.assert_allclose(p.score, ref["score"][i], atol=ATOL)
+        np.testing.assert_allclose(p.reconstruction, ref["reconstruction"][i], atol=ATOL)
+        h, w = original.shape[:2]
+        if h >= SIZE and w >= SIZE:  # enlarging: OpenCV's bilinear is the reference
+            want = cv2.resize(ref["anomaly_map"][i], (w, h), interpolation=cv2.INTER_LINEAR)
+        else:  # shrinking one side: antialiased bilinear, as the datasets resize images
+            want = tf.image.resize(
+                ref["anomaly_map"][i][..., None], (h, w), "bilinear", antialias=True
+            ).numpy()[..., 0]
+        np.testing.assert_allclose(p.anomaly_map, want, atol=ATOL)
+    assert got[made["good"][0]].anomaly_map.shape == (48, 40)
+    assert not np.allclose(  # the map was really resized, not cropped or padded
+        got[made["good"][0]].anomaly_map[:SIZE, :SIZE], ref["anomaly_map"][0], atol=1e-3
+    )
+
+
+def test_every_input_kind(made, images):
+    det = ks.Detector.load(made["keras"], threshold=made["threshold"])
+    x = images(3, (SIZE, SIZE, 1), seed=5)
+    want = scoring.compute(made["model"], x)["score"].numpy()
+
+    def scores(source, **kw):
+        return np.array([p.score for p in det.predict(source, **kw)])
+
+    np.testing.assert_allclose(scores(x), want, atol=ATOL)
+    np.testing.assert_allclose(scores(x[1]), want[1:2], atol=ATOL)  # one [H, W, C] image
+    uint8 = np.round(x * 255).astype(np.uint8)
+    want_u8 = scoring.compute(made["model"], uint8)["score"].numpy()
+    np.testing.assert_allclose(scores(uint8), want_u8, atol=ATOL)
+    ds = tf.data.Dataset.from_tensor_slices(x)
+    np.testing.assert_allclose(scores(ds), want, atol=ATOL)
+    np.testing.assert_allclose(scores(ds.batch(2), batch_size=2), want, atol=ATOL)
+    # One file, as str and Path; a list of files; a folder (recursively).
+    ref = made["ref"]["score"]
+    np.testing.assert_allclose(scores(made["good"][1]), ref[1:2], atol=ATOL)
+    np.testing.assert_allclose(scores(made["images"] / "sub"), ref[[1, 2]], atol=ATOL)
+    np.testing.assert_allclose(scores(made["good"][::-1]), ref[::-1], atol=ATOL)
+    # The datasets' dicts keep their paths.
+    folder = folder_dataset(made["images"] / "sub", image_size=None)
+    got = list(det.predict(folder.batch(2)))
+    assert [p.path for p in got] == [made["good"][1]]
+    np.testing.assert_allclose(got[0].score, ref[1], atol=ATOL)
+
+
+def test_streams_one_batch_at_a_time(made, images, monkeypatch):
+    det = ks.Detector.load(made["keras"], threshold=made["threshold"])
+    calls = []
+    score_batch = det._score_batch
+
+    def spy(batch):
+        calls.append(len(batch))
+        return score_batch(batch)
+
+    monkeypatch.setattr(det, "_score_batch", spy)
+    stream = det.predict(images(5, (SIZE, SIZE, 1)), batch_size=2)
+    assert stream.total == len(stream) == 5 and calls == []
+    first = next(stream)
+    assert first.index == 0 and calls == [2]
+    assert [p.index for p in stream] == [1, 2, 3, 4] and calls == [2, 2, 1]
+    # Bad files do not count towards a batch, and keep their place in the order.
+    calls.clear()
+    results = list(det.predict(made["images"], batch_size=2, on_error="report"))
+    assert calls == [2, 1] and [p.ok for p in results] == [True, False, False, True, True]
+
+
+def test_bad_inputs_are_refused_clearly(made, images):
+    det = ks.Detector.load(made["keras"], threshold=made["threshold"])
+    x = images(2, (SIZE, SIZE, 1))
+    x[1, 3, 4, 0] = np.nan
+    with pytest.raises(ValueError, match=r"finite .* image\(s\) \[1\]"):
+        det.predict(x)
+    with pytest.raises(ValueError, match=r"in \[0, 1\].*\[0, 255\]"):
+        det.predict(images(1, (SIZE, SIZE, 1)) * 0 + np.float32(255))
+    with pytest.raises(ValueError, match="1 channel"):
+        det.predict(images(1, (SIZE, SIZE, 3)))
+    with pytest.raises(ValueError, match="batch_size"):
+        det.predict(x[:1], batch_size=0)
+    with pytest.raises(ValueError, match="on_error"):
+        det.predict(x[:1], on_error="ignore")
+    with pytest.raises(TypeError, match="x of type int"):
+        det.predict(3)
+    with pytest.raises(FileNotFoundError, match="no_such.png"):
+        det.predict([made["good"][0], made["root"] / "no_such.png"])
+    with pytest.raises(DatasetError, match="bad.png"):
+        list(det.predict(made["images"]))  # on_error="raise" by default
+    with pytest.warns(UserWarning, match="Skipped"):
+        kept = list(det.predict(made["images"], on_error="skip"))
+    assert [p.path for p in kept] == [_paths(made)[i] for i in (0, 3, 4)]
+    with pytest.raises(FileNotFoundError, match="is not a run folder"):
+        ks.Detector.load(made["images"])
+    with pytest.raises(ValueError, match="exported with"):
+        ks.Detector.load(made["saved"], scoring=ks.ScoringConfig(map="ssim"))
+    with pytest.raises(ValueError, match="finite `threshold`"):
+        ks.Detector.load(made["keras"], threshold=float("nan"))
+
+
+def test_a_keras_file_has_no_threshold_unless_given(made):
+    with pytest.warns(UserWarning, match="no threshold.*a .keras file holds the model only"):
+        det = ks.Detector.load(made["keras"])
+    assert det.threshold is None and det.scoring == ks.ScoringConfig()
+    assert "threshold=None (no decision" in repr(det)
+    assert all(p.is_anomalous is None for p in det.predict(made["good"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a threshold: no warning
+        det = ks.Detector.load(made["keras"], threshold=made["threshold"])
+    assert f"threshold={made['threshold']:.6g} (explicit)" in repr(det)
+    decisions = [p.is_anomalous for p in det.predict(made["good"])]
+    assert decisions == list(made["ref"]["score"] >= np.float32(made["threshold"]))
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_predict_writes_csv_maps_and_fails_on_anomaly(made, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["predict", str(made["saved"]), str(made["images"]), "--out", str(out), "--quiet"]
+    rc = cli.main([*argv, "--save-maps", "--overlay", "--fail-on-anomaly", "--batch-size", "2"])
+    assert rc == 3
+    printed = capsys.readouterr().out
+    assert "scored 3 of 5 images" in printed and "2 anomalous, 1 normal, 2 unreadable" in printed
+    assert "top 3 by score:" in printed
+    rows = _rows(out / "predictions.csv")
+    assert [r["path"] for r in rows] == _paths(made)
+    assert [r["decision"] for r in rows].count("anomalous") == 2
+    assert rows[1]["decision"] == "error" and "not a valid PNG" in rows[1]["error"]
+    by_path = {r["path"]: r for r in rows}
+    for i, path in enumerate(made["good"]):
+        row = by_path[path]
+        assert float(row["score"]) == pytest.approx(made["ref"]["score"][i], abs=ATOL)
+        assert float(row["threshold"]) == pytest.approx(made["threshold"])
+        original = cv2.imread(path, cv2.IMREAD_UNCHANGED).shape[:2]
+        heat = cv2.imread(str(out / row["map_file"]))
+        overlay = cv2.imread(str(out / row["overlay_file"]))
+        assert heat.shape[:2] == original == overlay.shape[:2]
+        assert float(row["map_min"]) <= float(row["score"]) + ATOL
+    # No clobbering without --overwrite (answered before TensorFlow: exit code 2).
+    before = (out / "predictions.csv").read_bytes()
+    assert cli.main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "predictions.csv").read_bytes() == before
+    # --overwrite replaces the CSV and removes the maps it listed; no anomaly: exit 0.
+    rc = cli.main([*argv, "--overwrite", "--threshold", "1e9", "--fail-on-anomaly"])
+    assert rc == 0
+    rows = _rows(out / "predictions.csv")
+    assert {r["decision"] for r in rows} == {"normal", "error"}
+    assert not any((out / "maps").iterdir()) and not any((out / "overlays").iterdir())
+
+
+def test_cli_predict_refuses_fail_on_anomaly_without_a_threshold(made, tmp_path, capsys):
+    argv = ["predict", str(made["keras"]), made["good"][0], "--out", str(tmp_path / "o")]
+    assert cli.main([*argv, "--fail-on-anomaly"]) == 2
+    assert "needs a threshold" in capsys.readouterr().err
+    assert cli.main([*argv, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "note: Detector(keras" in out and "no threshold: no decisions" in out
+    assert _rows(tmp_path / "o" / "predictions.csv")[0]["decision"] == ""
