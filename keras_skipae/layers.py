@@ -7,6 +7,7 @@ under their class names, so ``.keras`` files saved by any version load with
 * :class:`InputSizeCheck`: refuses inputs whose size is not a multiple of ``2**depth``.
 * :class:`EncoderPreprocess`: a keras.applications encoder's input scaling.
 * :class:`MCDropout`: Dropout that is always active (Monte-Carlo dropout).
+* :class:`SkipDropout`: drops a whole skip tensor per sample during training.
 """
 
 from __future__ import annotations
@@ -108,3 +109,50 @@ class MCDropout(keras.layers.Dropout):
 
     def call(self, inputs, training=None):
         return super().call(inputs, training=True)
+
+
+@keras.saving.register_keras_serializable(package="keras_skipae")
+class SkipDropout(keras.layers.Layer):
+    """Drops the whole input tensor of each sample with probability ``rate`` in training.
+
+    During training every sample's tensor is either kept unchanged or replaced by
+    zeros, independently per sample, with probability ``rate`` of a drop. Kept
+    tensors are **not** rescaled by ``1 / (1 - rate)``: at inference the layer is
+    the identity, and an image at inference then passes exactly as a training sample
+    whose skip was kept (``docs/decisions.md#skip-dropout``).
+
+    Placed on a skip connection it forces the decoder to reconstruct without that
+    skip on a fraction of the samples, a constraint that training cannot undo
+    (unlike a fixed scale, which the encoder's BatchNorm can compensate).
+
+    Args:
+        rate: drop probability, ``0 <= rate < 1``.
+        seed: optional integer seed of the layer's random generator.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ValueError(f"`rate` must be a number in [0, 1). Received: rate={rate!r}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+        self.built = True
+
+    def call(self, inputs, training=None):
+        if not training or self.rate == 0:
+            return inputs
+        batch = keras.ops.shape(inputs)[0]
+        keep_shape = (batch,) + (1,) * (len(inputs.shape) - 1)
+        u = keras.random.uniform(keep_shape, seed=self.seed_generator)
+        keep = keras.ops.cast(keras.ops.greater_equal(u, self.rate), inputs.dtype)
+        return inputs * keep
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"rate": self.rate, "seed": self.seed})
+        return config

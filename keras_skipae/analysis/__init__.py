@@ -4,6 +4,8 @@ The measurement is in :mod:`keras_skipae.analysis.discrepancy`; the anomaly maps
 built on the same channel means live in :mod:`keras_skipae.scoring.maps.features`
 (re-exported here), and the optional training term in
 :class:`keras_skipae.models.DiscrepancyLossModel`.
+How much a model copies through its skips (:func:`repair_ratio`,
+:func:`skip_contributions`) is in :mod:`keras_skipae.analysis.skips`.
 
 Example:
     >>> import keras_skipae as ks
@@ -20,6 +22,7 @@ from keras_skipae.analysis.discrepancy import (
     make_probe_pairs,
     paper_trend,
 )
+from keras_skipae.analysis.skips import repair_ratio, skip_contributions
 from keras_skipae.models.discrepancy_loss import DiscrepancyLossModel
 from keras_skipae.models.taps import LAYER_GROUPS, base_model, select_layers
 from keras_skipae.ops.stats import channel_mean, cosine_similarity
@@ -47,5 +50,7 @@ __all__ = [
     "layer_discrepancy",
     "make_probe_pairs",
     "paper_trend",
+    "repair_ratio",
     "select_layers",
+    "skip_contributions",
 ]

@@ -13,10 +13,11 @@ resolution of encoder level ``i``, so a skip joins ``enc{i}`` to ``dec{i}``).
 * ``bottleneck_conv`` ... as an encoder stage; ``bottleneck_up`` (AESc style).
 * ``dec{i}_conv/_bn/_act``, ``dec{i}_skip_scale`` (Rescaling, when ``skip_scale < 1``),
   ``dec{i}_skip_proj`` (1x1 Conv2D, when an added skip's channels differ),
+  ``dec{i}_skip_drop`` (:class:`~keras_skipae.layers.SkipDropout`, when ``skip_dropout > 0``),
   ``dec{i}_skip`` (Add or Concatenate), ``dec{i}_up`` (UpSampling2D in AESc style,
   Conv2DTranspose in U-Net style, where it comes *before* the merge), ``dec{i}_drop``.
 * ``out_up`` (only with a keras.applications encoder in U-Net style) and ``out``,
-  the output convolution with a sigmoid.
+  the output convolution with a sigmoid (float32 under a mixed-precision policy).
 * With ``encoder=``: ``gray_to_rgb`` (Concatenate, grayscale input only),
   ``encoder_preprocess`` and the nested body ``encoder``.
 * Taps: ``enc{i}_out``, ``bottleneck_out``, ``dec{i}_out`` are Identity layers at the
@@ -51,6 +52,12 @@ from keras_skipae.models.spec import (
 
 #: The per-level dropout rates of the authors' MC-dropout AESc (levels 0..4 and bottleneck).
 AESC_MC_DROPOUT = (0.0, 0.0, 0.1, 0.2, 0.4, 0.5)
+
+
+def _output_dtype():
+    """``"float32"`` under a mixed-precision policy, so the outputs stay float32; else None."""
+    policy = keras.config.dtype_policy()
+    return "float32" if policy.compute_dtype != policy.variable_dtype else None
 
 
 # --------------------------------------------------------------------------- validation
@@ -130,11 +137,23 @@ def _decoder(x, features, spec: _Spec):
         for i in reversed(range(n_levels)):
             x = conv_block(x, filters * 2**i, kernel_size=kernel_size, name=f"dec{i}", **block)
             if i in skips:
-                x = skip_merge(x, features[i], mode=skip_mode, scale=scales[i], name=f"dec{i}")
+                x = skip_merge(
+                    x,
+                    features[i],
+                    mode=skip_mode,
+                    scale=scales[i],
+                    dropout=spec.drops[i],
+                    name=f"dec{i}",
+                )
             x = level_output(x, f"dec{i}")
             x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"dec{i}_up")(x)
         outputs = keras.layers.Conv2D(
-            num_outputs, kernel_size, padding="same", activation="sigmoid", name="out"
+            num_outputs,
+            kernel_size,
+            padding="same",
+            activation="sigmoid",
+            name="out",
+            dtype=_output_dtype(),
         )(x)
     else:
         for i in reversed(range(n_levels)):
@@ -142,7 +161,14 @@ def _decoder(x, features, spec: _Spec):
                 filters * 2**i, 3, strides=2, padding="same", name=f"dec{i}_up"
             )(x)
             if i in skips:
-                x = skip_merge(x, features[i], mode=skip_mode, scale=scales[i], name=f"dec{i}")
+                x = skip_merge(
+                    x,
+                    features[i],
+                    mode=skip_mode,
+                    scale=scales[i],
+                    dropout=spec.drops[i],
+                    name=f"dec{i}",
+                )
             if rates[i]:
                 x = keras.layers.Dropout(rates[i], name=f"dec{i}_drop")(x)
             x = double_conv_block(x, filters * 2**i, name=f"dec{i}", **block)
@@ -151,7 +177,9 @@ def _decoder(x, features, spec: _Spec):
             x = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", name="out_up")(
                 x
             )
-        outputs = keras.layers.Conv2D(num_outputs, 1, activation="sigmoid", name="out")(x)
+        outputs = keras.layers.Conv2D(
+            num_outputs, 1, activation="sigmoid", name="out", dtype=_output_dtype()
+        )(x)
 
     return outputs
 
@@ -166,6 +194,7 @@ def build_encoder_decoder(
     skip_mode: str | None,
     skips="all",
     skip_scale=1.0,
+    skip_dropout=0.0,
     dropout=None,
     batchnorm: bool = True,
     bn_momentum: float = 0.99,
@@ -193,6 +222,8 @@ def build_encoder_decoder(
         skip_mode: ``"add"``, ``"concat"`` or None.
         skips: ``"all"``, None / ``()`` / ``"none"``, or a tuple of level indices.
         skip_scale: multiplier on every skip (or one per level), ``0 < s <= 1``.
+        skip_dropout: probability ``0 <= p < 1`` of dropping a whole skip per sample in
+            training (or one rate per level); :class:`~keras_skipae.layers.SkipDropout`.
         dropout: None, a rate, or one rate per level plus one for the bottleneck.
         batchnorm: use BatchNormalization.
         bn_momentum: BatchNormalization momentum (0.99 is Keras' default; lower values
@@ -224,6 +255,7 @@ def build_encoder_decoder(
         encoder=encoder,
         encoder_weights=encoder_weights,
         freeze_encoder=freeze_encoder,
+        skip_dropout=skip_dropout,
     )
     inputs = keras.Input(shape=spec.input_shape, name="image")
     x = InputSizeCheck(2**spec.depth, name="input_check")(inputs)
@@ -244,6 +276,7 @@ def build_aesc(
     skip_mode: str | None = "add",
     skips="all",
     skip_scale=1.0,
+    skip_dropout=0.0,
     dropout=None,
     batchnorm: bool = True,
     bn_momentum: float = 0.99,
@@ -278,6 +311,10 @@ def build_aesc(
         skip_scale: fixed multiplier ``0 < s <= 1`` on each skip (or one per level).
             Values below 1 make the decoder lean less on its skips, the first thing to
             try when defects are reconstructed too well.
+        skip_dropout: probability ``0 <= p < 1`` of dropping a whole skip per sample in
+            training (a :class:`~keras_skipae.layers.SkipDropout` layer
+            ``dec{i}_skip_drop``; the identity at inference, kept skips are not rescaled:
+            ``docs/decisions.md#skip-dropout``), or one rate per level; 0 adds no layer.
         dropout: None, a rate, or ``depth`` rates (levels then bottleneck) for
             MC-dropout, e.g. :data:`AESC_MC_DROPOUT` = (0, 0, .1, .2, .4, .5).
         batchnorm: use BatchNormalization.
@@ -304,6 +341,7 @@ def build_aesc(
         skip_mode=skip_mode,
         skips=skips,
         skip_scale=skip_scale,
+        skip_dropout=skip_dropout,
         dropout=dropout,
         batchnorm=batchnorm,
         bn_momentum=bn_momentum,
@@ -326,6 +364,7 @@ def build_ae(
     encoder: str | None = None,
     encoder_weights=None,
     freeze_encoder: bool = False,
+    skip_dropout=0.0,
     name: str = "ae",
 ) -> keras.Model:
     """The plain autoencoder: the AESc graph without skips.
@@ -336,6 +375,8 @@ def build_ae(
     Args:
         input_shape, depth, filters, kernel_size, dropout, batchnorm, bn_momentum,
         encoder, encoder_weights, freeze_encoder: as in :func:`build_aesc`.
+        skip_dropout: accepted so that code looping over builders can pass it; the AE
+            has no skips, so anything but 0 raises a ``ValueError``.
         name: model name.
 
     Returns:
@@ -352,6 +393,7 @@ def build_ae(
         kernel_size=kernel_size,
         skip_mode=None,
         skips=None,
+        skip_dropout=skip_dropout,
         dropout=dropout,
         batchnorm=batchnorm,
         bn_momentum=bn_momentum,
@@ -374,6 +416,7 @@ def build_unet(
     skip_mode: str | None = "concat",
     skips="all",
     skip_scale=1.0,
+    skip_dropout=0.0,
     encoder: str | None = None,
     encoder_weights=None,
     freeze_encoder: bool = False,
@@ -401,6 +444,8 @@ def build_unet(
         skips: ``"all"``, None / ``()`` or a tuple of levels (0 is the full resolution).
         skip_scale: fixed multiplier ``0 < s <= 1`` on each skip (or one per level);
             below 1 the decoder leans less on its skips.
+        skip_dropout: probability ``0 <= p < 1`` of dropping a whole skip per sample in
+            training (or one rate per level), as in :func:`build_aesc`.
         encoder: None or a keras.applications body (``"mobilenet_v2"``, ``"resnet50"``):
             its features at strides 2..16 are the skips, stride 32 the bottleneck.
         encoder_weights: None or a local weights file for that body (never downloaded).
@@ -422,6 +467,7 @@ def build_unet(
         skip_mode=skip_mode,
         skips=skips,
         skip_scale=skip_scale,
+        skip_dropout=skip_dropout,
         dropout=dropout,
         batchnorm=batchnorm,
         bn_momentum=bn_momentum,

@@ -15,6 +15,7 @@ suffix                layer
 ``_skip``             the skip merge, an ``Add`` or ``Concatenate`` layer
 ``_skip_proj``        1x1 Conv2D projecting a skip whose channels do not match
 ``_skip_scale``       Rescaling that multiplies a skip by ``skip_scale``
+``_skip_drop``        SkipDropout that drops a whole skip per sample in training
 ``_out``              Identity marking a level's output: the public tap
 ====================  =========================================================
 """
@@ -22,6 +23,8 @@ suffix                layer
 from __future__ import annotations
 
 import keras
+
+from keras_skipae.layers import SkipDropout
 
 ACTIVATIONS = ("leaky_relu", "relu")
 
@@ -119,7 +122,7 @@ def double_conv_block(
     return x
 
 
-def skip_merge(x, skip, *, mode: str, scale: float = 1.0, name: str):
+def skip_merge(x, skip, *, mode: str, scale: float = 1.0, dropout: float = 0.0, name: str):
     """Merges an encoder feature ``skip`` into the decoder tensor ``x``.
 
     Args:
@@ -128,6 +131,9 @@ def skip_merge(x, skip, *, mode: str, scale: float = 1.0, name: str):
         mode: ``"add"`` (AESc) or ``"concat"`` (U-Net).
         scale: fixed multiplier on the skip, ``0 < scale <= 1``; values below 1 make the
             decoder lean less on the skip (a ``Rescaling`` layer ``{name}_skip_scale``).
+        dropout: probability ``0 <= p < 1`` of dropping the whole skip of a sample in
+            training (a :class:`~keras_skipae.layers.SkipDropout` layer ``{name}_skip_drop``,
+            after the scale and the projection; 0 adds no layer).
         name: level prefix; the merge layer is ``{name}_skip``.
 
     Returns:
@@ -139,8 +145,12 @@ def skip_merge(x, skip, *, mode: str, scale: float = 1.0, name: str):
     if mode == "add":
         if skip.shape[-1] != x.shape[-1]:
             skip = keras.layers.Conv2D(x.shape[-1], 1, name=f"{name}_skip_proj")(skip)
+        if dropout:
+            skip = SkipDropout(float(dropout), name=f"{name}_skip_drop")(skip)
         return keras.layers.Add(name=f"{name}_skip")([x, skip])
     if mode == "concat":
+        if dropout:
+            skip = SkipDropout(float(dropout), name=f"{name}_skip_drop")(skip)
         return keras.layers.Concatenate(name=f"{name}_skip")([x, skip])
     raise ValueError(f"`mode` must be 'add' or 'concat'. Received: mode={mode!r}")
 

@@ -123,6 +123,35 @@ def _per_level(name, value, n: int, *, low, high, low_inclusive) -> tuple[float,
     return tuple(float(v) for v in values)
 
 
+def _check_skip_dropout(skip_dropout, skips: tuple, n_levels: int) -> tuple[float, ...]:
+    """Per-level skip-dropout rates in [0, 1); a rate above 0 needs a skip at its level."""
+    if skip_dropout is None:
+        skip_dropout = 0.0
+    scalar = isinstance(skip_dropout, numbers.Real) and not isinstance(skip_dropout, bool)
+    drops = _per_level(
+        "skip_dropout", skip_dropout, n_levels, low=0.0, high=1.0, low_inclusive=True
+    )
+    if any(p >= 1.0 for p in drops):
+        raise ValueError(
+            "`skip_dropout` rates must be below 1 (1 would remove the skip: use `skips`). "
+            f"Received: skip_dropout={skip_dropout!r}"
+        )
+    if any(drops) and not skips:
+        raise ValueError(
+            "`skip_dropout` needs skip connections, and this model has none (an AE, "
+            f"skip_mode=None or skips=()). Received: skip_dropout={skip_dropout!r}"
+        )
+    if scalar:  # one rate: applies to the levels that have a skip
+        return tuple(p if i in skips else 0.0 for i, p in enumerate(drops))
+    missing = [i for i, p in enumerate(drops) if p and i not in skips]
+    if missing:
+        raise ValueError(
+            f"`skip_dropout` is above 0 at level(s) {missing}, which have no skip (skips="
+            f"{tuple(skips)}). Received: skip_dropout={skip_dropout!r}"
+        )
+    return drops
+
+
 @dataclasses.dataclass(frozen=True)
 class _Spec:
     """The checked, resolved configuration of :func:`build_encoder_decoder`."""
@@ -142,6 +171,7 @@ class _Spec:
     encoder: str | None
     encoder_weights: object
     freeze_encoder: bool
+    drops: tuple = ()
 
 
 def _resolve_spec(
@@ -162,6 +192,7 @@ def _resolve_spec(
     encoder,
     encoder_weights,
     freeze_encoder,
+    skip_dropout=0.0,
 ) -> _Spec:
     if style not in STYLES:
         raise ValueError(f"`style` must be one of {STYLES}. Received: style={style!r}")
@@ -213,6 +244,7 @@ def _resolve_spec(
         high=1.0,
         low_inclusive=True,
     )
+    drops = _check_skip_dropout(skip_dropout, skips, n_levels)
     if any(r >= 1.0 for r in rates):
         raise ValueError(f"`dropout` rates must be below 1. Received: dropout={dropout!r}")
     block = {"batchnorm": batchnorm, "activation": activation, "bn_momentum": bn_momentum}
@@ -233,4 +265,5 @@ def _resolve_spec(
         encoder=encoder,
         encoder_weights=encoder_weights,
         freeze_encoder=bool(freeze_encoder),
+        drops=drops,
     )
