@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -46,6 +45,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_common import default_data_root, ensure_synthetic, load_category, machine_line  # noqa: E402
+from bench_common import fmt as _f  # noqa: E402
 
 TEXTURES = ("woven", "mesh", "wood", "gravel")
 
@@ -75,10 +77,6 @@ def _scoring_for(scoring, name, model, val):
         else:
             options["statistics"] = scoring.fit_map_statistics(model, good)
     return scoring.ScoringConfig(map=name, map_options=options)
-
-
-def _f(v, d=3):
-    return "  n/a" if v is None or v != v else f"{v:.{d}f}"
 
 
 def main(argv=None):
@@ -188,20 +186,12 @@ def main(argv=None):
         return
 
     import keras_skipae  # noqa: F401, I001  (first: it picks TensorFlow's CPU kernels)
-    import keras
-    import tensorflow as tf
-    from tensorflow.python.util import _pywrap_util_port
 
     from keras_skipae import data, evaluation, scoring, training
     from keras_skipae.apps import baselines
 
     print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"TF {tf.__version__}, Keras {keras.__version__}, "
-        f"GPU: {bool(tf.config.list_physical_devices('GPU'))}, "
-        f"oneDNN: {_pywrap_util_port.IsMklEnabled()}"
-    )
+    print(machine_line())
     print(
         f"budget: {args.minutes_per_model:g} min x {args.cores} cores = "
         f"{60 * args.minutes_per_model * args.cores:.0f} CPU-seconds of training per model "
@@ -220,31 +210,16 @@ def main(argv=None):
 
     cats = args.categories or data.list_categories()
     if args.data is None:
-        suffix = f"_data{args.data_seed}" if args.data_seed else ""
-        args.data = f"/tmp/keras_skipae_bench_synthetic_{args.image_size}{suffix}"
-    root = Path(args.data)
-    missing = [c for c in cats if not (root / c).is_dir()]
-    if missing:
-        tmp = Path(str(root) + ".part")
-        t = time.monotonic()
-        data.make_dataset(
-            tmp, categories=missing, image_size=args.image_size, seed=args.data_seed, overwrite=True
-        )
-        root.mkdir(parents=True, exist_ok=True)
-        for c in missing:
-            os.replace(tmp / c, root / c)
-        print(f"generated {missing} in {time.monotonic() - t:.0f} s", flush=True)
+        args.data = str(default_data_root(args.image_size, args.data_seed))
+    root = ensure_synthetic(args.data, cats, image_size=args.image_size, seed=args.data_seed)
 
     results = {}
     t_all = time.monotonic()
     for cat in cats:
-        first = sorted((root / cat / "train" / "good").iterdir())[0]
-        channels = 3 if data.image_info(first)["channels"] >= 3 else 1
-        color_mode = "rgb" if channels == 3 else "grayscale"
         size = args.image_size
-        good = data.mvtec_dataset(root, cat, split="train", image_size=size, color_mode=color_mode)
-        test = data.mvtec_dataset(root, cat, split="test", image_size=size, color_mode=color_mode)
-        _, val = training.split_validation(good, 0.1, args.seed)
+        d = load_category(root, cat, image_size=size, seed=args.seed)
+        good, test, val = d["good"], d["test"], d["val"]
+        channels, color_mode = d["channels"], d["color_mode"]
         res = {"models": {}, "baselines": {}, "color_mode": color_mode}
         for name in args.models:
             kwargs = {"input_shape": [size, size, channels], "bn_momentum": args.bn_momentum}
