@@ -480,6 +480,25 @@ def test_a_tiled_run_is_evaluated_and_exported_tile_by_tile(tiny_model, syntheti
     assert settings["tiling"]["tile_size"] == 16 and settings["threshold"] == result.threshold
     assert settings["input"]["image_size"] == [16, 16]
 
+    # The Detector reads the tiling and the tiled threshold from the run and the export,
+    # and both give evaluate's scores on the full-resolution test images.
+    from keras_skipae.inference import Detector
+
+    by_run = Detector.load(run.path)
+    by_export = Detector.load(out["path"])
+    for det in (by_run, by_export):
+        assert det.tiling == (16, 4) and det.threshold == pytest.approx(result.threshold)
+        preds = list(det.predict(frames, batch_size=3))
+        np.testing.assert_allclose([q.score for q in preds], want, rtol=1e-5, atol=1e-6)
+        assert preds[0].anomaly_map.shape == (32, 32)
+        assert preds[0].reconstruction.shape == (32, 32, 1)
+    with pytest.raises(ValueError, match="tiles as it was exported"):
+        Detector.load(out["path"], tile_overlap=0)
+    # Another overlap than the evaluated one: the stored threshold does not apply.
+    with pytest.warns(UserWarning, match="tile_size=16, tile_overlap=4, not tile_size=16"):
+        other = Detector.load(run.path, tile_overlap=8)
+    assert other.tiling == (16, 8) and other.threshold is None
+
 
 # ----------------------------------------------------------------------------- the decisive test
 
@@ -528,3 +547,38 @@ def test_a_tiny_defect_in_a_1024_frame_is_found_with_tiles_and_missed_after_resi
     # clipped, as the datasets resize with image_size=128).
     small = tf.clip_by_value(tf.image.resize(frames, (128, 128), antialias=True), 0, 1)
     assert not found(scoring.compute(model, small, cfg)["score"].numpy())
+
+
+# ----------------------------------------------------------------------------- Detector
+
+
+def test_detector_scores_full_resolution_files_tile_by_tile(tiny_model, images, tmp_path):
+    from keras_skipae import scoring
+    from keras_skipae.data import DatasetError
+    from keras_skipae.inference import Detector
+
+    model = tiny_model("aesc", input_shape=(16, 16, 1))
+    shapes = [(40, 27), (40, 27), (16, 50), (12, 30)]  # two sizes, then one too small
+    frames = [
+        np.round(images(1, (h, w, 1), seed=i)[0] * 255) / 255 for i, (h, w) in enumerate(shapes)
+    ]
+    for i, frame in enumerate(frames):
+        png = tf.io.encode_png(tf.constant(np.round(frame * 255).astype(np.uint8)))
+        tf.io.write_file(str(tmp_path / f"{i}.png"), png)
+    det = Detector(model, threshold=0.01, tile_size=16, tile_overlap=4, tile_batch_size=5)
+    assert "tiles 16x16x1, overlap 4" in repr(det)
+    preds = list(det.predict(tmp_path, batch_size=8, on_error="report"))
+    assert [p.ok for p in preds] == [True, True, True, False]
+    assert "12x30 pixels, smaller than a 16x16 tile" in preds[3].error
+    for pred, frame in zip(preds[:3], frames):
+        want = scoring.compute_tiled(model, frame[None].astype(np.float32), 16, 4)
+        np.testing.assert_allclose(pred.anomaly_map, want["anomaly_map"][0], atol=1e-5)
+        np.testing.assert_allclose(pred.reconstruction, want["reconstruction"][0], atol=1e-5)
+        assert pred.score == pytest.approx(float(want["score"][0]), rel=1e-5)
+        assert pred.is_anomalous == (pred.score >= 0.01)
+    with pytest.raises(DatasetError, match="smaller than a 16x16 tile"):
+        list(det.predict(tmp_path / "3.png"))
+    with pytest.raises(ValueError, match="must take images of that size"):
+        Detector(tiny_model("aesc", input_shape=(32, 32, 1)), threshold=0.1, tile_size=16)
+    with pytest.raises(ValueError, match="needs a `tile_size`"):
+        Detector(model, threshold=0.1, tile_overlap=4)

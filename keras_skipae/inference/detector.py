@@ -12,6 +12,12 @@ threshold``; None without a threshold), the anomaly map resized back to the imag
 original resolution, the reconstruction (at the model's input size) and the input
 image at its original resolution.
 
+A model trained on tiles (``tile_size`` in the run's ``config.json``, or a SavedModel
+exported with ``tile_size=``) scores every image at its full resolution, tile by tile
+(:func:`keras_skipae.scoring.compute_tiled`, or the SavedModel's ``serving_tiled``):
+nothing is resized, the map and the reconstruction come out at the image's resolution,
+and images smaller than a tile are bad inputs.
+
 Example:
     >>> import keras_skipae as ks
     >>> det = ks.Detector.load("runs/carpet")
@@ -34,8 +40,16 @@ import tensorflow as tf
 
 from keras_skipae.data.datasets import IMAGE_EXTENSIONS, DatasetError, load_image, resize_image
 from keras_skipae.export.saved_model import SETTINGS_FILE, read_settings
+from keras_skipae.ops.tiling import check_tiling
 from keras_skipae.runs import RunFolder
-from keras_skipae.scoring import ScoringConfig, is_anomalous, make_scorer, to_float_images
+from keras_skipae.scoring import (
+    DEFAULT_TILE_BATCH,
+    ScoringConfig,
+    is_anomalous,
+    make_scorer,
+    make_tiled_scorer,
+    to_float_images,
+)
 
 #: How a bad file is handled: raise a DatasetError, skip it with a warning, or report
 #: it as a Prediction whose ``error`` holds the message (and whose results are None).
@@ -55,7 +69,8 @@ class Prediction:
         is_anomalous: ``score >= threshold``; None without a threshold.
         anomaly_map: float32 ``[H, W]`` at the image's original resolution (the
             model-resolution map resized bilinearly, antialiased when shrinking).
-        reconstruction: float32 ``[h, w, C]`` at the model's input size.
+        reconstruction: float32 ``[h, w, C]`` at the model's input size (with tiling:
+            ``[H, W, C]``, blended from the tiles).
         image: the input, float32 ``[H, W, C]`` in [0, 1] at its original resolution.
         error: for a bad file (``on_error="report"``): the message; everything above
             but ``index`` and ``path`` is then None.
@@ -117,9 +132,12 @@ class Detector:
         threshold: the production threshold (None: ``is_anomalous`` is None).
         threshold_source: where the threshold came from (a file, ``"explicit"``), or
             None; :attr:`threshold_note` says why there is none, when that is known.
-        image_size: the model's ``(height, width)``: every image is resized to it.
+        image_size: the model's ``(height, width)``: every image is resized to it
+            (with tiling: the tile's size; images are not resized).
         channels: 1 (grayscale) or 3 (RGB); files are read in that colour mode.
         model: the Keras model (None for a SavedModel).
+        tiling: ``(tile_size, tile_overlap)`` when images are scored tile by tile at
+            full resolution, else None.
     """
 
     def __init__(
@@ -134,11 +152,15 @@ class Detector:
         threshold_source: str | None = None,
         threshold_note: str | None = None,
         jit_compile="auto",
+        tile_size: int | None = None,
+        tile_overlap: int = 0,
+        tile_batch_size: int = DEFAULT_TILE_BATCH,
         _served=None,
         _channels: int | None = None,
     ):
         if model is None and _served is None:
             raise ValueError("Expected a Keras `model`. Received: model=None")
+        self.tiling = _check_detector_tiling(tile_size, tile_overlap)
         self.model = model
         self.scoring = ScoringConfig.resolve(scoring, caller="Detector")
         self.threshold = _check_threshold(threshold)
@@ -159,6 +181,22 @@ class Detector:
                 image_shape=(*self.image_size, self.channels),
                 jit_compile=jit_compile,
             )
+            if self.tiling is not None:
+                if tuple(self.image_size) != (self.tiling[0],) * 2:
+                    raise ValueError(
+                        f"A model that scores {self.tiling[0]}x{self.tiling[0]} tiles must take "
+                        f"images of that size. Received: a model taking "
+                        f"{self.image_size[0]}x{self.image_size[1]} images, "
+                        f"tile_size={self.tiling[0]}"
+                    )
+                self._tiled = make_tiled_scorer(
+                    model,
+                    self.scoring,
+                    tile_size=self.tiling[0],
+                    tile_overlap=self.tiling[1],
+                    batch_size=tile_batch_size,
+                    channels=self.channels,
+                )
         else:
             self.image_size = _resolve_size(image_size, (None, None), self.source)
             self.channels = int(_channels)
@@ -188,6 +226,8 @@ class Detector:
         best: bool = False,
         image_size=None,
         jit_compile="auto",
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
     ) -> Detector:
         """Loads a run folder, an exported SavedModel folder or a ``.keras`` file.
 
@@ -211,6 +251,13 @@ class Detector:
             image_size: ``(height, width)`` or an int for a model that takes any size
                 (built with ``input_shape=(None, None, C)``); otherwise the model's.
             jit_compile: for Keras models, :func:`~keras_skipae.scoring.make_scorer`'s.
+            tile_size: score full-resolution images tile by tile with tiles of this size
+                (the model's input size). None: the run's ``tile_size`` (``config.json``)
+                or the SavedModel's (its ``"tiling"`` settings), else no tiling. A
+                SavedModel's tiling is fixed at export.
+            tile_overlap: the tiles' least overlap; None: the run's or the SavedModel's
+                (0 without). A stored threshold applies only to the tiling it was
+                measured with.
 
         Raises:
             FileNotFoundError: ``path`` does not exist, or is none of the three kinds.
@@ -219,10 +266,11 @@ class Detector:
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"{str(p)!r} does not exist.")
+        tiles = (tile_size, tile_overlap)
         if p.is_dir() and (p / "assets" / SETTINGS_FILE).is_file():
-            return cls._load_saved_model(p, threshold, scoring, image_size)
+            return cls._load_saved_model(p, threshold, scoring, image_size, tiles)
         if p.is_dir() and RunFolder(p).config_path.is_file():
-            return cls._load_run(p, threshold, scoring, best, image_size, jit_compile)
+            return cls._load_run(p, threshold, scoring, best, image_size, jit_compile, tiles)
         if p.is_file() and p.suffix == ".keras":
             model = keras.models.load_model(p, safe_mode=True, compile=False)
             return cls(
@@ -235,6 +283,8 @@ class Detector:
                 threshold_source="explicit",
                 threshold_note="a .keras file holds the model only",
                 jit_compile=jit_compile,
+                tile_size=tile_size,
+                tile_overlap=tile_overlap or 0,
             )
         raise FileNotFoundError(
             f"{str(p)!r} is not a run folder (no config.json), a keras_skipae SavedModel "
@@ -242,16 +292,17 @@ class Detector:
         )
 
     @classmethod
-    def _load_run(cls, path, threshold, scoring, best, image_size, jit_compile):
+    def _load_run(cls, path, threshold, scoring, best, image_size, jit_compile, tiles=(None, None)):
         run = RunFolder(path)
         model = run.load(best=best, compile=False)
         cfg = ScoringConfig.resolve(scoring, caller="Detector.load")
         data = run.config().get("data") or {}
-        if image_size is None and data.get("image_size"):
+        tiling = _merge_tiling(tiles, run.tiling())
+        if image_size is None and data.get("image_size") and tiling is None:
             image_size = data["image_size"]
         source, note = "explicit", None
         if threshold is None:
-            threshold, metrics_path, problem = run.threshold(cfg)
+            threshold, metrics_path, problem = run.threshold(cfg, tiling=tiling)
             source = str(metrics_path) if metrics_path else None
             note = problem or (
                 f"the run has not been evaluated: run `keras-skipae evaluate {path}`"
@@ -268,11 +319,23 @@ class Detector:
             threshold_source=source,
             threshold_note=note,
             jit_compile=jit_compile,
+            tile_size=tiling[0] if tiling else None,
+            tile_overlap=tiling[1] if tiling else 0,
         )
 
     @classmethod
-    def _load_saved_model(cls, path, threshold, scoring, image_size):
+    def _load_saved_model(cls, path, threshold, scoring, image_size, tiles=(None, None)):
         settings = read_settings(path)
+        stored = settings.get("tiling")
+        stored = None if not stored else (int(stored["tile_size"]), int(stored["tile_overlap"]))
+        tiling = _merge_tiling(tiles, stored)
+        if tiling != stored:
+            raise ValueError(
+                f"The SavedModel {str(path)!r} tiles as it was exported "
+                f"({_describe_tiling(stored)}); "
+                f"export again to change it. Received: tile_size={tiles[0]!r}, "
+                f"tile_overlap={tiles[1]!r}"
+            )
         cfg = ScoringConfig.from_dict(settings.get("scoring") or {})
         if scoring is not None:
             asked = ScoringConfig.resolve(scoring, caller="Detector.load")
@@ -300,7 +363,12 @@ class Detector:
             kind="saved_model",
             threshold_source=source,
             threshold_note=note,
-            _served=(loaded, loaded.signatures["serving_default"]),
+            tile_size=tiling[0] if tiling else None,
+            tile_overlap=tiling[1] if tiling else 0,
+            _served=(
+                loaded,
+                loaded.signatures["serving_tiled" if tiling else "serving_default"],
+            ),
             _channels=int(inp.get("channels") or settings["model"]["input_shape"][-1]),
         )
 
@@ -319,11 +387,12 @@ class Detector:
         else:
             decision = f"threshold={self.threshold:.6g} ({self.threshold_source})"
         s = self.scoring
+        size = f"{self.image_size[0]}x{self.image_size[1]}x{self.channels}"
+        if self.tiling is not None:
+            size = f"tiles {size}, overlap {self.tiling[1]}"
         return (
-            f"<Detector {self.kind} {self.source or self.model.name!r}: "
-            f"{self.image_size[0]}x{self.image_size[1]}"
-            f"x{self.channels}, map={s.map}, smoothing={s.smoothing:g}, score={s.score}, "
-            f"{decision}>"
+            f"<Detector {self.kind} {self.source or self.model.name!r}: {size}, "
+            f"map={s.map}, smoothing={s.smoothing:g}, score={s.score}, {decision}>"
         )
 
     # ------------------------------------------------------------------ predicting
@@ -461,6 +530,15 @@ class Detector:
     def _stream(self, items, batch_size, on_error) -> Iterator[Prediction]:
         pending, n_good = [], 0
         for item in items:
+            if item.error is None and self.tiling is not None:
+                height, width = item.image.shape[:2]
+                if min(height, width) < self.tiling[0]:
+                    where = repr(item.path) if item.path else f"image {item.index}"
+                    item.error = (
+                        f"{where} is {height}x{width} pixels, smaller than a "
+                        f"{self.tiling[0]}x{self.tiling[0]} tile (resize it or score it "
+                        "without tiling)."
+                    )
             if item.error is not None:
                 if on_error == "raise":
                     raise DatasetError(item.error)
@@ -479,8 +557,11 @@ class Detector:
     def _predict_items(self, items: list[_Item]) -> Iterator[Prediction]:
         good = [item for item in items if item.error is None]
         if good:
-            batch = np.stack([self._to_model_size(item.image) for item in good])
-            out = self._score_batch(batch)
+            if self.tiling is not None:
+                out = self._score_tiled([item.image for item in good])
+            else:
+                batch = np.stack([self._to_model_size(item.image) for item in good])
+                out = self._score_batch(batch)
             if self.threshold is not None:
                 decisions = is_anomalous(out["score"], self.threshold).numpy()
         k = 0
@@ -516,6 +597,53 @@ class Detector:
         else:
             out = self._served[1](images=tf.constant(images))
         return {k: out[k].numpy() for k in ("reconstruction", "anomaly_map", "score")}
+
+    def _score_tiled(self, images: list[np.ndarray]) -> dict[str, list]:
+        """Scores full-resolution images tile by tile, one call per run of equal sizes.
+
+        Returns per-image lists: ``reconstruction`` ``[H, W, C]``, ``anomaly_map``
+        ``[H, W]`` and ``score``, in the order of ``images``.
+        """
+        fn = self._tiled if self.model is not None else self._served[1]
+        out = {"reconstruction": [], "anomaly_map": [], "score": []}
+        start = 0
+        while start < len(images):
+            end = start + 1
+            while end < len(images) and images[end].shape == images[start].shape:
+                end += 1
+            frames = tf.constant(np.stack(images[start:end]))
+            result = fn(frames) if self.model is not None else fn(images=frames)
+            for key in out:
+                out[key].extend(result[key].numpy())
+            start = end
+        out["score"] = np.asarray(out["score"], np.float32)
+        return out
+
+
+def _check_detector_tiling(tile_size, tile_overlap) -> tuple[int, int] | None:
+    if tile_size is None:
+        if tile_overlap:
+            raise ValueError(
+                f"`tile_overlap` needs a `tile_size`. Received: tile_overlap={tile_overlap!r}"
+            )
+        return None
+    return check_tiling(tile_size, tile_overlap or 0)
+
+
+def _describe_tiling(tiling) -> str:
+    return "no tiling" if tiling is None else f"tile_size={tiling[0]}, tile_overlap={tiling[1]}"
+
+
+def _merge_tiling(asked, stored) -> tuple[int, int] | None:
+    """The tiling in use: the ``(tile_size, tile_overlap)`` asked for, else the stored one."""
+    tile_size, tile_overlap = asked
+    if tile_size is None:
+        if stored is None:
+            return _check_detector_tiling(None, tile_overlap)
+        tile_size = stored[0]
+        if tile_overlap is None:
+            tile_overlap = stored[1]
+    return _check_detector_tiling(tile_size, tile_overlap or 0)
 
 
 def resize_map(anomaly_map, size) -> np.ndarray:
