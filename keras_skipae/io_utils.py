@@ -3,11 +3,24 @@
 Every file or folder keras_skipae writes for a user goes through these helpers,
 so an interrupted write never leaves a half-written file under the final name,
 and an existing output is refused unless the caller passes ``overwrite=True``.
+A write that fails (a full disk, a read-only folder) raises an ``OSError`` whose
+message names the final path; the temporary file is removed and a previous file
+under the final name is left as it was.
+
+Fault injection (for tests only): with the environment variable
+``KERAS_SKIPAE_FAULT=write_fail:<n_bytes>[:<glob>]`` set, every atomic write whose
+final name matches ``<glob>`` (``fnmatch`` on the file or folder name; all writes
+without it) behaves as if the disk had ``n_bytes`` free: once the temporary file
+(or folder, counting all its files) holds more than ``n_bytes``, it is cut to
+``n_bytes`` and the write raises ``OSError(errno.ENOSPC)``. The variable is read
+at each write. Nothing else in the package reads it; do not set it in production.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fnmatch
 import json
 import os
 import shutil
@@ -61,18 +74,25 @@ def atomic_path(
     """
     path = check_writable(path, overwrite=overwrite, what=what)
     parent = path.parent if str(path.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}.tmp-"
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-        os.chmod(tmp, 0o777 & ~_umask())
-    else:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=parent)
-        os.close(fd)
-        tmp = Path(name)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
     try:
-        yield tmp
+        parent.mkdir(parents=True, exist_ok=True)
+        if is_dir:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+            os.chmod(tmp, 0o777 & ~_umask())
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=parent)
+            os.close(fd)
+            tmp = Path(name)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+    except OSError as exc:
+        raise _write_error(exc, path, what) from exc
+    try:
+        try:
+            yield tmp
+            _inject_fault(tmp, path)
+        except OSError as exc:
+            raise _write_error(exc, path, what) from exc
         if path.exists():
             # Only reached with overwrite=True (checked above): move the old one
             # aside first so the replacement is a rename, then delete it.
@@ -91,6 +111,45 @@ def atomic_path(
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 tmp.unlink(missing_ok=True)
+
+
+def _write_error(exc: OSError, path: Path, what: str) -> OSError:
+    """``exc`` again, as the same ``OSError`` subclass, with a message naming ``path``."""
+    if getattr(exc, "_keras_skipae_path", None):  # a nested atomic write already named its file
+        return exc
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    error = OSError(
+        exc.errno, f"Could not write the {what} {str(path)!r}: {reason}"
+    )
+    if exc.errno is None:
+        error = type(exc)(f"Could not write the {what} {str(path)!r}: {reason}")
+    error._keras_skipae_path = str(path)
+    return error
+
+
+def _inject_fault(tmp: Path, path: Path) -> None:
+    """The test-only ``KERAS_SKIPAE_FAULT=write_fail:<n>[:<glob>]`` hook (module docstring)."""
+    spec = os.environ.get("KERAS_SKIPAE_FAULT", "")
+    if not spec:
+        return
+    kind, _, rest = spec.partition(":")
+    size, _, pattern = rest.partition(":")
+    if kind != "write_fail" or not size.isdigit():
+        raise ValueError(
+            "Expected KERAS_SKIPAE_FAULT='write_fail:<n_bytes>[:<glob>]'. "
+            f"Received: KERAS_SKIPAE_FAULT={spec!r}"
+        )
+    if pattern and not fnmatch.fnmatch(path.name, pattern):
+        return
+    budget = int(size)
+    files = sorted(p for p in tmp.rglob("*") if p.is_file()) if tmp.is_dir() else [tmp]
+    for file in files:
+        length = file.stat().st_size
+        if length > budget:
+            with open(file, "r+b") as f:
+                f.truncate(budget)
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (injected)", str(file))
+        budget -= length
 
 
 def _umask() -> int:
