@@ -2,7 +2,7 @@
 
 * :mod:`~keras_skipae.training.train`: the orchestration;
 * :mod:`~keras_skipae.training.pairs`: the validation split and corrupted pairs;
-* :mod:`~keras_skipae.training.runtime`: XLA and ``tf.distribute`` choices;
+* :mod:`~keras_skipae.training.runtime`: XLA, precision and ``tf.distribute`` choices;
 * :mod:`~keras_skipae.training.callbacks`: time limit, previews, discrepancy monitor.
 
 The run folder's layout lives in :mod:`keras_skipae.runs`.
@@ -11,11 +11,19 @@ The run folder's layout lives in :mod:`keras_skipae.runs`.
 from keras_skipae.runs import RUN_FILES, load_run, read_history
 from keras_skipae.training.callbacks import TimeLimit
 from keras_skipae.training.pairs import DEFAULT_STAIN_WEIGHT, get_corruption, split_validation
-from keras_skipae.training.runtime import get_strategy, make_builder, resolve_jit_compile
+from keras_skipae.training.runtime import (
+    PRECISIONS,
+    get_strategy,
+    make_builder,
+    precision_scope,
+    resolve_jit_compile,
+    resolve_precision,
+)
 from keras_skipae.training.train import TrainingRun, train
 
 __all__ = [
     "DEFAULT_STAIN_WEIGHT",
+    "PRECISIONS",
     "RUN_FILES",
     "TimeLimit",
     "TrainingRun",
@@ -23,8 +31,10 @@ __all__ = [
     "get_strategy",
     "load_run",
     "make_builder",
+    "precision_scope",
     "read_history",
     "resolve_jit_compile",
+    "resolve_precision",
     "split_validation",
     "train",
 ]

@@ -23,6 +23,13 @@ XLA: ``jit_compile="auto"`` turns XLA on when a GPU is present and off on CPU,
 where XLA convolutions train several times slower (``docs/decisions.md#xla-auto``).
 ``True`` / ``False`` force it.
 
+Precision: ``precision="auto"`` builds the model under a mixed-precision dtype
+policy only where it pays (GPUs with tensor cores, CPUs with bfloat16
+instructions; ``docs/decisions.md#mixed-precision-auto``), else in float32;
+``"float32"``, ``"mixed_bfloat16"`` and ``"mixed_float16"`` force one. The
+model's outputs, the losses, the metrics and the scoring stay float32; with
+``"mixed_float16"`` Adam is wrapped in a ``LossScaleOptimizer``.
+
 Distribution: ``strategy=None`` / ``"default"``, ``"mirrored"``
 (``tf.distribute.MirroredStrategy``, all local GPUs), ``"multiworker"``
 (``tf.distribute.MultiWorkerMirroredStrategy`` configured by ``TF_CONFIG``) or a
@@ -91,7 +98,10 @@ from keras_skipae.training.runtime import (
     _strategy_name,
     _task_id,
     get_strategy,
+    model_precision,
+    precision_scope,
     resolve_jit_compile,
+    resolve_precision,
 )
 
 
@@ -202,11 +212,45 @@ def _resolve_schedule(schedule, time_limit):
     return schedule
 
 
-def _build_and_compile(model, model_kwargs, strat, loss_obj, metrics, learning_rate, jit, *, seed):
+def _resolve_model_precision(model, precision) -> str:
+    """The dtype policy to build in; a built model keeps its own (``"auto"``) or must match."""
+    if not isinstance(model, keras.Model):
+        return resolve_precision(precision)
+    built = model_precision(model)
+    if precision != "auto" and resolve_precision(precision) != built:
+        raise ValueError(
+            f"`precision` applies when train builds the model; {model.name!r} was built in "
+            f"{built!r}. Pass a registry name or a builder, or precision='auto'. "
+            f"Received: precision={precision!r}"
+        )
+    return built
+
+
+def _check_float32_outputs(net, precision):
+    """Under a mixed policy the outputs must stay float32 (the loss and scoring read them)."""
+    outputs = getattr(net, "outputs", None) if precision != "float32" else None
+    for out in tf.nest.flatten(outputs or []):
+        if str(getattr(out, "dtype", "float32")) != "float32":
+            raise ValueError(
+                f"Under precision={precision!r} the model's outputs must be float32: build its "
+                "last layer with dtype='float32' (the package's builders do). "
+                f"Received: an output of dtype {out.dtype}"
+            )
+
+
+def _build_and_compile(
+    model, model_kwargs, strat, loss_obj, metrics, learning_rate, jit, *, seed, precision
+):
     keras.utils.set_random_seed(int(seed))
     with strat.scope():
-        net = _build_model(model, model_kwargs)
+        with precision_scope(precision):
+            net = _build_model(model, model_kwargs)
+        _check_float32_outputs(net, precision)
         optimizer = keras.optimizers.Adam(learning_rate=float(learning_rate))
+        if precision == "mixed_float16":
+            # Explicit: Keras wraps it only when the model's own policy says so,
+            # which a reloaded functional model's does not.
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         net.compile(
             optimizer=optimizer, loss=loss_obj, metrics=_metric_objects(metrics), jit_compile=jit
         )
@@ -218,7 +262,9 @@ def _build_and_compile(model, model_kwargs, strat, loss_obj, metrics, learning_r
     return net
 
 
-def _run_config(model, model_kwargs, net, data, data_config, training_args, jit, strat, strategy):
+def _run_config(
+    model, model_kwargs, net, data, data_config, training_args, jit, strat, strategy, precision
+):
     """The run's ``config.json``: what resuming compares and evaluation reads back."""
     data_desc = dict(
         data_config or {}, n_train=data.n_train, n_val=data.n_val, pairs_given=data.pairs_given
@@ -230,6 +276,7 @@ def _run_config(model, model_kwargs, net, data, data_config, training_args, jit,
         "training": io_utils.jsonable(training_args),
         "runtime": {
             "jit_compile": jit,
+            "precision": precision,
             "strategy": _strategy_name(strategy),
             "replicas": int(strat.num_replicas_in_sync),
             "tensorflow": tf.__version__,
@@ -347,6 +394,7 @@ def train(
     seed: int = 0,
     run_dir=None,
     jit_compile="auto",
+    precision: str = "auto",
     strategy=None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     reduce_lr: bool | dict = True,
@@ -403,6 +451,14 @@ def train(
             (``keras.utils.set_random_seed``).
         run_dir: the run folder, or None to write nothing (no resume then).
         jit_compile: ``"auto"`` (XLA on GPU only), True or False.
+        precision: ``"auto"`` (mixed precision only on GPUs with tensor cores and
+            CPUs with bfloat16 instructions, see
+            :func:`~keras_skipae.training.resolve_precision`), ``"float32"``,
+            ``"mixed_bfloat16"`` or ``"mixed_float16"``: the Keras dtype policy the
+            model is built under. Outputs, losses, metrics and scoring stay
+            float32. A built ``model`` keeps its own policy (then only
+            ``"auto"`` or that policy is accepted). Stored in ``config.json``
+            (``runtime.precision``).
         strategy: None/``"default"``, ``"mirrored"``, ``"multiworker"`` or a strategy.
         callbacks: extra Keras callbacks (run after the built-in ones).
         reduce_lr: ``ReduceLROnPlateau`` (factor 0.5, patience 3, on ``val_loss``)
@@ -447,7 +503,8 @@ def train(
     loss_obj = losses_lib.get_loss(loss)
     _check_stain_weight(stain_weight, loss_obj, loss)
     tiling = _check_train_tiling(tile_size, tile_overlap)
-    jit = resolve_jit_compile(jit_compile)
+    jit = resolve_jit_compile(jit_compile, path="train")
+    policy = _resolve_model_precision(model, precision)
     strat = get_strategy(strategy)
     if strategy not in (None, "default") and isinstance(model, keras.Model):
         raise ValueError(
@@ -468,7 +525,15 @@ def train(
         tile_size=tiling[0] if tiling else None,
     )
     net = _build_and_compile(
-        model, model_kwargs, strat, loss_obj, metrics, learning_rate, jit, seed=int(seed)
+        model,
+        model_kwargs,
+        strat,
+        loss_obj,
+        metrics,
+        learning_rate,
+        jit,
+        seed=int(seed),
+        precision=policy,
     )
     _check_tile_input(net, tiling)
     training_args = dict(
@@ -489,7 +554,7 @@ def train(
     if tiling is not None:  # only then, so that older runs still resume
         training_args.update(tile_size=tiling[0], tile_overlap=tiling[1])
     config = _run_config(
-        model, model_kwargs, net, data, data_config, training_args, jit, strat, strategy
+        model, model_kwargs, net, data, data_config, training_args, jit, strat, strategy, policy
     )
     chief = _is_chief(strat)
     run, initial_epoch, resuming = _open_run(run_dir, config, chief, overwrite, resume)
