@@ -37,6 +37,19 @@ def _at_least(args, name: str, low, *, optional: bool = False) -> None:
         raise UsageError(f"{flag} must be at least {low}. Received: {flag} {value}")
 
 
+def _check_tiling(args) -> None:
+    """``--tile-size`` >= 1 and ``0 <= --tile-overlap < --tile-size`` (when given)."""
+    _at_least(args, "tile_size", 1, optional=True)
+    overlap = args.tile_overlap
+    if overlap is not None and overlap < 0:
+        raise UsageError(f"--tile-overlap must be at least 0. Received: --tile-overlap {overlap}")
+    if args.tile_size is not None and overlap is not None and overlap >= args.tile_size:
+        raise UsageError(
+            f"--tile-overlap must be smaller than --tile-size ({args.tile_size}). "
+            f"Received: --tile-overlap {overlap}"
+        )
+
+
 def check_data(root, category) -> None:
     """A dataset root in the MVTec AD layout that holds ``category``."""
     root = Path(root)
@@ -88,6 +101,11 @@ def train(args) -> None:
     _at_least(args, "steps_per_epoch", 1, optional=True)
     _at_least(args, "batch_size", 1)
     _at_least(args, "image_size", 1)
+    _check_tiling(args)
+    if args.tile_size is None and args.tile_overlap:
+        raise UsageError(
+            f"--tile-overlap needs --tile-size. Received: --tile-overlap {args.tile_overlap}"
+        )
     if not 0.0 <= args.val_split < 1.0:
         raise UsageError(f"--val-split must be in [0, 1). Received: --val-split {args.val_split}")
     if args.time_limit is not None and not args.time_limit > 0:
@@ -123,6 +141,7 @@ def predict(args) -> None:
         _exists(path, "Input")
     args.threshold = parse_threshold(args.threshold, allow_eval=False)
     _at_least(args, "batch_size", 1)
+    _check_tiling(args)
     if args.fail_on_anomaly and args.threshold is None and str(args.model).endswith(".keras"):
         raise UsageError(
             "--fail-on-anomaly needs a threshold, and a .keras file has none: pass --threshold X."

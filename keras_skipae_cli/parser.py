@@ -119,6 +119,21 @@ def _add_train(sub):
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--image-size", type=int, default=128, help="images are resized to this side")
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        help="train on random crops of this side from the full-resolution good images instead "
+        "of resizing them to --image-size; the model's input is the tile, and evaluate, export "
+        "and predict then score whole images tile by tile",
+    )
+    p.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=0,
+        help="least overlap of neighbouring tiles when whole images are scored (stored in "
+        "config.json for evaluate, export and predict; default 0)",
+    )
     p.add_argument("--color-mode", choices=("grayscale", "rgb"), default="grayscale")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--loss", default="mse", help="mse, l1, ssim, mse+ssim, l1+ssim")
@@ -287,6 +302,19 @@ def _add_predict(sub):
     p.add_argument("--overlay", action="store_true", help="write OUT/overlays/<index>_<name>.png")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--best", action="store_true", help="a run folder's best.keras")
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        help="score full-resolution images tile by tile with tiles of this side (default: the "
+        "run's or the SavedModel's tiling; none for a .keras file)",
+    )
+    p.add_argument(
+        "--tile-overlap",
+        type=int,
+        default=None,
+        help="least overlap of neighbouring tiles (default: the run's or the SavedModel's)",
+    )
     p.add_argument(
         "--fail-on-anomaly",
         action="store_true",

@@ -582,3 +582,63 @@ def test_detector_scores_full_resolution_files_tile_by_tile(tiny_model, images, 
         Detector(tiny_model("aesc", input_shape=(32, 32, 1)), threshold=0.1, tile_size=16)
     with pytest.raises(ValueError, match="needs a `tile_size`"):
         Detector(model, threshold=0.1, tile_overlap=4)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--tile-overlap", "4"], "--tile-overlap needs --tile-size"),
+        (["train", "--tile-size", "16", "--tile-overlap", "16"], "smaller than --tile-size (16)"),
+        (["train", "--tile-size", "0"], "--tile-size must be at least 1"),
+        (["predict", "--tile-overlap", "-1"], "--tile-overlap must be at least 0"),
+    ],
+)
+def test_cli_tiling_usage_errors(synthetic_root, tmp_path, capsys, args, message):
+    import keras_skipae_cli
+
+    command, *flags = args
+    if command == "train":
+        argv = [
+            "train",
+            "--data",
+            str(synthetic_root),
+            "--category",
+            "mesh",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    else:
+        argv = ["predict", str(synthetic_root), str(synthetic_root)]
+    assert keras_skipae_cli.main(argv + flags) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_cli_trains_on_tiles_and_predicts_at_full_resolution(synthetic_root, tmp_path, capsys):
+    import csv
+
+    import keras_skipae_cli
+    from keras_skipae.runs import RunFolder
+
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(synthetic_root), "--category", "mesh", "--out", str(run)]
+    argv += ["--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--depth", "3"]
+    argv += ["--filters", "4", "--tile-size", "16", "--tile-overlap", "4", "--quiet"]
+    assert keras_skipae_cli.main(argv) == 0, capsys.readouterr().err
+    config = RunFolder(run).config()
+    assert config["training"]["tile_size"] == 16 and config["training"]["tile_overlap"] == 4
+    assert config["data"]["image_size"] is None  # the images are read at full resolution
+    assert RunFolder(run).load().input_shape == (None, 16, 16, 1)
+    good = synthetic_root / "mesh" / "test" / "good"
+    out = tmp_path / "pred"
+    argv = ["predict", str(run), str(good), "--out", str(out), "--threshold", "0.1", "--save-maps"]
+    assert keras_skipae_cli.main(argv + ["--quiet"]) == 0, capsys.readouterr().err
+    with open(out / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(r["error"] == "" for r in rows)
+    saved = tf.io.decode_png(tf.io.read_file(str(out / rows[0]["map_file"])))
+    assert saved.shape[:2] == (32, 32)

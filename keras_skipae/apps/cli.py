@@ -80,7 +80,8 @@ def _run_discrepancy(args):
 def _run_train(args):
     from keras_skipae import data, training
 
-    size = args.image_size
+    # With --tile-size the model takes tiles, cropped from the images at full resolution.
+    size = args.tile_size or args.image_size
     channels = 3 if args.color_mode == "rgb" else 1
     model_kwargs = {"input_shape": [size, size, channels], "bn_momentum": args.bn_momentum}
     if args.filters is not None:
@@ -88,7 +89,11 @@ def _run_train(args):
     if args.depth is not None:
         model_kwargs["depth"] = args.depth
     good = data.mvtec_dataset(
-        args.data, args.category, split="train", image_size=size, color_mode=args.color_mode
+        args.data,
+        args.category,
+        split="train",
+        image_size=None if args.tile_size else size,
+        color_mode=args.color_mode,
     )
     corruption = None if args.corruption.lower() == "none" else args.corruption
     run = training.train(
@@ -116,9 +121,11 @@ def _run_train(args):
         data_config={
             "root": str(Path(args.data).resolve()),  # evaluate may run elsewhere
             "category": args.category,
-            "image_size": size,
+            "image_size": None if args.tile_size else size,  # tiles: full resolution
             "color_mode": args.color_mode,
         },
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap if args.tile_size else 0,
     )
     h = run.history
     last = {k: h[k][-1] for k in ("loss", "val_loss") if h.get(k)}
@@ -229,6 +236,8 @@ def _run_predict(args):
         overwrite=args.overwrite,
         fail_on_anomaly=args.fail_on_anomaly,
         progress=not args.quiet,
+        tile_size=args.tile_size,
+        tile_overlap=args.tile_overlap,
     )
     for note in info["notes"]:
         print(f"note: {note}")

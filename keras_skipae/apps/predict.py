@@ -121,6 +121,8 @@ def predict_to_folder(
     fail_on_anomaly: bool = False,
     progress: bool = True,
     top: int = 10,
+    tile_size: int | None = None,
+    tile_overlap: int | None = None,
 ) -> dict:
     """Scores files and folders with a model and writes the results to ``out_dir``.
 
@@ -138,6 +140,8 @@ def predict_to_folder(
         fail_on_anomaly: refuse (before scoring) a model without a threshold.
         progress: show a tqdm progress bar.
         top: how many of the highest scores the summary keeps.
+        tile_size, tile_overlap: score full-resolution images tile by tile
+            (:meth:`Detector.load`'s; None: the model's own tiling).
 
     Returns:
         A dict: ``csv`` (the file), ``n`` (rows), ``n_anomalous``, ``n_normal``,
@@ -154,7 +158,9 @@ def predict_to_folder(
     out_dir = check_outputs(out_dir, overwrite=overwrite)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        detector = Detector.load(model, threshold=threshold, best=best)
+        detector = Detector.load(
+            model, threshold=threshold, best=best, tile_size=tile_size, tile_overlap=tile_overlap
+        )
     notes = [str(w.message) for w in caught]
     if fail_on_anomaly and detector.threshold is None:
         raise ValueError(
