@@ -1,15 +1,14 @@
 """Imports the modules that register custom Keras objects, and ``load_model``.
 
-Only these: the layers, the losses and Keras metrics, and ``DiscrepancyLossModel``.
+Only these: the layers, the losses and Keras metrics, and ``DiscrepancyLossModel``
+(and ``io_utils``, which loads the file).
 """
 
 from __future__ import annotations
 
 import os
 
-import keras
-
-from keras_skipae import keras_metrics, layers, losses  # noqa: F401  (registration)
+from keras_skipae import io_utils, keras_metrics, layers, losses  # noqa: F401  (registration)
 from keras_skipae.models import discrepancy_loss  # noqa: F401  (registration)
 
 
@@ -18,8 +17,10 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True, compile: bool
 
     The custom layers, losses and metrics are registered by importing
     keras_skipae, so this is ``keras.models.load_model`` with a clear error for a
-    missing or non-``.keras`` path. A SavedModel folder is not a ``.keras`` file:
-    load it with ``tf.saved_model.load``.
+    missing or non-``.keras`` path, and for a truncated, corrupted or tampered file
+    (:func:`keras_skipae.io_utils.load_keras_file`: a ``ValueError`` naming the
+    file). A SavedModel folder is not a ``.keras`` file: load it with
+    ``tf.saved_model.load``.
 
     Args:
         path: a ``.keras`` file.
@@ -42,4 +43,4 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True, compile: bool
         raise FileNotFoundError(f"No model file at {path!r}. Expected a `.keras` file.")
     if not path.endswith(".keras"):
         raise ValueError(f"Expected a `.keras` file. Received: path={path!r}")
-    return keras.models.load_model(path, safe_mode=safe_mode, compile=compile)
+    return io_utils.load_keras_file(path, safe_mode=safe_mode, compile=compile)

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,9 +119,7 @@ def _write_error(exc: OSError, path: Path, what: str) -> OSError:
     if getattr(exc, "_keras_skipae_path", None):  # a nested atomic write already named its file
         return exc
     reason = exc.strerror or str(exc) or type(exc).__name__
-    error = OSError(
-        exc.errno, f"Could not write the {what} {str(path)!r}: {reason}"
-    )
+    error = OSError(exc.errno, f"Could not write the {what} {str(path)!r}: {reason}")
     if exc.errno is None:
         error = type(exc)(f"Could not write the {what} {str(path)!r}: {reason}")
     error._keras_skipae_path = str(path)
@@ -190,3 +189,55 @@ def _json_default(value):
 def jsonable(obj):
     """``obj`` as plain JSON types (a JSON round trip with the package's encoder)."""
     return json.loads(json.dumps(obj, default=_json_default))
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_keras_file(
+    path: str | os.PathLike,
+    *,
+    safe_mode: bool = True,
+    compile: bool = True,
+    what: str = "model file",
+):
+    """``keras.models.load_model`` with an error that names the file.
+
+    A truncated or corrupted ``.keras`` file, a tampered configuration (broken
+    JSON, an unknown class, a ``Lambda`` layer under ``safe_mode``) or missing or
+    damaged weights raise a ``ValueError`` that starts with the file's path and
+    keeps Keras' reason on the same line.
+
+    Args:
+        path: a ``.keras`` file.
+        safe_mode: refuse to deserialize ``Lambda`` layers / arbitrary code.
+        compile: restore the training configuration when the file has one.
+        what: how the error names the file.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: the file is not a complete, loadable ``.keras`` archive.
+    """
+    import keras  # heavy: only the loaders need it
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"The {what} {str(path)!r} does not exist.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"The {what} {str(path)!r} is not a valid .keras file: it is not a complete zip "
+            f"archive ({path.stat().st_size} bytes; truncated or corrupted?)."
+        )
+    try:
+        return keras.models.load_model(path, safe_mode=safe_mode, compile=compile)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OSError) as exc:
+        raise ValueError(
+            f"Could not load the {what} {str(path)!r} (corrupted or tampered?): {one_line(exc)}"
+        ) from exc
+    except zipfile.BadZipFile as exc:
+        raise ValueError(
+            f"Could not load the {what} {str(path)!r}: a damaged zip archive ({one_line(exc)})"
+        ) from exc

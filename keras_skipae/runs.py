@@ -170,6 +170,8 @@ class RunFolder:
 
         Raises:
             FileNotFoundError: the folder, its config or the model is missing.
+            ValueError: the model file is truncated, corrupted or tampered (the error
+                names it; :func:`keras_skipae.io_utils.load_keras_file`).
         """
         self.check()
         model_path = self.model_path(best)
@@ -183,7 +185,7 @@ class RunFolder:
                 f"Run folder {str(self.path)!r} has no {model_path.name}: the run did not "
                 "finish. Start the same training command again to resume it."
             )
-        return keras.models.load_model(model_path, safe_mode=True, compile=compile)
+        return io_utils.load_keras_file(model_path, compile=compile)
 
     def threshold(self, scoring, *, tiling="run") -> tuple[float | None, Path | None, str | None]:
         """The production threshold ``keras-skipae evaluate`` stored in this run.

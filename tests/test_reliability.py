@@ -2,11 +2,15 @@
 odd images, non-finite input arrays. ``docs/reliability.md`` lists every row with its test."""
 
 import errno
+import json
 import os
+import shutil
+import zipfile
 
-import numpy as np
 import pytest
 
+import keras_skipae as ks
+import keras_skipae_cli
 from keras_skipae import io_utils
 
 FAULT = "KERAS_SKIPAE_FAULT"
@@ -70,3 +74,121 @@ def test_read_only_folder_gives_a_permission_error_naming_the_file(tmp_path):
         assert _leftovers(folder) == []
     finally:
         folder.chmod(0o755)
+
+
+# --- corrupted model files ----------------------------------------------------------------
+
+
+def _rezip(src, dst, *, config=None, drop=None):
+    """A copy of the ``.keras`` archive ``src`` with its config replaced or a member dropped."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            if name == drop:
+                continue
+            data = zin.read(name)
+            if name == "config.json" and config is not None:
+                data = config(data.decode()).encode()
+            zout.writestr(name, data)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """A good tiny ``.keras`` file, five damaged copies, and a run folder to put them in."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("models")
+    model = ks.get_model("ae", input_shape=(16, 16, 1), depth=2, filters=2)
+    good = folder / "good.keras"
+    model.save(good)
+    data = good.read_bytes()
+    files = {"good": good}
+    files["truncated"] = folder / "truncated.keras"
+    files["truncated"].write_bytes(data[: len(data) // 2])
+    files["unknown_class"] = _rezip(
+        good,
+        folder / "unknown_class.keras",
+        config=lambda c: c.replace('"class_name": "BatchNormalization"', '"class_name": "Evil"', 1),
+    )
+    files["broken_json"] = _rezip(good, folder / "broken_json.keras", config=lambda c: c[:50])
+    files["no_weights"] = _rezip(good, folder / "no_weights.keras", drop="model.weights.h5")
+    inputs = keras.Input((4,))
+    lam = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
+    files["lambda"] = folder / "lambda.keras"
+    lam.save(files["lambda"])
+    return files
+
+
+CORRUPTED = {
+    "truncated": "not a complete zip archive",
+    "unknown_class": "Evil",
+    "broken_json": "corrupted or tampered",
+    "no_weights": "weights",
+    "lambda": "Lambda",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTED))
+def test_load_model_names_a_corrupted_file(model_files, kind):
+    with pytest.raises(ValueError, match=CORRUPTED[kind]) as info:
+        ks.load_model(model_files[kind])
+    assert str(model_files[kind]) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def _fake_run(folder, model_file, data_root):
+    folder.mkdir()
+    config = {"data": {"root": str(data_root), "category": "mesh", "image_size": 16}}
+    (folder / "config.json").write_text(json.dumps(config))
+    shutil.copy(model_file, folder / "model.keras")
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["truncated", "unknown_class"])
+def test_evaluate_export_and_detector_name_a_corrupted_run_model(
+    model_files, synthetic_root, tmp_path, capsys, kind
+):
+    run = _fake_run(tmp_path / "run", model_files[kind], synthetic_root)
+    model_path = str(run / "model.keras")
+    for argv in (["evaluate", str(run)], ["export", str(run), str(tmp_path / "export")]):
+        assert keras_skipae_cli.main(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and model_path in err[0] and CORRUPTED[kind] in err[0], err
+    assert not (tmp_path / "export").exists()
+    assert not (run / "evaluation").exists()
+    with pytest.raises(ValueError, match=CORRUPTED[kind]) as info:
+        ks.Detector.load(run)
+    assert model_path in str(info.value)
+    with pytest.raises(ValueError, match=CORRUPTED[kind]) as info:
+        ks.Detector.load(model_files[kind])
+    assert str(model_files[kind]) in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    model = ks.get_model("ae", input_shape=(16, 16, 1), depth=2, filters=2)
+    path = tmp_path_factory.mktemp("export") / "e"
+    return ks.export_saved_model(model, path, threshold=0.5, verify=False, jit_compile=False)
+
+
+@pytest.mark.parametrize(
+    "remove", ["variables/variables.data-00000-of-00001", "variables/variables.index", "variables"]
+)
+def test_detector_names_the_missing_file_of_a_saved_model(saved_model, tmp_path, remove):
+    broken = tmp_path / "broken"
+    shutil.copytree(saved_model, broken)
+    target = broken / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(FileNotFoundError, match="is incomplete: variables/variables") as info:
+        ks.Detector.load(broken)
+    assert str(broken) in str(info.value)
+
+
+def test_detector_names_a_corrupted_saved_model(saved_model, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(saved_model, broken)
+    pb = broken / "saved_model.pb"
+    pb.write_bytes(pb.read_bytes()[:100])
+    with pytest.raises(ValueError, match="Could not load the SavedModel") as info:
+        ks.Detector.load(broken)
+    assert str(broken) in str(info.value)

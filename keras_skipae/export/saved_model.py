@@ -573,6 +573,46 @@ def export_saved_model(
     return path
 
 
+def load_saved_model(path):
+    """``tf.saved_model.load`` with an error that names the export and what is wrong.
+
+    Checks first that the folder holds ``saved_model.pb``, ``variables/variables.index``
+    and every ``variables.data-*`` shard the index's name promises, so that an
+    incompletely copied export says which file is missing.
+
+    Raises:
+        FileNotFoundError: a file of the export is missing.
+        ValueError: a file is there but TensorFlow cannot read it (corrupted).
+    """
+    path = Path(path)
+    variables = path / "variables"
+    missing = [
+        name
+        for name in ("saved_model.pb", "variables/variables.index")
+        if not (path / name).is_file()
+    ]
+    shards = sorted(variables.glob("variables.data-*-of-*")) if variables.is_dir() else []
+    if not missing:
+        total = int(shards[0].name.rsplit("-of-", 1)[1]) if shards else 1
+        for i in range(total):
+            name = f"variables/variables.data-{i:05d}-of-{total:05d}"
+            if not (path / name).is_file():
+                missing.append(name)
+    if missing:
+        raise FileNotFoundError(
+            f"The SavedModel {str(path)!r} is incomplete: {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing (copy the whole export folder)."
+        )
+    try:
+        return tf.saved_model.load(str(path))
+    except (OSError, ValueError, KeyError, tf.errors.OpError) as exc:
+        message = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
+        first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+        raise ValueError(
+            f"Could not load the SavedModel {str(path)!r} (corrupted?): {first}"
+        ) from exc
+
+
 def read_settings(path) -> dict:
     """Reads an export's settings JSON (no TensorFlow needed).
 

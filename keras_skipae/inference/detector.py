@@ -34,12 +34,12 @@ import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_skipae import io_utils
 from keras_skipae.data.datasets import IMAGE_EXTENSIONS, DatasetError, load_image, resize_image
-from keras_skipae.export.saved_model import SETTINGS_FILE, read_settings
+from keras_skipae.export.saved_model import SETTINGS_FILE, load_saved_model, read_settings
 from keras_skipae.ops.tiling import check_tiling
 from keras_skipae.runs import RunFolder
 from keras_skipae.scoring import (
@@ -261,7 +261,8 @@ class Detector:
 
         Raises:
             FileNotFoundError: ``path`` does not exist, or is none of the three kinds.
-            ValueError: a threshold that is not finite, a refused ``scoring``.
+            ValueError: a threshold that is not finite, a refused ``scoring``, a
+                corrupted or tampered model file (the error names it).
         """
         p = Path(path)
         if not p.exists():
@@ -272,7 +273,7 @@ class Detector:
         if p.is_dir() and RunFolder(p).config_path.is_file():
             return cls._load_run(p, threshold, scoring, best, image_size, jit_compile, tiles)
         if p.is_file() and p.suffix == ".keras":
-            model = keras.models.load_model(p, safe_mode=True, compile=False)
+            model = io_utils.load_keras_file(p, compile=False)
             return cls(
                 model,
                 scoring=scoring,
@@ -354,7 +355,7 @@ class Detector:
             threshold = settings.get("threshold")
             source = f"{path}/assets/{SETTINGS_FILE}"
             note = "the SavedModel was exported without a threshold"
-        loaded = tf.saved_model.load(str(path))
+        loaded = load_saved_model(path)
         return cls(
             scoring=cfg,
             threshold=threshold,
