@@ -231,7 +231,8 @@ def build_encoder_decoder(
         activation: ``"leaky_relu"`` (AESc default) or ``"relu"`` (U-Net default).
         num_outputs: output channels (default: the input's channels).
         encoder: None, ``"mobilenet_v2"`` or ``"resnet50"``.
-        encoder_weights: None or a local weights file for the encoder body.
+        encoder_weights: None, ``"imagenet"`` (downloaded once into Keras' cache) or a local
+            weights file for the encoder body.
         freeze_encoder: make the encoder body non-trainable.
         name: model name.
 
@@ -320,7 +321,8 @@ def build_aesc(
         batchnorm: use BatchNormalization.
         bn_momentum: BatchNormalization momentum; 0.9 suits short runs.
         encoder: None or a keras.applications body (``"mobilenet_v2"``, ``"resnet50"``).
-        encoder_weights: None or a local weights file for that body (never downloaded).
+        encoder_weights: None, ``"imagenet"`` (downloaded once into Keras' cache) or a local
+            weights file for that body.
         freeze_encoder: make the encoder body non-trainable.
         name: model name.
 
@@ -448,7 +450,8 @@ def build_unet(
             training (or one rate per level), as in :func:`build_aesc`.
         encoder: None or a keras.applications body (``"mobilenet_v2"``, ``"resnet50"``):
             its features at strides 2..16 are the skips, stride 32 the bottleneck.
-        encoder_weights: None or a local weights file for that body (never downloaded).
+        encoder_weights: None, ``"imagenet"`` (downloaded once into Keras' cache) or a local
+            weights file for that body.
         freeze_encoder: make the encoder body non-trainable.
         name: model name.
 
