@@ -95,8 +95,51 @@ def discrepancy(args) -> None:
     _at_least(args, "n_probes", 1)
 
 
+def parse_skips(text):
+    """``--skips``: ``"all"``, ``()`` for ``"none"``, a tuple of levels, or None (unset)."""
+    if text is None:
+        return None
+    value = text.strip().lower()
+    if value in ("all", "none"):
+        return "all" if value == "all" else ()
+    try:
+        levels = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        levels = None
+    if not levels or any(level < 0 for level in levels):
+        raise UsageError(
+            "--skips must be all, none or comma-separated levels >= 0 such as 1,2,3. "
+            f"Received: --skips {text!r}"
+        )
+    return levels
+
+
+def parse_rates(flag: str, text, *, scale: bool = False):
+    """A float or a list of floats ("0.1,0.2"): each in (0, 1] with ``scale``, else [0, 1)."""
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = None
+    if scale:
+        ok, span = (lambda v: 0.0 < v <= 1.0), "(0, 1]"
+    else:
+        ok, span = (lambda v: 0.0 <= v < 1.0), "[0, 1)"
+    if values is None or not all(ok(v) for v in values):
+        raise UsageError(
+            f"{flag} must be a number in {span} or comma-separated numbers (one per level). "
+            f"Received: {flag} {text!r}"
+        )
+    return values[0] if len(values) == 1 else values
+
+
 def train(args) -> None:
     check_data(args.data, args.category)
+    args.skips = parse_skips(args.skips)
+    args.skip_scale = parse_rates("--skip-scale", args.skip_scale, scale=True)
+    args.skip_dropout = parse_rates("--skip-dropout", args.skip_dropout)
+    args.dropout = parse_rates("--dropout", args.dropout)
     _at_least(args, "epochs", 1)
     _at_least(args, "steps_per_epoch", 1, optional=True)
     _at_least(args, "batch_size", 1)

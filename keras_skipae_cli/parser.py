@@ -154,6 +154,33 @@ def _add_train(sub):
     p.add_argument("--filters", type=int, default=None, help="first-stage filters (model default)")
     p.add_argument("--depth", type=int, default=None, help="number of stride-2 stages")
     p.add_argument(
+        "--skips",
+        default=None,
+        metavar="LEVELS",
+        help="which levels keep a skip: all, none, or levels such as 1,2,3,4 (0 is the finest; "
+        "default: the model's, all)",
+    )
+    p.add_argument(
+        "--skip-scale",
+        default=None,
+        metavar="S",
+        help="fixed factor 0 < s <= 1 on every skip, or one per level such as 1,1,0.5 (default 1)",
+    )
+    p.add_argument(
+        "--skip-dropout",
+        default=None,
+        metavar="P",
+        help="probability 0 <= p < 1 of dropping a sample's whole skip in training, or one per "
+        "level (default 0; docs/models.md#skip-control)",
+    )
+    p.add_argument(
+        "--dropout",
+        default=None,
+        metavar="RATE",
+        help="Dropout rate of every level, or one per level plus the bottleneck "
+        "(default: the model's)",
+    )
+    p.add_argument(
         "--bn-momentum",
         type=float,
         default=0.9,

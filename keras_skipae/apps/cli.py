@@ -88,6 +88,9 @@ def _run_train(args):
         model_kwargs["filters"] = args.filters
     if args.depth is not None:
         model_kwargs["depth"] = args.depth
+    for key in ("skips", "skip_scale", "skip_dropout", "dropout"):  # parsed by the launcher
+        if getattr(args, key, None) is not None:
+            model_kwargs[key] = getattr(args, key)
     good = data.mvtec_dataset(
         args.data,
         args.category,
