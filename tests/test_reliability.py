@@ -7,6 +7,7 @@ import os
 import shutil
 import zipfile
 
+import numpy as np
 import pytest
 
 import keras_skipae as ks
@@ -74,6 +75,65 @@ def test_read_only_folder_gives_a_permission_error_naming_the_file(tmp_path):
         assert _leftovers(folder) == []
     finally:
         folder.chmod(0o755)
+
+
+def test_cli_evaluate_on_a_full_disk_is_one_line_and_keeps_the_old_report(
+    model_files, synthetic_root, tmp_path, capsys, monkeypatch
+):
+    run = _fake_run(tmp_path / "run", model_files["good"], synthetic_root)
+    metrics = run / "evaluation" / "metrics.json"
+    metrics.parent.mkdir()
+    metrics.write_text("previous")
+    monkeypatch.setenv(FAULT, "write_fail:64:metrics.json")
+    assert keras_skipae_cli.main(["evaluate", str(run), "--overwrite", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert str(metrics) in err[0] and "No space left on device" in err[0]
+    assert metrics.read_text() == "previous"
+    assert _leftovers(run) == []
+
+
+def test_export_saved_model_on_a_full_disk_keeps_the_previous_export(
+    saved_model, tmp_path, monkeypatch
+):
+    previous = tmp_path / "export"
+    shutil.copytree(saved_model, previous)
+    before = sorted(str(p.relative_to(previous)) for p in previous.rglob("*"))
+    model = ks.get_model("ae", input_shape=(16, 16, 1), depth=2, filters=2)
+    monkeypatch.setenv(FAULT, "write_fail:2000")
+    with pytest.raises(OSError, match="export folder .*export'.*No space left") as info:
+        ks.export_saved_model(model, previous, overwrite=True, verify=False, jit_compile=False)
+    assert info.value.errno == errno.ENOSPC
+    assert sorted(str(p.relative_to(previous)) for p in previous.rglob("*")) == before
+    monkeypatch.delenv(FAULT)
+    ks.Detector.load(previous)  # still loads
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_train_on_a_full_disk_names_model_keras_and_leaves_no_part_file(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    run_dir = tmp_path / "run"
+    images = np.random.default_rng(0).random((8, 16, 16, 1), dtype=np.float32)
+    monkeypatch.setenv(FAULT, "write_fail:100:model.keras")
+    with pytest.raises(OSError, match=r"model\.keras.*No space left"):
+        ks.train(
+            "ae",
+            tf.data.Dataset.from_tensor_slices(images),
+            model_kwargs={"input_shape": (16, 16, 1), "depth": 2, "filters": 2},
+            epochs=1,
+            steps_per_epoch=1,
+            batch_size=4,
+            run_dir=run_dir,
+            tensorboard=False,
+            validation_split=0.0,
+            metrics=(),
+            verbose=0,
+        )
+    assert not (run_dir / "model.keras").exists()
+    assert (run_dir / "config.json").is_file()
+    assert _leftovers(run_dir) == []
 
 
 # --- corrupted model files ----------------------------------------------------------------
