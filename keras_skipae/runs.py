@@ -7,7 +7,8 @@ and read by evaluation, export and the apps::
     <run>/model.keras      the final model (written atomically at the end)
     <run>/best.keras       the model of the best validation loss (save_best=True)
     <run>/history.csv      one row per epoch (appended on resume)
-    <run>/backup/          BackupAndRestore's state (resume after a kill)
+    <run>/backup/          the last two finished epochs' training state (resume after a
+                           kill; :func:`read_backup`, :func:`write_backup`)
     <run>/logs/            TensorBoard event files
     <run>/previews/        reconstruction grids, one PNG per epoch
     <run>/evaluation/      ``keras-skipae evaluate RUN``'s outputs (metrics.json, plots)
@@ -21,7 +22,9 @@ model, and decides whether a run can be resumed. It sits below the workflows
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -253,14 +256,31 @@ class RunFolder:
                 p.unlink()
 
     def backup_epoch(self) -> int:
-        """The number of epochs the backup holds (0 without one)."""
-        meta = self.backup_dir / "training_metadata.json"
-        if meta.exists():
-            try:
-                return int(_read_json(meta)["epoch"])
-            except (ValueError, KeyError, json.JSONDecodeError):
-                return 0
-        return 0
+        """The number of epochs the backup holds (0 without one); see :func:`read_backup`."""
+        state = read_backup(self.backup_dir)
+        return int(state["epoch"]) if state else 0
+
+    def discard_backup(self) -> None:
+        """Removes ``backup/`` once ``model.keras`` is written (renamed away first, so that a
+        kill during the removal leaves either the whole backup or none)."""
+        if not self.backup_dir.exists():
+            return
+        gone = self.path / f".backup.old-{os.getpid()}"
+        os.replace(self.backup_dir, gone)
+        shutil.rmtree(gone, ignore_errors=True)
+
+    def remove_stale_temporaries(self) -> None:
+        """Removes what a killed write left behind: ``.<name>.tmp-*`` / ``.<name>.old-*``
+        entries of :data:`RUN_FILES` and unfinished backup weights."""
+        prefixes = tuple(f".{n}.{kind}-" for n in RUN_FILES for kind in ("tmp", "old"))
+        stale = [p for p in self.path.iterdir() if p.name.startswith(prefixes)]
+        if self.backup_dir.is_dir():
+            stale += [p for p in self.backup_dir.iterdir() if p.name.startswith(".")]
+        for p in stale:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
     def truncate_history(self, initial_epoch: int) -> None:
         """Drops ``history.csv`` rows of epochs >= ``initial_epoch`` (after the last backup)."""
@@ -314,6 +334,7 @@ class RunFolder:
             self.clear()
             return 0, False
         if resume and self.backup_dir.exists():
+            self.remove_stale_temporaries()
             epoch = self.backup_epoch()
             self.truncate_history(epoch)
             return epoch, True
@@ -362,3 +383,99 @@ def load_run(run_dir, *, best: bool = False, compile: bool = True):
     run = RunFolder(run_dir)
     model = run.load(best=best, compile=compile)
     return model, run.config()
+
+
+# ------------------------------------------------------------------ backups
+#: The backup's current and previous metadata (Keras' ``BackupAndRestore`` names, so
+#: that backups it wrote still resume). Each names its weights file and its SHA-256.
+BACKUP_METADATA = ("training_metadata.json", "training_metadata.json.bkp")
+_LEGACY_WEIGHTS = "latest.weights.h5"
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_backup(folder) -> dict | None:
+    """The newest complete checkpoint of a backup folder, or None.
+
+    A checkpoint is ``training_metadata.json`` (or the previous one,
+    ``training_metadata.json.bkp``) whose weights file exists and has the SHA-256 the
+    metadata records; a backup written by Keras' ``BackupAndRestore`` (no checksum)
+    counts as complete when its metadata reads.
+
+    Returns:
+        The metadata (``epoch``: finished epochs; ``callbacks``: callback states)
+        with ``weights_path`` (a ``Path``, None when the weights are missing from a
+        Keras-written backup), or None.
+    """
+    folder = Path(folder)
+    best = None
+    for name in BACKUP_METADATA:
+        try:
+            meta = _read_json(folder / name)
+            epoch = int(meta["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        weights = folder / meta.get("weights", _LEGACY_WEIGHTS)
+        if "sha256" in meta:
+            if not weights.is_file() or _sha256(weights) != meta["sha256"]:
+                continue
+        elif not weights.is_file():
+            weights = None
+        if best is None or epoch > best["epoch"]:
+            best = dict(meta, epoch=epoch, weights_path=weights)
+    return best
+
+
+def write_backup(folder, model, epoch: int, extra: dict | None = None, before_commit=None) -> Path:
+    """Saves a checkpoint of ``model`` (weights and optimizer state) after ``epoch`` epochs.
+
+    Kill-safe and double: the weights go to a new file ``epoch-<N>.weights.h5``
+    (temporary name, then rename), the current metadata becomes
+    ``training_metadata.json.bkp``, the new metadata (epoch, weights file name,
+    SHA-256, ``extra``) replaces ``training_metadata.json`` atomically, and only
+    then are weights files that neither metadata names deleted. At every instant
+    both metadata files name complete weights files.
+
+    Args:
+        folder: the backup folder (created).
+        model: the model (its ``save_weights`` includes the optimizer's variables).
+        epoch: the number of finished epochs.
+        extra: more JSON-able metadata (callback states).
+        before_commit: called after the weights are written, before anything is
+            renamed (a test hook).
+
+    Returns:
+        The weights file.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"epoch-{int(epoch)}.weights.h5"
+    tmp = folder / f".tmp-{os.getpid()}-{name}"
+    model.save_weights(str(tmp), overwrite=True)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    digest = _sha256(tmp)
+    if before_commit is not None:
+        before_commit()
+    os.replace(tmp, folder / name)
+    current, previous = (folder / n for n in BACKUP_METADATA)
+    if current.is_file():
+        io_utils.write_text(previous, current.read_text(encoding="utf-8"))
+    meta = dict(extra or {}, epoch=int(epoch), batch=0, weights=name, sha256=digest)
+    io_utils.write_json(current, meta)
+    keep = set()
+    for path in (current, previous):
+        try:
+            keep.add(_read_json(path).get("weights", _LEGACY_WEIGHTS))
+        except (OSError, ValueError):
+            pass
+    for p in folder.glob("*.weights.h5*"):
+        if p.name not in keep:
+            p.unlink(missing_ok=True)
+    return folder / name

@@ -211,6 +211,12 @@ def _add_train(sub):
     )
     p.add_argument("--save-best", action="store_true", help="also keep best.keras (val loss)")
     p.add_argument("--no-resume", action="store_true", help="start an interrupted run again")
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="TensorFlow op determinism: the same --seed and --epochs give bit-identical "
+        "weights, also after a resume (slower; docs/training.md#determinism)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(check=checks.train)

@@ -129,6 +129,7 @@ def _run_train(args):
         },
         tile_size=args.tile_size,
         tile_overlap=args.tile_overlap if args.tile_size else 0,
+        deterministic=args.deterministic,
     )
     h = run.history
     last = {k: h[k][-1] for k in ("loss", "val_loss") if h.get(k)}

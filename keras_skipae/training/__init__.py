@@ -9,7 +9,7 @@ The run folder's layout lives in :mod:`keras_skipae.runs`.
 """
 
 from keras_skipae.runs import RUN_FILES, load_run, read_history
-from keras_skipae.training.callbacks import TimeLimit
+from keras_skipae.training.callbacks import NonFiniteLossError, TimeLimit
 from keras_skipae.training.pairs import DEFAULT_STAIN_WEIGHT, get_corruption, split_validation
 from keras_skipae.training.runtime import (
     PRECISIONS,
@@ -23,6 +23,7 @@ from keras_skipae.training.train import TrainingRun, train
 
 __all__ = [
     "DEFAULT_STAIN_WEIGHT",
+    "NonFiniteLossError",
     "PRECISIONS",
     "RUN_FILES",
     "TimeLimit",

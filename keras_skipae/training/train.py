@@ -9,8 +9,15 @@ weighted 10x in the loss (``stain_weight``), holds out a validation split,
 and trains with:
 
 * ``ReduceLROnPlateau`` on the validation loss;
-* ``BackupAndRestore`` every epoch in ``run_dir/backup``: a killed run, started
-  again with the same arguments, resumes after its last finished epoch;
+* a kill-safe backup every epoch in ``run_dir/backup``
+  (:class:`~keras_skipae.training.callbacks.backup.RunBackup`): a killed run
+  (even by SIGKILL, even during a write), started again with the same
+  arguments, resumes after its last finished epoch, and with
+  ``deterministic=True`` ends with the same weights as an uninterrupted run;
+  ``model.keras`` is written before the backup is removed;
+* a stop at the first non-finite loss (:class:`NonFiniteLossError`, naming the
+  epoch and the step); non-finite weights are never saved, and the backup of
+  the last finite epoch stays for a resume;
 * ``history.csv`` (appended on resume), ``config.json`` (model, data,
   corruption, training arguments), ``model.keras`` (written atomically at the
   end; ``best.keras`` by validation loss with ``save_best=True``);
@@ -78,6 +85,7 @@ from keras_skipae.models import AnomalyHeadModel, get_model
 from keras_skipae.models.registry import MASKED
 from keras_skipae.ops.tiling import check_tiling
 from keras_skipae.runs import RunFolder
+from keras_skipae.training.callbacks.backup import RunBackup, StopOnNonFinite
 from keras_skipae.training.callbacks.preview import ReconstructionPreview
 from keras_skipae.training.callbacks.schedule import CosineSchedule
 from keras_skipae.training.callbacks.time_limit import (
@@ -307,6 +315,8 @@ def _callbacks(
     schedule: str | None,
     learning_rate: float,
     steps: int | None,
+    initial_step: int = 0,
+    epochs: int | None = None,
     tensorboard: bool,
     preview_images: int,
     save_best: bool,
@@ -316,7 +326,7 @@ def _callbacks(
 ) -> list:
     """The built-in callbacks, in the order they run."""
     monitor = "val_loss" if data.val_pairs is not None else "loss"
-    cbs: list = []
+    cbs: list = [StopOnNonFinite(epochs)]
     if schedule == "plateau" and reduce_lr:
         kwargs = {"monitor": monitor, "factor": 0.5, "patience": 3, "min_lr": 1e-6, "verbose": 0}
         if isinstance(reduce_lr, dict):
@@ -329,7 +339,7 @@ def _callbacks(
                 "`steps_per_epoch` (batched pairs have no known length)."
             )
         budget = {"seconds": time_limit, "clock": time_clock} if time_limit else {"steps": steps}
-        cbs.append(CosineSchedule(learning_rate, **budget))
+        cbs.append(CosineSchedule(learning_rate, **budget, initial_step=initial_step))
     cbs.append(_LogLearningRate())
     if run is not None:
         if tensorboard and chief:
@@ -346,7 +356,7 @@ def _callbacks(
         if chief:
             cbs.append(keras.callbacks.CSVLogger(str(run.history_path), append=resuming))
         backup = run.backup_dir if chief else run.backup_dir / f"worker-{worker}"
-        cbs.append(keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch"))
+        cbs.append(RunBackup(backup, callbacks=list(cbs)))  # after the stateful ones
     if time_limit is not None:
         cbs.append(TimeLimit(time_limit, clock=time_clock))
     return cbs
@@ -410,6 +420,7 @@ def train(
     data_config: dict | None = None,
     tile_size: int | None = None,
     tile_overlap: int = 0,
+    deterministic: bool = False,
 ) -> TrainingRun:
     """Trains a reconstruction model on (corrupted input, clean target) pairs.
 
@@ -489,6 +500,13 @@ def train(
         tile_overlap: the tiles' overlap when whole frames are scored later
             (evaluation, export, prediction); stored in ``config.json``, not used
             for training.
+        deterministic: enable TensorFlow's op determinism
+            (``tf.config.experimental.enable_op_determinism``) and seed Python,
+            NumPy and TensorFlow: with a fixed ``epochs`` (no ``time_limit``) the
+            same seed gives bit-identical weights, also after a resume. It is
+            process-wide and cannot be switched off again, and it slows training
+            (``docs/training.md#determinism``). Stored in ``config.json``
+            (``runtime.deterministic``).
 
     Returns:
         A :class:`TrainingRun`.
@@ -496,8 +514,12 @@ def train(
     Raises:
         FileExistsError: ``run_dir`` holds a different run, or a finished one,
             and ``overwrite`` is False.
+        NonFiniteLossError: the loss (or the weights) became NaN or infinite.
         ValueError: bad arguments (named in the message).
     """
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(int(seed))
     _check_arguments(train_data, val_data, epochs, learning_rate, batch_size, validation_split)
     schedule = _resolve_schedule(schedule, time_limit)
     loss_obj = losses_lib.get_loss(loss)
@@ -556,8 +578,13 @@ def train(
     config = _run_config(
         model, model_kwargs, net, data, data_config, training_args, jit, strat, strategy, policy
     )
+    config["runtime"]["deterministic"] = bool(deterministic)
     chief = _is_chief(strat)
     run, initial_epoch, resuming = _open_run(run_dir, config, chief, overwrite, resume)
+    if initial_epoch and not data.pairs_given:
+        # The training stream is one repeated, seeded sequence read across epochs: a
+        # resumed run continues it after the batches the finished epochs used.
+        data.train_pairs = data.train_pairs.skip(initial_epoch * data.steps_per_epoch)
     cbs = _callbacks(
         run,
         data,
@@ -566,7 +593,9 @@ def train(
         reduce_lr=reduce_lr,
         schedule=schedule,
         learning_rate=float(learning_rate),
-        steps=(int(epochs) - initial_epoch) * (data.steps_per_epoch or 0),
+        steps=int(epochs) * (data.steps_per_epoch or 0),
+        initial_step=initial_epoch * (data.steps_per_epoch or 0),
+        epochs=int(epochs),
         tensorboard=tensorboard,
         preview_images=preview_images,
         save_best=save_best,
@@ -594,6 +623,7 @@ def _fit(net, data, run, cbs, epochs, verbose, chief, config, initial_epoch) -> 
     seconds = time.monotonic() - start
     if run is not None and chief:
         _save_model_atomic(net, run.model_path())
+        run.discard_backup()  # only now: a kill before this line resumes from it
         full_history = run.history()
     else:
         full_history = dict(history.history, epoch=list(history.epoch))

@@ -1,5 +1,10 @@
 """Keras callbacks used by :func:`keras_skipae.train`, and the layer-discrepancy monitor."""
 
+from keras_skipae.training.callbacks.backup import (
+    NonFiniteLossError,
+    RunBackup,
+    StopOnNonFinite,
+)
 from keras_skipae.training.callbacks.discrepancy import DiscrepancyMonitor, channel_means_grid
 from keras_skipae.training.callbacks.preview import ReconstructionPreview, reconstruction_grid
 from keras_skipae.training.callbacks.schedule import CosineSchedule, cosine_rate
@@ -8,7 +13,10 @@ from keras_skipae.training.callbacks.time_limit import TimeLimit
 __all__ = [
     "CosineSchedule",
     "DiscrepancyMonitor",
+    "NonFiniteLossError",
     "ReconstructionPreview",
+    "RunBackup",
+    "StopOnNonFinite",
     "TimeLimit",
     "channel_means_grid",
     "cosine_rate",

@@ -48,6 +48,8 @@ class CosineSchedule(keras.callbacks.Callback):
         steps: a step budget, or None (exactly one of ``seconds`` and ``steps``).
         warmup: fraction of the budget spent warming up, in [0, 1).
         floor: the first and last rate, as a fraction of ``base_lr``, in [0, 1].
+        initial_step: steps of the ``steps`` budget already done (a resumed run
+            continues the schedule where the interrupted one stopped).
         clock: ``"wall"`` or ``"cpu"`` (for ``seconds``).
 
     Example:
@@ -64,6 +66,7 @@ class CosineSchedule(keras.callbacks.Callback):
         warmup: float = 0.05,
         floor: float = 0.01,
         clock: str = "wall",
+        initial_step: int = 0,
     ):
         super().__init__()
         if (seconds is None) == (steps is None):
@@ -89,7 +92,8 @@ class CosineSchedule(keras.callbacks.Callback):
         self.floor = float(floor)
         self.clock = clock
         self._start = 0.0
-        self._step = 0
+        self.initial_step = int(initial_step)
+        self._step = self.initial_step
 
     def _now(self) -> float:
         return time.process_time() if self.clock == "cpu" else time.monotonic()
@@ -102,7 +106,7 @@ class CosineSchedule(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._start = self._now()
-        self._step = 0
+        self._step = self.initial_step
 
     def on_train_batch_begin(self, batch, logs=None):
         rate = cosine_rate(self.fraction(), self.base_lr, warmup=self.warmup, floor=self.floor)

@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 
 from keras_skipae import io_utils
+from keras_skipae.training.callbacks.backup import NonFiniteLossError, fault_point, weights_finite
 
 
 class TimeLimit(keras.callbacks.Callback):
@@ -57,6 +58,8 @@ class _LogLearningRate(keras.callbacks.Callback):
 class _AtomicBestModel(keras.callbacks.Callback):
     """Saves ``path`` (``.keras``, atomically) whenever ``monitor`` improves."""
 
+    backup_attrs = ("best",)  # restored on resume (RunBackup)
+
     def __init__(self, path, monitor="val_loss"):
         super().__init__()
         self.path = Path(path)
@@ -71,6 +74,13 @@ class _AtomicBestModel(keras.callbacks.Callback):
 
 
 def _save_model_atomic(model, path):
+    """Writes ``model`` to ``path`` (temporary name, then rename); never non-finite weights."""
+    if not weights_finite(model):
+        raise NonFiniteLossError(
+            f"The model's weights are not finite; {str(path)!r} was not written (the previous "
+            "file, if any, is kept)."
+        )
     with io_utils.atomic_path(path, overwrite=True) as tmp:
         os.unlink(tmp)  # Keras refuses some existing targets; let it create the file
         model.save(tmp)
+        fault_point("model-write", file=Path(path).name)
