@@ -228,7 +228,15 @@ def test_evaluate_export_and_detector_name_a_corrupted_run_model(
 def saved_model(tmp_path_factory):
     model = ks.get_model("ae", input_shape=(16, 16, 1), depth=2, filters=2)
     path = tmp_path_factory.mktemp("export") / "e"
-    return ks.export_saved_model(model, path, threshold=0.5, verify=False, jit_compile=False)
+    # jit_compile=True: the finiteness check must survive XLA (it sits outside the jit function).
+    return ks.export_saved_model(model, path, threshold=0.5, verify=False, jit_compile=True)
+
+
+@pytest.fixture(scope="module")
+def served(saved_model):
+    import tensorflow as tf
+
+    return tf.saved_model.load(str(saved_model))
 
 
 @pytest.mark.parametrize(
@@ -252,3 +260,42 @@ def test_detector_names_a_corrupted_saved_model(saved_model, tmp_path):
     with pytest.raises(ValueError, match="Could not load the SavedModel") as info:
         ks.Detector.load(broken)
     assert str(broken) in str(info.value)
+
+
+# --- non-finite input arrays ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_saved_model_refuses_non_finite_images(served, bad):
+    import tensorflow as tf
+
+    loaded = served
+    x = np.random.default_rng(0).random((2, 16, 16, 1), dtype=np.float32)
+    finite = loaded.signatures["serving_default"](images=tf.constant(x))
+    assert np.isfinite(finite["score"].numpy()).all()
+    x[1, 3, 4, 0] = bad
+    for name in ("serving_default", "reconstruct"):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite"):
+            loaded.signatures[name](images=tf.constant(x))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite"):
+        loaded.score(x)
+
+
+def test_evaluate_refuses_non_finite_images_naming_them(images):
+    import tensorflow as tf
+
+    model = ks.get_model("ae", input_shape=(16, 16, 1), depth=2, filters=2)
+    x = images(4, (16, 16, 1))
+    x[2, 0, 0, 0] = np.nan
+    data = tf.data.Dataset.from_tensor_slices(
+        {
+            "image": x,
+            "label": np.array([0, 0, 1, 1], np.int32),
+            "path": np.array([f"img{i}.png" for i in range(4)]),
+        }
+    )
+    with pytest.raises(ValueError, match=r"finite pixel values.*1 image\(s\): img2\.png"):
+        ks.evaluate(model, data, progress=False)
+    x[2, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"batch image 2"):
+        ks.evaluate(model, [{"image": im, "label": 0} for im in x], progress=False)

@@ -265,6 +265,7 @@ def _score_dataset(scorer, data, batch_size, *, keep, progress, desc):
                 f"Expected images of shape [H, W, C] per element. Received a batch of shape "
                 f"{images.shape}"
             )
+        _check_finite(images, batch)
         result = scorer(_scoring.to_float_images(images))  # uint8 / uint16 -> [0, 1]
         scores = result["score"].numpy()
         n = scores.shape[0]
@@ -311,6 +312,20 @@ def _score_dataset(scorer, data, batch_size, *, keep, progress, desc):
         arrays["images"] = np.concatenate(out["images"])
         arrays["recons"] = np.concatenate(out["recons"])
     return arrays
+
+
+def _check_finite(images, batch) -> None:
+    """Refuses NaN / infinite pixels (their scores would be NaN), naming the images."""
+    if not np.issubdtype(images.dtype, np.floating):
+        return
+    bad = ~np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+    if bad.any():
+        where = [_to_str(p) for p in np.asarray(batch["path"])[bad]] if "path" in batch else []
+        where = where if any(where) else [f"batch image {i}" for i in np.flatnonzero(bad)]
+        raise ValueError(
+            f"Expected finite pixel values. Received: NaN or infinite values in {len(where)} "
+            f"image(s): {', '.join(where[:5])}"
+        )
 
 
 class _LazyScorer:

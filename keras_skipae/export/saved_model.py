@@ -51,7 +51,9 @@ multiple of ``2**depth`` for a model built with ``input_shape=(None, None,
 C)``; ``C`` is the model's channel count (1 grayscale, 3 RGB). A wrong rank
 or channel count fails with ``Shape of tensor images [...] is not compatible
 with expected shape [...]``; a size the model cannot take fails with ``Input
-height and width must be multiples of ...`` (``InvalidArgumentError``).
+height and width must be multiples of ...`` (``InvalidArgumentError``). Float
+images with NaN or infinite values fail with ``InvalidArgumentError``
+(:data:`NON_FINITE_MESSAGE`) instead of returning NaN scores.
 
 The export carries its settings in readable form, ``assets/keras_skipae.json``
 (:data:`SETTINGS_FILE`; :func:`read_settings` reads it without TensorFlow):
@@ -274,6 +276,28 @@ def _settings_document(
     }
 
 
+#: The message of the ``InvalidArgumentError`` a served call with NaN / Inf pixels raises.
+NON_FINITE_MESSAGE = "keras_skipae: the images hold NaN or infinite values; expected [0, 1]"
+
+
+def _check_finite_images(images):
+    """``images`` unchanged, or an ``InvalidArgumentError`` at run time if a float image
+    holds NaN / Inf. Outside XLA only: a jit-compiled graph drops ``CheckNumerics``."""
+    if images.dtype.is_floating:
+        images = tf.debugging.check_numerics(images, NON_FINITE_MESSAGE)
+    return images
+
+
+def _checked(fn, expected):
+    """A ``tf.function`` that checks the images' shape against ``expected`` and their
+    values (:func:`_check_finite_images`), then calls ``fn`` (which may be jit-compiled)."""
+
+    def checked(images):
+        return fn(_check_finite_images(tf.ensure_shape(images, expected)))
+
+    return tf.function(checked, autograph=False)
+
+
 def _build_module(model, *, settings, threshold, image_size, channels, asset_path, jit=False):
     """A ``tf.Module`` with ``score`` / ``reconstruct`` tf.functions and their signatures."""
 
@@ -296,8 +320,8 @@ def _build_module(model, *, settings, threshold, image_size, channels, asset_pat
         return {"reconstruction": tf.cast(model(x, training=False), tf.float32)}
 
     module = tf.Module(name="keras_skipae_export")
-    module.score = tf.function(score_fn, jit_compile=jit)
-    module.reconstruct = tf.function(reconstruct_fn, jit_compile=jit)
+    module.score = _checked(tf.function(score_fn, jit_compile=jit), expected)
+    module.reconstruct = _checked(tf.function(reconstruct_fn, jit_compile=jit), expected)
     concrete = {}
     for name, (dtype, _) in SIGNATURES.items():
         fn = module.reconstruct if name.startswith("reconstruct") else module.score
@@ -358,7 +382,7 @@ def _add_tiled_signature(module, concrete, model, settings, threshold, channels,
     """``module.score_tiled`` (any frame size >= the tile) and its ``serving_tiled`` signature."""
 
     def score_tiled_fn(images):
-        images = tf.ensure_shape(images, [None, None, None, channels])
+        images = _check_finite_images(tf.ensure_shape(images, [None, None, None, channels]))
         out = compute_tiled(
             model,
             images,
