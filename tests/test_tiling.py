@@ -256,38 +256,6 @@ def test_tiled_scoring_bad_input(tiny_model, images):
 # ----------------------------------------------------------------------------- SavedModel
 
 
-def test_saved_model_serving_tiled_agrees_with_in_process(tiny_model, images, tmp_path):
-    from keras_skipae import scoring
-    from keras_skipae.export import saved_model
-
-    model = tiny_model("aesc", input_shape=(16, 16, 1))
-    # verify=False: this test is the check (export_saved_model's own verify does the same).
-    path = saved_model.export_saved_model(
-        model,
-        tmp_path / "export",
-        tile_size=16,
-        tile_overlap=4,
-        tile_batch_size=3,
-        threshold=0.05,
-        verify=False,
-    )
-    settings = saved_model.read_settings(path)
-    assert settings["tiling"]["tile_size"] == 16 and settings["tiling"]["tile_overlap"] == 4
-    assert "serving_tiled" in settings["signatures"]
-    loaded = tf.saved_model.load(str(path))
-    frames = images(2, (40, 27, 1), seed=5)
-    served = loaded.signatures["serving_tiled"](images=tf.constant(frames))
-    want = scoring.compute_tiled(model, frames, 16, 4, batch_size=3)
-    for key in want:
-        assert served[key].shape == want[key].shape
-        np.testing.assert_allclose(served[key], want[key], atol=1e-5)
-    np.testing.assert_array_equal(served["is_anomalous"], want["score"].numpy() >= 0.05)
-    # The untiled signatures are unchanged, and a frame smaller than a tile is refused.
-    assert set(loaded.signatures) == {*saved_model.SIGNATURES, "serving_tiled"}
-    with pytest.raises(tf.errors.InvalidArgumentError, match="at least tile_size"):
-        loaded.score_tiled(tf.constant(images(1, (12, 40, 1))))
-
-
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -382,30 +350,6 @@ def test_training_pairs_draw_new_crops_every_pass_and_fixed_validation_crops(cor
     np.testing.assert_array_equal(val[0][0], val[1][0])  # the same validation crops
 
 
-@pytest.mark.slow
-def test_train_on_tiles_records_the_tiling():
-    import keras_skipae as ks
-
-    _, ds = _frames_dataset([(40, 48)] * 5 + [(33, 56)] * 3, seed=1)
-    run = ks.train(
-        "aesc",
-        ds,
-        model_kwargs={"input_shape": (16, 16, 1), "depth": 3, "filters": 4},
-        epochs=1,
-        steps_per_epoch=2,
-        batch_size=2,
-        validation_split=0.25,
-        tile_size=16,
-        tile_overlap=4,
-        tensorboard=False,
-        verbose=0,
-    )
-    assert run.model.input_shape == (None, 16, 16, 1)
-    assert run.config["training"]["tile_size"] == 16
-    assert run.config["training"]["tile_overlap"] == 4
-    assert np.isfinite(run.history["val_loss"][-1])
-
-
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -443,12 +387,14 @@ def test_train_on_tiles_refuses_batched_pairs():
 
 
 @pytest.mark.slow
-def test_a_tiled_run_is_evaluated_and_exported_tile_by_tile(tiny_model, synthetic_root, tmp_path):
+def test_a_tiled_run_is_evaluated_and_exported_tile_by_tile(
+    tiny_model, images, synthetic_root, tmp_path
+):
     """A run folder whose config says tile_size=16: evaluate_run scores the 32-px test
     images tile by tile, its threshold is tied to that tiling, and the export has it."""
     from keras_skipae import data, io_utils, scoring
     from keras_skipae.apps import workflows
-    from keras_skipae.export.saved_model import read_settings
+    from keras_skipae.export.saved_model import SIGNATURES, read_settings
     from keras_skipae.runs import RunFolder
 
     run = RunFolder(tmp_path / "run")
@@ -479,6 +425,22 @@ def test_a_tiled_run_is_evaluated_and_exported_tile_by_tile(tiny_model, syntheti
     settings = read_settings(out["path"])
     assert settings["tiling"]["tile_size"] == 16 and settings["threshold"] == result.threshold
     assert settings["input"]["image_size"] == [16, 16]
+    assert "serving_tiled" in settings["signatures"]
+
+    # serving_tiled equals the in-process compute_tiled (any frame size >= the tile).
+    loaded = tf.saved_model.load(str(out["path"]))
+    assert set(loaded.signatures) == {*SIGNATURES, "serving_tiled"}
+    odd = images(2, (40, 27, 1), seed=5)
+    served = loaded.signatures["serving_tiled"](images=tf.constant(odd))
+    expected = scoring.compute_tiled(model, odd, 16, 4)
+    for key in expected:
+        assert served[key].shape == expected[key].shape
+        np.testing.assert_allclose(served[key], expected[key], atol=1e-5)
+    np.testing.assert_array_equal(
+        served["is_anomalous"], expected["score"].numpy() >= np.float32(result.threshold)
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least tile_size"):
+        loaded.score_tiled(tf.constant(images(1, (12, 40, 1))))
 
     # The Detector reads the tiling and the tiled threshold from the run and the export,
     # and both give evaluate's scores on the full-resolution test images.
