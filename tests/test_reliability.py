@@ -13,6 +13,7 @@ import pytest
 import keras_skipae as ks
 import keras_skipae_cli
 from keras_skipae import io_utils
+from keras_skipae.data.datasets import resize_image
 
 FAULT = "KERAS_SKIPAE_FAULT"
 
@@ -299,3 +300,79 @@ def test_evaluate_refuses_non_finite_images_naming_them(images):
     x[2, 0, 0, 0] = np.inf
     with pytest.raises(ValueError, match=r"batch image 2"):
         ks.evaluate(model, [{"image": im, "label": 0} for im in x], progress=False)
+
+
+# --- odd images ------------------------------------------------------------------------------
+
+
+def _write_png(path, array):
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array)
+    return path
+
+
+def test_16_bit_png_is_scaled_by_65535(tmp_path):
+    values = np.array([[0, 128, 32768, 65535]], np.uint16).repeat(4, axis=0)
+    path = _write_png(tmp_path / "deep.png", values)
+    assert ks.data.image_info(path)["bit_depth"] == 16
+    got = ks.data.load_image(path).numpy()[..., 0]
+    np.testing.assert_allclose(got, values / 65535.0, atol=1e-7)
+    assert got[0, 3] == 1.0 and got[0, 1] > 0  # 128 would be 0 in 8 bits
+    # The same through a dataset, resized: bilinear of the [0, 1] values.
+    ds = ks.data.folder_dataset(tmp_path, image_size=(2, 2))
+    image = next(iter(ds))["image"].numpy()
+    ref = resize_image(values[..., None] / 65535.0, (2, 2)).numpy()
+    np.testing.assert_allclose(image, ref, atol=1e-6)
+
+
+def test_rgba_png_drops_alpha(tmp_path):
+    rng = np.random.default_rng(0)
+    bgra = rng.integers(0, 256, (8, 8, 4), dtype=np.uint8)
+    bgra[..., 3] = rng.integers(0, 256, (8, 8))  # alpha varies: it must not matter
+    path = _write_png(tmp_path / "rgba.png", bgra)
+    assert ks.data.image_info(path)["channels"] == 4
+    rgb = ks.data.load_image(path, color_mode="rgb").numpy()
+    np.testing.assert_allclose(rgb, bgra[..., 2::-1] / 255.0, atol=1e-7)  # cv2 writes BGRA
+    gray = ks.data.load_image(path, color_mode="grayscale").numpy()[..., 0]
+    luma = bgra[..., 2] * 0.2989 + bgra[..., 1] * 0.587 + bgra[..., 0] * 0.114
+    np.testing.assert_allclose(gray, luma / 255.0, atol=1e-3)
+
+
+def test_image_smaller_than_the_model_input_is_upscaled_with_a_warning(tmp_path):
+    small = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    _write_png(tmp_path / "small.png", small)
+    _write_png(tmp_path / "big.png", np.zeros((32, 32), np.uint8))
+    with pytest.warns(UserWarning, match=r"1 image\(s\) smaller than image_size=16x16.*small\.png"):
+        ds = ks.data.folder_dataset(tmp_path, image_size=16)
+    images = {e["path"].numpy().decode(): e["image"].numpy() for e in ds}
+    up = images[str(tmp_path / "small.png")]
+    assert up.shape == (16, 16, 1)
+    ref = resize_image(small[..., None] / 255.0, 16).numpy()
+    np.testing.assert_allclose(up, ref, atol=1e-6)
+    with pytest.warns(UserWarning, match="upscaled"):
+        ks.data.load_image(tmp_path / "small.png", image_size=16)
+
+
+def test_grayscale_rgb_mismatch(tmp_path, images):
+    # Files are converted to the color mode asked for (the model's) ...
+    rng = np.random.default_rng(1)
+    bgr = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    path = _write_png(tmp_path / "rgb.png", bgr)
+    gray = ks.data.load_image(path, color_mode="grayscale").numpy()
+    assert gray.shape == (8, 8, 1)
+    luma = bgr[..., 2] * 0.2989 + bgr[..., 1] * 0.587 + bgr[..., 0] * 0.114
+    np.testing.assert_allclose(gray[..., 0], luma / 255.0, atol=1e-3)
+    g = _write_png(tmp_path / "g.png", bgr[..., 0])
+    np.testing.assert_array_equal(
+        ks.data.load_image(g, color_mode="rgb").numpy(),
+        np.repeat(bgr[..., :1] / np.float32(255.0), 3, axis=-1),
+    )
+    # ... arrays of the wrong channel count are refused, naming the expected color mode.
+    model = ks.get_model("ae", input_shape=(16, 16, 1), depth=2, filters=2)
+    rgb = images(2, (16, 16, 3))
+    with pytest.raises(ValueError, match=r"1 channel\(s\).*color_mode='grayscale'"):
+        ks.evaluate(model, [{"image": im, "label": 0} for im in rgb], progress=False)
+    with pytest.raises(ValueError, match=r"takes 1 channel\(s\)"):
+        ks.Detector(model, threshold=0.5).predict(rgb)

@@ -237,9 +237,16 @@ def _valid(paths: list[Path], on_error: str) -> list[tuple[Path, dict]]:
 # --------------------------------------------------------------------------- decoding
 
 
-def _decode(contents, channels: int, dtype=tf.float32):
-    """Decodes PNG/JPEG/BMP bytes to float32 [H, W, channels] in [0, 1]."""
-    img = tf.io.decode_image(contents, channels=0, dtype=dtype, expand_animations=False)
+def _is_png16(contents):
+    """True for the bytes of a 16-bit PNG (signature, then IHDR's bit depth at byte 24)."""
+    return tf.logical_and(
+        tf.equal(tf.strings.substr(contents, 0, 8), b"\x89PNG\r\n\x1a\n"),
+        tf.equal(tf.strings.substr(contents, 24, 1), b"\x10"),
+    )
+
+
+def _to_channels(img, channels: int):
+    """``[H, W, c]`` with c in 1-4 -> ``channels`` (1 or 3); alpha dropped, RGB -> luma."""
     c = tf.shape(img)[-1]
     if channels == 1:
         img = tf.cond(c >= 3, lambda: tf.image.rgb_to_grayscale(img[..., :3]), lambda: img[..., :1])
@@ -249,8 +256,78 @@ def _decode(contents, channels: int, dtype=tf.float32):
     return img
 
 
+def _decode(contents, channels: int, size=None):
+    """Decodes PNG/JPEG/BMP bytes to float32 ``[H, W, channels]`` in [0, 1], resized to
+    ``size`` (bilinear, antialiased, clipped) when given.
+
+    The file is decoded in its own bit depth (uint8, or uint16 for 16-bit PNGs) and
+    resized before it becomes float32, so a large image is held once at full size, in
+    1 or 2 bytes per value, not also as a 4-byte float copy. 16-bit values are divided
+    by 65535, 8-bit ones by 255; an alpha channel is dropped.
+    """
+
+    def branch(dtype, scale):
+        img = tf.io.decode_image(contents, channels=0, dtype=dtype, expand_animations=False)
+        if size is not None:
+            img = tf.image.resize(img, size, method="bilinear", antialias=True)
+        return _to_channels(tf.cast(img, tf.float32) / scale, channels)
+
+    img = tf.cond(
+        _is_png16(contents),
+        lambda: branch(tf.uint16, 65535.0),
+        lambda: branch(tf.uint8, 255.0),
+    )
+    if size is not None:
+        img = tf.clip_by_value(img, 0.0, 1.0)
+    img.set_shape([None, None, channels])
+    return img
+
+
+def _decode_mask(contents, hw):
+    """A ground-truth mask as float32 ``[h, w, 1]`` in {0, 1}: any non-zero colour channel
+    (alpha ignored) is defective; resized to ``hw`` with nearest neighbour."""
+
+    def branch(dtype):
+        m = tf.io.decode_image(contents, channels=0, dtype=dtype, expand_animations=False)
+        c = tf.shape(m)[-1]
+        m = tf.cond(c >= 3, lambda: m[..., :3], lambda: m[..., :1])
+        m = tf.image.resize(m, hw, method="nearest")
+        return tf.reduce_max(tf.cast(m > 0, tf.float32), axis=-1, keepdims=True)
+
+    m = tf.cond(_is_png16(contents), lambda: branch(tf.uint16), lambda: branch(tf.uint8))
+    m.set_shape([None, None, 1])
+    return m
+
+
+def _warn_upscaled(paths, size) -> None:
+    """One warning when files are smaller than ``size`` (they are upscaled: no detail is
+    recovered, and the model sees blur it never saw in sharp images)."""
+    if size is None:
+        return
+    small = []
+    for p in paths:
+        try:
+            info = image_info(p)
+        except DatasetError:
+            continue
+        if info["height"] < size[0] or info["width"] < size[1]:
+            small.append(f"{str(p)!r} ({info['height']}x{info['width']})")
+    if small:
+        warnings.warn(
+            f"{len(small)} image(s) smaller than image_size={size[0]}x{size[1]} are upscaled "
+            f"(bilinear), e.g. {small[0]}.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def load_image(path, *, image_size=None, color_mode="grayscale"):
     """Loads one image as float32 ``[H, W, C]`` in [0, 1] (checked first, like the datasets).
+
+    8-bit files are divided by 255, 16-bit PNGs by 65535; an alpha channel is dropped
+    (not composited); RGB files read as ``"grayscale"`` become luma
+    (``tf.image.rgb_to_grayscale``), grayscale files read as ``"rgb"`` repeat their
+    channel. A file smaller than ``image_size`` is upscaled with a warning.
 
     Args:
         path: PNG, JPEG or BMP file.
@@ -263,10 +340,8 @@ def load_image(path, *, image_size=None, color_mode="grayscale"):
     channels = _check_color_mode(color_mode)
     size = _check_image_size(image_size)
     image_info(path)
-    img = _decode(tf.io.read_file(str(path)), channels)
-    if size is not None:
-        img = _resize_image(img, size)
-    return img
+    _warn_upscaled([path], size)
+    return _decode(tf.io.read_file(str(path)), channels, size)
 
 
 def _resize_image(img, size):
@@ -303,15 +378,11 @@ def _make_dataset(records, *, size, channels):
     )
 
     def load(item):
-        img = _decode(tf.io.read_file(item["path"]), channels)
-        if size is not None:
-            img = _resize_image(img, size)
+        img = _decode(tf.io.read_file(item["path"]), channels, size)
         hw = tf.shape(img)[:2]
 
         def read_mask():
-            m = _decode(tf.io.read_file(item["mask_path"]), 1)
-            m = tf.image.resize(m, hw, method="nearest")
-            return tf.cast(m > 0.0, tf.float32)
+            return _decode_mask(tf.io.read_file(item["mask_path"]), hw)
 
         mask = tf.cond(
             tf.strings.length(item["mask_path"]) > 0,
@@ -474,6 +545,7 @@ def mvtec_dataset(
     channels = _check_color_mode(color_mode)
     size = _check_image_size(image_size)
     records = mvtec_records(root, category, split, on_error=on_error)
+    _warn_upscaled([r[0] for r in records], size)
     return _make_dataset(records, size=size, channels=channels)
 
 
@@ -552,4 +624,5 @@ def folder_dataset(
             )
         files = [files[i] for i in sorted(chosen)]
     records = [(p, None, 0, "good") for p in files]
+    _warn_upscaled(files, size)
     return _make_dataset(records, size=size, channels=channels)

@@ -242,7 +242,7 @@ def _labels_of(batch, n):
     return None
 
 
-def _score_dataset(scorer, data, batch_size, *, keep, progress, desc):
+def _score_dataset(scorer, data, batch_size, *, keep, progress, desc, channels=None):
     """Runs the scorer over ``data``; returns per-image arrays (and the cases data)."""
     out = {
         "scores": [],
@@ -265,7 +265,7 @@ def _score_dataset(scorer, data, batch_size, *, keep, progress, desc):
                 f"Expected images of shape [H, W, C] per element. Received a batch of shape "
                 f"{images.shape}"
             )
-        _check_finite(images, batch)
+        _check_images(images, batch, channels)
         result = scorer(_scoring.to_float_images(images))  # uint8 / uint16 -> [0, 1]
         scores = result["score"].numpy()
         n = scores.shape[0]
@@ -314,8 +314,26 @@ def _score_dataset(scorer, data, batch_size, *, keep, progress, desc):
     return arrays
 
 
-def _check_finite(images, batch) -> None:
-    """Refuses NaN / infinite pixels (their scores would be NaN), naming the images."""
+def _model_channels(model) -> int | None:
+    """The channel count of the model's image input (None when it is not known)."""
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(shape, tuple) and len(shape) == 4 and isinstance(shape[-1], int):
+        return shape[-1]
+    return None
+
+
+def _check_images(images, batch, channels) -> None:
+    """Refuses a channel count the model does not take, and NaN / infinite pixels (their
+    scores would be NaN), naming the images."""
+    if channels is not None and images.shape[-1] != channels:
+        mode = {1: "grayscale", 3: "rgb"}.get(channels, f"{channels} channels")
+        raise ValueError(
+            f"The model takes {channels} channel(s); load the images with "
+            f"color_mode={mode!r}. Received: images of shape {images.shape[1:]}"
+        )
     if not np.issubdtype(images.dtype, np.floating):
         return
     bad = ~np.isfinite(images.reshape(len(images), -1)).all(axis=1)
@@ -378,7 +396,9 @@ def _output_paths(out_dir, overwrite):
     return paths
 
 
-def _production_threshold(scorer, val_data, threshold, percentile, batch_size, progress):
+def _production_threshold(
+    scorer, val_data, threshold, percentile, batch_size, progress, channels=None
+):
     """``(threshold, source, n_good_val)``: explicit, else from good validation images."""
     if threshold is not None:
         if val_data is not None:
@@ -389,7 +409,13 @@ def _production_threshold(scorer, val_data, threshold, percentile, batch_size, p
     if val_data is None:
         return None, None, None
     val = _score_dataset(
-        scorer, val_data, batch_size, keep=False, progress=progress, desc="Scoring validation"
+        scorer,
+        val_data,
+        batch_size,
+        keep=False,
+        progress=progress,
+        desc="Scoring validation",
+        channels=channels,
     )
     good = val["scores"][val["labels"] == 0]
     if good.size == 0:
@@ -479,11 +505,18 @@ def evaluate(
             tile_overlap=tile_overlap,
             batch_size=tile_batch_size,
         )
+    channels = _model_channels(model)
     threshold, threshold_source, n_val = _production_threshold(
-        scorer, val_data, threshold, threshold_percentile, batch_size, progress
+        scorer, val_data, threshold, threshold_percentile, batch_size, progress, channels
     )
     test = _score_dataset(
-        scorer, test_data, batch_size, keep=True, progress=progress, desc="Scoring test"
+        scorer,
+        test_data,
+        batch_size,
+        keep=True,
+        progress=progress,
+        desc="Scoring test",
+        channels=channels,
     )
     if not test["has_labels"]:
         raise ValueError("Expected test elements with a 'label' or 'defect_type' key.")
