@@ -215,7 +215,7 @@ def _add_train(sub):
         "--deterministic",
         action="store_true",
         help="TensorFlow op determinism: the same --seed and --epochs give bit-identical "
-        "weights, also after a resume (slower; docs/training.md#determinism)",
+        "weights, also after a resume (slower; docs/training.md#faults-resume-and-determinism)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
