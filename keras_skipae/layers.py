@@ -128,14 +128,18 @@ class SkipDropout(keras.layers.Layer):
     Args:
         rate: drop probability, ``0 <= rate < 1``.
         seed: optional integer seed of the layer's random generator.
+        rescale: multiply kept tensors by ``1 / (1 - rate)`` in training (inverted
+            dropout). Off, as the builders use it; on only for the comparison in
+            ``docs/decisions.md#skip-dropout``.
     """
 
-    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+    def __init__(self, rate: float, seed: int | None = None, rescale: bool = False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
             raise ValueError(f"`rate` must be a number in [0, 1). Received: rate={rate!r}")
         self.rate = float(rate)
         self.seed = seed
+        self.rescale = bool(rescale)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
         self.built = True
@@ -147,6 +151,8 @@ class SkipDropout(keras.layers.Layer):
         keep_shape = (batch,) + (1,) * (len(inputs.shape) - 1)
         u = keras.random.uniform(keep_shape, seed=self.seed_generator)
         keep = keras.ops.cast(keras.ops.greater_equal(u, self.rate), inputs.dtype)
+        if self.rescale:
+            keep = keep / (1.0 - self.rate)
         return inputs * keep
 
     def compute_output_shape(self, input_shape):
@@ -154,5 +160,5 @@ class SkipDropout(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"rate": self.rate, "seed": self.seed})
+        config.update({"rate": self.rate, "seed": self.seed, "rescale": self.rescale})
         return config

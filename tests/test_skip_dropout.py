@@ -32,6 +32,15 @@ def test_layer_drops_whole_samples_at_rate_p_without_rescaling():
     assert not np.array_equal(again, dropped)
 
 
+def test_layer_rescales_kept_tensors_only_when_asked():
+    x = np.ones((400, 2, 2, 1), "float32")
+    y = np.asarray(SkipDropout(0.5, seed=1, rescale=True)(x, training=True))
+    assert set(np.unique(y)) == {0.0, 2.0}
+    layer = SkipDropout.from_config(SkipDropout(0.5, rescale=True).get_config())
+    assert layer.rescale and not SkipDropout(0.5).rescale
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+
+
 def test_layer_is_the_identity_at_inference():
     x = make_images(5, (4, 4, 2))
     layer = SkipDropout(0.9)
