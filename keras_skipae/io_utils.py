@@ -87,13 +87,13 @@ def atomic_path(
             tmp = Path(name)
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
     except OSError as exc:
-        raise _write_error(exc, path, what) from exc
+        raise _write_error(exc, path, what, parent / prefix) from exc
     try:
         try:
             yield tmp
             _inject_fault(tmp, path)
         except OSError as exc:
-            raise _write_error(exc, path, what) from exc
+            raise _write_error(exc, path, what, tmp) from exc
         if path.exists():
             # Only reached with overwrite=True (checked above): move the old one
             # aside first so the replacement is a rename, then delete it.
@@ -114,11 +114,15 @@ def atomic_path(
                 tmp.unlink(missing_ok=True)
 
 
-def _write_error(exc: OSError, path: Path, what: str) -> OSError:
-    """``exc`` again, as the same ``OSError`` subclass, with a message naming ``path``."""
+def _write_error(exc: OSError, path: Path, what: str, tmp: Path | None = None) -> OSError:
+    """``exc`` again, as the same ``OSError`` subclass, with a message naming ``path`` (and
+    the file the error was about, when it is not the temporary one)."""
     if getattr(exc, "_keras_skipae_path", None):  # a nested atomic write already named its file
         return exc
     reason = exc.strerror or str(exc) or type(exc).__name__
+    other = os.fsdecode(exc.filename) if exc.strerror and exc.filename is not None else None
+    if other and not (tmp is not None and other.startswith(str(tmp))) and other != str(path):
+        reason = f"{reason}: {other!r}"
     error = OSError(exc.errno, f"Could not write the {what} {str(path)!r}: {reason}")
     if exc.errno is None:
         error = type(exc)(f"Could not write the {what} {str(path)!r}: {reason}")
