@@ -357,3 +357,35 @@ def test_soak_300_steps_memory_and_file_handles_stay_flat(synthetic_root, tmp_pa
     assert len(list((run / "previews").glob("*.png"))) == 6
     assert (run / "discrepancy" / "discrepancy.csv").is_file()
     assert list((run / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_resume_continues_the_dropout_generator(tmp_path):
+    """save_weights leaves seed-generator states out; the backup keeps them."""
+
+    def dropout_model():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((16, 16, 1))
+        x = keras.layers.Dropout(0.5, seed=3, name="drop")(inputs)
+        outputs = keras.layers.Conv2D(1, 3, padding="same", name="out")(x)
+        return keras.Model(inputs, outputs, name="dropnet")
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("simulated kill")
+
+    x = np.random.default_rng(0).random((2, 16, 16, 1)).astype("float32")
+    same_batch = tf.data.Dataset.from_tensors((x, x)).repeat()  # position-independent
+    kwargs = dict(
+        corruption=None, epochs=4, steps_per_epoch=2, verbose=0, tensorboard=False,
+        schedule=None, validation_split=0.0,
+    )  # fmt: skip
+    ref = training.train(dropout_model(), same_batch, run_dir=tmp_path / "a", **kwargs)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        training.train(
+            dropout_model(), same_batch, run_dir=tmp_path / "b", callbacks=[Crash()], **kwargs
+        )
+    run = training.train(dropout_model(), same_batch, run_dir=tmp_path / "b", **kwargs)
+    assert run.initial_epoch == 2
+    for a, b in zip(ref.model.get_weights(), run.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -7,7 +7,8 @@
 * it keeps what Keras' callback loses, so that a resumed run reproduces an
   uninterrupted one bit for bit (with ``deterministic=True``): the state of the
   stateful built-in callbacks (``ReduceLROnPlateau``'s best value, wait and
-  cool-down counters, the best ``val_loss`` of ``best.keras``). The weights file
+  cool-down counters, the best ``val_loss`` of ``best.keras``) and of the model's
+  random generators (dropout), which ``save_weights`` leaves out. The weights file
   holds the model's variables (BatchNorm statistics included) and the
   optimizer's (iteration count, learning rate, Adam moments); :func:`train`
   restarts the training stream after the batches already used and the cosine
@@ -123,6 +124,12 @@ def _stateful(callback) -> tuple[str, ...]:
     return tuple(getattr(callback, "backup_attrs", ()))
 
 
+def _seed_states(model) -> list:
+    """The states of the model's random generators (Dropout, SkipDropout, ...), in order:
+    ``save_weights`` leaves them out, and a resumed run must continue their streams."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
 class RunBackup(keras.callbacks.Callback):
     """Backs up the training state after every epoch and restores it when ``fit`` starts.
 
@@ -157,6 +164,9 @@ class RunBackup(keras.callbacks.Callback):
             if self.model.optimizer is not None and not self.model.optimizer.built:
                 self.model.optimizer.build(self.model.trainable_variables)
             self.model.load_weights(str(state["weights_path"]))
+        seeds = _seed_states(self.model)
+        for var, value in zip(seeds, state.get("seed_generators") or [], strict=False):
+            var.assign(np.asarray(value, dtype=var.dtype))
         saved = state.get("callbacks") or {}
         for i, cb in enumerate(self.callbacks):
             for attr, value in (saved.get(f"{i}:{type(cb).__name__}") or {}).items():
@@ -180,6 +190,9 @@ class RunBackup(keras.callbacks.Callback):
             self.backup_dir,
             self.model,
             epoch + 1,
-            {"callbacks": self._states()},
+            {
+                "callbacks": self._states(),
+                "seed_generators": [np.asarray(v).tolist() for v in _seed_states(self.model)],
+            },
             before_commit=lambda: fault_point("backup-write", epoch=epoch + 1),
         )
