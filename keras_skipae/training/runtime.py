@@ -106,8 +106,16 @@ def get_strategy(strategy=None) -> tf.distribute.Strategy:
             ``"multiworker"`` (``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``)
             or a ``tf.distribute.Strategy``.
 
+    ``"multiworker"`` returns one instance per process: with a ``TF_CONFIG``
+    cluster, TensorFlow accepts a ``MultiWorkerMirroredStrategy`` only before it
+    runs its first operation, and loading a dataset runs some. So call
+    ``get_strategy("multiworker")`` at the start of the program; a later
+    ``train(..., strategy="multiworker")`` then reuses that instance (the CLI does this).
+
     Raises:
         ValueError: for an unknown name.
+        RuntimeError: ``"multiworker"`` asked for the first time after TensorFlow
+            started (the message says what to do).
     """
     if strategy is None or strategy == "default":
         return tf.distribute.get_strategy()
@@ -116,11 +124,100 @@ def get_strategy(strategy=None) -> tf.distribute.Strategy:
     if strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
     if strategy in ("multiworker", "multi_worker"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multiworker()
     raise ValueError(
         "`strategy` must be None, 'default', 'mirrored', 'multiworker' or a "
         f"tf.distribute.Strategy. Received: strategy={strategy!r}"
     )
+
+
+_MULTIWORKER: list = []
+
+
+def _multiworker() -> tf.distribute.Strategy:
+    """The process's one ``MultiWorkerMirroredStrategy``, created on first use."""
+    if not _MULTIWORKER:
+        try:
+            _MULTIWORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
+        except RuntimeError as exc:
+            if "program startup" not in str(exc):
+                raise
+            raise RuntimeError(
+                "MultiWorkerMirroredStrategy must be created before TensorFlow runs its first "
+                "operation (loading a dataset runs some). Call "
+                "keras_skipae.training.get_strategy('multiworker') at the start of the "
+                "program, before loading data; train(..., strategy='multiworker') then reuses "
+                f"it. ({exc})"
+            ) from None
+    return _MULTIWORKER[0]
+
+
+def _multi_worker(strategy) -> bool:
+    """Whether ``strategy`` is a ``MultiWorkerMirroredStrategy`` over more than one task."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    return sum(len(tasks) for tasks in spec.values()) > 1
+
+
+def _prepare_multi_worker(net, strategy) -> None:
+    """Synchronizes BatchNorm and works around two Keras 3 bugs on a multi-worker cluster.
+
+    BatchNormalization layers are switched to ``synchronized=True``: their batch
+    statistics are computed over the global batch (an all-reduce of the
+    per-channel sums), so every worker updates the same moving statistics and
+    the workers' weights stay identical (with per-worker statistics each worker's
+    moving mean and variance drift apart), and the run computes what a
+    single-worker run on the same global batch computes.
+
+    Keras' TensorFlow trainer (3.15, and its main branch) fails under a
+    ``MultiWorkerMirroredStrategy`` with more than one worker (keras-team/keras#20585,
+    tensorflow/tensorflow#72388):
+
+    * before training, ``_maybe_symbolic_build`` reduces the first distributed
+      batch with one ``strategy.reduce`` on the whole ``(x, y, ...)`` structure,
+      which the strategy cannot do ("Attempt to convert a value (PerReplica: ...)");
+      here it is reduced leaf by leaf, then handed to Keras' own build;
+    * after every step it reduces the logs with ``strategy.reduce("MEAN", v,
+      axis=0)``, and the logs are scalars ("Invalid reduction dimension 0 for
+      input with 0 dimensions"); here ``train_step`` and ``test_step`` return
+      them as ``[1]`` vectors, which that reduction averages over the replicas
+      back into scalars.
+
+    Only ``net`` is changed (layer attributes and instance attributes), and only
+    on such a cluster.
+    """
+    if not _multi_worker(strategy):
+        return
+    for layer in _layers(net):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+    keras_build = net._maybe_symbolic_build
+
+    def build(iterator=None, data_batch=None):
+        if iterator is not None and data_batch is None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: (
+                        strategy.reduce("MEAN", v, axis=None)
+                        if isinstance(v, tf.distribute.DistributedValues)
+                        else v
+                    ),
+                    next(it),
+                )
+                break
+        return keras_build(iterator=None, data_batch=data_batch)
+
+    def as_vectors(step):
+        def wrapped(data):
+            return tf.nest.map_structure(lambda v: tf.reshape(v, [1]), step(data))
+
+        return wrapped
+
+    net._maybe_symbolic_build = build
+    net.train_step = as_vectors(net.train_step)
+    net.test_step = as_vectors(net.test_step)
 
 
 def _strategy_name(strategy) -> str:

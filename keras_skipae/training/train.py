@@ -103,6 +103,7 @@ from keras_skipae.training.pairs import (
 )
 from keras_skipae.training.runtime import (
     _is_chief,
+    _prepare_multi_worker,
     _strategy_name,
     _task_id,
     get_strategy,
@@ -254,6 +255,7 @@ def _build_and_compile(
         with precision_scope(precision):
             net = _build_model(model, model_kwargs)
         _check_float32_outputs(net, precision)
+        _prepare_multi_worker(net, strat)
         optimizer = keras.optimizers.Adam(learning_rate=float(learning_rate))
         if precision == "mixed_float16":
             # Explicit: Keras wraps it only when the model's own policy says so,
