@@ -315,9 +315,10 @@ def _score_dataset(scorer, data, batch_size, *, keep, progress, desc, channels=N
 
 
 def _model_channels(model) -> int | None:
-    """The channel count of the model's image input (None when it is not known)."""
+    """The channel count of the model's image input (None when it is not known); a wrapper
+    with a ``base`` model (the anomaly head) takes the base's images."""
     try:
-        shape = model.input_shape
+        shape = getattr(model, "base", model).input_shape
     except (AttributeError, ValueError):
         return None
     if isinstance(shape, tuple) and len(shape) == 4 and isinstance(shape[-1], int):
