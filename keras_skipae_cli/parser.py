@@ -194,6 +194,13 @@ def _add_train(sub):
         default=None,
         help="force XLA on/off (default: on with a GPU, off on CPU)",
     )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        default="auto",
+        help="Keras dtype policy of the model (default auto: mixed only on GPUs with tensor "
+        "cores and CPUs with avx512_bf16/amx_bf16, else float32)",
+    )
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
     p.add_argument(
         "--time-limit",

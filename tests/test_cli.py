@@ -82,6 +82,19 @@ def test_train_errors_are_one_line(tmp_path, tiny_data):
     assert "does not exist" in _error_line(proc)
 
 
+def test_train_precision_flag():
+    from keras_skipae_cli.parser import build_parser
+
+    base = ["train", "--data", "d", "--category", "c", "--out", "o"]
+    parser = build_parser()
+    assert parser.parse_args(base).precision == "auto"
+    args = parser.parse_args([*base, "--precision", "mixed_bfloat16"])
+    assert args.precision == "mixed_bfloat16"
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args([*base, "--precision", "fp8"])
+    assert exc.value.code == 2
+
+
 @pytest.mark.slow
 def test_train_then_evaluate(tmp_path, tiny_data):
     run = tmp_path / "run"
@@ -116,6 +129,9 @@ def test_train_then_evaluate(tmp_path, tiny_data):
     assert config["data"]["category"] == "mesh" and config["data"]["image_size"] == 32
     assert config["model"]["kwargs"]["depth"] == 3
     assert config["data"]["root"] == str(Path(tiny_data).resolve())
+    from keras_skipae.training import resolve_precision
+
+    assert config["runtime"]["precision"] == resolve_precision("auto")  # --precision auto
 
     proc = _cli("evaluate", run, "--quiet")
     assert proc.returncode == 0, proc.stderr

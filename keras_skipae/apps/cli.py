@@ -80,6 +80,8 @@ def _run_discrepancy(args):
 def _run_train(args):
     from keras_skipae import data, training
 
+    if args.strategy == "multiworker":  # before any TF op (loading the data runs some)
+        training.get_strategy("multiworker")
     # With --tile-size the model takes tiles, cropped from the images at full resolution.
     size = args.tile_size or args.image_size
     channels = 3 if args.color_mode == "rgb" else 1
@@ -114,6 +116,7 @@ def _run_train(args):
         seed=args.seed,
         run_dir=args.out,
         jit_compile="auto" if args.jit is None else args.jit,
+        precision=args.precision,
         strategy=args.strategy,
         time_limit=args.time_limit,
         schedule=None if args.schedule == "none" else args.schedule,
