@@ -461,7 +461,26 @@ def test_cosine_schedule_bad_arguments(kwargs, match):
         CosineSchedule(1e-3, **kwargs)
 
 
-def test_time_limited_training_decays_over_the_budget():
+class _FakeClock:
+    """Advances ``step`` seconds per reading: wall-clock budgets without the machine's load."""
+
+    def __init__(self, step):
+        self.now, self.step = 0.0, step
+
+    def monotonic(self):
+        self.now += self.step
+        return self.now
+
+    process_time = monotonic
+
+
+def test_time_limited_training_decays_over_the_budget(monkeypatch):
+    from keras_skipae.training.callbacks import schedule as schedule_module
+    from keras_skipae.training.callbacks import time_limit as time_limit_module
+
+    clock = _FakeClock(0.25)  # two readings a batch (schedule, time limit): 0.5 s a batch
+    monkeypatch.setattr(schedule_module, "time", clock)
+    monkeypatch.setattr(time_limit_module, "time", clock)
     run = training.train(
         _tiny(),
         _dataset(),
@@ -475,6 +494,7 @@ def test_time_limited_training_decays_over_the_budget():
     )
     lrs = run.history["learning_rate"]
     assert run.config["training"]["schedule"] == "cosine"
+    assert len(lrs) == 3  # 6 batches of 0.5 s fill the 3 s budget: 3 epochs of 2 steps
     assert max(lrs) <= 1e-3 * (1 + 1e-6)
     assert lrs[-1] < 0.5e-3  # well into the decay when the budget ran out
     with pytest.raises(ValueError, match="schedule"):
