@@ -507,7 +507,7 @@ def train(
             NumPy and TensorFlow: with a fixed ``epochs`` (no ``time_limit``) the
             same seed gives bit-identical weights, also after a resume. It is
             process-wide and cannot be switched off again, and it slows training
-            (``docs/training.md#determinism``). Stored in ``config.json``
+            (``docs/training.md#faults-resume-and-determinism``). Stored in ``config.json``
             (``runtime.deterministic``).
 
     Returns:
