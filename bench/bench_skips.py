@@ -172,6 +172,12 @@ def main(argv=None):
         help="save two defective test images per category and every setting's "
         "reconstructions (uint8) for notebook 06; '' to skip",
     )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="rerun --settings into the existing --json and --examples: their rows are "
+        "replaced, the other rows kept; refused unless the training arguments match",
+    )
     parser.add_argument("--tables-from", default=None, metavar="JSON", help="only print tables")
     args = parser.parse_args(argv)
     if args.steps % args.steps_per_epoch:
@@ -185,8 +191,10 @@ def main(argv=None):
     import numpy as np
 
     from keras_skipae import analysis, io_utils, training
+    from keras_skipae.layers import SkipDropout
 
-    print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
+    command = " ".join([os.path.basename(sys.executable), *sys.argv])
+    print("command:", command)
     print(machine_line())
     print(
         f"every setting: {args.steps} steps ({args.steps // args.steps_per_epoch} epochs of "
@@ -199,11 +207,15 @@ def main(argv=None):
     ensure_synthetic(root, args.categories, image_size=args.image_size, seed=args.data_seed)
 
     out = {"args": vars(args), "settings": {}, "results": {}, "skip_scale_check": {}}
+    out["commands"] = [command]
+    examples = {}
+    if args.update:
+        out, examples = _previous(args, parser)
+        out["commands"].append(command)
     settings = {**SETTINGS, **EXTRA_SETTINGS}
     for s in args.settings:
         model_name, kwargs, corruption = settings[s]
         out["settings"][s] = {"model": model_name, "kwargs": kwargs, "corruption": corruption}
-    examples = {}
     t_all = time.monotonic()
     for cat in args.categories:
         d = load_category(root, cat, image_size=args.image_size, seed=args.seed)
@@ -213,7 +225,7 @@ def main(argv=None):
         ]
         examples[f"{cat}/input"] = arrays["image"][shown]
         examples[f"{cat}/mask"] = arrays["mask"][shown]
-        out["results"][cat] = {}
+        out["results"].setdefault(cat, {})
         trained = {}
         for s in args.settings:
             model_name, kwargs, corruption = settings[s]
@@ -245,6 +257,9 @@ def main(argv=None):
             steps = int(run.model.optimizer.iterations.numpy())
             res, recon = _measure(run.model, d["test"], d["val"], arrays)
             res.update(
+                skip_dropout_rescale=sorted(
+                    {lay.rescale for lay in run.model.layers if isinstance(lay, SkipDropout)}
+                ),
                 steps=steps,
                 params=int(run.model.count_params()),
                 train_seconds=t_train,
@@ -276,7 +291,7 @@ def main(argv=None):
                     flush=True,
                 )
         print(flush=True)
-    out["total_seconds"] = time.monotonic() - t_all
+    out["total_seconds"] = out.get("total_seconds", 0.0) + time.monotonic() - t_all
     io_utils.write_json(args.json, {**out, "partial": False}, overwrite=True)
     if args.examples:
         packed = {k: np.round(np.clip(v, 0, 1) * 255).astype("uint8") for k, v in examples.items()}
@@ -285,6 +300,29 @@ def main(argv=None):
         os.replace(tmp, args.examples)
     _print_tables(out)
     print(f"\ntotal {out['total_seconds']:.0f} s; wrote {args.json}")
+
+
+#: Arguments that must match for --update (every setting: same steps, seed, data).
+SAME = ("data_seed", "steps", "steps_per_epoch", "batch_size", "filters", "image_size", "lr")
+SAME += ("bn_momentum", "seed")
+
+
+def _previous(args, parser):
+    """The existing results and examples that ``--update`` adds to."""
+    import numpy as np
+
+    with open(args.json, encoding="utf-8") as f:
+        out = json.load(f)
+    different = [k for k in SAME if out["args"][k] != getattr(args, k)]
+    if different:
+        parser.error(f"--update: {different} differ from those of {args.json}")
+    out.setdefault("commands", [])
+    out.setdefault("skip_scale_check", {})
+    examples = {}
+    if args.examples and Path(args.examples).is_file():
+        with np.load(args.examples) as z:
+            examples = {k: z[k].astype("float32") / 255 for k in z.files}
+    return out, examples
 
 
 def _print_tables(out):
