@@ -314,8 +314,9 @@ def build_aesc(
             try when defects are reconstructed too well.
         skip_dropout: probability ``0 <= p < 1`` of dropping a whole skip per sample in
             training (a :class:`~keras_skipae.layers.SkipDropout` layer
-            ``dec{i}_skip_drop``; the identity at inference, kept skips are not rescaled:
-            ``docs/decisions.md#skip-dropout``), or one rate per level; 0 adds no layer.
+            ``dec{i}_skip_drop``; kept skips are rescaled by ``1 / (1 - p)``, the identity
+            at inference: ``docs/decisions.md#skip-dropout``), or one rate per level; 0
+            adds no layer.
         dropout: None, a rate, or ``depth`` rates (levels then bottleneck) for
             MC-dropout, e.g. :data:`AESC_MC_DROPOUT` = (0, 0, .1, .2, .4, .5).
         batchnorm: use BatchNormalization.
