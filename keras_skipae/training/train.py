@@ -84,7 +84,7 @@ from keras_skipae.keras_metrics import PSNR, SSIM
 from keras_skipae.models import AnomalyHeadModel, get_model
 from keras_skipae.models.registry import MASKED
 from keras_skipae.ops.tiling import check_tiling
-from keras_skipae.runs import RunFolder
+from keras_skipae.runs import RunFolder, read_backup
 from keras_skipae.training.callbacks.backup import RunBackup, StopOnNonFinite
 from keras_skipae.training.callbacks.preview import ReconstructionPreview
 from keras_skipae.training.callbacks.schedule import CosineSchedule
@@ -295,13 +295,14 @@ def _run_config(
     }
 
 
-def _open_run(run_dir, config, chief, overwrite, resume):
+def _open_run(run_dir, config, chief, overwrite, resume, worker=0):
     """``(RunFolder or None, initial_epoch, resuming)``; the chief writes ``config.json``."""
     if run_dir is None:
         return None, 0, False
     run = RunFolder(run_dir)
     if not chief:
-        return run, (run.backup_epoch() if resume else 0), False
+        state = read_backup(run.backup_dir / f"worker-{worker}") if resume else None
+        return run, (int(state["epoch"]) if state else 0), False
     initial_epoch, resuming = run.prepare(config, overwrite=overwrite, resume=resume)
     io_utils.write_json(run.config_path, config)
     return run, initial_epoch, resuming
@@ -358,7 +359,9 @@ def _callbacks(
         if chief:
             cbs.append(keras.callbacks.CSVLogger(str(run.history_path), append=resuming))
         backup = run.backup_dir if chief else run.backup_dir / f"worker-{worker}"
-        cbs.append(RunBackup(backup, callbacks=list(cbs)))  # after the stateful ones
+        # After the stateful callbacks. The chief removes its backup after model.keras
+        # is written (_fit); another worker when its fit ends.
+        cbs.append(RunBackup(backup, callbacks=list(cbs), delete_on_end=not chief))
     if time_limit is not None:
         cbs.append(TimeLimit(time_limit, clock=time_clock))
     return cbs
@@ -582,7 +585,9 @@ def train(
     )
     config["runtime"]["deterministic"] = bool(deterministic)
     chief = _is_chief(strat)
-    run, initial_epoch, resuming = _open_run(run_dir, config, chief, overwrite, resume)
+    run, initial_epoch, resuming = _open_run(
+        run_dir, config, chief, overwrite, resume, worker=_task_id(strat)
+    )
     if initial_epoch and not data.pairs_given:
         # The training stream is one repeated, seeded sequence read across epochs: a
         # resumed run continues it after the batches the finished epochs used.

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 
 import keras
@@ -140,11 +141,15 @@ class RunBackup(keras.callbacks.Callback):
             attribute names) is saved and restored with the weights.
             They must come before this callback in ``fit``'s list (their
             ``on_train_begin`` resets what this one restores).
+        delete_on_end: remove the backup when ``fit`` ends normally (as Keras'
+            callback does). :func:`keras_skipae.train`'s chief keeps it until
+            ``model.keras`` is written.
     """
 
-    def __init__(self, backup_dir, callbacks=()):
+    def __init__(self, backup_dir, callbacks=(), delete_on_end: bool = False):
         super().__init__()
         self.backup_dir = backup_dir
+        self.delete_on_end = bool(delete_on_end)
         self.callbacks = [c for c in callbacks if _stateful(c)]
         self._epoch = 0
 
@@ -175,6 +180,12 @@ class RunBackup(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+
+    def on_train_end(self, logs=None):
+        if self.delete_on_end and os.path.isdir(self.backup_dir):
+            gone = f"{os.fspath(self.backup_dir)}.old-{os.getpid()}"
+            os.replace(self.backup_dir, gone)
+            shutil.rmtree(gone, ignore_errors=True)
 
     def on_train_batch_end(self, batch, logs=None):
         fault_point("batch-end", epoch=self._epoch, batch=batch)
