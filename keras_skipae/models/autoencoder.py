@@ -310,8 +310,12 @@ def build_aesc(
         skips: ``"all"`` (levels ``0 .. depth-2``), None / ``()``, or a tuple of levels
             (0 is the finest, 128x128 for a 256x256 input).
         skip_scale: fixed multiplier ``0 < s <= 1`` on each skip (or one per level).
-            Values below 1 make the decoder lean less on its skips, the first thing to
-            try when defects are reconstructed too well.
+            Not a constraint on what the model can represent: the encoder's BatchNorm
+            and LeakyReLU can cancel it exactly (notebook 06). In
+            ``bench/bench_skips.py`` training kept it (each skip's share at its Add
+            stayed about ``s`` times that with ``s = 1``), but ``s = 0.5`` did not make
+            the AESc repair defects more (``bench/README.md#skip-benchmark``). For a
+            constraint training cannot undo, use ``skip_dropout``.
         skip_dropout: probability ``0 <= p < 1`` of dropping a whole skip per sample in
             training (a :class:`~keras_skipae.layers.SkipDropout` layer
             ``dec{i}_skip_drop``; kept skips are rescaled by ``1 / (1 - p)``, the identity
@@ -446,7 +450,7 @@ def build_unet(
         skip_mode: ``"concat"`` (classic), ``"add"`` or None.
         skips: ``"all"``, None / ``()`` or a tuple of levels (0 is the full resolution).
         skip_scale: fixed multiplier ``0 < s <= 1`` on each skip (or one per level);
-            below 1 the decoder leans less on its skips.
+            a reparametrisation that BatchNorm can cancel, see :func:`build_aesc`.
         skip_dropout: probability ``0 <= p < 1`` of dropping a whole skip per sample in
             training (or one rate per level), as in :func:`build_aesc`.
         encoder: None or a keras.applications body (``"mobilenet_v2"``, ``"resnet50"``):

@@ -129,8 +129,9 @@ def skip_merge(x, skip, *, mode: str, scale: float = 1.0, dropout: float = 0.0, 
         x: decoder tensor.
         skip: encoder tensor at the same resolution.
         mode: ``"add"`` (AESc) or ``"concat"`` (U-Net).
-        scale: fixed multiplier on the skip, ``0 < scale <= 1``; values below 1 make the
-            decoder lean less on the skip (a ``Rescaling`` layer ``{name}_skip_scale``).
+        scale: fixed multiplier on the skip, ``0 < scale <= 1`` (a ``Rescaling`` layer
+            ``{name}_skip_scale``); a reparametrisation that a BatchNorm before the skip
+            can cancel (see ``build_aesc``).
         dropout: probability ``0 <= p < 1`` of dropping the whole skip of a sample in
             training (a :class:`~keras_skipae.layers.SkipDropout` layer ``{name}_skip_drop``,
             after the scale and the projection; 0 adds no layer).
