@@ -22,6 +22,21 @@ under the shared lock so benchmarks do not overlap::
 
     flock /tmp/keras_skipae_bench.lock .venv/bin/python bench/bench_inference.py
 
+``--compare-jit`` measures instead, for each of ``--sizes`` and ``--batches``, each
+inference path with XLA off and on, to choose the per-path ``jit_compile="auto"``
+(``keras_skipae/ops/device.py``): ``forward`` (the Keras model in a
+``tf.function``), ``scoring`` (``scoring.make_scorer(model, jit_compile=...)``) and
+``serving`` (``export_saved_model(model, ..., jit_compile=...)``, the loaded
+``serving_default`` signature). The off and on functions of one path are timed in
+alternation (ABAB, the order swapped every repeat: off on, on off, ...), so a drift
+in the load of a shared machine hits both; each repeat is the mean of ``--calls``
+calls, and every repeat is printed with the CPU cores other processes used
+meanwhile (``other``, from ``/proc/stat``). The summary gives the medians and
+on / off (below 1: XLA faster)::
+
+    flock /tmp/keras_skipae_bench.lock .venv/bin/python bench/bench_inference.py \\
+        --compare-jit --sizes 128,256 --batches 1,16 --repeats 7
+
 Numbers are printed (a Markdown table) and optionally written as JSON
 (``--json``); tests never assert them.
 """
@@ -32,6 +47,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -58,6 +74,160 @@ def _sync(out):
         v.numpy()
 
 
+def _busy() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        machine = (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        machine = float("nan")
+    return machine, r.ru_utime + r.ru_stime
+
+
+def _onednn_on() -> bool | None:
+    """Whether TensorFlow runs its oneDNN kernels (fixed when TensorFlow is imported)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
+
+
+def _timed_block(fn, x, calls: int) -> tuple[float, float, float]:
+    """Per call (mean over ``calls``): wall seconds, this process's CPU seconds; and the
+    cores other processes used meanwhile."""
+    s0, c0 = _busy()
+    start = time.perf_counter()
+    for _ in range(calls):
+        _sync(fn(x))
+    wall = time.perf_counter() - start
+    s1, c1 = _busy()
+    return wall / calls, (c1 - c0) / calls, max(0.0, (s1 - s0 - (c1 - c0)) / wall)
+
+
+def compare_jit(args) -> int:
+    """XLA off vs on for the forward, scoring and serving paths (ABAB), every repeat printed."""
+    # The package first: it turns TF's oneDNN kernels on, before TensorFlow loads.
+    import keras_skipae as ks  # isort: skip
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_skipae import export, scoring
+
+    sizes = [int(v) for v in args.sizes.split(",")]
+    batches = [int(v) for v in args.batches.split(",")]
+    paths = [v.strip() for v in args.paths.split(",")]
+    rng = np.random.default_rng(0)
+    rows = []
+    scratch = tempfile.TemporaryDirectory(prefix="bench_inference_jit_")
+    print(
+        f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores "
+        f"({platform.processor() or platform.machine()}), "
+        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')} (oneDNN kernels "
+        f"{'ON' if _onednn_on() else 'OFF'}); "
+        f"{args.repeats} repeats of {args.calls} calls after {args.warmup} warm-up calls, "
+        "ABAB (off on, on off, ...)",
+        flush=True,
+    )
+    for size in sizes:
+        model = ks.build_aesc(input_shape=(size, size, 1), depth=args.depth)
+        fns = {}
+        for jit in (False, True):
+            if "forward" in paths:
+                fns[("forward", jit)] = tf.function(
+                    lambda x, m=model: m(x, training=False), jit_compile=jit
+                )
+            if "scoring" in paths:
+                fns[("scoring", jit)] = scoring.make_scorer(model, jit_compile=jit)
+            if "serving" in paths:
+                path = os.path.join(scratch.name, f"aesc{size}_jit{int(jit)}")
+                start = time.perf_counter()
+                export.export_saved_model(model, path, jit_compile=jit)
+                print(
+                    f"  export {size} jit {'on' if jit else 'off'}: "
+                    f"{time.perf_counter() - start:.1f} s",
+                    flush=True,
+                )
+                sig = tf.saved_model.load(path).signatures["serving_default"]
+                fns[("serving", jit)] = lambda x, sig=sig: sig(images=x)
+        for batch in batches:
+            x = tf.constant(rng.random((batch, size, size, 1), dtype=np.float32))
+            for path in paths:
+                first = {}
+                for jit in (False, True):
+                    start = time.perf_counter()
+                    _sync(fns[(path, jit)](x))
+                    first[jit] = time.perf_counter() - start
+                    for _ in range(args.warmup):
+                        _sync(fns[(path, jit)](x))
+                times = {False: [], True: []}
+                cpu = {False: [], True: []}
+                other = {False: [], True: []}
+                for r in range(args.repeats):
+                    for jit in (False, True) if r % 2 == 0 else (True, False):
+                        sec, cpu_sec, load = _timed_block(fns[(path, jit)], x, args.calls)
+                        times[jit].append(sec)
+                        cpu[jit].append(cpu_sec)
+                        other[jit].append(load)
+                off, on = statistics.median(times[False]), statistics.median(times[True])
+                cpu_off, cpu_on = statistics.median(cpu[False]), statistics.median(cpu[True])
+                row = {
+                    "size": size,
+                    "batch": batch,
+                    "path": path,
+                    "off_ms_per_call": [1000 * t for t in times[False]],
+                    "on_ms_per_call": [1000 * t for t in times[True]],
+                    "off_other_cores": other[False],
+                    "on_other_cores": other[True],
+                    "off_cpu_ms_per_call": [1000 * t for t in cpu[False]],
+                    "on_cpu_ms_per_call": [1000 * t for t in cpu[True]],
+                    "off_median_ms": 1000 * off,
+                    "on_median_ms": 1000 * on,
+                    "on_over_off": on / off,
+                    "off_median_cpu_ms": 1000 * cpu_off,
+                    "on_median_cpu_ms": 1000 * cpu_on,
+                    "on_over_off_cpu": cpu_on / cpu_off,
+                    "first_call_s": {"off": first[False], "on": first[True]},
+                }
+                rows.append(row)
+                print(
+                    f"{size:4d} b{batch:<3d} {path:8s} off {1000 * off:8.1f} ms  on "
+                    f"{1000 * on:8.1f} ms  on/off {on / off:5.2f}  | CPU ms off "
+                    f"{1000 * cpu_off:8.1f} on {1000 * cpu_on:8.1f} on/off {cpu_on / cpu_off:5.2f}"
+                    f"  (first call off {first[False]:.1f} s, on {first[True]:.1f} s)",
+                    flush=True,
+                )
+                for name, jit in (("off", False), ("on", True)):
+                    reps = " ".join(
+                        f"{1000 * t:.1f}/{1000 * c:.1f}({o:.1f})"
+                        for t, c, o in zip(times[jit], cpu[jit], other[jit])
+                    )
+                    print(f"      {name:3s} wall/CPU ms (other cores): {reps}", flush=True)
+    scratch.cleanup()
+    command = " ".join(["python", "bench/bench_inference.py", *(args.argv or sys.argv[1:])])
+    print()
+    print(
+        "| size | batch | path | XLA off (ms/call) | XLA on (ms/call) | on / off "
+        "| CPU ms off | CPU ms on | on / off (CPU) |"
+    )
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['size']} | {r['batch']} | {r['path']} | {r['off_median_ms']:.1f} | "
+            f"{r['on_median_ms']:.1f} | {r['on_over_off']:.2f} | {r['off_median_cpu_ms']:.1f} "
+            f"| {r['on_median_cpu_ms']:.1f} | {r['on_over_off_cpu']:.2f} |"
+        )
+    print(f"\ncommand: {command}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"command": command, "tensorflow": tf.__version__, "rows": rows}, f, indent=1)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, default=256)
@@ -70,12 +240,29 @@ def main(argv=None) -> int:
         "--skip-jit", action="store_true", help="leave out XLA (slow to compile on CPU)"
     )
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument(
+        "--compare-jit", action="store_true", help="XLA off vs on per path (ABAB), see above"
+    )
+    parser.add_argument("--sizes", default="128,256", help="--compare-jit: image sides")
+    parser.add_argument("--batches", default="1,16", help="--compare-jit: batch sizes")
+    parser.add_argument(
+        "--paths", default="forward,scoring,serving", help="--compare-jit: paths to time"
+    )
+    parser.add_argument("--repeats", type=int, default=7, help="--compare-jit: repeats per side")
+    parser.add_argument(
+        "--depth", type=int, default=None, help="--compare-jit: AESc depth (default: 6)"
+    )
+    parser.add_argument("--calls", type=int, default=3, help="--compare-jit: calls per repeat")
     args = parser.parse_args(argv)
+    args.argv = argv
+    if args.compare_jit:
+        return compare_jit(args)
 
+    # The package first: it turns TF's oneDNN kernels on, before TensorFlow loads.
+    import keras_skipae as ks  # isort: skip
     import numpy as np
     import tensorflow as tf
 
-    import keras_skipae as ks
     from keras_skipae import export, scoring
 
     size, channels = args.image_size, args.channels

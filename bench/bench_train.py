@@ -51,7 +51,20 @@ gradients):
   elementwise normalisation);
 * ``spe4``, ``spe8``: ``compile(steps_per_execution=4 / 8)``.
 
-``--jit off,on`` sets ``compile(jit_compile=...)`` (XLA). ``--onednn 1`` sets
+``--jit off,on`` sets ``compile(jit_compile=...)`` (XLA). ``--precision
+float32,mixed_bfloat16`` builds the model under those Keras dtype policies
+(``keras_skipae.training.precision_scope``, as ``ks.train(precision=...)`` does;
+the ``out`` layer stays float32; ``mixed_float16`` wraps Adam in a
+``LossScaleOptimizer``); it is shown after the variant (``/bf16``, ``/fp16``).
+
+``--interleave`` times the ``--jit`` x ``--precision`` configurations of each
+model and size against each other instead (cached batch, no PyTorch): every
+configuration is built, compiled and warmed up (``--warmup`` epochs), then the
+timed epochs alternate between them, the order reversed every repeat (A B, B A,
+...), so a drift in the load of a shared machine hits all of them; every repeat is
+printed with the cores other processes used meanwhile.
+
+``--onednn 1`` sets
 ``TF_ENABLE_ONEDNN_OPTS=1`` before TensorFlow is imported: TF enables its oneDNN
 kernels by default only on CPUs with AVX-512 VNNI / BF16 / AMX, so on an AVX2-only
 CPU the default is TF's Eigen kernels (the header says which ran).
@@ -398,14 +411,110 @@ def keras_conv_flops(model) -> int:
     return total
 
 
-def build_keras(model_name: str, size: int, depth):
+def build_keras(model_name: str, size: int, depth, precision: str = "float32"):
     import keras_skipae as ks
+    from keras_skipae.training.runtime import precision_scope
 
     builder = {"ae": ks.build_ae, "aesc": ks.build_aesc, "unet": ks.build_unet}[model_name]
     kwargs = {"input_shape": (size, size, 1)}
     if depth is not None:
         kwargs["depth"] = depth
-    return builder(**kwargs)
+    with precision_scope(precision):
+        return builder(**kwargs)
+
+
+def make_optimizer(precision: str):
+    import keras
+
+    optimizer = keras.optimizers.Adam(LR)
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+_SHORT = {"float32": "", "mixed_bfloat16": "/bf16", "mixed_float16": "/fp16"}
+
+
+def run_interleaved(args, tf, keras, models, sizes, jits, precisions, peaks, rng) -> list:
+    """Times every (jit, precision) configuration of a model/size in alternation (A B, B A)."""
+    results = []
+    for model_name in models:
+        for size in sizes:
+            depth = args.depth if args.depth is not None else default_depth(model_name, size)
+            shape = (BATCH, size, size, 1)
+            x = rng.random(shape, dtype="float32")
+            y = rng.random(shape, dtype="float32")
+            entries = []
+            for precision in precisions:
+                for jit in jits:
+                    keras.utils.set_random_seed(0)
+                    model = build_keras(model_name, size, depth, precision)
+                    model.compile(optimizer=make_optimizer(precision), loss="mse", jit_compile=jit)
+                    ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+                    start = time.perf_counter()
+                    hist = model.fit(ds, epochs=args.warmup, steps_per_epoch=args.steps, verbose=0)
+                    warm = time.perf_counter() - start
+                    label = f"{model_name} {size} jit {'on' if jit else 'off'} {precision}"
+                    print(
+                        f"  {label}: built, warm-up {warm:.1f} s, loss {hist.history['loss'][-1]:.4f}, "
+                        f"output dtype {model.outputs[0].dtype}",
+                        flush=True,
+                    )
+                    entries.append(
+                        {
+                            "jit": jit,
+                            "precision": precision,
+                            "model": model,
+                            "ds": ds,
+                            "timer": make_timer(0),
+                            "label": label,
+                            "warmup_s": warm,
+                        }
+                    )
+            flops = keras_conv_flops(entries[0]["model"])
+            step_flops = 3 * flops * BATCH
+            for r in range(args.repeats):
+                for e in entries if r % 2 == 0 else entries[::-1]:
+                    e["model"].fit(
+                        e["ds"],
+                        epochs=1,
+                        steps_per_epoch=args.steps,
+                        callbacks=[e["timer"]],
+                        verbose=0,
+                    )
+            for e in entries:
+                timer = e["timer"]
+                row = {
+                    "model": model_name,
+                    "size": size,
+                    "depth": depth if depth is not None else 4,
+                    "variant": "baseline",
+                    "precision": e["precision"],
+                    "jit": e["jit"],
+                    "feed": "cached",
+                    "steps": args.steps,
+                    "params": e["model"].count_params(),
+                    "forward_conv_gflop_per_img": flops / 1e9,
+                    "warmup_s": e["warmup_s"],
+                    "interleaved": True,
+                }
+                row.update(summarize("tf", timer.wall, timer.cpu, args.steps, step_flops, peaks))
+                row["tf_other_load_cores_per_repeat"] = timer.foreign
+                row["max_other_load_cores"] = max(timer.foreign)
+                results.append(row)
+                reps = " ".join(
+                    f"{v:.1f}({c:.1f})" for v, c in zip(row["tf_img_s_per_repeat"], timer.foreign)
+                )
+                print(
+                    f"{e['label']:40s} median {row['tf_img_s']:6.1f} img/s "
+                    f"{row['tf_img_per_cpu_s']:6.1f} img/cpu-s; every repeat img/s (other "
+                    f"cores): {reps}",
+                    flush=True,
+                )
+            for e in entries:
+                del e["model"]
+            keras.backend.clear_session()
+    return results
 
 
 def make_timer(skip_epochs: int, between=None):
@@ -693,13 +802,27 @@ def format_row(r) -> str:
     ratio = r.get("ratio_tf_over_torch")
     tail = f"{ratio:7.2f}x {r['ratio_tf_over_torch_cpu']:5.2f}x" if ratio is not None else " " * 15
     return (
-        f"{r['model']:5s} {r['size']:4d} {r['depth']:1d} {r['variant']:11s} "
+        f"{r['model']:5s} {r['size']:4d} {r['depth']:1d} "
+        f"{r['variant'] + _SHORT.get(r.get('precision', 'float32'), ''):11s} "
         f"{'on' if r['jit'] else 'off':3s} {r['feed']:8s}|{side('tf', 8)}|{side('torch', 11)}|"
         f"{tail} {r['max_other_load_cores']:5.2f}"
     )
 
 
 # --------------------------------------------------------------------------- main
+
+
+def _write_json(path, env, peaks, results) -> None:
+    if not path:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(
+        json.dumps(
+            {"env": env, "peaks": peaks, "results": results, "argv": sys.argv[1:]}, indent=1
+        ),
+        encoding="utf-8",
+    )
+    print(f"wrote {path}")
 
 
 def main(argv=None) -> None:
@@ -709,6 +832,16 @@ def main(argv=None) -> None:
     p.add_argument("--depth", type=int, default=None, help="override the depth (all models)")
     p.add_argument("--variants", default="baseline", help="comma list, e.g. baseline,up,up+fbn")
     p.add_argument("--jit", default="off", help="comma list of off, on")
+    p.add_argument(
+        "--precision",
+        default="float32",
+        help="comma list of float32, mixed_bfloat16, mixed_float16 (Keras dtype policies)",
+    )
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="time the --jit x --precision configurations in alternation (cached batch)",
+    )
     p.add_argument("--feeds", default="cached", help="comma list of cached, pipeline, train")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=4, help="steps per timed epoch")
@@ -746,7 +879,8 @@ def main(argv=None) -> None:
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = args.onednn
     tf = setup_tf(args.threads, args.tf_inter_op)
     worker = None
-    if args.torch != "off" and args.profile is None and importlib.util.find_spec("torch"):
+    use_torch = args.torch != "off" and args.profile is None and not args.interleave
+    if use_torch and importlib.util.find_spec("torch"):
         worker = TorchWorker(args.threads)
     import keras
     import numpy as np
@@ -757,6 +891,10 @@ def main(argv=None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     jits = [j.strip() == "on" for j in args.jit.split(",")]
+    precisions = [v.strip() for v in args.precision.split(",") if v.strip()]
+    bad = set(precisions) - set(_SHORT)
+    if bad:
+        raise SystemExit(f"unknown --precision {sorted(bad)}; choose from {sorted(_SHORT)}")
     feeds = [f.strip() for f in args.feeds.split(",")]
 
     env = {
@@ -777,6 +915,8 @@ def main(argv=None) -> None:
         "steps": args.steps,
         "repeats": args.repeats,
         "warmup_epochs": args.warmup,
+        "precisions": precisions,
+        "interleave": args.interleave,
     }
     print(f"machine: {env['machine']}")
     print(
@@ -785,7 +925,7 @@ def main(argv=None) -> None:
         f"(oneDNN ops {'ON' if env['onednn_active'] else 'OFF'})"
     )
     print(
-        f"batch {BATCH}, fp32, Adam({LR}), MSE; {args.repeats} timed epochs x {args.steps} "
+        f"batch {BATCH}, {'/'.join(precisions)}, Adam({LR}), MSE; {args.repeats} timed epochs x {args.steps} "
         f"steps after {args.warmup} warm-up epoch(s); medians",
         flush=True,
     )
@@ -803,6 +943,11 @@ def main(argv=None) -> None:
             "peaks (GFLOP/s, best of 3): " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items()),
             flush=True,
         )
+
+    if args.interleave:
+        results = run_interleaved(args, tf, keras, models, sizes, jits, precisions, peaks, rng)
+        _write_json(args.json, env, peaks, results)
+        return
 
     synth_root = {}
     tmp = tempfile.TemporaryDirectory(prefix="ks_bench_")
@@ -854,144 +999,144 @@ def main(argv=None) -> None:
             for variant in variants:
                 for jit in jits:
                     for feed in feeds:
-                        keras.utils.set_random_seed(0)
-                        base = build_keras(model_name, size, depth)
-                        model = apply_variant(base, variant)
-                        check = None
-                        if model is not base:
-                            check = check_variant(base, model, x, y)
-                            ok = check["max_abs_diff_inference"] <= 1e-6
-                            print(
-                                f"  check {variant}: {check} {'OK' if ok else 'MISMATCH'}",
-                                flush=True,
-                            )
-                            if not ok:
-                                raise SystemExit(f"variant {variant} changes the output")
-                        spe = steps_per_execution(variant)
-                        steps = max(spe, args.steps - args.steps % spe)
-                        between = None
-                        t_before = len(runner.wall) if runner is not None else 0
-                        if runner is not None:
-                            between = lambda i, r=runner, s=steps: r.run(s)  # noqa: E731
-                        if args.profile is not None:
-                            ds = tf.data.Dataset.from_tensors((x, y)).repeat()
-                            model.compile(
-                                optimizer=keras.optimizers.Adam(LR), loss="mse", jit_compile=jit
-                            )
-                            model.fit(
-                                ds, epochs=1, steps_per_epoch=2 + args.profile_steps, verbose=0
-                            )
-                            profile_steps(
-                                tf,
-                                model,
-                                ds,
-                                args.profile_steps,
-                                Path(args.profile),
-                                f"Profile: {model_name} {size}x{size} depth {depth_used}, variant "
-                                f"{variant}, jit {'on' if jit else 'off'}, batch {BATCH}, cached "
-                                f"batch, TF {tf.__version__}, Keras {keras.__version__}, "
-                                f"threads {args.threads}",
-                            )
-                            return
-                        idle_load = wait_for_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
-                        timer = make_timer(args.warmup, between)
-                        t_start = time.perf_counter()
-                        if feed == "train":
-                            ks.train(
-                                model,
-                                images_for(size),
-                                epochs=args.warmup + args.repeats,
-                                steps_per_epoch=steps,
-                                batch_size=BATCH,
-                                learning_rate=LR,
-                                loss="mse",
-                                metrics=(),
-                                validation_split=0.0,
-                                reduce_lr=False,
-                                tensorboard=False,
-                                run_dir=None,
-                                jit_compile=jit,
-                                callbacks=[timer],
-                                verbose=0,
-                            )
-                        else:
-                            if feed == "cached":
+                        for precision in precisions:
+                            keras.utils.set_random_seed(0)
+                            base = build_keras(model_name, size, depth, precision)
+                            model = apply_variant(base, variant)
+                            check = None
+                            if model is not base:
+                                check = check_variant(base, model, x, y)
+                                ok = check["max_abs_diff_inference"] <= 1e-6
+                                print(
+                                    f"  check {variant}: {check} {'OK' if ok else 'MISMATCH'}",
+                                    flush=True,
+                                )
+                                if not ok:
+                                    raise SystemExit(f"variant {variant} changes the output")
+                            spe = steps_per_execution(variant)
+                            steps = max(spe, args.steps - args.steps % spe)
+                            between = None
+                            t_before = len(runner.wall) if runner is not None else 0
+                            if runner is not None:
+                                between = lambda i, r=runner, s=steps: r.run(s)  # noqa: E731
+                            if args.profile is not None:
                                 ds = tf.data.Dataset.from_tensors((x, y)).repeat()
-                            elif feed == "pipeline":
-                                ds = ks.data.corrupt(
+                                model.compile(
+                                    optimizer=keras.optimizers.Adam(LR), loss="mse", jit_compile=jit
+                                )
+                                model.fit(
+                                    ds, epochs=1, steps_per_epoch=2 + args.profile_steps, verbose=0
+                                )
+                                profile_steps(
+                                    tf,
+                                    model,
+                                    ds,
+                                    args.profile_steps,
+                                    Path(args.profile),
+                                    f"Profile: {model_name} {size}x{size} depth {depth_used}, variant "
+                                    f"{variant}, jit {'on' if jit else 'off'}, batch {BATCH}, cached "
+                                    f"batch, TF {tf.__version__}, Keras {keras.__version__}, "
+                                    f"threads {args.threads}",
+                                )
+                                return
+                            idle_load = (
+                                wait_for_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
+                            )
+                            timer = make_timer(args.warmup, between)
+                            t_start = time.perf_counter()
+                            if feed == "train":
+                                ks.train(
+                                    model,
                                     images_for(size),
-                                    ks.data.Stains(),
-                                    seed=0,
+                                    epochs=args.warmup + args.repeats,
+                                    steps_per_epoch=steps,
                                     batch_size=BATCH,
-                                    repeat=True,
-                                    drop_remainder=True,
+                                    learning_rate=LR,
+                                    loss="mse",
+                                    metrics=(),
+                                    validation_split=0.0,
+                                    reduce_lr=False,
+                                    tensorboard=False,
+                                    run_dir=None,
+                                    jit_compile=jit,
+                                    callbacks=[timer],
+                                    verbose=0,
                                 )
                             else:
-                                raise SystemExit(f"unknown feed {feed!r}")
-                            model.compile(
-                                optimizer=keras.optimizers.Adam(LR),
-                                loss="mse",
-                                jit_compile=jit,
-                                steps_per_execution=spe,
-                            )
-                            model.fit(
-                                ds,
-                                epochs=args.warmup + args.repeats,
-                                steps_per_epoch=steps,
-                                callbacks=[timer],
-                                verbose=0,
-                            )
-                        total = time.perf_counter() - t_start
-                        tw = runner.wall[t_before:] if runner is not None else None
-                        tc = runner.cpu[t_before:] if runner is not None else None
-                        row = {
-                            "model": model_name,
-                            "size": size,
-                            "depth": depth_used,
-                            "variant": variant,
-                            "jit": jit,
-                            "feed": feed,
-                            "steps": steps,
-                            "params": params,
-                            "forward_conv_gflop_per_img": flops / 1e9,
-                            "seconds_total": total,
-                            "check": check,
-                            "other_load_before": idle_load,
-                        }
-                        row.update(summarize("tf", timer.wall, timer.cpu, steps, step_flops, peaks))
-                        row["tf_other_load_cores_per_repeat"] = timer.foreign
-                        if runner is not None:
-                            row.update(summarize("torch", tw, tc, steps, step_flops, peaks))
+                                if feed == "cached":
+                                    ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+                                elif feed == "pipeline":
+                                    ds = ks.data.corrupt(
+                                        images_for(size),
+                                        ks.data.Stains(),
+                                        seed=0,
+                                        batch_size=BATCH,
+                                        repeat=True,
+                                        drop_remainder=True,
+                                    )
+                                else:
+                                    raise SystemExit(f"unknown feed {feed!r}")
+                                model.compile(
+                                    optimizer=make_optimizer(precision),
+                                    loss="mse",
+                                    jit_compile=jit,
+                                    steps_per_execution=spe,
+                                )
+                                model.fit(
+                                    ds,
+                                    epochs=args.warmup + args.repeats,
+                                    steps_per_epoch=steps,
+                                    callbacks=[timer],
+                                    verbose=0,
+                                )
+                            total = time.perf_counter() - t_start
+                            tw = runner.wall[t_before:] if runner is not None else None
+                            tc = runner.cpu[t_before:] if runner is not None else None
+                            row = {
+                                "model": model_name,
+                                "size": size,
+                                "depth": depth_used,
+                                "variant": variant,
+                                "jit": jit,
+                                "feed": feed,
+                                "precision": precision,
+                                "steps": steps,
+                                "params": params,
+                                "forward_conv_gflop_per_img": flops / 1e9,
+                                "seconds_total": total,
+                                "check": check,
+                                "other_load_before": idle_load,
+                            }
                             row.update(
-                                torch_other_load_cores_per_repeat=runner.foreign[t_before:],
-                                # paired (interleaved) ratios, TF speed / torch speed
-                                ratio_tf_over_torch=statistics.median(
-                                    t / w for w, t in zip(timer.wall, tw)
-                                ),
-                                ratio_tf_over_torch_cpu=statistics.median(
-                                    t / w for w, t in zip(timer.cpu, tc)
-                                ),
-                                torch_params=runner.params,
-                                torch_channels_last=runner.channels_last,
-                                torch_exact_max_abs_diff=runner.exact_max_abs_diff,
+                                summarize("tf", timer.wall, timer.cpu, steps, step_flops, peaks)
                             )
-                        load = max(timer.foreign + (runner.foreign[t_before:] if runner else []))
-                        row["max_other_load_cores"] = load
-                        line = format_row(row)
-                        results.append(row)
-                        rows.append(line)
-                        print(header + "\n" + line, flush=True)
-                        keras.backend.clear_session()
+                            row["tf_other_load_cores_per_repeat"] = timer.foreign
+                            if runner is not None:
+                                row.update(summarize("torch", tw, tc, steps, step_flops, peaks))
+                                row.update(
+                                    torch_other_load_cores_per_repeat=runner.foreign[t_before:],
+                                    # paired (interleaved) ratios, TF speed / torch speed
+                                    ratio_tf_over_torch=statistics.median(
+                                        t / w for w, t in zip(timer.wall, tw)
+                                    ),
+                                    ratio_tf_over_torch_cpu=statistics.median(
+                                        t / w for w, t in zip(timer.cpu, tc)
+                                    ),
+                                    torch_params=runner.params,
+                                    torch_channels_last=runner.channels_last,
+                                    torch_exact_max_abs_diff=runner.exact_max_abs_diff,
+                                )
+                            load = max(
+                                timer.foreign + (runner.foreign[t_before:] if runner else [])
+                            )
+                            row["max_other_load_cores"] = load
+                            line = format_row(row)
+                            results.append(row)
+                            rows.append(line)
+                            print(header + "\n" + line, flush=True)
+                            keras.backend.clear_session()
     print("\nsummary:\n" + header + "\n" + "\n".join(rows))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(
-            json.dumps(
-                {"env": env, "peaks": peaks, "results": results, "argv": sys.argv[1:]}, indent=1
-            ),
-            encoding="utf-8",
-        )
-        print(f"wrote {args.json}")
+    _write_json(args.json, env, peaks, results)
     if worker is not None:
         worker.close()
     tmp.cleanup()
