@@ -61,8 +61,14 @@ def _describe_tiling(tiling) -> str:
 
 
 def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """The JSON in ``path``; a damaged file raises a ``ValueError`` that names it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(
+            f"{str(path)!r} is not valid JSON ({exc}); the file is damaged or was cut short."
+        ) from exc
 
 
 def _config_diff(old: dict, new: dict) -> str:

@@ -42,6 +42,14 @@ def test_not_a_run_folder(tmp_path):
         load_run(tmp_path / "empty")
 
 
+def test_a_damaged_config_is_named(tmp_path):
+    run = RunFolder(tmp_path / "r")
+    run.path.mkdir()
+    run.config_path.write_text('{"model": {"name": "aesc"', encoding="utf-8")  # cut short
+    with pytest.raises(ValueError, match=r"config\.json.*not valid JSON"):
+        run.config()
+
+
 def test_threshold_is_returned_only_for_the_same_settings(tmp_path):
     run = RunFolder(tmp_path)
     cfg = ScoringConfig()
