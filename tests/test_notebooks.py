@@ -63,7 +63,41 @@ EXPECTED = {
         ],
         "min_figures": 4,
     },
+    "06_fewer_skips": {
+        "patterns": [
+            r"training mode \d+\.\d+, inference mode 0\.000",
+            r"small-mode repair ratio unet_copy: \d+\.\d+",
+            r"small-mode repair ratio aesc_sd0\.5: \d+\.\d+",
+            r"dec0_skip: skip RMS / decoder RMS = \d+\.\d+",
+            r"compensated weights: (\d\.\de[-+]\d+)",
+            r"bench mesh dec0_skip: skip/decoder RMS \d+\.\d+ \(scale 1\)",
+        ],
+        "min_figures": 10,
+        "check": "bench_repair_ratios",
+    },
 }
+
+SKIPS_JSON = EXAMPLES.parent / "bench" / "results" / "skips.json"
+
+
+def _check_bench_repair_ratios(text: str) -> None:
+    """Notebook 06 prints every repair ratio of the committed benchmark table, unchanged."""
+    import json
+    import math
+
+    table = json.loads(SKIPS_JSON.read_text())["results"]
+    printed = {
+        (cat, setting): float(value)
+        for cat, setting, value in re.findall(r"bench repair ratio (\S+) (\S+): (\S+)", text)
+    }
+    expected = {(c, s): r["repair_ratio"] for c, rows in table.items() for s, r in rows.items()}
+    assert set(printed) == set(expected), sorted(set(printed) ^ set(expected))
+    for key, value in printed.items():
+        assert math.isfinite(value) and value > 0, (key, value)
+        assert value == pytest.approx(expected[key], abs=1e-4), (key, value, expected[key])
+
+
+CHECKS = {"bench_repair_ratios": _check_bench_repair_ratios}
 
 
 def _twin(notebook: Path) -> Path:
@@ -198,6 +232,8 @@ def test_notebook_runs(path, tmp_path, kernel_path, monkeypatch):
         assert match, f"{path.name}: no output matches {pattern!r}"
         for group in match.groups():
             assert 0.0 <= float(group) <= 1.0, (pattern, group)
+    if "check" in expected:
+        CHECKS[expected["check"]](text)
 
     # The notebook wrote nothing next to itself, only in temporary folders.
     assert sorted(p.name for p in EXAMPLES.iterdir()) == before
