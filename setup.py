@@ -42,6 +42,7 @@ setup(
         "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
         "test": [
             "pytest>=7.4",
+            "pytest-xdist>=3.5,<4",
             "nbclient>=0.9",
             "nbformat>=5.9",
             "ipykernel>=6.25",

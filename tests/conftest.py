@@ -1,4 +1,5 @@
-"""Shared fixtures. All tests run in one process (TensorFlow's import costs ~5 s).
+"""Shared fixtures. The suite runs in two worker processes (`pytest -n 2 --dist loadfile`:
+one file per worker at a time), so that TensorFlow's import (~5 s) is paid twice, not per test.
 
 * ``images(n, shape, seed)``: seeded float32 images in [0, 1];
 * ``tiny_model(name, **overrides)``: a registry model small enough for a unit test;
