@@ -58,6 +58,14 @@ def _check_batch_size(batch_size) -> int:
     return batch_size
 
 
+def _frame_size(frames):
+    """``(height, width)`` of ``[B, H, W, C]`` frames: Python ints where static, else tensors."""
+    dynamic = tf.shape(frames)
+    h = frames.shape[1] if frames.shape[1] is not None else dynamic[1]
+    w = frames.shape[2] if frames.shape[2] is not None else dynamic[2]
+    return h, w
+
+
 def compute_tiled(
     model: keras.Model,
     frames,
@@ -98,12 +106,15 @@ def compute_tiled(
     batch_size = _check_batch_size(batch_size)
     frames = to_float_images(frames)
     _check_rank(frames, 4, "frames")
+    h, w = _frame_size(frames)
+    checks = check_frame_size(h, w, tile)
+    if checks:  # dynamic sizes: every op below reads frames only after the checks passed
+        with tf.control_dependencies(checks):
+            frames = tf.identity(frames)
+        h, w = _frame_size(frames)
     dynamic = tf.shape(frames)
     b, c = dynamic[0], dynamic[3]
-    h = frames.shape[1] if frames.shape[1] is not None else dynamic[1]
-    w = frames.shape[2] if frames.shape[2] is not None else dynamic[2]
-    with tf.control_dependencies(check_frame_size(h, w, tile)):
-        ys, xs = tile_grid(h, w, tile, overlap)
+    ys, xs = tile_grid(h, w, tile, overlap)
     n = tf.size(ys)
     total = b * n
     frame_ids = tf.repeat(tf.range(b), n)
