@@ -11,7 +11,7 @@ from keras_skipae import data, evaluation, io_utils, plotting, training
 from keras_skipae.analysis import LayerDiscrepancy, make_probe_pairs, paper_trend
 from keras_skipae.data.corruptions import Stains
 from keras_skipae.export.keras import export_keras
-from keras_skipae.export.saved_model import _check_threshold, export_saved_model
+from keras_skipae.export.saved_model import check_threshold, export_saved_model
 from keras_skipae.models.taps import base_model, tap_names
 from keras_skipae.runs import RunFolder, load_run
 from keras_skipae.scoring import ScoringConfig
@@ -167,7 +167,7 @@ def export_run(
         threshold = evaluated
         source = str(metrics_path)
     elif threshold is not None:
-        threshold = _check_threshold(threshold)
+        threshold = check_threshold(threshold)
         source = "explicit"
     elif evaluated is not None:
         hint = (

@@ -216,7 +216,8 @@ def _resolve_color_mode(color_mode, channels):
     return color_mode
 
 
-def _check_threshold(threshold):
+def check_threshold(threshold):
+    """``threshold`` as a float (None stays None); anything not finite is a ``ValueError``."""
     if threshold is None:
         return None
     try:
@@ -545,7 +546,7 @@ def export_saved_model(
         >>> loaded.signatures["serving_uint8"](images=batch_uint8)["score"]
     """
     cfg = ScoringConfig.resolve(scoring, caller="export_saved_model", **legacy)
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     jit = resolve_jit_compile(jit_compile, path="serving")
     h, w, channels = _input_shape(model)
     multiple = _size_multiple(model)

@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 import warnings
 from collections.abc import Iterable, Iterator
@@ -39,7 +38,12 @@ import tensorflow as tf
 
 from keras_skipae import io_utils
 from keras_skipae.data.datasets import IMAGE_EXTENSIONS, DatasetError, load_image, resize_image
-from keras_skipae.export.saved_model import SETTINGS_FILE, load_saved_model, read_settings
+from keras_skipae.export.saved_model import (
+    SETTINGS_FILE,
+    check_threshold,
+    load_saved_model,
+    read_settings,
+)
 from keras_skipae.ops.tiling import check_tiling
 from keras_skipae.runs import RunFolder
 from keras_skipae.scoring import (
@@ -163,7 +167,7 @@ class Detector:
         self.tiling = _check_detector_tiling(tile_size, tile_overlap)
         self.model = model
         self.scoring = ScoringConfig.resolve(scoring, caller="Detector")
-        self.threshold = _check_threshold(threshold)
+        self.threshold = check_threshold(threshold)
         self.threshold_source = (
             (threshold_source or "explicit") if self.threshold is not None else None
         )
@@ -687,20 +691,6 @@ def list_image_files(paths) -> list[Path]:
 
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _check_threshold(threshold):
-    if threshold is None:
-        return None
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not math.isfinite(value):
-        raise ValueError(
-            f"Expected a finite `threshold` or None. Received: threshold={threshold!r}"
-        )
-    return value
 
 
 def _resolve_size(image_size, model_hw, source) -> tuple[int, int]:
