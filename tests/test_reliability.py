@@ -376,3 +376,31 @@ def test_grayscale_rgb_mismatch(tmp_path, images):
         ks.evaluate(model, [{"image": im, "label": 0} for im in rgb], progress=False)
     with pytest.raises(ValueError, match=r"takes 1 channel\(s\)"):
         ks.Detector(model, threshold=0.5).predict(rgb)
+
+
+@pytest.mark.parametrize("depth", [np.uint8, np.uint16])
+def test_large_images_are_resized_in_their_own_bit_depth(monkeypatch, depth):
+    # The memory bound of the huge-image row (docs/reliability.md): the full-size image
+    # reaches the resize as decoded integers, never as a 4-byte float copy.
+    import cv2
+    import tensorflow as tf
+
+    from keras_skipae.data import datasets
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, np.iinfo(depth).max, (48, 64, 3), dtype=depth)
+    ok, png = cv2.imencode(".png", pixels)
+    assert ok
+    seen = []
+    original = tf.image.resize
+
+    def spy(images, size, **kwargs):
+        seen.append((images.dtype, tuple(images.shape)))
+        return original(images, size, **kwargs)
+
+    monkeypatch.setattr(tf.image, "resize", spy)
+    out = datasets._decode(tf.constant(png.tobytes()), 3, (16, 16))
+    assert seen == [(tf.as_dtype(depth), (48, 64, 3))]
+    assert out.dtype == tf.float32 and tuple(out.shape) == (16, 16, 3)
+    want = original(pixels[..., ::-1].astype("float32"), (16, 16), antialias=True)
+    np.testing.assert_allclose(out, np.clip(want / np.iinfo(depth).max, 0, 1), atol=1e-6)
