@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import time
 from pathlib import Path
 
@@ -81,3 +82,16 @@ def machine_line() -> str:
         f"GPU: {bool(tf.config.list_physical_devices('GPU'))}, "
         f"oneDNN: {_pywrap_util_port.IsMklEnabled()}"
     )
+
+
+def busy() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        machine = (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        machine = float("nan")
+    return machine, r.ru_utime + r.ru_stime

@@ -47,7 +47,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -74,17 +73,7 @@ def _sync(out):
         v.numpy()
 
 
-def _busy() -> tuple[float, float]:
-    """(busy CPU seconds of the whole machine, CPU seconds of this process)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            v = [int(t) for t in f.readline().split()[1:]]
-        idle = v[3] + (v[4] if len(v) > 4 else 0)
-        machine = (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        machine = float("nan")
-    return machine, r.ru_utime + r.ru_stime
+from bench_common import busy  # noqa: E402  (bench/ is on sys.path when a bench script runs)
 
 
 def _onednn_on() -> bool | None:
@@ -100,12 +89,12 @@ def _onednn_on() -> bool | None:
 def _timed_block(fn, x, calls: int) -> tuple[float, float, float]:
     """Per call (mean over ``calls``): wall seconds, this process's CPU seconds; and the
     cores other processes used meanwhile."""
-    s0, c0 = _busy()
+    s0, c0 = busy()
     start = time.perf_counter()
     for _ in range(calls):
         _sync(fn(x))
     wall = time.perf_counter() - start
-    s1, c1 = _busy()
+    s1, c1 = busy()
     return wall / calls, (c1 - c0) / calls, max(0.0, (s1 - s0 - (c1 - c0)) / wall)
 
 

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -40,17 +39,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _busy() -> tuple[float, float]:
-    """(busy CPU seconds of the whole machine, CPU seconds of this process)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            v = [int(t) for t in f.readline().split()[1:]]
-        idle = v[3] + (v[4] if len(v) > 4 else 0)
-        machine = (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        machine = float("nan")
-    return machine, r.ru_utime + r.ru_stime
+from bench_common import busy  # noqa: E402  (bench/ is on sys.path when a bench script runs)
 
 
 def _measure(fn, *, warmup: int, repeats: int) -> list[tuple[float, float]]:
@@ -59,11 +48,11 @@ def _measure(fn, *, warmup: int, repeats: int) -> list[tuple[float, float]]:
         fn()
     out = []
     for _ in range(repeats):
-        s0, c0 = _busy()
+        s0, c0 = busy()
         start = time.perf_counter()
         fn()
         wall = time.perf_counter() - start
-        s1, c1 = _busy()
+        s1, c1 = busy()
         out.append((wall, max(0.0, (s1 - s0 - (c1 - c0)) / wall)))
     return out
 
