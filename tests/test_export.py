@@ -19,6 +19,7 @@ import keras_skipae as ks
 import keras_skipae.models  # noqa: F401  (registers the custom layers for .keras loading)
 from keras_skipae import export, scoring
 from keras_skipae.evaluation import evaluate
+from keras_skipae.ops.device import MeasuredJit
 from keras_skipae.runs import RUN_METRICS, RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -557,3 +558,32 @@ def test_run_threshold_matches_recorded_settings(tmp_path):
     assert RunFolder(tmp_path / "legacy0").threshold(unsmoothed)[::2] == (0.25, None)
     assert RunFolder(tmp_path / "legacy0").threshold(settings)[0] is None
     assert RunFolder(tmp_path / "missing").threshold(settings) == (None, None, None)
+
+
+def test_cpu_export_adds_the_xla_signature(gray_export, rgb_export, tmp_path):
+    # jit_compile="auto" on a CPU (docs/decisions.md#xla-auto): the signatures run without
+    # XLA, and serving_xla is the same scoring compiled with XLA, for Detector to time.
+    assert not tf.config.list_physical_devices("GPU")
+    loaded, images = gray_export["loaded"], gray_export["images"]
+    settings = export.read_settings(gray_export["path"])
+    assert settings["jit_compile"] == "measured"
+    assert export.XLA_SIGNATURE[0] in loaded.signatures
+    assert "is_anomalous" in settings["signatures"]["serving_xla"]["outputs"]
+    assert (
+        "is_anomalous"
+        not in export.read_settings(rgb_export["path"])["signatures"]["serving_xla"]["outputs"]
+    )
+    plain = loaded.signatures["serving_default"](images=tf.constant(images))
+    xla = loaded.signatures["serving_xla"](images=tf.constant(images))
+    for key in ("reconstruction", "anomaly_map", "score"):
+        np.testing.assert_allclose(xla[key].numpy(), plain[key].numpy(), atol=ATOL, err_msg=key)
+    np.testing.assert_array_equal(xla["is_anomalous"].numpy(), plain["is_anomalous"].numpy())
+    # The Detector times the two per input shape and keeps the faster.
+    det = ks.Detector.load(gray_export["path"], image_size=32)
+    assert isinstance(det._served[1], MeasuredJit)
+    # Forced choices export no XLA variant.
+    forced = export.export_saved_model(
+        gray_export["model"], tmp_path / "off", jit_compile=False, verify=False
+    )
+    assert export.XLA_SIGNATURE[0] not in tf.saved_model.load(str(forced)).signatures
+    assert export.read_settings(forced)["jit_compile"] is False

@@ -9,6 +9,7 @@ from keras_skipae.export.saved_model import (
     FORMAT_VERSION,
     SETTINGS_FILE,
     SIGNATURES,
+    XLA_SIGNATURE,
     export_saved_model,
     read_settings,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "FORMAT_VERSION",
     "SETTINGS_FILE",
     "SIGNATURES",
+    "XLA_SIGNATURE",
     "export_keras",
     "export_saved_model",
     "read_settings",

@@ -92,7 +92,7 @@ import tensorflow as tf
 from keras_skipae import __version__, io_utils
 from keras_skipae.layers import InputSizeCheck
 from keras_skipae.models.taps import base_model
-from keras_skipae.ops.device import resolve_jit_compile
+from keras_skipae.ops.device import MEASURED, resolve_jit_compile
 from keras_skipae.ops.tiling import WINDOW_FLOOR, check_tiling
 from keras_skipae.scoring import (
     DEFAULT_TILE_BATCH,
@@ -126,6 +126,11 @@ SIGNATURES = {
 
 #: The signature an export made with ``tile_size=`` adds (input dtype, outputs).
 TILED_SIGNATURE = ("serving_tiled", "float32", SIGNATURES["serving_default"][1])
+
+#: The signature an export with ``jit_compile="auto"`` adds on a CPU: ``serving_default``
+#: compiled with XLA (name, input dtype, outputs). ``Detector`` times both per input shape
+#: and keeps the faster (``docs/decisions.md#xla-auto``).
+XLA_SIGNATURE = ("serving_xla", "float32", SIGNATURES["serving_default"][1])
 
 
 _COLOR_MODES = {"grayscale": 1, "rgb": 3}
@@ -277,6 +282,17 @@ def _settings_document(
     }
 
 
+def _add_xla_settings(document, channels, threshold) -> None:
+    """Records the ``serving_xla`` signature (see :data:`XLA_SIGNATURE`) in the settings."""
+    name, dtype, outputs = XLA_SIGNATURE
+    outs = [o for o in outputs if o != "is_anomalous" or threshold is not None]
+    document["signatures"][name] = {
+        "input": {"images": f"{dtype} [B, H, W, {channels}]"},
+        "outputs": {o: _OUTPUTS_DOC[o] for o in outs},
+        "note": "serving_default compiled with XLA (faster for single images on some CPUs)",
+    }
+
+
 #: The message of the ``InvalidArgumentError`` a served call with NaN / Inf pixels raises.
 NON_FINITE_MESSAGE = "keras_skipae: the images hold NaN or infinite values; expected [0, 1]"
 
@@ -299,8 +315,11 @@ def _checked(fn, expected):
     return tf.function(checked, autograph=False)
 
 
-def _build_module(model, *, settings, threshold, image_size, channels, asset_path, jit=False):
-    """A ``tf.Module`` with ``score`` / ``reconstruct`` tf.functions and their signatures."""
+def _build_module(
+    model, *, settings, threshold, image_size, channels, asset_path, jit=False, xla_variant=False
+):
+    """A ``tf.Module`` with ``score`` / ``reconstruct`` tf.functions and their signatures;
+    with ``xla_variant`` also ``score_xla`` and its :data:`XLA_SIGNATURE`."""
 
     expected = [None, image_size[0], image_size[1], channels]
 
@@ -328,6 +347,11 @@ def _build_module(model, *, settings, threshold, image_size, channels, asset_pat
         fn = module.reconstruct if name.startswith("reconstruct") else module.score
         spec = tf.TensorSpec(expected, tf.as_dtype(dtype), name="images")
         concrete[name] = fn.get_concrete_function(spec)
+    if xla_variant:
+        name, dtype, _ = XLA_SIGNATURE
+        module.score_xla = _checked(tf.function(score_fn, jit_compile=True), expected)
+        spec = tf.TensorSpec(expected, tf.as_dtype(dtype), name="images")
+        concrete[name] = module.score_xla.get_concrete_function(spec)
     # Every variable the graphs read must be reachable from the module.
     variables = {}
     for cf in concrete.values():
@@ -448,22 +472,24 @@ def _verify(path, model, settings, threshold, image_size, channels, multiple, ti
     rng = np.random.default_rng(0)
     images = rng.random((2, h, w, channels), dtype=np.float32)
     loaded = tf.saved_model.load(str(path))
-    served = loaded.signatures["serving_default"](images=tf.constant(images))
     expected = compute(model, images, settings)
     keys = ["reconstruction"] if settings.map == "mc_dropout" else list(expected)
-    for key in keys:
-        diff = float(np.max(np.abs(served[key].numpy() - expected[key].numpy())))
-        if not diff <= 1e-5:
-            raise RuntimeError(
-                f"The exported {key!r} differs from the in-process result by {diff:.3g} "
-                "(> 1e-5); the export was not written."
-            )
-    if threshold is not None:
-        want = expected["score"].numpy() >= np.float32(threshold)
-        if settings.map != "mc_dropout" and not np.array_equal(
-            served["is_anomalous"].numpy(), want
-        ):
-            raise RuntimeError("The exported `is_anomalous` disagrees with score >= threshold.")
+    names = [n for n in ("serving_default", XLA_SIGNATURE[0]) if n in loaded.signatures]
+    for name in names:
+        served = loaded.signatures[name](images=tf.constant(images))
+        for key in keys:
+            diff = float(np.max(np.abs(served[key].numpy() - expected[key].numpy())))
+            if not diff <= 1e-5:
+                raise RuntimeError(
+                    f"The exported {key!r} ({name}) differs from the in-process result by "
+                    f"{diff:.3g} (> 1e-5); the export was not written."
+                )
+        if threshold is not None and settings.map != "mc_dropout":
+            score = served["score"].numpy()
+            if not np.array_equal(served["is_anomalous"].numpy(), score >= np.float32(threshold)):
+                raise RuntimeError(
+                    f"The exported `is_anomalous` ({name}) disagrees with score >= threshold."
+                )
     if tiling is not None:
         _verify_tiled(loaded, model, settings, threshold, channels, tiling)
 
@@ -524,11 +550,16 @@ def export_saved_model(
             place.
         jit_compile: compile the ``score`` and ``reconstruct`` functions with XLA
             (the graphs then need a TensorFlow runtime with XLA, as the pip
-            packages have). ``"auto"``: the measured choice for the serving path
-            on the exporting machine's device
+            packages have). ``"auto"``: the choice for the serving path
             (:func:`keras_skipae.ops.device.resolve_jit_compile`,
-            ``docs/decisions.md#xla-auto``); True or False force it. Recorded as
-            ``jit_compile`` in the settings.
+            ``docs/decisions.md#xla-auto``): with a GPU, on; on a CPU the
+            signatures run without XLA and the export adds ``serving_xla``, the
+            same scoring compiled with XLA, which
+            :class:`~keras_skipae.inference.Detector` times against
+            ``serving_default`` per input shape on the machine that serves
+            (:class:`~keras_skipae.ops.device.MeasuredJit`). True or False force
+            it (no ``serving_xla``). Recorded as ``jit_compile`` in the settings
+            (True, False or ``"measured"``).
         **legacy: the deprecated scoring keywords (``map=``, ``smoothing=``, ...).
 
     Returns:
@@ -548,6 +579,7 @@ def export_saved_model(
     cfg = ScoringConfig.resolve(scoring, caller="export_saved_model", **legacy)
     threshold = check_threshold(threshold)
     jit = resolve_jit_compile(jit_compile, path="serving")
+    xla_variant = jit == MEASURED
     h, w, channels = _input_shape(model)
     multiple = _size_multiple(model)
     size = _resolve_image_size(image_size, (h, w), multiple)
@@ -575,6 +607,8 @@ def export_saved_model(
     )
     if tiling is not None:
         _add_tiling_settings(document, tiling, channels, threshold)
+    if xla_variant:
+        _add_xla_settings(document, channels, threshold)
     with tempfile.TemporaryDirectory(prefix="keras_skipae_export_") as scratch:
         asset = Path(scratch) / SETTINGS_FILE
         asset.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -585,7 +619,8 @@ def export_saved_model(
             image_size=size,
             channels=channels,
             asset_path=asset,
-            jit=jit,
+            jit=False if xla_variant else jit,
+            xla_variant=xla_variant,
         )
         if tiling is not None:
             _add_tiled_signature(module, concrete, model, cfg, threshold, channels, tiling)

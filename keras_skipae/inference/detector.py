@@ -40,10 +40,12 @@ from keras_skipae import io_utils
 from keras_skipae.data.datasets import IMAGE_EXTENSIONS, DatasetError, load_image, resize_image
 from keras_skipae.export.saved_model import (
     SETTINGS_FILE,
+    XLA_SIGNATURE,
     check_threshold,
     load_saved_model,
     read_settings,
 )
+from keras_skipae.ops.device import MeasuredJit
 from keras_skipae.ops.tiling import check_tiling
 from keras_skipae.runs import RunFolder
 from keras_skipae.scoring import (
@@ -299,6 +301,7 @@ class Detector:
     @classmethod
     def _load_run(cls, path, threshold, scoring, best, image_size, jit_compile, tiles=(None, None)):
         run = RunFolder(path)
+        run.check_reconstruction("prediction")
         model = run.load(best=best, compile=False)
         cfg = ScoringConfig.resolve(scoring, caller="Detector.load")
         data = run.config().get("data") or {}
@@ -370,10 +373,7 @@ class Detector:
             threshold_note=note,
             tile_size=tiling[0] if tiling else None,
             tile_overlap=tiling[1] if tiling else 0,
-            _served=(
-                loaded,
-                loaded.signatures["serving_tiled" if tiling else "serving_default"],
-            ),
+            _served=(loaded, _served_scorer(loaded, tiling)),
             _channels=int(inp.get("channels") or settings["model"]["input_shape"][-1]),
         )
 
@@ -623,6 +623,20 @@ class Detector:
             start = end
         out["score"] = np.asarray(out["score"], np.float32)
         return out
+
+
+def _served_scorer(loaded, tiling):
+    """The SavedModel signature the Detector scores with: ``serving_tiled`` for a tiled
+    export; else ``serving_default``, or, where the export also holds ``serving_xla``
+    (``jit_compile="auto"`` on a CPU), a :class:`~keras_skipae.ops.device.MeasuredJit`
+    that times the two per input shape on this machine and keeps the faster."""
+    sigs = loaded.signatures
+    if tiling:
+        return sigs["serving_tiled"]
+    if XLA_SIGNATURE[0] not in sigs:
+        return sigs["serving_default"]
+    plain, xla = sigs["serving_default"], sigs[XLA_SIGNATURE[0]]
+    return MeasuredJit(lambda images: plain(images=images), lambda images: xla(images=images))
 
 
 def _check_detector_tiling(tile_size, tile_overlap) -> tuple[int, int] | None:

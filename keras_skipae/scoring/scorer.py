@@ -10,7 +10,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from keras_skipae.ops.device import resolve_jit_compile
+from keras_skipae.ops.device import MEASURED, MeasuredJit, resolve_jit_compile
 from keras_skipae.scoring.common import _check_rank, to_float_images
 from keras_skipae.scoring.config import ScoringConfig
 from keras_skipae.scoring.maps import ANOMALY_MAPS, mc_dropout_model
@@ -80,14 +80,18 @@ def make_scorer(
         image_shape: ``(H, W, C)`` (entries may be None) to trace once with a
             free batch size (input float32 ``[None, H, W, C]``); None traces per
             input shape, relaxing shapes after a retrace.
-        jit_compile: compile the scorer with XLA. ``"auto"``: the measured choice
-            for the scoring path on this device
+        jit_compile: compile the scorer with XLA. ``"auto"``: the choice for the
+            scoring path on this device
             (:func:`keras_skipae.ops.device.resolve_jit_compile`,
-            ``docs/decisions.md#xla-auto``); True or False force it.
+            ``docs/decisions.md#xla-auto``): on with a GPU; on a CPU a
+            :class:`~keras_skipae.ops.device.MeasuredJit`, which times XLA off and
+            on per input shape after a few calls and keeps the faster. True or
+            False force it.
         **legacy: the deprecated per-setting keywords.
 
     Returns:
-        ``fn(images) -> dict(reconstruction, anomaly_map, score)``.
+        ``fn(images) -> dict(reconstruction, anomaly_map, score)``: a ``tf.function``,
+        or a :class:`~keras_skipae.ops.device.MeasuredJit` holding two.
 
     Example:
         >>> scorer = make_scorer(model, ScoringConfig(map="ssim"), image_shape=(128, 128, 1))
@@ -103,7 +107,14 @@ def make_scorer(
 
     # No AutoGraph: every branch in the scoring code is on Python values, so the
     # graph is traced as written (AutoGraph would re-read and convert the source).
-    if image_shape is not None:
-        spec = tf.TensorSpec([None, *image_shape], tf.float32)
-        return tf.function(scorer, input_signature=[spec], autograph=False, jit_compile=jit)
-    return tf.function(scorer, reduce_retracing=True, autograph=False, jit_compile=jit)
+    def compiled(jit_compile):
+        if image_shape is not None:
+            spec = tf.TensorSpec([None, *image_shape], tf.float32)
+            return tf.function(
+                scorer, input_signature=[spec], autograph=False, jit_compile=jit_compile
+            )
+        return tf.function(scorer, reduce_retracing=True, autograph=False, jit_compile=jit_compile)
+
+    if jit == MEASURED:
+        return MeasuredJit(compiled(False), compiled(True))
+    return compiled(jit)
