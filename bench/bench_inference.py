@@ -106,6 +106,10 @@ def compare_jit(args) -> int:
     import tensorflow as tf
 
     from keras_skipae import export, scoring
+    from keras_skipae.ops.device import MeasuredJit
+
+    variants = [False, True] + (["auto"] if args.auto else [])
+    names = {False: "off", True: "on", "auto": "auto"}
 
     sizes = [int(v) for v in args.sizes.split(",")]
     batches = [int(v) for v in args.batches.split(",")]
@@ -125,7 +129,19 @@ def compare_jit(args) -> int:
     for size in sizes:
         model = ks.build_aesc(input_shape=(size, size, 1), depth=args.depth)
         fns = {}
-        for jit in (False, True):
+        for jit in variants:
+            if jit == "auto":  # the package's default: MeasuredJit on a CPU
+                if "scoring" in paths:
+                    fns[("scoring", jit)] = scoring.make_scorer(model)
+                if "serving" in paths:  # as Detector serves a CPU export
+                    sigs = tf.saved_model.load(
+                        os.path.join(scratch.name, f"aesc{size}_auto")
+                    ).signatures
+                    fns[("serving", jit)] = MeasuredJit(
+                        lambda x, sig=sigs["serving_default"]: sig(images=x),
+                        lambda x, sig=sigs["serving_xla"]: sig(images=x),
+                    )
+                continue
             if "forward" in paths:
                 fns[("forward", jit)] = tf.function(
                     lambda x, m=model: m(x, training=False), jit_compile=jit
@@ -143,21 +159,26 @@ def compare_jit(args) -> int:
                 )
                 sig = tf.saved_model.load(path).signatures["serving_default"]
                 fns[("serving", jit)] = lambda x, sig=sig: sig(images=x)
+                if args.auto and jit:
+                    export.export_saved_model(model, os.path.join(scratch.name, f"aesc{size}_auto"))
         for batch in batches:
             x = tf.constant(rng.random((batch, size, size, 1), dtype=np.float32))
             for path in paths:
+                here = [v for v in variants if (path, v) in fns]
                 first = {}
-                for jit in (False, True):
+                for jit in here:
                     start = time.perf_counter()
                     _sync(fns[(path, jit)](x))
                     first[jit] = time.perf_counter() - start
-                    for _ in range(args.warmup):
+                    # auto: enough calls for MeasuredJit to measure this shape and choose
+                    extra = fns[(path, jit)].warm_calls + 1 if jit == "auto" else 0
+                    for _ in range(args.warmup + extra):
                         _sync(fns[(path, jit)](x))
-                times = {False: [], True: []}
-                cpu = {False: [], True: []}
-                other = {False: [], True: []}
+                times = {v: [] for v in here}
+                cpu = {v: [] for v in here}
+                other = {v: [] for v in here}
                 for r in range(args.repeats):
-                    for jit in (False, True) if r % 2 == 0 else (True, False):
+                    for jit in here if r % 2 == 0 else here[::-1]:
                         sec, cpu_sec, load = _timed_block(fns[(path, jit)], x, args.calls)
                         times[jit].append(sec)
                         cpu[jit].append(cpu_sec)
@@ -182,6 +203,22 @@ def compare_jit(args) -> int:
                     "on_over_off_cpu": cpu_on / cpu_off,
                     "first_call_s": {"off": first[False], "on": first[True]},
                 }
+                if "auto" in here:
+                    auto = statistics.median(times["auto"])
+                    (choice,) = fns[(path, "auto")].choices.values()
+                    row.update(
+                        auto_ms_per_call=[1000 * t for t in times["auto"]],
+                        auto_median_ms=1000 * auto,
+                        auto_over_best=auto / min(off, on),
+                        auto_choice=choice,
+                    )
+                    print(
+                        f"{size:4d} b{batch:<3d} {path:8s} auto {1000 * auto:8.1f} ms "
+                        f"(chose XLA {'on' if choice['jit'] else 'off'}: measured off "
+                        f"{choice['ms_off']:.1f} ms, on {choice['ms_on'] or float('nan'):.1f} ms; "
+                        f"{choice['note']})  auto/best {auto / min(off, on):5.2f}",
+                        flush=True,
+                    )
                 rows.append(row)
                 print(
                     f"{size:4d} b{batch:<3d} {path:8s} off {1000 * off:8.1f} ms  on "
@@ -190,7 +227,8 @@ def compare_jit(args) -> int:
                     f"  (first call off {first[False]:.1f} s, on {first[True]:.1f} s)",
                     flush=True,
                 )
-                for name, jit in (("off", False), ("on", True)):
+                for jit in here:
+                    name = names[jit]
                     reps = " ".join(
                         f"{1000 * t:.1f}/{1000 * c:.1f}({o:.1f})"
                         for t, c, o in zip(times[jit], cpu[jit], other[jit])
@@ -210,6 +248,19 @@ def compare_jit(args) -> int:
             f"{r['on_median_ms']:.1f} | {r['on_over_off']:.2f} | {r['off_median_cpu_ms']:.1f} "
             f"| {r['on_median_cpu_ms']:.1f} | {r['on_over_off_cpu']:.2f} |"
         )
+    auto_rows = [r for r in rows if "auto_median_ms" in r]
+    if auto_rows:
+        print(
+            "\n| size | batch | path | off (ms) | on (ms) | auto (ms) | auto chose | auto / best |"
+        )
+        print("|---:|---:|---|---:|---:|---:|---|---:|")
+        for r in auto_rows:
+            chose = "on" if r["auto_choice"]["jit"] else "off"
+            print(
+                f"| {r['size']} | {r['batch']} | {r['path']} | {r['off_median_ms']:.1f} | "
+                f"{r['on_median_ms']:.1f} | {r['auto_median_ms']:.1f} | {chose} | "
+                f"{r['auto_over_best']:.2f} |"
+            )
     print(f"\ncommand: {command}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
@@ -231,6 +282,12 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument(
         "--compare-jit", action="store_true", help="XLA off vs on per path (ABAB), see above"
+    )
+    parser.add_argument(
+        "--auto",
+        action="store_true",
+        help="--compare-jit: also time the default jit_compile='auto' (MeasuredJit on a CPU) "
+        "on the scoring and serving paths, after it has measured and chosen",
     )
     parser.add_argument("--sizes", default="128,256", help="--compare-jit: image sides")
     parser.add_argument("--batches", default="1,16", help="--compare-jit: batch sizes")
