@@ -40,6 +40,8 @@ _LAZY = {
     "list_models": ("keras_skipae.models", "list_models"),
     "tap_names": ("keras_skipae.models", "tap_names"),
     "tap_model": ("keras_skipae.models", "tap_model"),
+    "replace_head": ("keras_skipae.models", "replace_head"),
+    "set_trainable": ("keras_skipae.models", "set_trainable"),
     # scoring, training, evaluation, export, run folders
     "ScoringConfig": ("keras_skipae.scoring", "ScoringConfig"),
     "train": ("keras_skipae.training", "train"),

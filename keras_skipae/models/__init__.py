@@ -22,6 +22,7 @@ from keras_skipae.models.discrepancy_loss import DiscrepancyLossModel
 from keras_skipae.models.encoders import list_encoders
 from keras_skipae.models.registry import get_model, list_models
 from keras_skipae.models.taps import LAYER_GROUPS, base_model, select_layers, tap_model, tap_names
+from keras_skipae.models.transfer import replace_head, set_trainable
 
 __all__ = [
     "AESC_MC_DROPOUT",
@@ -42,7 +43,9 @@ __all__ = [
     "level_output",
     "list_encoders",
     "list_models",
+    "replace_head",
     "select_layers",
+    "set_trainable",
     "skip_merge",
     "tap_model",
     "tap_names",

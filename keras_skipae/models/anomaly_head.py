@@ -218,11 +218,20 @@ def build_aesc_head(
         head_taps: None, or the base's taps the head also reads (``"decoder"``, ...).
         head_weight, head_loss, joint: see :class:`AnomalyHeadModel`.
         base: ``"aesc"`` (default), another builder's name, or a built model.
-        **base_kwargs: the base builder's arguments (``depth``, ``filters``, ...).
+        **base_kwargs: the base builder's arguments (``depth``, ``filters``, ...;
+            ``upscale`` must stay 1).
 
     Returns:
         An :class:`AnomalyHeadModel` named ``"aesc_head"`` for the default base.
+
+    Raises:
+        ValueError: a bad argument, e.g. ``upscale`` other than 1.
     """
+    if base_kwargs.get("upscale", 1) != 1:
+        raise ValueError(
+            "The anomaly head compares the input with its reconstruction, so the base must "
+            f"keep the input's size (upscale=1). Received: upscale={base_kwargs['upscale']!r}"
+        )
     if isinstance(base, str):
         if base not in _BASES:
             raise ValueError(f"Expected `base` in {sorted(_BASES)}. Received: base={base!r}")

@@ -16,8 +16,14 @@ resolution of encoder level ``i``, so a skip joins ``enc{i}`` to ``dec{i}``).
   ``dec{i}_skip_drop`` (:class:`~keras_skipae.layers.SkipDropout`, when ``skip_dropout > 0``),
   ``dec{i}_skip`` (Add or Concatenate), ``dec{i}_up`` (UpSampling2D in AESc style,
   Conv2DTranspose in U-Net style, where it comes *before* the merge), ``dec{i}_drop``.
-* ``out_up`` (only with a keras.applications encoder in U-Net style) and ``out``,
-  the output convolution with a sigmoid (float32 under a mixed-precision policy).
+* ``out_up`` (only with a keras.applications encoder in U-Net style), then
+  ``sr_up0``, ``sr_up1`` (only with ``upscale`` 2 or 4: Conv2DTranspose, stride 2,
+  ``filters`` channels and the blocks' activation, one per doubling of the size), and
+  ``out``, the output convolution with ``output_activation`` (a sigmoid by default;
+  float32 under a mixed-precision policy).
+* The input of ``out`` is the decoder's last tensor, what
+  :func:`~keras_skipae.models.transfer.replace_head` keeps: ``dec0_up``'s output in
+  AESc style, ``dec0_out``'s in U-Net style, else ``out_up``'s, or the last ``sr_up{k}``'s.
 * With ``encoder=``: ``gray_to_rgb`` (Concatenate, grayscale input only),
   ``encoder_preprocess`` and the nested body ``encoder``.
 * Taps: ``enc{i}_out``, ``bottleneck_out``, ``dec{i}_out`` are Identity layers at the
@@ -122,6 +128,20 @@ def _encoder(x, spec: _Spec):
     return x, features
 
 
+def _upscale(x, spec: _Spec):
+    """``log2(upscale)`` stride-2 Conv2DTranspose stages ``sr_up{k}`` (none for ``upscale=1``)."""
+    for k in range(spec.upscale.bit_length() - 1):
+        x = keras.layers.Conv2DTranspose(
+            spec.filters,
+            3,
+            strides=2,
+            padding="same",
+            activation=spec.block["activation"],
+            name=f"sr_up{k}",
+        )(x)
+    return x
+
+
 def _decoder(x, features, spec: _Spec):
     """The decoder and output layer, merging ``features`` through the chosen skips."""
     n_levels, filters, rates, block = spec.n_levels, spec.filters, spec.rates, spec.block
@@ -147,11 +167,12 @@ def _decoder(x, features, spec: _Spec):
                 )
             x = level_output(x, f"dec{i}")
             x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"dec{i}_up")(x)
+        x = _upscale(x, spec)
         outputs = keras.layers.Conv2D(
             num_outputs,
             kernel_size,
             padding="same",
-            activation="sigmoid",
+            activation=spec.output_activation,
             name="out",
             dtype=_output_dtype(),
         )(x)
@@ -177,8 +198,9 @@ def _decoder(x, features, spec: _Spec):
             x = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", name="out_up")(
                 x
             )
+        x = _upscale(x, spec)
         outputs = keras.layers.Conv2D(
-            num_outputs, 1, activation="sigmoid", name="out", dtype=_output_dtype()
+            num_outputs, 1, activation=spec.output_activation, name="out", dtype=_output_dtype()
         )(x)
 
     return outputs
@@ -200,6 +222,8 @@ def build_encoder_decoder(
     bn_momentum: float = 0.99,
     activation: str | None = None,
     num_outputs: int | None = None,
+    output_activation: str | None = "sigmoid",
+    upscale: int = 1,
     encoder: str | None = None,
     encoder_weights=None,
     freeze_encoder: bool = False,
@@ -230,6 +254,11 @@ def build_encoder_decoder(
             make the moving statistics catch up in short training runs).
         activation: ``"leaky_relu"`` (AESc default) or ``"relu"`` (U-Net default).
         num_outputs: output channels (default: the input's channels).
+        output_activation: the ``out`` layer's activation: ``"sigmoid"`` (images in
+            [0, 1]), ``"softmax"`` (over the output channels; needs ``num_outputs >= 2``)
+            or None / ``"linear"`` (targets outside [0, 1]).
+        upscale: 1, 2 or 4: the output is ``upscale`` times the input's height and width
+            (``sr_up{k}`` stages before ``out``, for super-resolution).
         encoder: None, ``"mobilenet_v2"`` or ``"resnet50"``.
         encoder_weights: None, ``"imagenet"`` (downloaded once into Keras' cache) or a local
             weights file for the encoder body.
@@ -238,6 +267,9 @@ def build_encoder_decoder(
 
     Returns:
         A functional ``keras.Model``.
+
+    Raises:
+        ValueError: a bad argument; the message names it (``Received: upscale=3``).
     """
     spec = _resolve_spec(
         input_shape=input_shape,
@@ -257,6 +289,8 @@ def build_encoder_decoder(
         encoder_weights=encoder_weights,
         freeze_encoder=freeze_encoder,
         skip_dropout=skip_dropout,
+        output_activation=output_activation,
+        upscale=upscale,
     )
     inputs = keras.Input(shape=spec.input_shape, name="image")
     x = InputSizeCheck(2**spec.depth, name="input_check")(inputs)
@@ -281,6 +315,8 @@ def build_aesc(
     dropout=None,
     batchnorm: bool = True,
     bn_momentum: float = 0.99,
+    output_activation: str | None = "sigmoid",
+    upscale: int = 1,
     encoder: str | None = None,
     encoder_weights=None,
     freeze_encoder: bool = False,
@@ -325,6 +361,10 @@ def build_aesc(
             MC-dropout, e.g. :data:`AESC_MC_DROPOUT` = (0, 0, .1, .2, .4, .5).
         batchnorm: use BatchNormalization.
         bn_momentum: BatchNormalization momentum; 0.9 suits short runs.
+        output_activation: ``"sigmoid"`` (default: images in [0, 1]), None / ``"linear"``
+            for targets outside [0, 1], or ``"softmax"`` (over channels, 2 or more).
+        upscale: 1 (default), 2 or 4: the output is ``upscale`` times the input's size
+            (stride-2 Conv2DTranspose stages ``sr_up{k}`` before ``out``).
         encoder: None or a keras.applications body (``"mobilenet_v2"``, ``"resnet50"``).
         encoder_weights: None, ``"imagenet"`` (downloaded once into Keras' cache) or a local
             weights file for that body.
@@ -352,6 +392,8 @@ def build_aesc(
         dropout=dropout,
         batchnorm=batchnorm,
         bn_momentum=bn_momentum,
+        output_activation=output_activation,
+        upscale=upscale,
         encoder=encoder,
         encoder_weights=encoder_weights,
         freeze_encoder=freeze_encoder,
@@ -372,6 +414,8 @@ def build_ae(
     encoder_weights=None,
     freeze_encoder: bool = False,
     skip_dropout=0.0,
+    output_activation: str | None = "sigmoid",
+    upscale: int = 1,
     name: str = "ae",
 ) -> keras.Model:
     """The plain autoencoder: the AESc graph without skips.
@@ -381,7 +425,8 @@ def build_ae(
 
     Args:
         input_shape, depth, filters, kernel_size, dropout, batchnorm, bn_momentum,
-        encoder, encoder_weights, freeze_encoder: as in :func:`build_aesc`.
+        encoder, encoder_weights, freeze_encoder, output_activation, upscale: as in
+        :func:`build_aesc`.
         skip_dropout: accepted so that code looping over builders can pass it; the AE
             has no skips, so anything but 0 raises a ``ValueError``.
         name: model name.
@@ -404,6 +449,8 @@ def build_ae(
         dropout=dropout,
         batchnorm=batchnorm,
         bn_momentum=bn_momentum,
+        output_activation=output_activation,
+        upscale=upscale,
         encoder=encoder,
         encoder_weights=encoder_weights,
         freeze_encoder=freeze_encoder,
@@ -420,6 +467,8 @@ def build_unet(
     batchnorm: bool = True,
     bn_momentum: float = 0.99,
     num_outputs: int | None = None,
+    output_activation: str | None = "sigmoid",
+    upscale: int = 1,
     skip_mode: str | None = "concat",
     skips="all",
     skip_scale=1.0,
@@ -447,6 +496,12 @@ def build_unet(
         batchnorm: use BatchNormalization.
         bn_momentum: BatchNormalization momentum.
         num_outputs: output channels; defaults to the input's channels.
+        output_activation: ``"sigmoid"`` (default: images or binary masks), ``"softmax"``
+            (K >= 2 classes over the output channels) or None / ``"linear"`` (targets
+            outside [0, 1]).
+        upscale: 1 (default), 2 or 4: the output is ``upscale`` times the input's height
+            and width, e.g. 2 for 2x super-resolution: stride-2 Conv2DTranspose stages
+            ``sr_up{k}`` (``filters`` channels, ReLU) after the last decoder block.
         skip_mode: ``"concat"`` (classic), ``"add"`` or None.
         skips: ``"all"``, None / ``()`` or a tuple of levels (0 is the full resolution).
         skip_scale: fixed multiplier ``0 < s <= 1`` on each skip (or one per level);
@@ -465,6 +520,9 @@ def build_unet(
 
     Example:
         >>> unet = build_unet(input_shape=(64, 64, 1), depth=3, filters=8)
+        >>> sr = build_unet(input_shape=(32, 32, 1), depth=3, upscale=2, output_activation=None)
+        >>> sr.output_shape
+        (None, 64, 64, 1)
     """
     return build_encoder_decoder(
         input_shape=input_shape,
@@ -480,6 +538,8 @@ def build_unet(
         batchnorm=batchnorm,
         bn_momentum=bn_momentum,
         num_outputs=num_outputs,
+        output_activation=output_activation,
+        upscale=upscale,
         encoder=encoder,
         encoder_weights=encoder_weights,
         freeze_encoder=freeze_encoder,

@@ -13,6 +13,12 @@ SKIP_MODES = ("add", "concat", None)
 
 STYLES = ("aesc", "unet")
 
+#: Accepted ``output_activation`` values (None means ``"linear"``).
+OUTPUT_ACTIVATIONS = ("sigmoid", "softmax", "linear", None)
+
+#: Accepted ``upscale`` factors (output size / input size).
+UPSCALES = (1, 2, 4)
+
 
 #: Depth used when ``depth=None`` and no ``encoder`` is given (an encoder fixes it to 5).
 DEFAULT_DEPTH = {"aesc": 6, "unet": 4}
@@ -152,6 +158,39 @@ def _check_skip_dropout(skip_dropout, skips: tuple, n_levels: int) -> tuple[floa
     return drops
 
 
+def _check_output_activation(output_activation, num_outputs: int) -> str:
+    """``"sigmoid"``, ``"softmax"`` or ``"linear"`` (None); softmax needs 2+ channels."""
+    if not (
+        output_activation is None
+        or (isinstance(output_activation, str) and output_activation in OUTPUT_ACTIVATIONS)
+    ):
+        raise ValueError(
+            "`output_activation` must be 'sigmoid' (images in [0, 1]), 'softmax' (classes over "
+            "the output channels), or None / 'linear' (unbounded targets). "
+            f"Received: output_activation={output_activation!r}"
+        )
+    if output_activation == "softmax" and num_outputs < 2:
+        raise ValueError(
+            "`output_activation='softmax'` normalises over the output channels and needs "
+            "num_outputs >= 2 (use 'sigmoid' for one channel). "
+            f"Received: output_activation='softmax', num_outputs={num_outputs}"
+        )
+    return output_activation or "linear"
+
+
+def _check_upscale(upscale) -> int:
+    if (
+        isinstance(upscale, bool)
+        or not isinstance(upscale, numbers.Integral)
+        or upscale not in UPSCALES
+    ):
+        raise ValueError(
+            f"`upscale` must be one of {UPSCALES} (the output is `upscale` times the input's "
+            f"height and width). Received: upscale={upscale!r}"
+        )
+    return int(upscale)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Spec:
     """The checked, resolved configuration of :func:`build_encoder_decoder`."""
@@ -172,6 +211,8 @@ class _Spec:
     encoder_weights: object
     freeze_encoder: bool
     drops: tuple = ()
+    output_activation: str = "sigmoid"
+    upscale: int = 1
 
 
 def _resolve_spec(
@@ -193,6 +234,8 @@ def _resolve_spec(
     encoder_weights,
     freeze_encoder,
     skip_dropout=0.0,
+    output_activation="sigmoid",
+    upscale=1,
 ) -> _Spec:
     if style not in STYLES:
         raise ValueError(f"`style` must be one of {STYLES}. Received: style={style!r}")
@@ -231,6 +274,8 @@ def _resolve_spec(
     if num_outputs is None:
         num_outputs = channels
     num_outputs = _check_int("num_outputs", num_outputs)
+    output_activation = _check_output_activation(output_activation, num_outputs)
+    upscale = _check_upscale(upscale)
 
     # Skip levels: encoder features at strides 2**(i+1) (AESc style / encoders) or 2**i (U-Net).
     n_levels = depth if (style == "unet" and encoder is None) else depth - 1
@@ -266,4 +311,6 @@ def _resolve_spec(
         encoder_weights=encoder_weights,
         freeze_encoder=bool(freeze_encoder),
         drops=drops,
+        output_activation=output_activation,
+        upscale=upscale,
     )
