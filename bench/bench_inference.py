@@ -205,18 +205,24 @@ def compare_jit(args) -> int:
                 }
                 if "auto" in here:
                     auto = statistics.median(times["auto"])
+                    cpu_auto = statistics.median(cpu["auto"])
                     (choice,) = fns[(path, "auto")].choices.values()
                     row.update(
                         auto_ms_per_call=[1000 * t for t in times["auto"]],
+                        auto_cpu_ms_per_call=[1000 * t for t in cpu["auto"]],
+                        auto_other_cores=other["auto"],
                         auto_median_ms=1000 * auto,
+                        auto_median_cpu_ms=1000 * cpu_auto,
                         auto_over_best=auto / min(off, on),
+                        auto_over_best_cpu=cpu_auto / min(cpu_off, cpu_on),
                         auto_choice=choice,
                     )
                     print(
-                        f"{size:4d} b{batch:<3d} {path:8s} auto {1000 * auto:8.1f} ms "
-                        f"(chose XLA {'on' if choice['jit'] else 'off'}: measured off "
-                        f"{choice['ms_off']:.1f} ms, on {choice['ms_on'] or float('nan'):.1f} ms; "
-                        f"{choice['note']})  auto/best {auto / min(off, on):5.2f}",
+                        f"{size:4d} b{batch:<3d} {path:8s} auto {1000 * auto:8.1f} ms, CPU "
+                        f"{1000 * cpu_auto:.1f} ms (chose XLA {'on' if choice['jit'] else 'off'}: "
+                        f"measured off {choice['ms_off']:.1f} ms, on "
+                        f"{choice['ms_on'] or float('nan'):.1f} ms; {choice['note']})  auto/best "
+                        f"{auto / min(off, on):5.2f}, CPU {cpu_auto / min(cpu_off, cpu_on):5.2f}",
                         flush=True,
                     )
                 rows.append(row)
@@ -251,15 +257,18 @@ def compare_jit(args) -> int:
     auto_rows = [r for r in rows if "auto_median_ms" in r]
     if auto_rows:
         print(
-            "\n| size | batch | path | off (ms) | on (ms) | auto (ms) | auto chose | auto / best |"
+            "\n| size | batch | path | auto chose | ms off / on / auto | auto / best "
+            "| CPU ms off / on / auto | auto / best (CPU) |"
         )
-        print("|---:|---:|---|---:|---:|---:|---|---:|")
+        print("|---:|---:|---|---|---|---:|---|---:|")
         for r in auto_rows:
             chose = "on" if r["auto_choice"]["jit"] else "off"
             print(
-                f"| {r['size']} | {r['batch']} | {r['path']} | {r['off_median_ms']:.1f} | "
-                f"{r['on_median_ms']:.1f} | {r['auto_median_ms']:.1f} | {chose} | "
-                f"{r['auto_over_best']:.2f} |"
+                f"| {r['size']} | {r['batch']} | {r['path']} | {chose} | "
+                f"{r['off_median_ms']:.1f} / {r['on_median_ms']:.1f} / {r['auto_median_ms']:.1f} "
+                f"| {r['auto_over_best']:.2f} | {r['off_median_cpu_ms']:.1f} / "
+                f"{r['on_median_cpu_ms']:.1f} / {r['auto_median_cpu_ms']:.1f} | "
+                f"{r['auto_over_best_cpu']:.2f} |"
             )
     print(f"\ncommand: {command}")
     if args.json:
