@@ -174,6 +174,23 @@ class RunFolder:
             return None
         return int(training["tile_size"]), int(training.get("tile_overlap") or 0)
 
+    def task(self) -> str:
+        """``"reconstruction"`` or ``"segmentation"``: ``training.task`` of ``config.json``
+        (absent in reconstruction runs, and in runs written before it existed)."""
+        return str((self.config().get("training") or {}).get("task") or "reconstruction")
+
+    def check_reconstruction(self, what: str) -> None:
+        """Raises a ``ValueError`` for a segmentation run: ``what`` (evaluation, a
+        SavedModel export, prediction) scores the anomaly maps of reconstructions."""
+        task = self.task()
+        if task != "reconstruction":
+            raise ValueError(
+                f"The run {str(self.path)!r} trained a {task} model (image -> mask); {what} "
+                "scores the anomaly maps of a reconstruction model and does not apply to it. "
+                "Load its model.keras with keras_skipae.load_model and call it on images "
+                f"(or export it with format='keras'). Received: a run with task={task!r}"
+            )
+
     def load(self, *, best: bool = False, compile: bool = True) -> keras.Model:
         """Loads the run's model (``safe_mode=True``).
 

@@ -52,9 +52,13 @@ def evaluate_run(
 
     Returns:
         ``(EvaluationResult, out_dir)``.
+
+    Raises:
+        ValueError: the run trained a segmentation model (``task="segmentation"``).
     """
     run = RunFolder(run_dir)
     config = run.config()
+    run.check_reconstruction("evaluation")
     dcfg = config.get("data") or {}
     root = data_root or dcfg.get("root")
     category = category or dcfg.get("category")
@@ -127,6 +131,10 @@ def export_run(
         A dict: ``path``, ``format``, ``threshold``, ``threshold_source``,
         ``settings`` and ``hint`` (a message about an unused evaluated
         threshold, or None).
+
+    Raises:
+        ValueError: ``format="saved_model"`` for a run that trained a segmentation
+            model (its SavedModel would score anomaly maps); ``format="keras"`` exports it.
     """
 
     if format not in ("saved_model", "keras"):
@@ -142,6 +150,8 @@ def export_run(
         )
     io_utils.check_writable(out, overwrite=overwrite, what="export")
     run = RunFolder(run_dir)
+    if format != "keras":
+        run.check_reconstruction("a SavedModel export")
     model, config = run.load(best=best, compile=False), run.config()
     if format == "keras":
         path = export_keras(model, out, overwrite=overwrite)

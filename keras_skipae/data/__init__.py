@@ -8,7 +8,8 @@
 * :mod:`keras_skipae.data.datasets`: :func:`mvtec_dataset` (MVTec AD layout) and
   :func:`folder_dataset` (a folder of good images).
 * :mod:`keras_skipae.data.synthetic`: procedural inspection data in the MVTec AD
-  layout (:func:`make_dataset`).
+  layout (:func:`make_dataset`), and a seeded labelled split in memory
+  (:func:`labelled_dataset`).
 
 This package never imports :mod:`keras_skipae.models`.
 
@@ -44,7 +45,14 @@ from keras_skipae.data.datasets import (
     mvtec_dataset,
 )
 from keras_skipae.data.pipeline import corrupt, random_crops
-from keras_skipae.data.synthetic import CATEGORIES, list_categories, make_dataset, preview
+from keras_skipae.data.synthetic import (
+    CATEGORIES,
+    labelled_arrays,
+    labelled_dataset,
+    list_categories,
+    make_dataset,
+    preview,
+)
 
 corruption = corruptions  # the module's name before 0.2
 
@@ -70,6 +78,8 @@ __all__ = [
     "folder_dataset",
     "get",
     "image_info",
+    "labelled_arrays",
+    "labelled_dataset",
     "list_categories",
     "list_mvtec_categories",
     "load_image",

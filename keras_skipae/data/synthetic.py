@@ -14,6 +14,10 @@ Categories (:data:`CATEGORIES`):
   thin defects hide among similar structures;
 * ``nut``: an object (grayscale): a centred hex nut with a small pose jitter.
 
+:func:`make_dataset` writes them in the MVTec AD layout; :func:`labelled_arrays` and
+:func:`labelled_dataset` give a seeded labelled split (defective images with their
+masks, and good ones) in memory, for supervised examples.
+
 Every sample draws new random phases, offsets, orientations and noise, so a model
 must learn the texture, not memorise one image. Generation is deterministic for a
 given seed and uses only NumPy and OpenCV (offline data generation).
@@ -43,6 +47,9 @@ __all__ = [
     "list_categories",
     "make_dataset",
     "generate_sample",
+    "labelled_arrays",
+    "labelled_dataset",
+    "LABELLED_SPLIT_ID",
     "preview",
 ]
 
@@ -654,6 +661,125 @@ def make_dataset(
                     g.mkdir(parents=True, exist_ok=True)
                     _write_png(g / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
     return out_dir
+
+
+#: The third seed word of :func:`labelled_arrays`: ``make_dataset`` uses 0 (train) and
+#: 1 ... 1 + len(DEFECTS[category]) (test), :func:`preview` other seed shapes, so the
+#: labelled images never repeat a benchmark image.
+LABELLED_SPLIT_ID = 100
+
+
+def _labelled_plan(category: str, n: int, defect_fraction: float):
+    """``[defect or None] * n``: defects spread evenly (any prefix keeps the fraction),
+    their types cycling through ``DEFECTS[category]``."""
+    plan, n_defect = [], 0
+    for i in range(n):
+        if math.floor((i + 1) * defect_fraction) > math.floor(i * defect_fraction):
+            plan.append(DEFECTS[category][n_defect % len(DEFECTS[category])])
+            n_defect += 1
+        else:
+            plan.append(None)
+    return plan
+
+
+def labelled_arrays(
+    category: str,
+    n: int,
+    *,
+    image_size: int = 128,
+    seed: int = 0,
+    defect_fraction: float = 0.75,
+):
+    """A seeded labelled split: images with their exact masks, for supervised examples.
+
+    Image ``i`` is :func:`generate_sample` with the seed
+    ``[seed, CATEGORIES.index(category), LABELLED_SPLIT_ID, i]``; a fraction
+    ``defect_fraction`` of them are defective (spread evenly over the indices, the
+    defect types in turn), the others good with empty masks. The seed words differ
+    from those of :func:`make_dataset` (``LABELLED_SPLIT_ID``), so these images are
+    never the benchmark's train or test images. The same arguments give the same
+    arrays, and a smaller ``n`` gives a prefix of a larger one (so training on the
+    first N of them grows one labelled set).
+
+    Args:
+        category: one of :data:`CATEGORIES`.
+        n: number of images (>= 1).
+        image_size: side in pixels (>= 16).
+        seed: integer seed.
+        defect_fraction: fraction of defective images, in [0, 1].
+
+    Returns:
+        A dict of NumPy arrays: ``image`` float32 ``[n, H, W, C]`` in [0, 1] (C is 3
+        for ``woven`` and ``wood``, else 1), ``mask`` float32 ``[n, H, W, 1]`` in
+        {0, 1} (exactly the pixels the defect changed), ``label`` int32 ``[n]`` (0 good,
+        1 defective) and ``defect_type`` (``"good"`` or the defect's name).
+
+    Raises:
+        ValueError: an unknown category or a bad ``n``, ``image_size`` or
+            ``defect_fraction``.
+
+    Example:
+        >>> d = labelled_arrays("mesh", 32, image_size=64, seed=1)
+        >>> d["image"].shape, d["mask"].shape
+        ((32, 64, 64, 1), (32, 64, 64, 1))
+    """
+    if category not in _SPEC:
+        raise ValueError(
+            f"Unknown synthetic category. Expected one of {list(CATEGORIES)}. "
+            f"Received: category={category!r}"
+        )
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"`n` must be an int >= 1. Received: n={n!r}")
+    if int(image_size) < 16:
+        raise ValueError(f"`image_size` must be at least 16. Received: image_size={image_size!r}")
+    if not 0.0 <= float(defect_fraction) <= 1.0:
+        raise ValueError(
+            f"`defect_fraction` must be in [0, 1]. Received: defect_fraction={defect_fraction!r}"
+        )
+    cid = CATEGORIES.index(category)
+    images, masks, labels, kinds = [], [], [], []
+    for i, defect in enumerate(_labelled_plan(category, int(n), float(defect_fraction))):
+        img, mask = generate_sample(
+            category,
+            image_size=int(image_size),
+            defect=defect,
+            seed=[int(seed), cid, LABELLED_SPLIT_ID, i],
+        )
+        images.append(img.astype(np.float32) / 255.0)
+        masks.append(mask[..., None].astype(np.float32))
+        labels.append(0 if defect is None else 1)
+        kinds.append(defect or "good")
+    return {
+        "image": np.stack(images),
+        "mask": np.stack(masks),
+        "label": np.asarray(labels, np.int32),
+        "defect_type": np.asarray(kinds),
+    }
+
+
+def labelled_dataset(
+    category: str,
+    n: int,
+    *,
+    image_size: int = 128,
+    seed: int = 0,
+    defect_fraction: float = 0.75,
+) -> tf.data.Dataset:
+    """:func:`labelled_arrays` as an unbatched ``tf.data.Dataset`` of ``(image, mask)``.
+
+    The elements are float32 ``(image [H, W, C] in [0, 1], mask [H, W, 1] in {0, 1})``,
+    what ``keras_skipae.train(..., task="segmentation")`` and ``model.fit`` (after
+    ``.batch``) take. Arguments as in :func:`labelled_arrays`.
+
+    Example:
+        >>> ds = labelled_dataset("mesh", 32, image_size=64, seed=1)
+        >>> run = ks.train("unet", ds, task="segmentation",
+        ...                model_kwargs={"input_shape": (64, 64, 1), "num_outputs": 1})
+    """
+    arrays = labelled_arrays(
+        category, n, image_size=image_size, seed=seed, defect_fraction=defect_fraction
+    )
+    return tf.data.Dataset.from_tensor_slices((arrays["image"], arrays["mask"]))
 
 
 def preview(

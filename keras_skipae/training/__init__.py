@@ -2,6 +2,7 @@
 
 * :mod:`~keras_skipae.training.train`: the orchestration;
 * :mod:`~keras_skipae.training.pairs`: the validation split and corrupted pairs;
+* :mod:`~keras_skipae.training.segmentation`: ``task="segmentation"``'s (image, mask) pairs;
 * :mod:`~keras_skipae.training.runtime`: XLA, precision and ``tf.distribute`` choices;
 * :mod:`~keras_skipae.training.callbacks`: time limit, previews, discrepancy monitor.
 

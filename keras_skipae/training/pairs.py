@@ -14,7 +14,11 @@ from keras_skipae import losses as losses_lib
 
 def _is_pairs(dataset, name: str = "train_data") -> bool:
     """True for batched (input, target[, weight]) image pairs; tuples of anything else
-    (e.g. the (images, labels) of ``keras.utils.image_dataset_from_directory``) are refused."""
+    (e.g. the (images, labels) of ``keras.utils.image_dataset_from_directory``) are refused.
+
+    Input and target may differ in size and channels (e.g. grey to colour, or 2x
+    super-resolution): ``train`` checks that the model's output has the target's shape.
+    """
     spec = dataset.element_spec
     if not isinstance(spec, tuple):
         return False
@@ -23,12 +27,13 @@ def _is_pairs(dataset, name: str = "train_data") -> bool:
         len(spec) in (2, 3)
         and len(images) == 2
         and images[0].shape.rank == 4
-        and images[0].shape.is_compatible_with(images[1].shape)
+        and images[1].shape.rank == 4
+        and images[0].shape[:1].is_compatible_with(images[1].shape[:1])
     ):
         return True
     raise ValueError(
-        f"`{name}` yields tuples that are not batched (input, target) image pairs of the same "
-        "shape [B, H, W, C]. Pass unbatched images instead (for (image, label) tuples: "
+        f"`{name}` yields tuples that are not batched (input, target) image pairs "
+        "[B, H, W, C]. Pass unbatched images instead (for (image, label) tuples: "
         f"`ds.map(lambda x, y: x)`, then `.unbatch()` if batched). Received: element_spec={spec}"
     )
 
@@ -294,11 +299,17 @@ def _resolve_data(
             seed=seed,
             tile_size=tile_size,
         )
-    if data.val_pairs is not None and int(data.val_pairs.cardinality()) < 0:
-        # A known length keeps Keras from warning that the input "ran out of data".
-        n_batches = int(data.val_pairs.reduce(np.int64(0), lambda c, _: c + 1))
-        data.val_pairs = data.val_pairs.apply(tf.data.experimental.assert_cardinality(n_batches))
+    data.val_pairs = _with_known_length(data.val_pairs)
     return data
+
+
+def _with_known_length(val_pairs):
+    """``val_pairs`` with a known cardinality (counted once when unknown)."""
+    if val_pairs is not None and int(val_pairs.cardinality()) < 0:
+        # A known length keeps Keras from warning that the input "ran out of data".
+        n_batches = int(val_pairs.reduce(np.int64(0), lambda c, *_: c + 1))
+        val_pairs = val_pairs.apply(tf.data.experimental.assert_cardinality(n_batches))
+    return val_pairs
 
 
 def _image_pipelines(

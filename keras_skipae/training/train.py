@@ -52,6 +52,11 @@ epoch); the model's input is then ``T x T``, and ``tile_size`` / ``tile_overlap`
 stored in ``config.json`` so that evaluation, export and prediction score whole frames
 tile by tile (:func:`keras_skipae.scoring.compute_tiled`).
 
+Segmentation: ``task="segmentation"`` trains on ``(image, mask)`` pairs instead (no
+corruption; loss ``"bce+dice"``, metrics IoU and Dice by default; previews show the
+predicted masks; :mod:`keras_skipae.training.segmentation`). ``config.json`` records
+``training.task``; a config without it is a reconstruction run.
+
 BatchNorm: the moving statistics of BatchNormalization (momentum 0.99 by
 default) lag behind the weights in short runs; validation metrics are computed
 in inference mode, so trust ``val_loss`` rather than ``loss``, and build models
@@ -79,14 +84,13 @@ import keras
 import tensorflow as tf
 
 from keras_skipae import io_utils
-from keras_skipae import losses as losses_lib
-from keras_skipae.keras_metrics import PSNR, SSIM
+from keras_skipae.keras_metrics import PSNR, SSIM, Dice, IoU
 from keras_skipae.models import AnomalyHeadModel, get_model
 from keras_skipae.models.registry import MASKED
 from keras_skipae.ops.tiling import check_tiling
 from keras_skipae.runs import RunFolder, read_backup
 from keras_skipae.training.callbacks.backup import RunBackup, StopOnNonFinite
-from keras_skipae.training.callbacks.preview import ReconstructionPreview
+from keras_skipae.training.callbacks.preview import ReconstructionPreview, SegmentationPreview
 from keras_skipae.training.callbacks.schedule import CosineSchedule
 from keras_skipae.training.callbacks.time_limit import (
     TimeLimit,
@@ -111,6 +115,14 @@ from keras_skipae.training.runtime import (
     precision_scope,
     resolve_jit_compile,
     resolve_precision,
+)
+from keras_skipae.training.segmentation import (
+    check_output_matches_target,
+    check_segmentation_arguments,
+    check_task,
+    resolve_loss,
+    resolve_metrics,
+    segmentation_data,
 )
 
 
@@ -168,13 +180,14 @@ def _model_description(model, model_kwargs, net) -> dict:
     }
 
 
+_NAMED_METRICS = {"psnr": PSNR, "ssim": SSIM, "iou": IoU, "dice": Dice}
+
+
 def _metric_objects(metrics):
     out = []
     for m in metrics or ():
-        if m == "psnr":
-            out.append(PSNR())
-        elif m == "ssim":
-            out.append(SSIM())
+        if isinstance(m, str) and m in _NAMED_METRICS:
+            out.append(_NAMED_METRICS[m]())
         else:
             out.append(m)
     return out
@@ -326,6 +339,7 @@ def _callbacks(
     resuming: bool,
     time_limit,
     time_clock: str,
+    task: str = "reconstruction",
 ) -> list:
     """The built-in callbacks, in the order they run."""
     monitor = "val_loss" if data.val_pairs is not None else "loss"
@@ -349,10 +363,9 @@ def _callbacks(
             probe_source = data.val_pairs if data.val_pairs is not None else data.train_pairs
             probe_x, probe_y = _probe_batch(probe_source, int(preview_images))
             if probe_x is not None:
+                preview = SegmentationPreview if task == "segmentation" else ReconstructionPreview
                 cbs.append(
-                    ReconstructionPreview(
-                        probe_x, probe_y, log_dir=run.logs_dir, image_dir=run.previews_dir
-                    )
+                    preview(probe_x, probe_y, log_dir=run.logs_dir, image_dir=run.previews_dir)
                 )
         if save_best and data.val_pairs is not None and chief:
             cbs.append(_AtomicBestModel(run.model_path(best=True), monitor="val_loss"))
@@ -399,8 +412,9 @@ def train(
     model_kwargs: dict | None = None,
     epochs: int = 20,
     learning_rate: float = 1e-3,
-    loss="mse",
-    metrics: Sequence = ("psnr", "ssim"),
+    loss="auto",
+    metrics: Sequence | str = "auto",
+    task: str = "reconstruction",
     corruption="auto",
     stain_weight: float | None = None,
     batch_size: int = 16,
@@ -427,7 +441,20 @@ def train(
     tile_overlap: int = 0,
     deterministic: bool = False,
 ) -> TrainingRun:
-    """Trains a reconstruction model on (corrupted input, clean target) pairs.
+    """Trains a reconstruction model on (corrupted input, clean target) pairs, or a
+    segmentation model on (image, mask) pairs.
+
+    With ``task="segmentation"`` the model learns masks: ``train_data`` yields the
+    package's dicts with ``image`` and ``mask`` (as
+    ``keras_skipae.data.mvtec_dataset(root, category, split="test")`` or
+    :func:`keras_skipae.data.synthetic.labelled_dataset` give), unbatched
+    ``(image [H, W, C], mask [H, W, K])`` tuples, or batched ``(image, mask)`` pairs
+    used as they are. Nothing is corrupted; the loss defaults to ``"bce+dice"`` and
+    the metrics to IoU and Dice; the model's output must have the masks' channels
+    (``num_outputs=1`` for a binary mask, K with one-hot masks and a K-class loss).
+    ``config.json`` records ``training.task`` (absent: reconstruction), and
+    evaluation, export to a SavedModel and prediction refuse such a run folder: they
+    score anomaly maps of reconstructions.
 
     Args:
         model: a ``keras.Model``, a registry name (``"ae"``, ``"aesc"``, ``"unet"``)
@@ -443,13 +470,21 @@ def train(
         model_kwargs: builder arguments when ``model`` is a name or a builder.
         epochs: total number of epochs (a resumed run continues up to it).
         learning_rate: Adam's initial learning rate (applied, and checked).
-        loss: a name of :data:`keras_skipae.losses.LOSSES` or a ``keras.losses.Loss``.
-        metrics: ``"psnr"``, ``"ssim"`` or Keras metrics.
+        loss: a name of :data:`keras_skipae.losses.LOSSES` or a ``keras.losses.Loss``;
+            ``"auto"`` (or None): ``"mse"`` for reconstruction, ``"bce+dice"`` for
+            segmentation. A package reconstruction loss with ``task="segmentation"``,
+            or a mask loss (``"bce"``, ``"dice"``, ``"bce+dice"``, ``"focal"``) with
+            ``task="reconstruction"``, raises a ``ValueError``.
+        metrics: ``"psnr"``, ``"ssim"``, ``"iou"``, ``"dice"`` or Keras metrics;
+            ``"auto"``: PSNR and SSIM for reconstruction, IoU and Dice
+            (:mod:`keras_skipae.keras_metrics`) for segmentation.
+        task: ``"reconstruction"`` (the default) or ``"segmentation"`` (see above).
         corruption: ``"auto"`` (:class:`keras_skipae.data.Stains` for image
             datasets), a corruption object, a name or serialized config for
             :func:`get_corruption` (``"stains"``, ``"scratches"``,
             ``"stains+scratches"``, ...), or
-            None (learn the identity: a plain autoencoder recipe).
+            None (learn the identity: a plain autoencoder recipe). With
+            ``task="segmentation"``: ``"auto"`` or None (nothing is corrupted).
         stain_weight: loss weight of the corrupted pixels (the corruption's mask)
             relative to the clean ones, as a per-pixel ``sample_weight``; 1 weights
             all pixels alike (the paper's plain loss). Stains cover a few percent of
@@ -459,7 +494,8 @@ def train(
             per-pixel losses (``"mse"``, ``"l1"``, ``"mse+ssim"``, ``"l1+ssim"``),
             else 1. An explicit weight other than 1 needs a corruption and a loss
             whose ``call`` gives per-pixel values ``[B, H, W]`` (not ``"ssim"``).
-            Why 10: ``docs/decisions.md#stain-weight``.
+            Why 10: ``docs/decisions.md#stain-weight``. Must stay None with
+            ``task="segmentation"``.
         batch_size: global batch size.
         validation_split: fraction held out when ``val_data`` is None (0: no validation).
         steps_per_epoch: batches per epoch; None: one pass over the training images.
@@ -527,9 +563,19 @@ def train(
         keras.utils.set_random_seed(int(seed))
     _check_arguments(train_data, val_data, epochs, learning_rate, batch_size, validation_split)
     schedule = _resolve_schedule(schedule, time_limit)
-    loss_obj = losses_lib.get_loss(loss)
-    _check_stain_weight(stain_weight, loss_obj, loss)
+    task = check_task(task)
+    loss_obj = resolve_loss(loss, task)
+    metrics = resolve_metrics(metrics, task)
     tiling = _check_train_tiling(tile_size, tile_overlap)
+    if task == "segmentation":
+        check_segmentation_arguments(
+            corruption=corruption,
+            stain_weight=stain_weight,
+            tile_size=tile_size,
+            masked_model=_learns_masks(model),
+        )
+    else:
+        _check_stain_weight(stain_weight, loss_obj, loss)
     jit = resolve_jit_compile(jit_compile, path="train")
     policy = _resolve_model_precision(model, precision)
     strat = get_strategy(strategy)
@@ -538,19 +584,29 @@ def train(
             "With a distribution strategy the model must be built inside its scope: pass a "
             "registry name (with `model_kwargs`) or a builder callable, not a built model."
         )
-    data = _resolve_data(
-        train_data,
-        val_data,
-        corruption=corruption,
-        loss_obj=loss_obj,
-        stain_weight=stain_weight,
-        batch_size=int(batch_size),
-        validation_split=float(validation_split),
-        steps_per_epoch=steps_per_epoch,
-        seed=int(seed),
-        masks=_learns_masks(model),
-        tile_size=tiling[0] if tiling else None,
-    )
+    if task == "segmentation":
+        data = segmentation_data(
+            train_data,
+            val_data,
+            batch_size=int(batch_size),
+            validation_split=float(validation_split),
+            steps_per_epoch=steps_per_epoch,
+            seed=int(seed),
+        )
+    else:
+        data = _resolve_data(
+            train_data,
+            val_data,
+            corruption=corruption,
+            loss_obj=loss_obj,
+            stain_weight=stain_weight,
+            batch_size=int(batch_size),
+            validation_split=float(validation_split),
+            steps_per_epoch=steps_per_epoch,
+            seed=int(seed),
+            masks=_learns_masks(model),
+            tile_size=tiling[0] if tiling else None,
+        )
     net = _build_and_compile(
         model,
         model_kwargs,
@@ -563,6 +619,7 @@ def train(
         precision=policy,
     )
     _check_tile_input(net, tiling)
+    check_output_matches_target(net, data.train_pairs, task)
     training_args = dict(
         epochs=int(epochs),
         learning_rate=float(learning_rate),
@@ -580,6 +637,8 @@ def train(
     )
     if tiling is not None:  # only then, so that older runs still resume
         training_args.update(tile_size=tiling[0], tile_overlap=tiling[1])
+    if task != "reconstruction":  # likewise: no task recorded means reconstruction
+        training_args.update(task=task)
     config = _run_config(
         model, model_kwargs, net, data, data_config, training_args, jit, strat, strategy, policy
     )
@@ -609,6 +668,7 @@ def train(
         resuming=resuming,
         time_limit=time_limit,
         time_clock=time_clock,
+        task=task,
     )
     return _fit(
         net, data, run, cbs + list(callbacks), int(epochs), verbose, chief, config, initial_epoch

@@ -6,7 +6,11 @@ from keras_skipae.training.callbacks.backup import (
     StopOnNonFinite,
 )
 from keras_skipae.training.callbacks.discrepancy import DiscrepancyMonitor, channel_means_grid
-from keras_skipae.training.callbacks.preview import ReconstructionPreview, reconstruction_grid
+from keras_skipae.training.callbacks.preview import (
+    ReconstructionPreview,
+    SegmentationPreview,
+    reconstruction_grid,
+)
 from keras_skipae.training.callbacks.schedule import CosineSchedule, cosine_rate
 from keras_skipae.training.callbacks.time_limit import TimeLimit
 
@@ -16,6 +20,7 @@ __all__ = [
     "NonFiniteLossError",
     "ReconstructionPreview",
     "RunBackup",
+    "SegmentationPreview",
     "StopOnNonFinite",
     "TimeLimit",
     "channel_means_grid",

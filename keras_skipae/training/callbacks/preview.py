@@ -1,6 +1,7 @@
-"""Reconstruction previews for training: TensorBoard images and PNG grids.
+"""Training previews: TensorBoard images and PNG grids of reconstructions or masks.
 
-Re-exported as :class:`keras_skipae.callbacks.ReconstructionPreview`.
+Re-exported as :class:`keras_skipae.callbacks.ReconstructionPreview` and
+:class:`keras_skipae.callbacks.SegmentationPreview`.
 """
 
 from __future__ import annotations
@@ -142,6 +143,9 @@ class ReconstructionPreview(keras.callbacks.Callback):
         if self.log_dir is not None:
             self._log_tensorboard(epoch, grid, logs)
 
+    #: The TensorBoard tag of the image grid.
+    tag = "reconstructions"
+
     def _log_tensorboard(self, epoch, grid, logs):
 
         step = int(epoch)
@@ -150,7 +154,7 @@ class ReconstructionPreview(keras.callbacks.Callback):
         h, w = image.shape[:2]
         with self._writer("validation").as_default():
             _summary_write(
-                "reconstructions",
+                self.tag,
                 tf.stack([tf.constant(str(w)), tf.constant(str(h)), png]),
                 step,
                 "images",
@@ -173,3 +177,59 @@ class ReconstructionPreview(keras.callbacks.Callback):
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+
+def _mask_image(masks, channels: int) -> np.ndarray:
+    """Masks ``[N, H, W, K]`` as images with ``channels`` channels: one class as its
+    probability, K classes as ``argmax / (K - 1)``."""
+    masks = np.asarray(masks, dtype="float32")
+    if masks.ndim == 3:
+        masks = masks[..., None]
+    if masks.shape[-1] > 1:
+        masks = np.argmax(masks, axis=-1)[..., None] / float(masks.shape[-1] - 1)
+    return np.repeat(masks, channels, axis=-1) if channels > 1 else masks
+
+
+#: Column titles of the :class:`SegmentationPreview` grid.
+MASK_TITLES = ("input", "predicted mask", "true mask")
+
+
+class SegmentationPreview(ReconstructionPreview):
+    """Logs the predicted masks of a few fixed images after every epoch.
+
+    For ``train(task="segmentation")``: each row shows the input image, the
+    predicted mask (the probability of the positive class; with K classes the
+    argmax, scaled to [0, 1]) and the true mask. The grid goes to TensorBoard
+    (``log_dir/validation``, tag ``masks``) and to ``image_dir/epoch_XXX.png``;
+    epoch scalars as in :class:`ReconstructionPreview`.
+
+    Args:
+        inputs: ``[N, H, W, C]`` probe images in [0, 1].
+        targets: ``[N, H, W, K]`` their true masks.
+        log_dir: TensorBoard folder, or None.
+        image_dir: PNG folder, or None.
+        every: log every ``every`` epochs.
+        scalars: also write the epoch scalars.
+    """
+
+    tag = "masks"
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        if epoch % self.every:
+            return
+        predicted = keras.ops.convert_to_numpy(self.model(self.inputs, training=False))
+        channels = self.inputs.shape[-1]
+        grid = reconstruction_grid(
+            self.inputs, _mask_image(predicted, channels), _mask_image(self.targets, channels)
+        )
+        if self.image_dir is not None:
+            self.image_dir.mkdir(parents=True, exist_ok=True)
+            path = self.image_dir / f"epoch_{epoch + 1:03d}.png"
+            with atomic_path(path, overwrite=True) as tmp:
+                png = titled(grid, n_columns=3, titles=MASK_TITLES)
+                bgr = png if png.ndim == 2 else png[..., ::-1]
+                if not cv2.imwrite(str(tmp), bgr):
+                    raise OSError(f"Could not write the preview image {str(path)!r}.")
+        if self.log_dir is not None:
+            self._log_tensorboard(epoch, grid, logs)
