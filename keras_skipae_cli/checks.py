@@ -153,6 +153,51 @@ def train(args) -> None:
         raise UsageError(f"--val-split must be in [0, 1). Received: --val-split {args.val_split}")
     if args.time_limit is not None and not args.time_limit > 0:
         raise UsageError(f"--time-limit must be positive. Received: --time-limit {args.time_limit}")
+    _check_encoder(args)
+    if args.task == "segmentation":
+        _check_segmentation(args)
+
+
+def _check_encoder(args) -> None:
+    """``--freeze-encoder`` and ``--encoder-weights`` need ``--encoder``; a weights file exists."""
+    for flag, value in (
+        ("--freeze-encoder", args.freeze_encoder),
+        ("--encoder-weights", args.encoder_weights),
+    ):
+        if value and args.encoder is None:
+            shown = "" if value is True else f" {value}"
+            raise UsageError(f"{flag} needs --encoder. Received: {flag}{shown}")
+    if args.encoder_weights not in (None, "imagenet"):
+        path = Path(args.encoder_weights)
+        if not path.is_file():
+            raise UsageError(
+                "--encoder-weights must be 'imagenet' or an existing weights file. "
+                f"Received: --encoder-weights {args.encoder_weights}"
+            )
+
+
+def _check_segmentation(args) -> None:
+    """What ``--task segmentation`` refuses: corruptions, --stain-weight, tiles."""
+    if args.corruption.lower() not in ("auto", "none"):
+        raise UsageError(
+            "--task segmentation trains on the images and masks as they are: --corruption "
+            f"must be auto or none. Received: --corruption {args.corruption}"
+        )
+    if args.stain_weight is not None:
+        raise UsageError(
+            "--stain-weight weights corrupted pixels; --task segmentation corrupts none. "
+            f"Received: --stain-weight {args.stain_weight}"
+        )
+    if args.tile_size is not None:
+        raise UsageError(
+            f"--tile-size is not supported with --task segmentation. Received: --tile-size "
+            f"{args.tile_size}"
+        )
+    masks = Path(args.data) / args.category / "ground_truth"
+    if not masks.is_dir():
+        raise UsageError(
+            f"--task segmentation reads the masks in {str(masks)!r}, which does not exist."
+        )
 
 
 def evaluate(args) -> None:

@@ -15,6 +15,9 @@ from keras_skipae_cli import checks
 # scoring.ANOMALY_MAPS without "deviation", which needs statistics the CLI cannot pass
 # (listed here so that the parser needs no TensorFlow; a test keeps them in step).
 CLI_MAPS = ("residual", "ssim", "mc_dropout", "discrepancy", "combined", "learned")
+# models.encoders.list_encoders() and training.TASKS, for the same reason.
+CLI_ENCODERS = ("mobilenet_v2", "resnet50")
+CLI_TASKS = ("reconstruction", "segmentation")
 
 _GLOBAL_FLAGS = (
     (("--debug",), "show full tracebacks on error, and TensorFlow's logs"),
@@ -105,9 +108,37 @@ def _add_train(sub):
     p.add_argument("--category", required=True, help="category folder under --data")
     p.add_argument(
         "--model",
-        default="aesc",
+        default=None,
         help="registry name: ae, aesc, aesc_head (with a learned anomaly head), unet "
-        "(default: aesc)",
+        "(default: aesc; unet with one output channel for --task segmentation)",
+    )
+    p.add_argument(
+        "--task",
+        choices=CLI_TASKS,
+        default="reconstruction",
+        help="reconstruction (default: learn the good images) or segmentation: learn the "
+        "masks of <category>/ground_truth from the test split's images (defective ones with "
+        "their masks, good ones with empty masks), which then no longer make an unbiased "
+        "test set; evaluate and export to a SavedModel refuse such a run",
+    )
+    p.add_argument(
+        "--encoder",
+        choices=CLI_ENCODERS,
+        default=None,
+        help="a keras.applications body as the encoder (default: none; the model's own "
+        "convolutions); its weights are random unless --encoder-weights says otherwise",
+    )
+    p.add_argument(
+        "--encoder-weights",
+        default=None,
+        metavar="PATH|imagenet",
+        help="a local weights file for the --encoder body, or 'imagenet' (downloaded once "
+        "into Keras' cache); default: none (random initialisation, nothing downloaded)",
+    )
+    p.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        help="keep the --encoder body's weights fixed during training (needs --encoder)",
     )
     p.add_argument("--out", required=True, help="run folder (config.json, model.keras, ...)")
     p.add_argument("--epochs", type=int, default=30)
@@ -136,7 +167,12 @@ def _add_train(sub):
     )
     p.add_argument("--color-mode", choices=("grayscale", "rgb"), default="grayscale")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--loss", default="mse", help="mse, l1, ssim, mse+ssim, l1+ssim")
+    p.add_argument(
+        "--loss",
+        default="auto",
+        help="mse, l1, ssim, mse+ssim, l1+ssim; for --task segmentation bce, dice, bce+dice, "
+        "focal (default auto: mse, or bce+dice for --task segmentation)",
+    )
     p.add_argument(
         "--corruption",
         default="auto",

@@ -85,7 +85,17 @@ def _run_train(args):
     # With --tile-size the model takes tiles, cropped from the images at full resolution.
     size = args.tile_size or args.image_size
     channels = 3 if args.color_mode == "rgb" else 1
+    segmentation = args.task == "segmentation"
+    model_name = args.model or ("unet" if segmentation else "aesc")
     model_kwargs = {"input_shape": [size, size, channels], "bn_momentum": args.bn_momentum}
+    if segmentation and model_name == "unet":
+        model_kwargs["num_outputs"] = 1  # a binary mask
+    if args.encoder is not None:
+        model_kwargs["encoder"] = args.encoder
+        if args.encoder_weights is not None:
+            model_kwargs["encoder_weights"] = args.encoder_weights
+        if args.freeze_encoder:
+            model_kwargs["freeze_encoder"] = True
     if args.filters is not None:
         model_kwargs["filters"] = args.filters
     if args.depth is not None:
@@ -93,22 +103,33 @@ def _run_train(args):
     for key in ("skips", "skip_scale", "skip_dropout", "dropout"):  # parsed by the launcher
         if getattr(args, key, None) is not None:
             model_kwargs[key] = getattr(args, key)
-    good = data.mvtec_dataset(
+    # Segmentation learns from the test split: its defective images have masks.
+    split = "test" if segmentation else "train"
+    images = data.mvtec_dataset(
         args.data,
         args.category,
-        split="train",
+        split=split,
         image_size=None if args.tile_size else size,
         color_mode=args.color_mode,
     )
     corruption = None if args.corruption.lower() == "none" else args.corruption
+    data_config = {
+        "root": str(Path(args.data).resolve()),  # evaluate may run elsewhere
+        "category": args.category,
+        "image_size": None if args.tile_size else size,  # tiles: full resolution
+        "color_mode": args.color_mode,
+    }
+    if segmentation:  # only then, so that older runs still resume
+        data_config["split"] = split
     run = training.train(
-        args.model,
-        good,
+        model_name,
+        images,
         model_kwargs=model_kwargs,
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
         learning_rate=args.lr,
         loss=args.loss,
+        task=args.task,
         corruption=corruption,
         stain_weight=args.stain_weight,
         batch_size=args.batch_size,
@@ -124,23 +145,25 @@ def _run_train(args):
         overwrite=args.overwrite,
         resume=not args.no_resume,
         verbose=0 if args.quiet else "auto",
-        data_config={
-            "root": str(Path(args.data).resolve()),  # evaluate may run elsewhere
-            "category": args.category,
-            "image_size": None if args.tile_size else size,  # tiles: full resolution
-            "color_mode": args.color_mode,
-        },
+        data_config=data_config,
         tile_size=args.tile_size,
         tile_overlap=args.tile_overlap if args.tile_size else 0,
         deterministic=args.deterministic,
     )
     h = run.history
-    last = {k: h[k][-1] for k in ("loss", "val_loss") if h.get(k)}
+    keys = ("loss", "val_loss") + (("val_iou", "val_dice") if segmentation else ())
+    last = {k: h[k][-1] for k in keys if h.get(k)}
     print(
-        f"trained {args.model} for {len(h.get('epoch', []))} epochs in {run.seconds:.0f} s: "
+        f"trained {model_name} for {len(h.get('epoch', []))} epochs in {run.seconds:.0f} s: "
         + ", ".join(f"{k} {v:.5f}" for k, v in last.items())
     )
-    print(f"run folder: {run.run_dir}  (next: keras-skipae evaluate {run.run_dir})")
+    if segmentation:
+        print(
+            f"run folder: {run.run_dir}  (a segmentation model: load {run.run_dir}/model.keras "
+            "with keras_skipae.load_model; evaluate does not apply)"
+        )
+    else:
+        print(f"run folder: {run.run_dir}  (next: keras-skipae evaluate {run.run_dir})")
     return 0
 
 
