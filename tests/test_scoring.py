@@ -401,16 +401,18 @@ def test_mc_dropout_rejects_one_sample():
 
 def test_make_scorer_with_image_shape_traces_once_for_any_batch():
     model = _tiny_model()
-    scorer = scoring.make_scorer(model, image_shape=(16, 16, 1), score="mean")
     x = np.random.default_rng(14).random((5, 16, 16, 1)).astype("float32")
-    for n in (5, 2, 1):
-        out = scorer(x[:n])
-        np.testing.assert_allclose(
-            out["score"].numpy(),
-            scoring.compute(model, x[:n], score="mean")["score"].numpy(),
-            atol=1e-6,
-        )
-    assert scorer.experimental_get_tracing_count() == 1
+    for jit in (False, "auto"):  # "auto" on a CPU: a MeasuredJit; its plain variant is used
+        scorer = scoring.make_scorer(model, image_shape=(16, 16, 1), score="mean", jit_compile=jit)
+        for n in (5, 2, 1):
+            out = scorer(x[:n])
+            np.testing.assert_allclose(
+                out["score"].numpy(),
+                scoring.compute(model, x[:n], score="mean")["score"].numpy(),
+                atol=1e-6,
+            )
+        fn = scorer if jit is False else scorer.fn_off
+        assert fn.experimental_get_tracing_count() == 1
 
 
 def test_mc_dropout_on_aesc_with_per_level_rates():

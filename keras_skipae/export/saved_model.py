@@ -24,6 +24,9 @@ signature              input ``images``            outputs
                        any ``H, W >= tile_size``   frames' full resolution: tiles scored and
                        (only in exports made       blended by
                        with ``tile_size=``)        :func:`keras_skipae.scoring.compute_tiled`
+``serving_xla``        as ``serving_default``      as ``serving_default``, compiled with XLA
+                       (CPU exports with           (``Detector`` times the two per input
+                       ``jit_compile="auto"``)     shape and uses the faster)
 =====================  ==========================  ==========================================
 
 Why float32 for ``serving_default``: the model itself takes float32 in
