@@ -206,7 +206,7 @@ def compare_jit(args) -> int:
                 if "auto" in here:
                     auto = statistics.median(times["auto"])
                     cpu_auto = statistics.median(cpu["auto"])
-                    (choice,) = fns[(path, "auto")].choices.values()
+                    choice = fns[(path, "auto")].choices[tuple(x.shape)]
                     row.update(
                         auto_ms_per_call=[1000 * t for t in times["auto"]],
                         auto_cpu_ms_per_call=[1000 * t for t in cpu["auto"]],
