@@ -27,7 +27,8 @@ jupytext = pytest.importorskip("jupytext")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("[0-9][0-9]_*.ipynb"))
 
-# The tutorial steps that must each show at least one figure (markdown "## " headers).
+# The tutorial steps that must each show at least one figure (markdown "## " headers);
+# a notebook's EXPECTED entry may name its own ("steps").
 STEPS_WITH_FIGURES = ("Data", "Build the model", "Train", "Score anomalies")
 
 # Per notebook: regexes that must match its printed output (a float group must be
@@ -75,6 +76,19 @@ EXPECTED = {
         "min_figures": 10,
         "check": "bench_repair_ratios",
     },
+    "05_image_to_image": {
+        "patterns": [
+            r"denoise noisy-input PSNR \d+\.\d+ SSIM (\d\.\d+)",
+            r"denoise unet PSNR \d+\.\d+ SSIM (\d\.\d+)",
+            r"sr bicubic PSNR \d+\.\d+ SSIM (\d\.\d+)",
+            r"sr unet PSNR \d+\.\d+",
+            r"sr\s+unet\s+\(None, 16, 16, 1\) -> \(None, 32, 32, 1\)",
+            r"bench sr bicubic PSNR \d+\.\d+",
+        ],
+        "min_figures": 7,
+        "steps": ("Data", "Build the model", "Train", "Evaluate", "The benchmark"),
+        "check": "image_to_image",
+    },
 }
 
 SKIPS_JSON = EXAMPLES.parent / "bench" / "results" / "skips.json"
@@ -97,7 +111,47 @@ def _check_bench_repair_ratios(text: str) -> None:
         assert value == pytest.approx(expected[key], abs=1e-4), (key, value, expected[key])
 
 
-CHECKS = {"bench_repair_ratios": _check_bench_repair_ratios}
+IMAGE_TO_IMAGE_JSON = EXAMPLES.parent / "bench" / "results" / "image_to_image.json"
+
+
+def _check_image_to_image(text: str) -> None:
+    """Notebook 05: the U-Net denoises (its PSNR is above the noisy input's), the
+    super-resolution and bicubic PSNRs are finite and printed in the same table, and
+    the benchmark numbers it prints are those of the committed JSON."""
+    import json
+    import math
+
+    small = {
+        (task, method): (float(psnr), float(ssim))
+        for task, method, psnr, ssim in re.findall(
+            r"^(denoise|sr) (\S+) PSNR (\S+) SSIM (\S+)$", text, flags=re.M
+        )
+    }
+    for key in [("denoise", "noisy-input"), ("denoise", "unet"), ("sr", "bicubic"), ("sr", "unet")]:
+        assert key in small, (key, sorted(small))
+        assert all(math.isfinite(v) for v in small[key]), (key, small[key])
+    assert small["denoise", "unet"][0] > small["denoise", "noisy-input"][0], small
+
+    table = json.loads(IMAGE_TO_IMAGE_JSON.read_text())["results"]
+    printed = {
+        (task, method): (float(psnr), float(ssim))
+        for task, method, psnr, ssim in re.findall(r"bench (\S+) (\S+) PSNR (\S+) SSIM (\S+)", text)
+    }
+    expected = {
+        (task, method.replace(" ", "-")): (r["psnr"], r["ssim"])
+        for task, rows in table.items()
+        for method, r in rows.items()
+    }
+    assert set(printed) == set(expected), sorted(set(printed) ^ set(expected))
+    for key, (psnr, ssim) in printed.items():
+        assert psnr == pytest.approx(expected[key][0], abs=1e-4), (key, psnr, expected[key])
+        assert ssim == pytest.approx(expected[key][1], abs=1e-4), (key, ssim, expected[key])
+
+
+CHECKS = {
+    "bench_repair_ratios": _check_bench_repair_ratios,
+    "image_to_image": _check_image_to_image,
+}
 
 
 def _twin(notebook: Path) -> Path:
@@ -139,7 +193,8 @@ def test_notebook_and_twin_in_sync(path):
         for line in cell.source.splitlines()
         if line.startswith("## ")
     ]
-    for step in ("Introduction", "Setup", *STEPS_WITH_FIGURES):
+    steps = EXPECTED.get(path.stem, {}).get("steps", STEPS_WITH_FIGURES)
+    for step in ("Introduction", "Setup", *steps):
         assert step in headers, f"{path.name} lacks a '## {step}' section"
 
 
@@ -222,7 +277,7 @@ def test_notebook_runs(path, tmp_path, kernel_path, monkeypatch):
                     step = line[3:].strip()
         elif step is not None:
             figures_per_step[step] = figures_per_step.get(step, 0) + _n_figures(cell)
-    for name in STEPS_WITH_FIGURES:
+    for name in EXPECTED[path.stem].get("steps", STEPS_WITH_FIGURES):
         assert figures_per_step.get(name, 0) >= 1, f"no figure in '{name}': {figures_per_step}"
     expected = EXPECTED[path.stem]
     assert sum(_n_figures(cell) for cell in code) >= expected["min_figures"]
