@@ -220,8 +220,9 @@ def compare_jit(args) -> int:
                     print(
                         f"{size:4d} b{batch:<3d} {path:8s} auto {1000 * auto:8.1f} ms, CPU "
                         f"{1000 * cpu_auto:.1f} ms (chose XLA {'on' if choice['jit'] else 'off'}: "
-                        f"measured off {choice['ms_off']:.1f} ms, on "
-                        f"{choice['ms_on'] or float('nan'):.1f} ms; {choice['note']})  auto/best "
+                        f"measured wall/CPU ms off {choice['ms_off']:.1f}/{choice['cpu_ms_off']:.1f}, "
+                        f"on {choice['ms_on'] or float('nan'):.1f}/"
+                        f"{choice['cpu_ms_on'] or float('nan'):.1f}; {choice['note']})  auto/best "
                         f"{auto / min(off, on):5.2f}, CPU {cpu_auto / min(cpu_off, cpu_on):5.2f}",
                         flush=True,
                     )

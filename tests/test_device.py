@@ -88,8 +88,11 @@ class _FakeClock:
         return self.now
 
 
-def _fake_pair(clock, off_ms, on_ms, *, on_fails=False):
-    """Two fake compiled functions (costs in ms per call, by shape) and their call logs."""
+def _fake_pair(clock, off_ms, on_ms, *, on_fails=False, cpu_clock=None, cpu_factor=None):
+    """Two fake compiled functions (costs in ms per call, by shape) and their call logs.
+
+    Each call advances ``clock`` by its cost, and ``cpu_clock`` (if given) by its cost
+    times ``cpu_factor[name]``."""
     import tensorflow as tf
 
     calls = {"off": [], "on": []}
@@ -100,6 +103,8 @@ def _fake_pair(clock, off_ms, on_ms, *, on_fails=False):
             if name == "on" and on_fails:
                 raise tf.errors.InvalidArgumentError(None, None, "cannot compile")
             clock.now += cost(tuple(images.shape)) / 1e3
+            if cpu_clock is not None:
+                cpu_clock.now += cpu_factor[name] * cost(tuple(images.shape)) / 1e3
             return {"score": tf.reduce_sum(images, axis=(1, 2, 3)) + (1.0 if name == "on" else 0.0)}
 
         return fn
@@ -115,7 +120,9 @@ def test_measured_jit_keeps_the_faster_per_shape():
     off, on, calls = _fake_pair(
         clock, lambda s: 8.0 if s[0] == 1 else 20.0, lambda s: 5.0 if s[0] == 1 else 30.0
     )
-    fn = device.MeasuredJit(off, on, warm_calls=2, trials=3, give_up=2.0, clock=clock)
+    fn = device.MeasuredJit(
+        off, on, warm_calls=2, trials=3, give_up=2.0, clock=clock, cpu_clock=clock
+    )
     one, four = tf.ones((1, 4, 4, 1)), tf.ones((4, 4, 4, 1))
     for _ in range(2):  # warm calls: XLA off only, nothing measured
         assert float(fn(one)["score"][0]) == 16.0
@@ -141,7 +148,9 @@ def test_measured_jit_gives_up_early_on_a_clearly_slower_xla():
 
     clock = _FakeClock()
     off, on, calls = _fake_pair(clock, lambda s: 10.0, lambda s: 100.0)
-    fn = device.MeasuredJit(off, on, warm_calls=0, trials=3, give_up=1.5, clock=clock)
+    fn = device.MeasuredJit(
+        off, on, warm_calls=0, trials=3, give_up=1.5, clock=clock, cpu_clock=clock
+    )
     fn(tf.ones((2, 4, 4, 1)))
     choice = fn.choices[(2, 4, 4, 1)]
     assert choice["jit"] is False and choice["ms_on"] == pytest.approx(100.0)
@@ -149,12 +158,46 @@ def test_measured_jit_gives_up_early_on_a_clearly_slower_xla():
     assert len(calls["on"]) == 2  # the compile and one timed call
 
 
+def test_measured_jit_needs_both_clocks_to_agree():
+    import tensorflow as tf
+
+    # XLA a little faster by the wall clock (as on a busy machine) but slower in CPU time.
+    clock, cpu_clock = _FakeClock(), _FakeClock()
+    off, on, _ = _fake_pair(
+        clock,
+        lambda s: 100.0,
+        lambda s: 95.0,
+        cpu_clock=cpu_clock,
+        cpu_factor={"off": 0.5, "on": 1.0},
+    )
+    fn = device.MeasuredJit(off, on, warm_calls=0, clock=clock, cpu_clock=cpu_clock)
+    fn(tf.ones((16, 4, 4, 1)))
+    choice = fn.choices[(16, 4, 4, 1)]
+    assert choice["ms_on"] < choice["ms_off"] and choice["cpu_ms_on"] > choice["cpu_ms_off"]
+    assert choice["jit"] is False
+    assert choice["cpu_ms_off"] == pytest.approx(50.0) and choice["cpu_ms_on"] == pytest.approx(
+        95.0
+    )
+    # Faster by both: XLA.
+    clock, cpu_clock = _FakeClock(), _FakeClock()
+    off, on, _ = _fake_pair(
+        clock,
+        lambda s: 100.0,
+        lambda s: 95.0,
+        cpu_clock=cpu_clock,
+        cpu_factor={"off": 1.0, "on": 0.9},
+    )
+    fn = device.MeasuredJit(off, on, warm_calls=0, clock=clock, cpu_clock=cpu_clock)
+    fn(tf.ones((16, 4, 4, 1)))
+    assert fn.choices[(16, 4, 4, 1)]["jit"] is True
+
+
 def test_measured_jit_falls_back_when_xla_fails():
     import tensorflow as tf
 
     clock = _FakeClock()
     off, on, calls = _fake_pair(clock, lambda s: 10.0, lambda s: 1.0, on_fails=True)
-    fn = device.MeasuredJit(off, on, warm_calls=0, clock=clock)
+    fn = device.MeasuredJit(off, on, warm_calls=0, clock=clock, cpu_clock=clock)
     x = tf.ones((1, 4, 4, 1))
     assert float(fn(x)["score"][0]) == 16.0
     assert fn.choices[(1, 4, 4, 1)]["jit"] is False
@@ -168,7 +211,7 @@ def test_measured_jit_inside_a_trace_uses_xla_off():
 
     clock = _FakeClock()
     off, on, calls = _fake_pair(clock, lambda s: 10.0, lambda s: 1.0)
-    fn = device.MeasuredJit(off, on, warm_calls=0, clock=clock)
+    fn = device.MeasuredJit(off, on, warm_calls=0, clock=clock, cpu_clock=clock)
     traced = tf.function(lambda x: fn(x)["score"])
     assert float(traced(tf.ones((1, 4, 4, 1)))[0]) == 16.0
     assert calls["on"] == [] and fn.choices == {}

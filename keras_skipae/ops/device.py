@@ -84,9 +84,12 @@ class MeasuredJit:
     few one-off calls never pay XLA's compilation (seconds). The next call with
     that shape measures: it compiles the XLA variant (that call is not timed),
     then times ``trials`` calls of each variant, alternated (off, on, on, off,
-    ...), by ``clock``; the one with the smaller median serves that shape from
-    then on. If XLA's first timed call takes more than ``give_up`` times the
-    median so far of XLA off, or XLA fails to compile, the shape stays off. Both
+    ...), by ``clock`` (wall) and ``cpu_clock`` (the process's CPU time). XLA
+    serves that shape from then on only if its median is smaller by both clocks
+    (on a shared machine the wall clock alone can pick the slower variant);
+    else XLA off does. If XLA's first timed call takes more than ``give_up``
+    times the median so far of XLA off, or XLA fails to compile, the shape stays
+    off. Both
     variants compute the same function (their results differ by float rounding,
     about 1e-6). Why: ``docs/decisions.md#xla-auto``.
 
@@ -99,11 +102,13 @@ class MeasuredJit:
         warm_calls: calls per shape before it is measured.
         trials: timed calls of each variant.
         give_up: the early-stop factor for a clearly slower XLA.
-        clock: a seconds timer (``time.perf_counter``; tests pass a fake one).
+        clock: a wall-clock seconds timer (``time.perf_counter``; tests pass a fake one).
+        cpu_clock: a CPU seconds timer (``time.process_time``).
 
     Attributes:
         choices: ``{input shape: {"jit": bool, "ms_off": float, "ms_on": float
-            or None, "note": str}}`` for every measured shape.
+            or None, "cpu_ms_off": float, "cpu_ms_on": float or None, "note": str}}``
+            (medians; ms per call) for every measured shape.
         jit_compile: :data:`MEASURED`.
 
     Example:
@@ -123,6 +128,7 @@ class MeasuredJit:
         trials: int = 3,
         give_up: float = 1.5,
         clock: Callable[[], float] = time.perf_counter,
+        cpu_clock: Callable[[], float] = time.process_time,
     ):
         if int(warm_calls) < 0 or int(trials) < 1 or not float(give_up) > 1.0:
             raise ValueError(
@@ -131,7 +137,7 @@ class MeasuredJit:
             )
         self.fn_off, self.fn_on = fn_off, fn_on
         self.warm_calls, self.trials, self.give_up = int(warm_calls), int(trials), float(give_up)
-        self.clock = clock
+        self.clock, self.cpu_clock = clock, cpu_clock
         self.choices: dict = {}
         self._calls: dict = {}
 
@@ -148,12 +154,12 @@ class MeasuredJit:
         return self._measure(key, images, args, kwargs)
 
     def _timed(self, fn, images, args, kwargs):
-        start = self.clock()
+        start, cpu_start = self.clock(), self.cpu_clock()
         out = fn(images, *args, **kwargs)
         tensors = [t for t in tf.nest.flatten(out) if hasattr(t, "numpy")]
         if tensors:  # wait for the result (asynchronous devices)
             min(tensors, key=lambda t: int(np.prod(t.shape))).numpy()
-        return out, (self.clock() - start) * 1e3
+        return out, ((self.clock() - start) * 1e3, (self.cpu_clock() - cpu_start) * 1e3)
 
     def _measure(self, key, images, args, kwargs):
         call = (images, args, kwargs)
@@ -163,19 +169,36 @@ class MeasuredJit:
             self.fn_on(images, *args, **kwargs)  # compiles: not timed
         except tf.errors.OpError as exc:
             note = f"XLA failed to compile ({type(exc).__name__}): off"
-            self.choices[key] = {"jit": False, "ms_off": off[0], "ms_on": None, "note": note}
+            self.choices[key] = _choice(False, off, [], note)
             return out
         note = "measured"
         order = [self.fn_on, self.fn_off] * self.trials
         for i, fn in enumerate(order):
             out, t = self._timed(fn, *call)
             (on if fn is self.fn_on else off).append(t)
-            if i == 0 and t > self.give_up * statistics.median(off):
+            if i == 0 and t[0] > self.give_up * statistics.median(w for w, _ in off):
                 note = f"XLA's first call took over {self.give_up:g}x XLA off's: stopped early"
                 break
-        ms_off, ms_on = statistics.median(off), statistics.median(on)
-        self.choices[key] = {"jit": ms_on < ms_off, "ms_off": ms_off, "ms_on": ms_on, "note": note}
+        wall_off, cpu_off = (statistics.median(v) for v in zip(*off))
+        wall_on, cpu_on = (statistics.median(v) for v in zip(*on))
+        self.choices[key] = _choice(wall_on < wall_off and cpu_on < cpu_off, off, on, note)
         return out
+
+
+def _choice(jit: bool, off: list, on: list, note: str) -> dict:
+    """A :attr:`MeasuredJit.choices` entry from ``(wall ms, CPU ms)`` timings."""
+
+    def median(times, i):
+        return statistics.median(t[i] for t in times) if times else None
+
+    return {
+        "jit": jit,
+        "ms_off": median(off, 0),
+        "ms_on": median(on, 0),
+        "cpu_ms_off": median(off, 1),
+        "cpu_ms_on": median(on, 1),
+        "note": note,
+    }
 
 
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
