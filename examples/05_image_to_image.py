@@ -222,7 +222,7 @@ plt.show()
 # models, with the MSE loss (the default) and the cosine learning-rate schedule.
 
 # %%
-STEPS = dict(epochs=3, steps_per_epoch=10)  # realistic: 600+ steps
+STEPS = dict(epochs=4, steps_per_epoch=10)  # realistic: 600+ steps
 common = dict(
     **STEPS,
     batch_size=16,
@@ -355,7 +355,7 @@ for ax, (task, rows) in zip(axes, bench["results"].items()):
 plt.show()
 
 # %% [markdown]
-# **Reading the table.** In small mode (tiny models, 30 steps) the U-Net already
+# **Reading the table.** In small mode (tiny models, 40 steps) the U-Net already
 # denoises (its PSNR is above the noisy input's), but the models need not beat the
 # filters or bicubic yet, and the AE, without skips, is still a blur. In the
 # benchmark's recorded run (`bench/README.md#image-to-image-benchmark`; one seed, 600
