@@ -312,6 +312,31 @@ def _with_known_length(val_pairs):
     return val_pairs
 
 
+def split_counted(train_data, val_data, validation_split, seed, batch_size, steps_per_epoch):
+    """The seeded validation split of unbatched items, with counts and the default steps.
+
+    Returns:
+        ``(train items, val items or None, n_train, n_val, steps_per_epoch)``; the split
+        only when ``val_data`` is None and ``validation_split`` > 0; ``steps_per_epoch``
+        None becomes one pass over the training items.
+
+    Raises:
+        ValueError: no training item is left.
+    """
+    train_items, val_items = train_data, val_data
+    n_all = _count(train_data)
+    if val_data is None and validation_split:
+        train_items, val_items, n_train, n_val = _split(train_data, n_all, validation_split, seed)
+    else:
+        n_train = n_all
+        n_val = _count(val_data) if val_data is not None else 0
+    if n_train < 1:
+        raise ValueError("`train_data` is empty.")
+    if steps_per_epoch is None:
+        steps_per_epoch = max(1, n_train // batch_size)
+    return train_items, val_items, n_train, n_val, steps_per_epoch
+
+
 def _image_pipelines(
     train_data,
     val_data,
@@ -326,17 +351,9 @@ def _image_pipelines(
     tile_size=None,
 ) -> _Data:
     """Corrupted (input, target[, weight]) pipelines from unbatched clean images."""
-    train_images, val_images = train_data, val_data
-    n_all = _count(train_data)
-    if val_data is None and validation_split:
-        train_images, val_images, n_train, n_val = _split(train_data, n_all, validation_split, seed)
-    else:
-        n_train = n_all
-        n_val = _count(val_data) if val_data is not None else 0
-    if n_train < 1:
-        raise ValueError("`train_data` is empty.")
-    if steps_per_epoch is None:
-        steps_per_epoch = max(1, n_train // batch_size)
+    train_images, val_images, n_train, n_val, steps_per_epoch = split_counted(
+        train_data, val_data, validation_split, seed, batch_size, steps_per_epoch
+    )
     common = {"batch_size": batch_size, "stain_weight": stain_weight, "masks": masks}
     if tile_size is not None:
         # Crops after the split (so no validation image is seen in training); the crop

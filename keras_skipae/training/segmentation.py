@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from keras_skipae import losses as losses_lib
-from keras_skipae.training.pairs import _count, _Data, _split, _with_known_length
+from keras_skipae.training.pairs import _Data, _with_known_length, split_counted
 
 #: The tasks :func:`keras_skipae.train` knows.
 TASKS = ("reconstruction", "segmentation")
@@ -186,17 +186,9 @@ def segmentation_data(
             _kind(val_data, "val_data")
         val_pairs = _with_known_length(val_data)
         return _Data(train_data, val_pairs, None, 1.0, steps_per_epoch, pairs_given=True)
-    train_items, val_items = train_data, val_data
-    n_all = _count(train_data)
-    if val_data is None and validation_split:
-        train_items, val_items, n_train, n_val = _split(train_data, n_all, validation_split, seed)
-    else:
-        n_train = n_all
-        n_val = _count(val_data) if val_data is not None else 0
-    if n_train < 1:
-        raise ValueError("`train_data` is empty.")
-    if steps_per_epoch is None:
-        steps_per_epoch = max(1, n_train // batch_size)
+    train_items, val_items, n_train, n_val, steps_per_epoch = split_counted(
+        train_data, val_data, validation_split, seed, batch_size, steps_per_epoch
+    )
     train_pairs = _batches(train_items, batch_size, shuffle=True, seed=seed, repeat=True)
     val_pairs = None
     if val_items is not None:
