@@ -89,6 +89,27 @@ EXPECTED = {
         "steps": ("Data", "Build the model", "Train", "Evaluate", "The benchmark"),
         "check": "image_to_image",
     },
+    "04_pretrain_then_segment": {
+        "patterns": [
+            r"small-mode plain repair ratio \d+\.\d+, PSNR\(output, input\)",
+            r"small-mode denoiser repair ratio \d+\.\d+, PSNR\(output, input\)",
+            r"identical to the denoiser's: True",
+            r"encoder frozen trainable\s+[\d,]+\s+non-trainable\s+[\d,]+",
+            r"small-mode N=8 pretrained IoU (\d\.\d+) Dice (\d\.\d+)",
+            r"small-mode N=32 scratch IoU (\d\.\d+) Dice (\d\.\d+)",
+            r"bench N=128 denoiser IoU (\d\.\d+) Dice (\d\.\d+)",
+        ],
+        "min_figures": 9,
+        "steps": (
+            "Data",
+            "Build the model",
+            "Pretrain",
+            "Copy or repair",
+            "Fine-tune",
+            "The benchmark",
+        ),
+        "check": "transfer",
+    },
 }
 
 SKIPS_JSON = EXAMPLES.parent / "bench" / "results" / "skips.json"
@@ -148,9 +169,53 @@ def _check_image_to_image(text: str) -> None:
         assert ssim == pytest.approx(expected[key][1], abs=1e-4), (key, ssim, expected[key])
 
 
+TRANSFER_JSON = EXAMPLES.parent / "bench" / "results" / "transfer.json"
+
+
+def _check_transfer(text: str) -> None:
+    """Notebook 04: every printed IoU/Dice pair has 0 <= IoU <= Dice <= 1, small mode
+    reports both initialisations for each N, and the benchmark numbers it prints are
+    those of the committed JSON."""
+    import json
+
+    pairs = re.findall(r"IoU (\d+\.\d+) Dice (\d+\.\d+)", text)
+    assert pairs
+    for iou, dice in pairs:
+        assert 0.0 <= float(iou) <= float(dice) <= 1.0, (iou, dice)
+    small = set(re.findall(r"small-mode N=(\d+) (\S+) IoU", text))
+    assert small == {(n, init) for n in ("8", "32") for init in ("pretrained", "scratch")}, small
+
+    bench = json.loads(TRANSFER_JSON.read_text())
+    printed = {
+        (n, init): (float(iou), float(dice))
+        for n, init, iou, dice in re.findall(r"bench N=(\d+) (\S+) IoU (\S+) Dice (\S+)", text)
+    }
+    expected = {
+        (n, init): (m["iou"], m["dice"])
+        for n, per_init in bench["means"].items()
+        for init, m in per_init.items()
+    }
+    assert set(printed) == set(expected), sorted(set(printed) ^ set(expected))
+    for key, (iou, dice) in printed.items():
+        assert iou == pytest.approx(expected[key][0], abs=1e-4), (key, iou, expected[key])
+        assert dice == pytest.approx(expected[key][1], abs=1e-4), (key, dice, expected[key])
+    pre = {
+        name: (float(ratio), float(psnr))
+        for name, ratio, psnr in re.findall(
+            r"bench pretraining (\S+) repair ratio (\S+) PSNR\(output, input\) (\S+) dB", text
+        )
+    }
+    assert set(pre) == set(bench["pretraining_means"]) == {"plain", "denoiser"}, pre
+    for name, (ratio, psnr) in pre.items():
+        m = bench["pretraining_means"][name]
+        assert ratio == pytest.approx(m["repair_ratio"], abs=1e-4), (name, ratio, m)
+        assert psnr == pytest.approx(m["psnr_output_vs_input_defective"], abs=1e-4), (name, m)
+
+
 CHECKS = {
     "bench_repair_ratios": _check_bench_repair_ratios,
     "image_to_image": _check_image_to_image,
+    "transfer": _check_transfer,
 }
 
 
