@@ -1,6 +1,6 @@
 """Pretrain a U-Net on unlabelled images, then fine-tune it for segmentation with few labels.
 
-Per seed, on one synthetic category (grayscale, 64x64 by default):
+Per seed, on one grayscale synthetic category (64x64 by default):
 
 1. **Pretraining** on unlabelled good images, the encoder trained (not frozen), twice
    from the same random initialisation:
@@ -23,11 +23,14 @@ Data (``ks.data.synthetic.labelled_arrays``, whose seeds never repeat a
 ``make_dataset`` image): unlabelled good images with seed ``20 + seed``, the labelled
 training images with seed ``11 + seed`` (the first N of one set, so N grows one labelled
 set), a validation set (seed 3, only for the loss curves: nothing is selected on it, the
-learning rate is constant) and the test set (seed 2), the same for every run.
+learning rate is constant) and the test set (seed 2), the same for every run
+(``--test-seed``, ``--val-seed``, ``--labelled-seed`` and ``--unlabelled-seed`` change
+them, e.g. for a pilot on a dev split; ``--inits scratch`` skips the pretraining).
 
-Usage (about 20-25 minutes on a shared 2-core CPU)::
+Usage (the committed table; about 25 minutes on a shared 2-core CPU)::
 
-    nice -n 10 .venv/bin/python bench/bench_transfer.py
+    nice -n 10 .venv/bin/python bench/bench_transfer.py --category gravel \
+        --bn-momentum 0.9 --finetune-lr 5e-3 --finetune-epochs 5 --finetune-steps 40
 
 Writes ``bench/results/transfer.json`` (command, machine, arguments, every run with
 its loss curves, per-N means) and ``bench/results/transfer.txt`` (the table).
@@ -81,6 +84,7 @@ def build(args):
         input_shape=(args.image_size, args.image_size, 1),
         filters=args.filters,
         depth=args.depth,
+        bn_momentum=args.bn_momentum,
     )
 
 
@@ -185,6 +189,7 @@ def main(argv=None):
     p.add_argument("--n-test", type=int, default=64)
     p.add_argument("--n-val", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--bn-momentum", type=float, default=0.99, help="the U-Net's bn_momentum")
     p.add_argument("--pretrain-epochs", type=int, default=8)
     p.add_argument("--pretrain-steps", type=int, default=20)
     p.add_argument("--pretrain-lr", type=float, default=3e-3)
@@ -194,6 +199,15 @@ def main(argv=None):
     p.add_argument("--json", type=Path, default=RESULTS / "transfer.json")
     p.add_argument("--txt", type=Path, default=RESULTS / "transfer.txt")
     p.add_argument("--overwrite", action="store_true", help="replace existing result files")
+    p.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS))
+    p.add_argument("--test-seed", type=int, default=2, help="seed of the labelled test set")
+    p.add_argument("--val-seed", type=int, default=3, help="seed of the validation set")
+    p.add_argument(
+        "--labelled-seed", type=int, default=11, help="labelled training set: this + seed"
+    )
+    p.add_argument(
+        "--unlabelled-seed", type=int, default=20, help="unlabelled good images: this + seed"
+    )
     args = p.parse_args(argv)
     for path in (args.json, args.txt):
         if path.exists() and not args.overwrite:
@@ -207,28 +221,34 @@ def main(argv=None):
     print(machine, flush=True)
     start = time.monotonic()
     size, cat = args.image_size, args.category
-    test = ks.data.synthetic.labelled_arrays(cat, args.n_test, image_size=size, seed=2)
-    val = ks.data.synthetic.labelled_arrays(cat, args.n_val, image_size=size, seed=3)
+    test = ks.data.synthetic.labelled_arrays(cat, args.n_test, image_size=size, seed=args.test_seed)
+    val = ks.data.synthetic.labelled_arrays(cat, args.n_val, image_size=size, seed=args.val_seed)
     if test["image"].shape[-1] != 1:
         p.error(f"--category must be a grayscale category. Received: {cat!r}")
     pretraining, runs = {}, []
     for seed in args.seeds:
-        good = ks.data.synthetic.labelled_arrays(
-            cat, args.n_unlabelled, image_size=size, seed=20 + seed, defect_fraction=0.0
-        )["image"]
         labelled = ks.data.synthetic.labelled_arrays(
-            cat, max(args.n_labels), image_size=size, seed=11 + seed
+            cat, max(args.n_labels), image_size=size, seed=args.labelled_seed + seed
         )
-        pretrained = pretrain(args, seed, good, test)
-        pretraining[str(seed)] = {k: v[1] for k, v in pretrained.items()}
+        pretrained = {}
+        if set(args.inits) - {"scratch"}:
+            good = ks.data.synthetic.labelled_arrays(
+                cat,
+                args.n_unlabelled,
+                image_size=size,
+                seed=args.unlabelled_seed + seed,
+                defect_fraction=0.0,
+            )["image"]
+            pretrained = pretrain(args, seed, good, test)
+            pretraining[str(seed)] = {k: v[1] for k, v in pretrained.items()}
         for n in args.n_labels:
-            for init in INITS:
+            for init in args.inits:
                 runs.append(finetune(args, seed, n, init, pretrained, labelled, val, test))
 
     means = {}
     for n in args.n_labels:
         means[str(n)] = {}
-        for init in INITS:
+        for init in args.inits:
             rows = [r for r in runs if r["n_labels"] == n and r["init"] == init]
             means[str(n)][init] = {
                 "iou": float(np.mean([r["iou"] for r in rows])),
@@ -242,6 +262,7 @@ def main(argv=None):
             for key in ("repair_ratio", "psnr_output_vs_input_defective")
         }
         for name in ("plain", "denoiser")
+        if pretraining
     }
     minutes = (time.monotonic() - start) / 60
 
@@ -261,10 +282,10 @@ def main(argv=None):
             f"{name:10s}{m['repair_ratio']:14.3f}{m['psnr_output_vs_input_defective']:23.2f} dB"
         )
     lines += ["", "segmentation on the test set (IoU / Dice, mean over seeds [per seed])"]
-    lines.append(f"{'N':>5s}  " + "".join(f"{init:>34s}" for init in INITS))
+    lines.append(f"{'N':>5s}  " + "".join(f"{init:>34s}" for init in args.inits))
     for n in args.n_labels:
         cells = []
-        for init in INITS:
+        for init in args.inits:
             m = means[str(n)][init]
             per = ",".join(f"{v:.2f}" for v in m["iou_per_seed"])
             cells.append(f"{m['iou']:.3f} / {m['dice']:.3f} [{per}]")
@@ -279,10 +300,10 @@ def main(argv=None):
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "data": {
             "category": cat,
-            "unlabelled_seed": "20 + seed",
-            "labelled_seed": "11 + seed",
-            "val_seed": 3,
-            "test_seed": 2,
+            "unlabelled_seed": f"{args.unlabelled_seed} + seed",
+            "labelled_seed": f"{args.labelled_seed} + seed",
+            "val_seed": args.val_seed,
+            "test_seed": args.test_seed,
             "source": "keras_skipae.data.synthetic.labelled_arrays",
         },
         "pretraining": pretraining,
