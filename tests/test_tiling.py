@@ -394,7 +394,7 @@ def test_a_tiled_run_is_evaluated_and_exported_tile_by_tile(
     images tile by tile, its threshold is tied to that tiling, and the export has it."""
     from keras_skipae import data, io_utils, scoring
     from keras_skipae.apps import workflows
-    from keras_skipae.export.saved_model import SIGNATURES, read_settings
+    from keras_skipae.export.saved_model import SIGNATURES, XLA_SIGNATURE, read_settings
     from keras_skipae.runs import RunFolder
 
     run = RunFolder(tmp_path / "run")
@@ -429,7 +429,7 @@ def test_a_tiled_run_is_evaluated_and_exported_tile_by_tile(
 
     # serving_tiled equals the in-process compute_tiled (any frame size >= the tile).
     loaded = tf.saved_model.load(str(out["path"]))
-    assert set(loaded.signatures) == {*SIGNATURES, "serving_tiled"}
+    assert set(loaded.signatures) == {*SIGNATURES, "serving_tiled", XLA_SIGNATURE[0]}  # CPU export
     odd = images(2, (40, 27, 1), seed=5)
     served = loaded.signatures["serving_tiled"](images=tf.constant(odd))
     expected = scoring.compute_tiled(model, odd, 16, 4)
