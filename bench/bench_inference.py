@@ -106,7 +106,7 @@ def compare_jit(args) -> int:
     import tensorflow as tf
 
     from keras_skipae import export, scoring
-    from keras_skipae.ops.device import MeasuredJit
+    from keras_skipae.inference.detector import served_scorer
 
     variants = [False, True] + (["auto"] if args.auto else [])
     names = {False: "off", True: "on", "auto": "auto"}
@@ -134,13 +134,8 @@ def compare_jit(args) -> int:
                 if "scoring" in paths:
                     fns[("scoring", jit)] = scoring.make_scorer(model)
                 if "serving" in paths:  # as Detector serves a CPU export
-                    sigs = tf.saved_model.load(
-                        os.path.join(scratch.name, f"aesc{size}_auto")
-                    ).signatures
-                    fns[("serving", jit)] = MeasuredJit(
-                        lambda x, sig=sigs["serving_default"]: sig(images=x),
-                        lambda x, sig=sigs["serving_xla"]: sig(images=x),
-                    )
+                    loaded = tf.saved_model.load(os.path.join(scratch.name, f"aesc{size}_auto"))
+                    fns[("serving", jit)] = served_scorer(loaded, None)
                 continue
             if "forward" in paths:
                 fns[("forward", jit)] = tf.function(

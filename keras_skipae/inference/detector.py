@@ -373,7 +373,7 @@ class Detector:
             threshold_note=note,
             tile_size=tiling[0] if tiling else None,
             tile_overlap=tiling[1] if tiling else 0,
-            _served=(loaded, _served_scorer(loaded, tiling)),
+            _served=(loaded, served_scorer(loaded, tiling)),
             _channels=int(inp.get("channels") or settings["model"]["input_shape"][-1]),
         )
 
@@ -625,7 +625,7 @@ class Detector:
         return out
 
 
-def _served_scorer(loaded, tiling):
+def served_scorer(loaded, tiling):
     """The SavedModel signature the Detector scores with: ``serving_tiled`` for a tiled
     export; else ``serving_default``, or, where the export also holds ``serving_xla``
     (``jit_compile="auto"`` on a CPU), a :class:`~keras_skipae.ops.device.MeasuredJit`
