@@ -51,8 +51,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_common import default_data_root, ensure_synthetic, load_category, machine_line  # noqa: E402
 from bench_common import fmt as _f  # noqa: E402
 
-TEXTURES = ("woven", "mesh", "wood", "gravel")
-
 
 def _corruption(name):
     from keras_skipae import training
