@@ -188,7 +188,7 @@ def main(argv=None):
         by_seed = merge_runs(saved, args.tables_from)
         for seed, results in by_seed.items():
             print(f"training seed {seed}")
-            _print_tables(results, args)
+            _print_tables(results)
             _print_curves(results)
             print()
         if len(by_seed) > 1:
@@ -344,7 +344,7 @@ def main(argv=None):
                 args.json, {"args": vars(args), "results": results, "partial": True}
             )
 
-    _print_tables(results, args)
+    _print_tables(results)
     _print_curves(results)
     print(f"\ntotal {time.monotonic() - t_all:.0f} s")
     if args.json:
@@ -411,14 +411,9 @@ def _print_curves(results):
         return
     print("\nbudget curve: image AUROC / pixel AUROC / AUPRO after each training budget")
     for cat, m, c in rows:
-        print(
-            f"{cat:<8} {m:<5} {c['minutes']:>5g} min {c['steps']:>5} steps  "
-            f"{_f(c['image_auroc'], 3)} / {_f(c['pixel_auroc'], 3)} / {_f(c['aupro'], 3)}"
-        )
+        print(f"{cat:<8} {m:<5} {c['minutes']:>5g} min {c['steps']:>5} steps  {_triple(c, 3)}")
         for d in sorted(c["per_defect"]):
-            r = c["per_defect"][d]
-            txt = " / ".join(_f(r.get(k), 2) for k in ("image_auroc", "pixel_auroc", "aupro"))
-            print(f"{'':<21}{d:<16}{txt}")
+            print(f"{'':<21}{d:<16}{_triple(c['per_defect'][d], 2)}")
 
 
 def _methods(res):
@@ -429,16 +424,21 @@ def _get(res, method):
     return res["models"].get(method) or res["baselines"].get(method)
 
 
-def _print_tables(results, args):
+METRICS = ("image_auroc", "pixel_auroc", "aupro")
+
+
+def _triple(r, decimals):
+    """``image AUROC / pixel AUROC / AUPRO`` of a result dict."""
+    return " / ".join(_f(r.get(k), decimals) for k in METRICS)
+
+
+def _print_tables(results):
     methods = _methods(next(iter(results.values())))
     head = "".join(f"{m:>22}" for m in methods)
     print("image AUROC / pixel AUROC / AUPRO per category")
     print(f"{'category':<22}{head}")
     for cat, res in results.items():
-        cells = "".join(
-            f"{_f(_get(res, m)['image_auroc'], 2) + ' / ' + _f(_get(res, m)['pixel_auroc'], 2) + ' / ' + _f(_get(res, m)['aupro'], 2):>22}"
-            for m in methods
-        )
+        cells = "".join(f"{_triple(_get(res, m), 2):>22}" for m in methods)
         print(f"{cat:<22}{cells}")
     print("\nper defect type")
     print(f"{'category/defect':<22}{head}")
@@ -447,15 +447,12 @@ def _print_tables(results, args):
         for d in sorted(first["per_defect"]):
             cells = ""
             for m in methods:
-                r = _get(res, m)["per_defect"].get(d, {})
-                txt = " / ".join(_f(r.get(k), 2) for k in ("image_auroc", "pixel_auroc", "aupro"))
-                cells += f"{txt:>22}"
+                cells += f"{_triple(_get(res, m)['per_defect'].get(d, {}), 2):>22}"
             print(f"{cat + '/' + d:<22}{cells}")
 
     _print_targets(mean_over_seeds({0: results}))
 
 
-METRICS = ("image_auroc", "pixel_auroc", "aupro")
 #: Issue #14's targets for the default recipe (mean of two training seeds): image AUROC
 #: per category, and gravel's pixel AUROC.
 IMAGE_TARGETS = {"mesh": 0.95, "woven": 0.95, "wood": 0.95, "nut": 0.95, "gravel": 0.85}
@@ -571,7 +568,7 @@ def _print_mean(mean):
         cells = ""
         for m in methods:
             r = res.get(m)
-            txt = "" if r is None else " / ".join(_f(r[k], 3) for k in METRICS) + f" ({r['n']})"
+            txt = "" if r is None else f"{_triple(r, 3)} ({r['n']})"
             cells += f"{txt:>28}"
         print(f"{cat:<16}{cells}")
     print("\nper defect type, mean over the seeds")
@@ -582,7 +579,7 @@ def _print_mean(mean):
             cells = ""
             for m in methods:
                 r = res.get(m, {}).get("per_defect", {}).get(d)
-                txt = "" if r is None else " / ".join(_f(r[k], 2) for k in METRICS)
+                txt = "" if r is None else _triple(r, 2)
                 cells += f"{txt:>28}"
             print(f"{cat + '/' + d:<24}{cells}")
     _print_targets(mean)
