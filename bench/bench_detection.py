@@ -445,9 +445,9 @@ def _print_tables(results):
     for cat, res in results.items():
         first = _get(res, methods[0])
         for d in sorted(first["per_defect"]):
-            cells = ""
-            for m in methods:
-                cells += f"{_triple(_get(res, m)['per_defect'].get(d, {}), 2):>22}"
+            cells = "".join(
+                f"{_triple(_get(res, m)['per_defect'].get(d, {}), 2):>22}" for m in methods
+            )
             print(f"{cat + '/' + d:<22}{cells}")
 
     _print_targets(mean_over_seeds({0: results}))
