@@ -221,21 +221,30 @@ def test_config_round_trip_json():
 
 
 @pytest.mark.parametrize(
-    "make",
+    "make, match",
     [
-        lambda: C.Stains(count=(3, 1)),
-        lambda: C.Stains(size=(0.1, 0.9)),
-        lambda: C.Stains(grey=(0.5, 1.5)),
-        lambda: C.Stains(n_points=2),
-        lambda: C.Stains(blur=-1),
-        lambda: C.Stains(count="many"),
-        lambda: C.Compose([]),
-        lambda: C.OneOf([C.Stains()], probs=[1, 2]),
-        lambda: C.get("nope"),
+        (lambda: C.Stains(count=(3, 1)), r"`count` must be a \(min, max\) pair.*count=\(3, 1\)"),
+        (
+            lambda: C.Stains(size=(0.1, 0.9)),
+            r"`size` must be .*within \[0.0, 0.5\].*size=\(0.1, 0.9\)",
+        ),
+        (
+            lambda: C.Stains(grey=(0.5, 1.5)),
+            r"`grey` must be .*within \[0.0, 1.0\].*grey=\(0.5, 1.5\)",
+        ),
+        (lambda: C.Stains(n_points=2), r"`n_points` must be >= 3. Received: n_points=2"),
+        (lambda: C.Stains(blur=-1), r"`blur` must be >= 0. Received: blur=-1"),
+        (lambda: C.Stains(count="many"), r"`count` must be a number .*count='many'"),
+        (lambda: C.Compose([]), r"`corruptions` must not be empty"),
+        (
+            lambda: C.OneOf([C.Stains()], probs=[1, 2]),
+            r"`probs` must hold one .*probs=\[1.0, 2.0\]",
+        ),
+        (lambda: C.get("nope"), r"Unknown corruption 'nope'; expected one of \[.*'Stains'"),
     ],
 )
-def test_invalid_arguments(make):
-    with pytest.raises(ValueError):
+def test_invalid_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
         make()
 
 

@@ -10,14 +10,26 @@ from keras_skipae.evaluation import metrics
 # ---------------------------------------------------------------- AUROC
 
 
+def _pairwise_auroc(labels, scores):
+    """AUROC by brute force: P(defective scores higher than good) + P(tie) / 2, over all pairs."""
+    labels, scores = np.asarray(labels), np.asarray(scores, "float64")
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    diff = pos[:, None] - neg[None, :]
+    return float(np.mean(diff > 0) + 0.5 * np.mean(diff == 0))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_image_auroc_matches_sklearn(seed):
+def test_image_auroc_matches_the_pairwise_definition(seed):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, 50)
     labels[:2] = [0, 1]
     scores = rng.random(50) + 0.5 * labels
     scores[5:9] = scores[10]  # ties
-    assert metrics.image_auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+    assert metrics.image_auroc(labels, scores) == pytest.approx(_pairwise_auroc(labels, scores))
+    # Defective images ranked lowest: the AUROC is far below a half, not clipped or flipped.
+    assert metrics.image_auroc(labels, -scores) == pytest.approx(
+        1 - _pairwise_auroc(labels, scores)
+    )
 
 
 def test_pixel_auroc_matches_sklearn_on_pooled_pixels():

@@ -241,7 +241,7 @@ def test_resnet50_encoder_rgb_and_local_weights(tmp_path):
     keras.utils.set_random_seed(3)
     model = ks.build_unet(input_shape=(32, 32, 3), filters=4, encoder="resnet50")
     assert model.output_shape == (None, 32, 32, 3)
-    assert model.get_layer("encoder").get_layer("conv5_block3_out") is not None
+    assert model.get_layer("encoder").get_layer("conv5_block3_out").output.shape[-1] == 2048
     out = model(images(channels=3))
     assert np.all(np.isfinite(out))
     # Weights come from a local file, never from the network.

@@ -345,7 +345,7 @@ def test_get_corruption_mixes():
     mix = training.get_corruption("stains+scratches")
     assert isinstance(mix, data.OneOf)
     assert isinstance(training.get_corruption("stains"), data.Stains)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Unknown corruption 'nope'"):
         training.get_corruption("stains+nope")
 
 
