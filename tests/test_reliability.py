@@ -5,7 +5,9 @@ import errno
 import json
 import os
 import shutil
+import tempfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,22 +62,59 @@ def test_fault_hook_refuses_a_malformed_value(tmp_path, monkeypatch):
     assert _leftovers(tmp_path) == []
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "geteuid") or os.geteuid() == 0,
-    reason="root ignores folder permissions; the fault hook covers the full-disk case",
-)
-def test_read_only_folder_gives_a_permission_error_naming_the_file(tmp_path):
-    folder = tmp_path / "ro"
+def _run_as_nobody(fn):
+    """Runs ``fn`` in a forked child whose user is ``nobody`` (65534), so that folder
+    permissions bind also when the suite runs as root (as CI does); returns
+    ``"ok"`` or ``"<ExceptionType>: <message>"``."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop privileges, run, report, exit without cleanup
+        try:
+            os.close(read_end)
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_end, _outcome(fn).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    return b"".join(chunks).decode()
+
+
+def _outcome(fn):
+    try:
+        fn()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork to drop privileges")
+def test_read_only_folder_gives_a_permission_error_naming_the_file():
+    # Not under tmp_path: pytest's base folder is private to its user, and the child
+    # runs as another user when the suite runs as root.
+    base = Path(tempfile.mkdtemp(prefix="keras_skipae_ro_"))
+    base.chmod(0o755)
+    folder = base / "ro"
     folder.mkdir()
     (folder / "metrics.json").write_text("previous")
+    (folder / "metrics.json").chmod(0o644)
+    if os.geteuid() == 0:  # hand the folder to nobody, who then may not write into it
+        os.chown(folder, 65534, 65534)
     folder.chmod(0o555)
     try:
-        with pytest.raises(PermissionError, match=r"metrics\.json"):
-            io_utils.write_text(folder / "metrics.json", "new")
+        write = lambda: io_utils.write_text(folder / "metrics.json", "new")  # noqa: E731
+        outcome = _run_as_nobody(write) if os.geteuid() == 0 else _outcome(write)
+        assert outcome.startswith("PermissionError: ") and "metrics.json" in outcome, outcome
         assert (folder / "metrics.json").read_text() == "previous"
         assert _leftovers(folder) == []
     finally:
         folder.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_cli_evaluate_on_a_full_disk_is_one_line_and_keeps_the_old_report(
