@@ -43,12 +43,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from keras_skipae.data.corruptions import rng
 from keras_skipae.data.corruptions.base import (
     Corruption,
     _as_range,
     _changed_mask,
     _config_value,
-    _randint,
 )
 from keras_skipae.data.corruptions.lines import Scratches
 from keras_skipae.data.corruptions.perlin import (
@@ -57,9 +57,7 @@ from keras_skipae.data.corruptions.perlin import (
     _check_scale_range,
     _check_stretch,
     _select,
-    _sub_seed,
     _texture_of,
-    _uniform,
     perlin_mask,
 )
 from keras_skipae.data.corruptions.stains import Stains
@@ -114,8 +112,8 @@ class _RegionFill(Corruption):
         return out, target, mask
 
     def apply(self, images, target, seed):
-        region = self.region(images, _sub_seed(seed, 101))
-        return self.apply_in_region(images, target, region, _sub_seed(seed, 102))
+        region = self.region(images, rng.xla_sub_seed(seed, 101))
+        return self.apply_in_region(images, target, region, rng.xla_sub_seed(seed, 102))
 
 
 class SelfPaste(_RegionFill):
@@ -173,20 +171,26 @@ class SelfPaste(_RegionFill):
     def fill(self, images, region, seed):
         height, width, channels = images.shape[1], images.shape[2], images.shape[3]
         batch = tf.shape(images)[0]
-        u = _uniform(tf.stack([batch, 4]), _sub_seed(seed, 1))
+        u = rng.xla_uniform(tf.stack([batch, 4]), rng.xla_sub_seed(seed, 1))
         # Another image: index (i + s) mod B with s in [1, B - 1].
         safe_b = tf.maximum(batch, 1)
         step = 1 + tf.cast(
             tf.math.floor(u[:, 0] * tf.cast(tf.maximum(safe_b - 1, 1), tf.float32)), tf.int32
         )
         partner = tf.math.floormod(tf.range(batch) + step, safe_b)
-        use_other = (_uniform(tf.stack([batch]), _sub_seed(seed, 4)) < self.p_other) & (batch > 1)
+        use_other = (
+            rng.xla_uniform(tf.stack([batch]), rng.xla_sub_seed(seed, 4)) < self.p_other
+        ) & (batch > 1)
         source = tf.where(use_other, partner, tf.range(batch))
         # The source transformed: flips and a cyclic shift per axis, an optional transpose.
         flips = u[:, 2:4] < 0.5
         lo_y, lo_x = max(1, height // 8), max(1, width // 8)
-        dy = _randint(tf.stack([batch]), _sub_seed(seed, 2), lo_y, max(lo_y, height - lo_y))
-        dx = _randint(tf.stack([batch]), _sub_seed(seed, 3), lo_x, max(lo_x, width - lo_x))
+        dy = rng.randint(
+            tf.stack([batch]), rng.xla_sub_seed(seed, 2), lo_y, max(lo_y, height - lo_y)
+        )
+        dx = rng.randint(
+            tf.stack([batch]), rng.xla_sub_seed(seed, 3), lo_x, max(lo_x, width - lo_x)
+        )
         ry = tf.range(height)[None, :]
         rx = tf.range(width)[None, :]
         ry = tf.math.floormod(tf.where(flips[:, :1], height - 1 - ry, ry) + dy[:, None], height)
@@ -202,7 +206,9 @@ class SelfPaste(_RegionFill):
         if self.jitter > 0:
             # The copy is a permutation of the source's pixels: the same mean.
             mean = tf.gather(tf.reduce_mean(images, axis=[1, 2, 3]), source)
-            jit = _uniform(tf.stack([batch, 2]), _sub_seed(seed, 5), -self.jitter, self.jitter)
+            jit = rng.xla_uniform(
+                tf.stack([batch, 2]), rng.xla_sub_seed(seed, 5), -self.jitter, self.jitter
+            )
             gain = 1.0 + jit[:, 0]
             offset = (1.0 - gain) * mean + jit[:, 1]
             content = content * gain[:, None, None, None] + offset[:, None, None, None]
@@ -260,8 +266,10 @@ class TextureBlend(_RegionFill):
 
     def fill(self, images, region, seed):
         batch = tf.shape(images)[0]
-        tex = _texture_of(images, _sub_seed(seed, 1), self.color)
-        beta = _uniform(tf.stack([batch]), _sub_seed(seed, 2), *self.beta)[:, None, None, None]
+        tex = _texture_of(images, rng.xla_sub_seed(seed, 1), self.color)
+        beta = rng.xla_uniform(tf.stack([batch]), rng.xla_sub_seed(seed, 2), *self.beta)[
+            :, None, None, None
+        ]
         return tf.clip_by_value(beta * images + (1.0 - beta) * tex, 0.0, 1.0)
 
 
@@ -322,7 +330,7 @@ class IntensityShift(_RegionFill):
         r = tf.cast(region, tf.float32)
         count = tf.maximum(tf.reduce_sum(r, axis=[1, 2], keepdims=True), 1.0)
         mean = tf.reduce_sum(images * r, axis=[1, 2], keepdims=True) / count  # [B, 1, 1, C]
-        u = _uniform(tf.stack([batch, 3]), _sub_seed(seed, 1))
+        u = rng.xla_uniform(tf.stack([batch, 3]), rng.xla_sub_seed(seed, 1))
         b_lo, b_hi = self.brightness
         c_lo, c_hi = self.contrast
         bright = (b_lo + (b_hi - b_lo) * u[:, 0]) * tf.where(u[:, 1] < 0.5, -1.0, 1.0)
@@ -330,8 +338,11 @@ class IntensityShift(_RegionFill):
         contrast = contrast[:, None, None, None]
         offset = (1.0 - contrast) * mean + bright[:, None, None, None]  # [B, 1, 1, C]
         if channels > 1 and self.color > 0:
-            shift = _uniform(
-                tf.stack([batch, 1, 1, channels]), _sub_seed(seed, 2), -self.color, self.color
+            shift = rng.xla_uniform(
+                tf.stack([batch, 1, 1, channels]),
+                rng.xla_sub_seed(seed, 2),
+                -self.color,
+                self.color,
             )
             offset = offset + shift
         return tf.clip_by_value(images * contrast + offset, 0.0, 1.0)
@@ -462,7 +473,7 @@ class Anomalies(Corruption):
         batch = tf.shape(images)[0]
         probs = self.probs
         edges = np.cumsum([self.p_clean] + [probs[k] for k in _KINDS])[:-1]
-        u = _uniform(tf.stack([batch]), _sub_seed(seed, 0))
+        u = rng.xla_uniform(tf.stack([batch]), rng.xla_sub_seed(seed, 0))
         choice = tf.reduce_sum(
             tf.cast(u[:, None] >= tf.constant(edges, tf.float32)[None, :], tf.int32), axis=1
         )  # 0: clean, i + 1: kind i
@@ -474,12 +485,12 @@ class Anomalies(Corruption):
             if probs[kind] <= 0.0:
                 continue
             comp = self.components[kind]
-            s = _sub_seed(seed, i + 1)
+            s = rng.xla_sub_seed(seed, i + 1)
             on = tf.equal(choice, i + 1)
             if isinstance(comp, _RegionFill):
                 key = (comp.area, comp.scale_range, comp.max_stretch, comp.octaves)
                 if key not in regions:  # one region per distinct setting, shared by the fills
-                    regions[key] = comp.region(images, _sub_seed(seed, 1000 + len(regions)))
+                    regions[key] = comp.region(images, rng.xla_sub_seed(seed, 1000 + len(regions)))
                 # same seeds as comp.apply_in_region(images, target, regions[key], s)
                 content = _select(on, comp.fill(images, regions[key], s), content)
                 region = _select(on, regions[key], region)

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from keras_skipae.data.corruptions import rng
+
 
 def _as_range(value, name, *, integer=False, low=None, high=None):
     """Validates a number or a (min, max) pair; returns a (min, max) tuple."""
@@ -54,34 +56,6 @@ def _check_images(images):
     return images
 
 
-def _check_seed(seed):
-    seed = tf.convert_to_tensor(seed)
-    if seed.dtype not in (tf.int32, tf.int64):
-        seed = tf.cast(seed, tf.int64)
-    if seed.shape.rank != 1 or seed.shape[0] not in (None, 2):
-        raise ValueError(
-            f"`seed` must be an integer tensor of shape [2]. Received shape {seed.shape}"
-        )
-    return seed
-
-
-def _sub_seed(seed, i):
-    return tf.random.experimental.stateless_fold_in(seed, i)
-
-
-def _uniform(shape, seed, lo, hi, dtype=tf.float32):
-    if lo == hi:
-        return tf.fill(shape, tf.constant(lo, dtype))
-    return tf.random.stateless_uniform(shape, seed, minval=lo, maxval=hi, dtype=dtype)
-
-
-def _randint(shape, seed, lo, hi):
-    """Uniform integers in [lo, hi] (inclusive)."""
-    if lo == hi:
-        return tf.fill(shape, tf.constant(lo, tf.int32))
-    return tf.random.stateless_uniform(shape, seed, minval=lo, maxval=hi + 1, dtype=tf.int32)
-
-
 def _changed_mask(a, b):
     """float32 [B, H, W, 1]: 1 where any channel of a and b differ."""
     return tf.cast(tf.reduce_any(tf.not_equal(a, b), axis=-1, keepdims=True), tf.float32)
@@ -126,7 +100,7 @@ class Corruption:
             a float32 ``[B, H, W, 1]`` mask in {0, 1}.
         """
         images = _check_images(images)
-        seed = _check_seed(seed)
+        seed = rng.check_seed(seed)
         return self.apply(images, images, seed)
 
     def apply(self, images, target, seed):  # pragma: no cover - abstract

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_skipae.data.corruptions.base import Corruption, _sub_seed, get, serialize
+from keras_skipae.data.corruptions import rng
+from keras_skipae.data.corruptions.base import Corruption, get, serialize
 
 
 class Compose(Corruption):
@@ -43,9 +44,9 @@ class Compose(Corruption):
         out, tgt = images, target
         mask = tf.zeros_like(images[..., :1])
         for i, (c, p) in enumerate(zip(self.corruptions, self.probs)):
-            new_out, new_tgt, new_mask = c.apply(out, tgt, _sub_seed(seed, 2 * i + 1))
+            new_out, new_tgt, new_mask = c.apply(out, tgt, rng.sub_seed(seed, 2 * i + 1))
             if p < 1.0:
-                on = tf.random.stateless_uniform(tf.stack([bsz]), _sub_seed(seed, 2 * i + 2)) < p
+                on = tf.random.stateless_uniform(tf.stack([bsz]), rng.sub_seed(seed, 2 * i + 2)) < p
                 on = on[:, None, None, None]
                 new_out = tf.where(on, new_out, out)
                 new_tgt = tf.where(on, new_tgt, tgt)
@@ -90,11 +91,11 @@ class OneOf(Corruption):
     def apply(self, images, target, seed):
         bsz = tf.shape(images)[0]
         edges = tf.constant(np.cumsum(self.probs)[:-1], tf.float32)
-        u = tf.random.stateless_uniform(tf.stack([bsz]), _sub_seed(seed, 0))
+        u = tf.random.stateless_uniform(tf.stack([bsz]), rng.sub_seed(seed, 0))
         choice = tf.reduce_sum(tf.cast(u[:, None] >= edges[None, :], tf.int32), axis=1)
         out, tgt, mask = images, target, tf.zeros_like(images[..., :1])
         for i, c in enumerate(self.corruptions):
-            o, t, m = c.apply(images, target, _sub_seed(seed, i + 1))
+            o, t, m = c.apply(images, target, rng.sub_seed(seed, i + 1))
             on = tf.equal(choice, i)[:, None, None, None]
             out, tgt, mask = tf.where(on, o, out), tf.where(on, t, tgt), tf.where(on, m, mask)
         return out, tgt, mask

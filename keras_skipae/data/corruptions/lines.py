@@ -6,13 +6,11 @@ import math
 
 import tensorflow as tf
 
+from keras_skipae.data.corruptions import rng
 from keras_skipae.data.corruptions.base import (
     Corruption,
     _as_range,
     _config_value,
-    _randint,
-    _sub_seed,
-    _uniform,
 )
 from keras_skipae.data.corruptions.raster import _paint_ids, _stamp_ids
 
@@ -70,11 +68,13 @@ class Scratches(Corruption):
         k = max(self.count[1], 1)
         shape = tf.stack([bsz, k])
         n_samples = int(math.ceil(self.length[1] * side * 1.5 * 2)) + 2  # <= 0.5 px apart
-        u = tf.random.stateless_uniform(tf.concat([shape, [2]], 0), _sub_seed(seed, 1))
+        u = tf.random.stateless_uniform(tf.concat([shape, [2]], 0), rng.sub_seed(seed, 1))
         p0y, p0x = u[..., 0] * (height - 1), u[..., 1] * (width - 1)
-        angle = _uniform(shape, _sub_seed(seed, 2), 0.0, 2 * math.pi)
-        length = _uniform(shape, _sub_seed(seed, 3), self.length[0] * side, self.length[1] * side)
-        bend = _uniform(shape, _sub_seed(seed, 4), -self.curvature, self.curvature) * length
+        angle = rng.uniform(shape, rng.sub_seed(seed, 2), 0.0, 2 * math.pi)
+        length = rng.uniform(
+            shape, rng.sub_seed(seed, 3), self.length[0] * side, self.length[1] * side
+        )
+        bend = rng.uniform(shape, rng.sub_seed(seed, 4), -self.curvature, self.curvature) * length
         p2y, p2x = p0y + length * tf.sin(angle), p0x + length * tf.cos(angle)
         p1y = (p0y + p2y) / 2 + bend * tf.cos(angle)
         p1x = (p0x + p2x) / 2 - bend * tf.sin(angle)
@@ -82,13 +82,13 @@ class Scratches(Corruption):
         w0, w1, w2 = (1 - t) ** 2, 2 * t * (1 - t), t**2
         py = w0 * p0y[..., None] + w1 * p1y[..., None] + w2 * p2y[..., None]
         px = w0 * p0x[..., None] + w1 * p1x[..., None] + w2 * p2x[..., None]
-        lw = _uniform(shape, _sub_seed(seed, 5), *self.width)
-        count = _randint(shape[:1], _sub_seed(seed, 6), *self.count)
+        lw = rng.uniform(shape, rng.sub_seed(seed, 5), *self.width)
+        count = rng.randint(shape[:1], rng.sub_seed(seed, 6), *self.count)
         active = tf.range(k)[None, :] < count[:, None]
         footprint = int(math.ceil(self.width[1] / 2))
         ids = _stamp_ids((height, width), py, px, (lw / 2)[..., None], active, footprint)
         cg = channels if self.color else 1
-        grey = _uniform(tf.concat([shape, [cg]], 0), _sub_seed(seed, 7), *self.grey)
+        grey = rng.uniform(tf.concat([shape, [cg]], 0), rng.sub_seed(seed, 7), *self.grey)
         out, mask = _paint_ids(images, ids, grey)
         return out, target, mask
 
@@ -133,21 +133,23 @@ class Drops(Corruption):
         bsz = tf.shape(images)[0]
         k = max(self.count[1], 1)
         shape = tf.stack([bsz, k])
-        rad = _uniform(shape, _sub_seed(seed, 1), self.radius[0] * side, self.radius[1] * side)
-        u = tf.random.stateless_uniform(tf.concat([shape, [2]], 0), _sub_seed(seed, 2))
+        rad = rng.uniform(
+            shape, rng.sub_seed(seed, 1), self.radius[0] * side, self.radius[1] * side
+        )
+        u = tf.random.stateless_uniform(tf.concat([shape, [2]], 0), rng.sub_seed(seed, 2))
         cy, cx = u[..., 0] * (height - 1), u[..., 1] * (width - 1)
-        count = _randint(shape[:1], _sub_seed(seed, 3), *self.count)
+        count = rng.randint(shape[:1], rng.sub_seed(seed, 3), *self.count)
         active = tf.range(k)[None, :] < count[:, None]
         footprint = int(math.ceil(self.radius[1] * side)) + 1
         ids = _stamp_ids(
             (height, width), cy[..., None], cx[..., None], rad[..., None], active, footprint
         )
         cg = channels if self.color else 1
-        grey = _uniform(tf.concat([shape, [cg]], 0), _sub_seed(seed, 4), *self.grey)
+        grey = rng.uniform(tf.concat([shape, [cg]], 0), rng.sub_seed(seed, 4), *self.grey)
         painted, mask = _paint_ids(images, ids, grey)
         if self.noise_std > 0:
             noise = self.noise_std * tf.random.stateless_normal(
-                tf.stack([bsz, height, width, cg]), _sub_seed(seed, 5)
+                tf.stack([bsz, height, width, cg]), rng.sub_seed(seed, 5)
             )
             painted = tf.where(mask > 0, tf.clip_by_value(painted + noise, 0.0, 1.0), images)
         return painted, target, mask

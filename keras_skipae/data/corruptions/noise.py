@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_skipae.data.corruptions import rng
 from keras_skipae.data.corruptions.base import (
     Corruption,
     _as_range,
     _changed_mask,
     _config_value,
-    _sub_seed,
-    _uniform,
 )
 
 
@@ -39,8 +38,8 @@ class GaussianNoise(Corruption):
     def _noise(self, images, seed):
         """Gaussian noise shaped like ``images``, with a std drawn per image."""
         bsz = tf.shape(images)[0]
-        std = _uniform(tf.stack([bsz]), _sub_seed(seed, 1), *self.std)[:, None, None, None]
-        return std * tf.random.stateless_normal(tf.shape(images), _sub_seed(seed, 2))
+        std = rng.uniform(tf.stack([bsz]), rng.sub_seed(seed, 1), *self.std)[:, None, None, None]
+        return std * tf.random.stateless_normal(tf.shape(images), rng.sub_seed(seed, 2))
 
     def apply(self, images, target, seed):
         out = images + self._noise(images, seed)

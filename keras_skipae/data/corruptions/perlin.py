@@ -19,7 +19,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_skipae.data.corruptions.base import _as_range, _check_seed, _randint
+from keras_skipae.data.corruptions import rng
+from keras_skipae.data.corruptions.base import _as_range
 
 __all__ = ["perlin_mask", "perlin_noise"]
 
@@ -28,35 +29,6 @@ _MAX_EXPONENT = 10
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _word_seed(seed):
-    """``seed`` as int64 with both words in [0, 2**32).
-
-    XLA and the TF kernels turn a seed into the same random stream only when
-    both words are in that range (negative or wider words are converted
-    differently, and ``stateless_fold_in`` returns negative words).
-    """
-    return tf.bitwise.bitwise_and(tf.cast(seed, tf.int64), 0xFFFFFFFF)
-
-
-def _sub_seed(seed, i):
-    """A seed derived from ``seed`` and the int ``i``, drawn alike by XLA and TF kernels."""
-    return _word_seed(tf.random.experimental.stateless_fold_in(_word_seed(seed), i))
-
-
-def _uniform(shape, seed, lo=0.0, hi=1.0):
-    """float32 uniform in [lo, hi), made from stateless random integers.
-
-    ``tf.random.stateless_uniform`` draws different float streams under XLA and
-    with the TF kernels, but the same integers: building floats from 24 random
-    bits keeps compiled and eager results equal.
-    """
-    bits = tf.random.stateless_uniform(shape, seed, minval=0, maxval=1 << 24, dtype=tf.int32)
-    u = tf.cast(bits, tf.float32) * (1.0 / (1 << 24))
-    if lo == 0.0 and hi == 1.0:
-        return u
-    return lo + (hi - lo) * u
 
 
 def _check_hw(shape_hw):
@@ -173,10 +145,13 @@ def _perlin_canvas(rows, cols, height, width, batch, seed, exp_y, exp_x, max_exp
     cells_y = 2 * int(math.ceil(res_max * rows / height / 2.0)) + 2
     cells_x = 2 * int(math.ceil(res_max * cols / width / 2.0)) + 2
     shape = tf.stack([batch, cells_y + 1, cells_x + 1])
-    k = _randint(shape, _sub_seed(seed, 1), 0, _N_DIRECTIONS - 1)
+    k = rng.randint(shape, rng.xla_sub_seed(seed, 1), 0, _N_DIRECTIONS - 1)
     g = tf.gather(tf.constant(_DIRECTIONS), k)  # random unit gradients [B, Gy+1, Gx+1, 2]
     phase = (
-        tf.cast(_randint(tf.stack([batch, 2]), _sub_seed(seed, 2), 0, _PHASE_STEPS - 1), tf.float32)
+        tf.cast(
+            rng.randint(tf.stack([batch, 2]), rng.xla_sub_seed(seed, 2), 0, _PHASE_STEPS - 1),
+            tf.float32,
+        )
         / _PHASE_STEPS
     )
     dy = _lattice_offsets(rows, height, exp_y, cells_y, phase[:, 0])  # [B, rows, Gy+1]
@@ -189,7 +164,7 @@ def _perlin_canvas(rows, cols, height, width, batch, seed, exp_y, exp_x, max_exp
 
 def _random_rotation(batch, seed):
     """float32 ``[B, 2]``: (sin, cos) of a random angle in [0, pi) per image (see :func:`_angle_table`)."""
-    k = _randint(tf.stack([batch]), seed, 0, _N_ROTATIONS - 1)
+    k = rng.randint(tf.stack([batch]), seed, 0, _N_ROTATIONS - 1)
     return tf.gather(tf.constant(_ROTATIONS), k)
 
 
@@ -241,7 +216,9 @@ def _fractal(
         top = min(max_exponent + o, max(cap, max_exponent))
         ey = tf.minimum(exp_y + o, top)
         ex = tf.minimum(exp_x + o, top)
-        n = _perlin_canvas(rows, cols, height, width, batch, _sub_seed(seed, 10 + o), ey, ex, top)
+        n = _perlin_canvas(
+            rows, cols, height, width, batch, rng.xla_sub_seed(seed, 10 + o), ey, ex, top
+        )
         total = amp * n if total is None else total + amp * n
         norm += amp
     total = total / norm
@@ -262,14 +239,14 @@ def _texture_of(images, seed, color):
     height, width, channels = images.shape[1], images.shape[2], images.shape[3]
     batch = tf.shape(images)[0]
     side = min(height, width)
-    kind = _randint(tf.stack([batch]), _sub_seed(seed, 1), 0, 2)  # clouds, grain, stripes
+    kind = rng.randint(tf.stack([batch]), rng.xla_sub_seed(seed, 1), 0, 2)  # clouds, grain, stripes
     fine = max(1, int(math.floor(math.log2(max(side / 4.0, 1.0)))))  # 2**fine: ~4 px cells
-    coarse = _randint(tf.stack([batch, 2]), _sub_seed(seed, 2), 0, min(3, fine))
+    coarse = rng.randint(tf.stack([batch, 2]), rng.xla_sub_seed(seed, 2), 0, min(3, fine))
     noise = _fractal(
         height,
         width,
         batch,
-        _sub_seed(seed, 3),
+        rng.xla_sub_seed(seed, 3),
         coarse[:, 0],
         coarse[:, 1],
         min(3, fine),
@@ -277,24 +254,33 @@ def _texture_of(images, seed, color):
         0.5,
         None,
     )
-    fine_e = _randint(tf.stack([batch, 2]), _sub_seed(seed, 4), max(fine - 1, 0), fine)
+    fine_e = rng.randint(tf.stack([batch, 2]), rng.xla_sub_seed(seed, 4), max(fine - 1, 0), fine)
     grain = _fractal(
-        height, width, batch, _sub_seed(seed, 5), fine_e[:, 0], fine_e[:, 1], fine, 1, 0.5, None
+        height,
+        width,
+        batch,
+        rng.xla_sub_seed(seed, 5),
+        fine_e[:, 0],
+        fine_e[:, 1],
+        fine,
+        1,
+        0.5,
+        None,
     )
     # Stripes: f cycles per image side, log-uniform in [2, side / 6], in 1/16 steps.
     # The phase is computed in integers (exact), so it rounds alike in compiled
     # and eager code; only the warp adds rounding.
     f_hi = max(side / 6.0, 2.0)
     freq16 = np.unique(np.round(16.0 * np.geomspace(2.0, f_hi, 256))).astype(np.int64)
-    kf = _randint(tf.stack([batch]), _sub_seed(seed, 6), 0, len(freq16) - 1)
+    kf = rng.randint(tf.stack([batch]), rng.xla_sub_seed(seed, 6), 0, len(freq16) - 1)
     f = tf.gather(tf.constant(freq16), kf)[:, None, None]  # int64 [B, 1, 1]: 16 x cycles
-    rot = _random_rotation(batch, _sub_seed(seed, 11))  # multiples of 2**-12
+    rot = _random_rotation(batch, rng.xla_sub_seed(seed, 11))  # multiples of 2**-12
     yy = tf.range(height, dtype=tf.float32)[None, :, None]
     xx = tf.range(width, dtype=tf.float32)[None, None, :]
     d = rot[:, 1, None, None] * xx + rot[:, 0, None, None] * yy  # exact
     modulus = 16 * 4096 * side
     num = tf.math.floormod(f * tf.cast(d * 4096.0, tf.int64), modulus)
-    u = _uniform(tf.stack([batch, 3]), _sub_seed(seed, 12))
+    u = rng.xla_uniform(tf.stack([batch, 3]), rng.xla_sub_seed(seed, 12))
     phi, warp, sharp = u[:, 0], 0.5 * u[:, 1], 1.0 + 7.0 * u[:, 2]
     cycles = (
         tf.cast(num, tf.float32) * (1.0 / modulus)
@@ -303,16 +289,16 @@ def _texture_of(images, seed, color):
     )
     wave = tf.sin(2.0 * math.pi * (cycles - tf.math.floor(cycles)))  # (floormod is slow on CPU)
     stripes = tf.math.sigmoid(sharp[:, None, None] * wave)
-    gain = _uniform(tf.stack([batch]), _sub_seed(seed, 7), 0.5, 1.5)[:, None, None]
+    gain = rng.xla_uniform(tf.stack([batch]), rng.xla_sub_seed(seed, 7), 0.5, 1.5)[:, None, None]
     cloud = tf.clip_by_value(
         0.5 + gain * tf.where(tf.equal(kind, 1)[:, None, None], grain, noise), 0.0, 1.0
     )
     pattern = tf.where(tf.equal(kind, 2)[:, None, None], stripes, cloud)[..., None]
     cl = channels if (color and channels > 1) else 1
-    levels = _uniform(tf.stack([batch, 2, 1]), _sub_seed(seed, 8))
+    levels = rng.xla_uniform(tf.stack([batch, 2, 1]), rng.xla_sub_seed(seed, 8))
     if cl > 1:
-        hue = _uniform(tf.stack([batch, 2, cl]), _sub_seed(seed, 9))
-        sat = _uniform(tf.stack([batch, 1, 1]), _sub_seed(seed, 10))
+        hue = rng.xla_uniform(tf.stack([batch, 2, cl]), rng.xla_sub_seed(seed, 9))
+        sat = rng.xla_uniform(tf.stack([batch, 1, 1]), rng.xla_sub_seed(seed, 10))
         levels = levels + sat * (hue - levels)
     c0, c1 = levels[:, 0, None, None, :], levels[:, 1, None, None, :]  # [B, 1, 1, C']
     return c0 + (c1 - c0) * pattern
@@ -330,11 +316,11 @@ def _select(flags, a, b):
 def _lattice_exponents(batch, seed, lo, hi, max_stretch):
     """int32 ``[B, 2]``: per-axis exponents in [lo, hi], at most ``max_stretch`` apart."""
     if max_stretch is None or max_stretch >= hi - lo:
-        return _randint(tf.stack([batch, 2]), seed, lo, hi)
-    ey = _randint(tf.stack([batch]), _sub_seed(seed, 1), lo, hi)
+        return rng.randint(tf.stack([batch, 2]), seed, lo, hi)
+    ey = rng.randint(tf.stack([batch]), rng.xla_sub_seed(seed, 1), lo, hi)
     x_lo = tf.maximum(ey - max_stretch, lo)
     x_hi = tf.minimum(ey + max_stretch, hi)
-    u = _uniform(tf.stack([batch]), _sub_seed(seed, 2))
+    u = rng.xla_uniform(tf.stack([batch]), rng.xla_sub_seed(seed, 2))
     ex = x_lo + tf.minimum(tf.cast(u * tf.cast(x_hi - x_lo + 1, tf.float32), tf.int32), x_hi - x_lo)
     return tf.stack([ey, ex], axis=1)
 
@@ -407,15 +393,15 @@ def perlin_noise(
     persistence = float(persistence)
     if not 0.0 < persistence <= 1.0:
         raise ValueError(f"Expected `persistence` in (0, 1]. Received: persistence={persistence!r}")
-    seed = _check_seed(seed)
+    seed = rng.check_seed(seed)
     batch = tf.cast(tf.convert_to_tensor(batch), tf.int32)
-    exps = _lattice_exponents(batch, _sub_seed(seed, 1), lo, hi, max_stretch)
-    rotation = _random_rotation(batch, _sub_seed(seed, 2)) if rotate else None
+    exps = _lattice_exponents(batch, rng.xla_sub_seed(seed, 1), lo, hi, max_stretch)
+    rotation = _random_rotation(batch, rng.xla_sub_seed(seed, 2)) if rotate else None
     return _fractal(
         height,
         width,
         batch,
-        _sub_seed(seed, 3),
+        rng.xla_sub_seed(seed, 3),
         exps[:, 0],
         exps[:, 1],
         hi,
@@ -439,7 +425,7 @@ def _top_fraction(noise, area, seed, iterations=14):
     n = height * width
     batch = tf.shape(noise)[0]
     lo_a, hi_a = area
-    u = _uniform(tf.stack([batch]), seed)
+    u = rng.xla_uniform(tf.stack([batch]), seed)
     frac = tf.exp(math.log(lo_a) + u * (math.log(hi_a) - math.log(lo_a)))
     k = tf.clip_by_value(tf.round(frac * n), 1.0, float(max(1, math.ceil(hi_a * n))))
     flat = tf.reshape(noise, tf.stack([batch, n]))
@@ -510,17 +496,17 @@ def perlin_mask(
     """
     height, width = _check_hw(shape_hw)
     area = _check_area(area)
-    seed = _check_seed(seed)
+    seed = rng.check_seed(seed)
     noise = perlin_noise(
         (height, width),
         batch,
-        _sub_seed(seed, 1),
+        rng.xla_sub_seed(seed, 1),
         scale_range=scale_range,
         max_stretch=max_stretch,
         octaves=octaves,
         rotate=rotate,
     )
-    region = _top_fraction(noise, area, _sub_seed(seed, 2))
+    region = _top_fraction(noise, area, rng.xla_sub_seed(seed, 2))
     return tf.cast(region, tf.float32)[..., None]
 
 

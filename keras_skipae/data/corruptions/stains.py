@@ -7,15 +7,12 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_skipae.data.corruptions import rng
 from keras_skipae.data.corruptions.base import (
     Corruption,
     _as_range,
     _changed_mask,
-    _check_seed,
     _config_value,
-    _randint,
-    _sub_seed,
-    _uniform,
 )
 from keras_skipae.data.corruptions.raster import (
     _fill_closed_curves,
@@ -150,24 +147,24 @@ class Stains(Corruption):
             ``grey`` (``[B, K, C']``), ``active`` (bool: stain k is drawn), and
             ``count`` (int32 ``[B]``).
         """
-        seed = _check_seed(seed)
+        seed = rng.check_seed(seed)
         height, width = int(image_shape[0]), int(image_shape[1])
         channels = int(image_shape[2]) if len(image_shape) > 2 else 1
         side = float(min(height, width))
         k = max(self.count[1], 1)
         shape = tf.stack([tf.cast(batch_size, tf.int32), k])
-        a = _uniform(shape, _sub_seed(seed, 1), self.size[0] * side, self.size[1] * side)
-        b = _uniform(shape, _sub_seed(seed, 2), self.size[0] * side, self.size[1] * side)
-        theta = _uniform(shape, _sub_seed(seed, 3), 0.0, 2.0 * math.pi)
+        a = rng.uniform(shape, rng.sub_seed(seed, 1), self.size[0] * side, self.size[1] * side)
+        b = rng.uniform(shape, rng.sub_seed(seed, 2), self.size[0] * side, self.size[1] * side)
+        theta = rng.uniform(shape, rng.sub_seed(seed, 3), 0.0, 2.0 * math.pi)
         r = tf.maximum(a, b)
-        u = tf.random.stateless_uniform(tf.concat([shape, [2]], 0), _sub_seed(seed, 4))
+        u = tf.random.stateless_uniform(tf.concat([shape, [2]], 0), rng.sub_seed(seed, 4))
         lo_y = tf.minimum(r, (height - 1) / 2.0)
         lo_x = tf.minimum(r, (width - 1) / 2.0)
         cy = lo_y + u[..., 0] * (height - 1 - 2.0 * lo_y)
         cx = lo_x + u[..., 1] * (width - 1 - 2.0 * lo_x)
         cgrey = channels if self.color else 1
-        grey = _uniform(tf.concat([shape, [cgrey]], 0), _sub_seed(seed, 5), *self.grey)
-        count = _randint(shape[:1], _sub_seed(seed, 6), *self.count)
+        grey = rng.uniform(tf.concat([shape, [cgrey]], 0), rng.sub_seed(seed, 5), *self.grey)
+        count = rng.randint(shape[:1], rng.sub_seed(seed, 6), *self.count)
         active = tf.range(k)[None, :] < count[:, None]
         return {
             "a": a,
@@ -190,7 +187,7 @@ class Stains(Corruption):
         cos, sin = tf.cos(theta)[..., None], tf.sin(theta)[..., None]
         j = (self.jitter * (a + b) / 2.0)[..., None]
         d = tf.random.stateless_uniform(
-            tf.concat([tf.shape(a), [n, 2]], 0), _sub_seed(seed, 7), -1.0, 1.0
+            tf.concat([tf.shape(a), [n, 2]], 0), rng.sub_seed(seed, 7), -1.0, 1.0
         )
         px = ex * cos - ey * sin + j * d[..., 0]
         py = ex * sin + ey * cos + j * d[..., 1]
@@ -225,7 +222,7 @@ class Stains(Corruption):
         )
         cnoise = channels if self.color else 1
         noise = self.noise_std * tf.random.stateless_normal(
-            tf.stack([bsz, k, pw, ph, cnoise]), _sub_seed(seed, 8)
+            tf.stack([bsz, k, pw, ph, cnoise]), rng.sub_seed(seed, 8)
         )
         stain = tf.clip_by_value(params["grey"][:, :, None, None, :] + noise, 0.0, 1.0)
         out, mask = images, None
