@@ -565,3 +565,17 @@ def test_the_launcher_builds_the_settings_predict_resumes_with():
     assert checks.predict_resume_settings(args) == expected
     args = cli.build_parser().parse_args(["predict", "m.keras", "x.png"])
     assert checks.predict_resume_settings(args) == predict.resume_settings("m.keras", ["x.png"])
+
+
+def test_evaluate_run_refuses_images_over_max_pixels(made, synthetic_root, tmp_path):
+    from keras_skipae.apps import workflows
+
+    with pytest.raises(DatasetError, match=r"declares 32x32 pixels \(1,024\), more than max_pi"):
+        workflows.evaluate_run(
+            made["run"],
+            data_root=synthetic_root,
+            category="mesh",
+            out_dir=tmp_path / "evaluation",
+            max_pixels=1000,
+        )
+    assert not (tmp_path / "evaluation").exists()
