@@ -14,7 +14,8 @@ without TensorFlow: this package imports only the standard library. :func:`main`
 
 It lives outside ``keras_skipae`` because importing that package registers the Keras
 classes, which imports TensorFlow. Exit codes: 0 success, 1 an error while the command
-ran, 2 a bad command line, 3 ``predict --fail-on-anomaly`` found an anomaly, 130 Ctrl-C.
+ran, 2 a bad command line, 3 ``predict --fail-on-anomaly`` found an anomaly, 4 ``predict
+--fail-on-anomaly`` scored fewer images than ``--min-scored`` (default 1), 130 Ctrl-C.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ command, whose errors exit with code 1. This module imports only the standard li
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 
@@ -145,6 +147,7 @@ def train(args) -> None:
     _at_least(args, "batch_size", 1)
     _at_least(args, "image_size", 1)
     _check_tiling(args)
+    _at_least(args, "max_pixels", 1)
     if args.tile_size is None and args.tile_overlap:
         raise UsageError(
             f"--tile-overlap needs --tile-size. Received: --tile-overlap {args.tile_overlap}"
@@ -208,6 +211,7 @@ def evaluate(args) -> None:
         else:
             _folder(args.data, "Data folder")
     _at_least(args, "batch_size", 1)
+    _at_least(args, "max_pixels", 1)
 
 
 def demo(args) -> None:
@@ -229,7 +233,13 @@ def predict(args) -> None:
         _exists(path, "Input")
     args.threshold = parse_threshold(args.threshold, allow_eval=False)
     _at_least(args, "batch_size", 1)
+    _at_least(args, "max_pixels", 1)
     _check_tiling(args)
+    if args.min_scored is not None and not args.fail_on_anomaly:
+        raise UsageError(
+            f"--min-scored needs --fail-on-anomaly. Received: --min-scored {args.min_scored}"
+        )
+    _at_least(args, "min_scored", 0, optional=True)
     if args.fail_on_anomaly and args.threshold is None and str(args.model).endswith(".keras"):
         raise UsageError(
             "--fail-on-anomaly needs a threshold, and a .keras file has none: pass --threshold X."
@@ -241,4 +251,46 @@ def predict(args) -> None:
         raise UsageError(
             f"{str(out / 'predictions.csv')!r} already exists. Refusing to overwrite it; "
             "pass --overwrite to replace it (and the maps and overlays it lists)."
+        )
+    if not args.overwrite:
+        _check_resume(args, out)
+
+
+def predict_resume_settings(args) -> dict:
+    """``keras_skipae.apps.predict.resume_settings`` for the command line (a test keeps the
+    two in step)."""
+    return {
+        "version": 1,
+        "model": os.path.abspath(args.model),
+        "inputs": list(args.inputs),
+        "resolved": [os.path.abspath(p) for p in args.inputs],
+        "threshold": args.threshold,
+        "save_maps": bool(args.save_maps),
+        "overlay": bool(args.overlay),
+        "best": bool(args.best),
+        "tile_size": args.tile_size,
+        "tile_overlap": args.tile_overlap,
+        "max_pixels": args.max_pixels,
+    }
+
+
+def _check_resume(args, out: Path) -> None:
+    """An interrupted prediction in ``out`` resumes only with the same settings."""
+    state = out / ".predictions.resume.json"
+    if not state.is_file():
+        return
+    try:
+        stored = json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        stored = None
+    settings = predict_resume_settings(args)
+    if not isinstance(stored, dict):
+        differ = [f"{state.name} is unreadable"]
+    else:
+        differ = sorted(k for k in settings if stored.get(k) != settings[k])
+    if differ:
+        raise UsageError(
+            f"{str(out)!r} holds an interrupted prediction with other settings "
+            f"({', '.join(differ)}). Run the same command again to resume it, or pass "
+            "--overwrite to start again."
         )

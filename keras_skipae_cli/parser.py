@@ -18,6 +18,8 @@ CLI_MAPS = ("residual", "ssim", "mc_dropout", "discrepancy", "combined", "learne
 # models.encoders.list_encoders() and training.TASKS, for the same reason.
 CLI_ENCODERS = ("mobilenet_v2", "resnet50")
 CLI_TASKS = ("reconstruction", "segmentation")
+# keras_skipae.data.DEFAULT_MAX_PIXELS (64 Mi pixels, 8192x8192; a test keeps them in step).
+MAX_PIXELS = 64 * 2**20
 
 _GLOBAL_FLAGS = (
     (("--debug",), "show full tracebacks on error, and TensorFlow's logs"),
@@ -40,6 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
         for flags, text in _GLOBAL_FLAGS:
             p.add_argument(*flags, action="store_true", default=argparse.SUPPRESS, help=text)
     return parser
+
+
+def _add_max_pixels(p):
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help="refuse an image file whose header declares more than N pixels (height x width), "
+        f"before decoding it (default {MAX_PIXELS}: 64 Mi pixels, 8192x8192)",
+    )
 
 
 def _add_synth(sub):
@@ -262,6 +275,7 @@ def _add_train(sub):
     )
     p.add_argument("--overwrite", action="store_true", help="replace a different run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_max_pixels(p)
     p.set_defaults(check=checks.train)
 
 
@@ -289,6 +303,7 @@ def _add_evaluate(sub):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_max_pixels(p)
     p.set_defaults(check=checks.evaluate)
 
 
@@ -363,7 +378,8 @@ def _add_predict(sub):
         "threshold. Writes OUT/predictions.csv (path, score, decision, threshold, map min "
         "and max; bad files with their error), optionally anomaly-map PNGs and overlays at "
         "each image's resolution, and prints a summary. Exit code 3 with --fail-on-anomaly "
-        "when an image is anomalous (1 and 2 are errors).",
+        "when an image is anomalous, 4 when fewer than --min-scored images were scored (1 and "
+        "2 are errors). An interrupted run resumes when started again with the same arguments.",
     )
     p.add_argument("model", help="run folder, SavedModel folder or .keras file")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
@@ -394,14 +410,25 @@ def _add_predict(sub):
     p.add_argument(
         "--fail-on-anomaly",
         action="store_true",
-        help="exit with code 3 when any image is anomalous",
+        help="exit with code 3 when any image is anomalous, and with code 4 when fewer than "
+        "--min-scored images were scored",
+    )
+    p.add_argument(
+        "--min-scored",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --fail-on-anomaly: the fewest images that must be scored (default 1: an "
+        "empty folder or only unreadable files fail with exit code 4; 0: no minimum)",
     )
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace OUT's predictions.csv and the maps and overlays it lists",
+        help="replace OUT's predictions.csv and the maps and overlays it lists (or start an "
+        "interrupted prediction again)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_max_pixels(p)
     p.set_defaults(check=checks.predict)
 
 

@@ -32,3 +32,21 @@ def run_model_saving_test(model, inputs, tmp_path, *, atol=1e-6, name="model.ker
     got = keras.ops.convert_to_numpy(loaded(inputs, training=False))
     np.testing.assert_allclose(got, want, atol=atol)
     return loaded
+
+
+def png_declaring(path, width, height):
+    """Writes a small PNG file whose header declares ``width`` x ``height`` 8-bit gray
+    pixels (one short IDAT chunk: a decompression bomb's header, never decodable)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(1024))) + chunk(b"IEND", b"")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path

@@ -210,3 +210,21 @@ def test_demo_overwrite_clears_only_demo_folders(tmp_path):
     demo._prepare_out(made, overwrite=True)
     assert not (made / "runs").exists()
     assert (made / "notes.txt").read_text() == "kept"
+
+
+@pytest.mark.slow
+def test_train_refuses_an_image_over_max_pixels_in_one_line(tmp_path, tiny_data):
+    import shutil
+
+    from harness import png_declaring
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    png_declaring(data / "mesh" / "train" / "good" / "bomb.png", 100000, 100000)
+    args = ("train", "--data", data, "--category", "mesh", "--out", tmp_path / "run", "--quiet")
+    line = _error_line(_cli(*args))
+    assert "bomb.png' declares 100000x100000 pixels" in line and "--max-pixels" in line
+    assert not (tmp_path / "run").exists()
+    (data / "mesh" / "train" / "good" / "bomb.png").unlink()
+    line = _error_line(_cli(*args, "--max-pixels", "1000"))  # the 32x32 images: 1024 pixels
+    assert "000.png' declares 32x32 pixels (1,024), more than max_pixels=1,000" in line

@@ -1,6 +1,7 @@
 """Tests for keras_skipae.data.datasets: MVTec layout, plain folders, decoding, bad input."""
 
 import shutil
+import struct
 import warnings
 
 import cv2
@@ -278,3 +279,41 @@ def test_data_package_imports_no_model_code():
             elif isinstance(node, ast.ImportFrom):
                 names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
             assert not any(n.startswith("keras_skipae.models") for n in names), path
+
+
+def test_an_image_larger_than_max_pixels_is_refused_from_its_header(copy, tmp_path):
+    from harness import png_declaring
+
+    bomb = png_declaring(copy / "wood" / "train" / "good" / "bomb.png", 100000, 100000)
+    declared = r"declares 100000x100000 pixels \(10,000,000,000\), more than max_pixels=67,108,864"
+    assert D.DEFAULT_MAX_PIXELS == 64 * 2**20
+    # Refused when the dataset is made, before TF's decoder ("PNG size too large for int").
+    with pytest.raises(D.DatasetError, match=rf"bomb\.png' {declared}"):
+        D.mvtec_dataset(copy, "wood", split="train", image_size=32)
+    with pytest.raises(D.DatasetError, match="bomb.png"):
+        D.folder_dataset(bomb.parent, image_size=32)
+    with pytest.warns(UserWarning, match=r"bomb\.png.*max_pixels.*Skipped"):
+        kept = _items(D.mvtec_dataset(copy, "wood", image_size=32, on_error="skip"))
+    assert len(kept) == 3 and not any("bomb" in e["path"] for e in kept)
+    with pytest.raises(D.DatasetError, match="bomb.png"):
+        D.load_image(bomb)
+    assert D.image_info(bomb, max_pixels=None)["width"] == 100000  # no limit: the header only
+    # The limit is the product of the sides, for every format, and can be raised.
+    good = copy / "wood" / "train" / "good" / "000.png"  # 32x32
+    with pytest.raises(D.DatasetError, match=r"000\.png' declares 32x32 pixels \(1,024\)"):
+        D.load_image(good, max_pixels=1023)
+    assert D.load_image(good, max_pixels=1024).shape == (32, 32, 1)
+    bmp = tmp_path / "wide.bmp"
+    bmp.write_bytes(
+        b"BM" + struct.pack("<I", 30) + bytes(12) + struct.pack("<ii", 70000, 1000) + bytes(8)
+    )
+    with pytest.raises(D.DatasetError, match=r"wide\.bmp' declares 70000x1000"):
+        D.image_info(bmp)
+    jpeg = tmp_path / "tall.jpg"
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, 65000, 2000, 1) + bytes(6)
+    jpeg.write_bytes(b"\xff\xd8" + sof + bytes(16) + b"\xff\xd9")
+    with pytest.raises(D.DatasetError, match=r"tall\.jpg' declares 2000x65000"):
+        D.image_info(jpeg)
+    for bad in (0, -5, 1.5, True, "64M"):
+        with pytest.raises(ValueError, match="max_pixels"):
+            D.folder_dataset(good.parent, max_pixels=bad)

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,6 +27,7 @@ from conftest import TINY
 import keras_skipae as ks
 import keras_skipae_cli as cli
 from keras_skipae import scoring
+from keras_skipae.apps.predict import predict_to_folder
 from keras_skipae.data import DatasetError, folder_dataset, load_image
 from keras_skipae.runs import RunFolder
 
@@ -291,3 +298,284 @@ def test_cli_predict_refuses_fail_on_anomaly_without_a_threshold(made, tmp_path,
     out = capsys.readouterr().out
     assert "note: Detector(keras" in out and "no threshold: no decisions" in out
     assert _rows(tmp_path / "o" / "predictions.csv")[0]["decision"] == ""
+
+
+# --------------------------------------------------------------------------- limits, CSV, resume
+
+
+def test_an_image_over_max_pixels_is_a_bad_file_found_from_its_header(made, tmp_path):
+    from harness import png_declaring
+
+    bomb = png_declaring(tmp_path / "bomb.png", 100000, 100000)
+    det = ks.Detector.load(made["keras"], threshold=made["threshold"])
+    with pytest.raises(DatasetError, match=r"bomb\.png' declares 100000x100000 .*max_pixels"):
+        list(det.predict([made["good"][0], bomb]))
+    results = list(det.predict([bomb, made["good"][0]], on_error="report"))
+    assert [p.ok for p in results] == [False, True]
+    assert "more than max_pixels=67,108,864" in results[0].error
+    # A lower limit refuses the 48x40 image; None reads any size.
+    [small] = det.predict(made["good"][0], on_error="report", max_pixels=48 * 40 - 1)
+    assert not small.ok and "declares 40x48 pixels" in small.error
+    assert next(iter(det.predict(made["good"][0], max_pixels=None))).ok
+    with pytest.raises(ValueError, match="max_pixels"):
+        det.predict(made["good"][0], max_pixels=0)
+
+
+def test_cli_predict_writes_an_error_row_for_a_png_bomb_and_goes_on(made, tmp_path, capsys):
+    from harness import png_declaring
+
+    bomb = png_declaring(tmp_path / "in" / "bomb.png", 100000, 100000)
+    out = tmp_path / "out"
+    argv = ["predict", str(made["keras"]), str(bomb), made["good"][0], "--out", str(out)]
+    assert cli.main([*argv, "--threshold", "0.5", "--quiet"]) == 0
+    rows = _rows(out / "predictions.csv")
+    assert rows[0]["decision"] == "error" and "declares 100000x100000" in rows[0]["error"]
+    assert rows[1]["decision"] == "normal"
+    assert "scored 1 of 2 images" in capsys.readouterr().out
+    # --max-pixels raises (or lowers) the limit; it must be at least 1.
+    argv = [*argv, "--threshold", "0.5", "--quiet", "--overwrite"]
+    assert cli.main([*argv, "--max-pixels", str(48 * 40 - 1)]) == 0
+    assert "declares 40x48 pixels" in _rows(out / "predictions.csv")[1]["error"]
+    assert cli.main([*argv, "--max-pixels", "0"]) == 2
+    assert "--max-pixels must be at least 1" in capsys.readouterr().err
+
+
+FORMULAS = ["=cmd.png", "+1+1.png", "@SUM(A1).png", "-x.png", "plain.png"]
+
+
+def test_cli_predict_escapes_formula_cells_and_keeps_raw_paths(made, tmp_path, monkeypatch):
+    from keras_skipae.apps import predict
+
+    folder = tmp_path / "in"
+    image = cv2.imread(made["good"][0], cv2.IMREAD_UNCHANGED)
+    for name in FORMULAS:
+        _png(folder / name, image)
+    (folder / "=bad.png").write_bytes(b"not a png at all, but named like one" * 2)
+    monkeypatch.chdir(folder)
+    out = tmp_path / "out"
+    argv = ["predict", str(made["keras"]), ".", "--out", str(out), "--threshold", "0.5"]
+    assert cli.main([*argv, "--quiet", "--save-maps"]) == 0
+    raw = sorted(["=bad.png", *FORMULAS])  # the paths as read: "./=cmd.png" is "=cmd.png"
+    rows = _rows(out / "predictions.csv")
+    assert [r["path"] for r in rows] == [
+        ("'" + name if name[0] in "=+-@" else name) for name in raw
+    ]
+    bad = rows[raw.index("=bad.png")]
+    assert bad["decision"] == "error" and bad["error"].startswith("'=bad.png'")
+    assert all(r["map_file"].startswith("maps/") for r in rows if r["decision"] != "error")
+    sidecar = json.loads((out / "predictions.paths.json").read_text(encoding="utf-8"))
+    assert sidecar == {"csv": "predictions.csv", "paths": raw}
+    # The rule, cell by cell: text starting like a formula, tabs and carriage returns.
+    assert [predict.safe_cell(t) for t in ("=1", "+1", "-1", "@a", "\tx", "\rx", "a=b", "")] == [
+        "'=1",
+        "'+1",
+        "'-1",
+        "'@a",
+        "'\tx",
+        "'\rx",
+        "a=b",
+        "",
+    ]
+
+
+def _interrupt_after(monkeypatch, n):
+    """Detector.predict streams that raise KeyboardInterrupt before their ``n``-th result."""
+    from keras_skipae.inference.detector import Detector, Predictions
+
+    real = Detector.predict
+
+    def predict(self, *args, **kwargs):
+        stream = real(self, *args, **kwargs)
+
+        def interrupted():
+            for i, p in enumerate(stream):
+                if i == n:
+                    raise KeyboardInterrupt
+                yield p
+
+        return Predictions(interrupted(), stream.total)
+
+    monkeypatch.setattr(Detector, "predict", predict)
+
+
+def _tree(folder):
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_cli_predict_resumes_an_interrupted_run(made, tmp_path, monkeypatch, capsys):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    argv = [
+        "predict",
+        str(made["keras"]),
+        str(made["images"]),
+        "--threshold",
+        str(made["threshold"]),
+    ]
+    argv += ["--save-maps", "--overlay", "--batch-size", "2", "--quiet"]
+    assert cli.main([*argv, "--out", str(ref)]) == 0
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 4)  # a, bad, notes, b (2 scored: one batch) kept; c not scored
+        assert cli.main([*argv, "--out", str(out)]) == 130
+    assert not (out / "predictions.csv").exists()
+    assert (out / ".predictions.resume.json").is_file()
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 1)  # the rerun scores only c: it is not interrupted
+        assert cli.main([*argv, "--out", str(out)]) == 0
+    assert "resumed an interrupted run after 4 of 5 rows" in capsys.readouterr().out
+    assert _tree(out) == _tree(ref)  # the same CSV, sidecar, maps and overlays; nothing else
+    # Interrupted within the first batch: nothing is kept, and the rerun starts over.
+    shutil.rmtree(out)
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 3)
+        assert cli.main([*argv, "--out", str(out)]) == 130
+    assert (out / ".predictions.partial.jsonl").read_bytes() == b""
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    assert _tree(out) == _tree(ref)
+
+
+def test_cli_predict_refuses_to_resume_with_other_settings(made, tmp_path, monkeypatch, capsys):
+    images, out = tmp_path / "in", tmp_path / "out"
+    shutil.copytree(made["images"], images)
+    argv = ["predict", str(made["keras"]), str(images), "--out", str(out), "--quiet"]
+    argv += ["--threshold", str(made["threshold"]), "--save-maps", "--batch-size", "1"]
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 2)  # a (its own batch) kept
+        assert cli.main(argv) == 130
+    kept = sorted(p.name for p in (out / "maps").iterdir())
+    assert kept == ["00000_a.png"]
+    capsys.readouterr()
+    # Other settings: refused before TensorFlow (exit 2), the interrupted run left as it was.
+    assert cli.main([*argv, "--overlay"]) == 2
+    err = capsys.readouterr().err
+    assert "holds an interrupted prediction with other settings (overlay)" in err
+    assert "--overwrite" in err
+    with pytest.raises(FileExistsError, match=r"other settings \(threshold\)"):
+        predict_to_folder(made["keras"], [str(images)], out, threshold=0.5, save_maps=True)
+    # Other input files (one added before a.png): refused after listing them.
+    _png(images / "0.png", cv2.imread(made["good"][0], cv2.IMREAD_UNCHANGED))
+    with pytest.raises(FileExistsError, match=r"other settings \(the input files\)"):
+        predict_to_folder(
+            made["keras"], [str(images)], out, threshold=made["threshold"], save_maps=True
+        )
+    assert sorted(p.name for p in (out / "maps").iterdir()) == kept
+    # --overwrite starts again: the interrupted run's files go, stale temporaries too.
+    stale = [out / ".predictions.csv.tmp-x1.csv", out / "maps" / ".00003_b.png.tmp-x2.png"]
+    for path in stale:
+        path.write_bytes(b"left by a SIGKILL")
+    assert cli.main([*argv, "--overlay", "--overwrite"]) == 0
+    assert not any(path.exists() for path in stale)
+    assert not (out / ".predictions.resume.json").exists()
+    assert not (out / ".predictions.partial.jsonl").exists()
+    assert [r["path"] for r in _rows(out / "predictions.csv")][:2] == [
+        str(images / "0.png"),
+        str(images / "a.png"),
+    ]
+    assert sorted(p.name for p in (out / "maps").iterdir()) == [
+        "00000_0.png",
+        "00001_a.png",
+        "00004_b.png",
+        "00005_c.png",
+    ]
+
+
+KILL_IN_FINALISE = """
+import os, signal, sys
+from keras_skipae.apps import predict
+real, calls = predict.safe_cell, []
+def killing(text):
+    calls.append(text)
+    if len(calls) == 3:  # the CSV's temporary file is open: SIGKILL leaves it behind
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(text)
+predict.safe_cell = killing
+import keras_skipae_cli
+sys.exit(keras_skipae_cli.main(sys.argv[1:]))
+"""
+
+
+def test_cli_predict_after_a_sigkill_removes_the_temporaries_and_finishes(made, tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    argv = [
+        "predict",
+        str(made["keras"]),
+        str(made["images"]),
+        "--threshold",
+        str(made["threshold"]),
+    ]
+    argv += ["--save-maps", "--quiet"]
+    assert cli.main([*argv, "--out", str(ref)]) == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_IN_FINALISE, *argv, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert list(out.glob(".predictions.csv.tmp-*.csv")), sorted(p.name for p in out.iterdir())
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    assert _tree(out) == _tree(ref)  # no temporary file, no partial rows: the same outputs
+
+
+def test_cli_predict_fail_on_anomaly_needs_min_scored_images(made, tmp_path, capsys):
+    empty, unreadable = tmp_path / "empty", tmp_path / "unreadable"
+    empty.mkdir()
+    unreadable.mkdir()
+    (unreadable / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 40)
+    (unreadable / "y.txt").write_text("not an image")
+    base = ["predict", str(made["keras"]), "--threshold", "1e9", "--quiet", "--fail-on-anomaly"]
+    for i, folder in enumerate((empty, unreadable)):
+        assert cli.main([*base, str(folder), "--out", str(tmp_path / f"o{i}")]) == 4
+        assert "scored 0 image(s), fewer than --min-scored 1" in capsys.readouterr().err
+    argv = [*base, made["good"][0], str(unreadable), "--out", str(tmp_path / "o2")]
+    assert cli.main([*argv, "--min-scored", "2"]) == 4
+    assert cli.main([*argv, "--min-scored", "1", "--overwrite"]) == 0
+    assert cli.main([*base, str(empty), "--out", str(tmp_path / "o3"), "--min-scored", "0"]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", str(made["keras"]), str(empty), "--min-scored", "2"]) == 2
+    assert "--min-scored needs --fail-on-anomaly" in capsys.readouterr().err
+    assert cli.main([*base, str(empty), "--min-scored", "-1"]) == 2
+    assert "--min-scored must be at least 0" in capsys.readouterr().err
+
+
+def test_the_launcher_builds_the_settings_predict_resumes_with():
+    from keras_skipae.apps import predict
+    from keras_skipae_cli import checks
+    from keras_skipae_cli.parser import MAX_PIXELS
+
+    assert MAX_PIXELS == ks.data.DEFAULT_MAX_PIXELS
+    argv = ["predict", "m.keras", "in/", "b.png", "--threshold", "0.25", "--overlay"]
+    argv += ["--tile-size", "32", "--tile-overlap", "8", "--best", "--max-pixels", "99"]
+    args = cli.build_parser().parse_args(argv)
+    args.threshold = checks.parse_threshold(args.threshold, allow_eval=False)
+    expected = predict.resume_settings(
+        "m.keras",
+        ["in/", "b.png"],
+        threshold=0.25,
+        overlay=True,
+        best=True,
+        tile_size=32,
+        tile_overlap=8,
+        max_pixels=99,
+    )
+    assert checks.predict_resume_settings(args) == expected
+    args = cli.build_parser().parse_args(["predict", "m.keras", "x.png"])
+    assert checks.predict_resume_settings(args) == predict.resume_settings("m.keras", ["x.png"])
+
+
+def test_evaluate_run_refuses_images_over_max_pixels(made, synthetic_root, tmp_path):
+    from keras_skipae.apps import workflows
+
+    with pytest.raises(DatasetError, match=r"declares 32x32 pixels \(1,024\), more than max_pi"):
+        workflows.evaluate_run(
+            made["run"],
+            data_root=synthetic_root,
+            category="mesh",
+            out_dir=tmp_path / "evaluation",
+            max_pixels=1000,
+        )
+    assert not (tmp_path / "evaluation").exists()

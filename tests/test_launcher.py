@@ -4,6 +4,7 @@ The subprocesses run with ``TF_CPP_MIN_LOG_LEVEL`` removed from their environmen
 (conftest and ``.ci/run`` set it, which would hide what these tests look for).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -174,3 +175,25 @@ def test_a_failed_import_writes_back_everything_it_printed(monkeypatch, capfd):
     with pytest.raises(ImportError, match="no commands"):
         keras_skipae_cli._commands(quiet=True)
     assert capfd.readouterr().err == "I0000 00:00:1.0   1 x.cc:1] noise\nwhy it failed\n"
+
+
+def test_predict_refuses_to_resume_with_other_settings_before_tensorflow(tmp_path):
+    model, image, out = tmp_path / "m.keras", tmp_path / "a.png", tmp_path / "out"
+    model.write_bytes(b"")
+    image.write_bytes(b"")
+    out.mkdir()
+    args = keras_skipae_cli.build_parser().parse_args(["predict", str(model), str(image)])
+    args.threshold = 0.5  # what the interrupted run was given
+    state = keras_skipae_cli.checks.predict_resume_settings(args)
+    (out / ".predictions.resume.json").write_text(json.dumps(state))
+    code = (
+        "import sys, keras_skipae_cli\n"
+        "rc = keras_skipae_cli.main(sys.argv[1:])\n"
+        "sys.stdout.write(f'{rc} {\"tensorflow\" in sys.modules}')"
+    )
+    proc = _python(code, "predict", model, image, "--out", out, "--threshold", "0.25")
+    assert proc.stdout == "2 False"
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"keras-skipae predict: error: {str(out)!r} holds an interrupted")
+    assert "with other settings (threshold)" in line
+    assert line.endswith("or pass --overwrite to start again.")

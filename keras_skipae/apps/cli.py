@@ -9,6 +9,7 @@ are in ``keras_skipae_cli/parser.py``.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -111,6 +112,7 @@ def _run_train(args):
         split=split,
         image_size=None if args.tile_size else size,
         color_mode=args.color_mode,
+        max_pixels=args.max_pixels,
     )
     corruption = None if args.corruption.lower() == "none" else args.corruption
     data_config = {
@@ -189,6 +191,7 @@ def _run_evaluate(args):
         batch_size=args.batch_size,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        max_pixels=args.max_pixels,
     )
     print(demo.format_result(result, title=str(run)))
     print(f"wrote {out}")
@@ -268,9 +271,12 @@ def _run_predict(args):
         progress=not args.quiet,
         tile_size=args.tile_size,
         tile_overlap=args.tile_overlap,
+        max_pixels=args.max_pixels,
     )
     for note in info["notes"]:
         print(f"note: {note}")
+    if info["resumed"]:
+        print(f"resumed an interrupted run after {info['resumed']} of {info['n']} rows")
     t = info["threshold"]
     threshold = (
         f"threshold {t:.6g} ({info['threshold_source']})"
@@ -286,8 +292,20 @@ def _run_predict(args):
         print(f"top {len(info['top'])} by score:")
         for score, decision, path in info["top"]:
             print(f"  {score:10.6g}  {decision or '-':9s}  {path}")
-    print(f"wrote {info['csv']}")
-    return 3 if args.fail_on_anomaly and info["n_anomalous"] else 0
+    print(f"wrote {info['csv']} (raw paths: {info['paths'].name})")
+    if not args.fail_on_anomaly:
+        return 0
+    if info["n_anomalous"]:
+        return 3
+    scored, least = info["n"] - info["n_errors"], 1 if args.min_scored is None else args.min_scored
+    if scored < least:
+        print(
+            f"keras-skipae predict: error: --fail-on-anomaly scored {scored} image(s), fewer "
+            f"than --min-scored {least}: nothing to pass the gate on.",
+            file=sys.stderr,
+        )
+        return 4
+    return 0
 
 
 #: subcommand name -> its function (called by the launcher with the parsed arguments)

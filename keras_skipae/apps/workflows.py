@@ -29,6 +29,7 @@ def evaluate_run(
     overwrite=False,
     progress=True,
     check_data=None,
+    max_pixels=data.DEFAULT_MAX_PIXELS,
 ):
     """Evaluates a run folder on its category's test split.
 
@@ -49,6 +50,8 @@ def evaluate_run(
         overwrite: replace existing output files.
         progress: show a progress bar.
         check_data: optional ``(root, category) -> None`` validator raising clear errors.
+        max_pixels: an image file declaring more pixels is refused before decoding
+            (:func:`keras_skipae.data.mvtec_dataset`); None: any size.
 
     Returns:
         ``(EvaluationResult, out_dir)``.
@@ -74,13 +77,25 @@ def evaluate_run(
     tiling = run.tiling()
     size = None if tiling else (dcfg.get("image_size") or int(model.input_shape[1]))
     color_mode = dcfg.get("color_mode") or ("rgb" if model.input_shape[-1] == 3 else "grayscale")
-    test = data.mvtec_dataset(root, category, split="test", image_size=size, color_mode=color_mode)
+    test = data.mvtec_dataset(
+        root,
+        category,
+        split="test",
+        image_size=size,
+        color_mode=color_mode,
+        max_pixels=max_pixels,
+    )
     val = None
     tcfg = config.get("training") or {}
     fraction = tcfg.get("validation_split")
     if fraction:
         good = data.mvtec_dataset(
-            root, category, split="train", image_size=size, color_mode=color_mode
+            root,
+            category,
+            split="train",
+            image_size=size,
+            color_mode=color_mode,
+            max_pixels=max_pixels,
         )
         _, val = training.split_validation(good, fraction, tcfg.get("seed", 0))
     out_dir = Path(out_dir) if out_dir is not None else run.evaluation_dir

@@ -36,6 +36,7 @@ from keras_skipae.data.corruptions import (
     serialize,
 )
 from keras_skipae.data.datasets import (
+    DEFAULT_MAX_PIXELS,
     DatasetError,
     DatasetNotFoundError,
     folder_dataset,
@@ -61,6 +62,7 @@ __all__ = [
     "CATEGORIES",
     "Compose",
     "Corruption",
+    "DEFAULT_MAX_PIXELS",
     "DatasetError",
     "DatasetNotFoundError",
     "Drops",

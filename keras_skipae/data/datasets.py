@@ -30,6 +30,7 @@ The MVTec AD layout (Bergmann et al., CVPR 2019)::
 
 from __future__ import annotations
 
+import numbers
 import random
 import struct
 import warnings
@@ -40,6 +41,7 @@ import tensorflow as tf
 __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
+    "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "mvtec_dataset",
     "folder_dataset",
@@ -50,6 +52,11 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+
+#: The most pixels (height x width) an image file may declare in its header: 64 Mi
+#: pixels (2**26 = 67,108,864, an 8192x8192 image). Larger files are refused before they
+#: are decoded (``max_pixels=``; CLI ``--max-pixels``); None reads any size.
+DEFAULT_MAX_PIXELS = 64 * 2**20
 
 
 class DatasetError(ValueError):
@@ -63,22 +70,27 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
 # --------------------------------------------------------------------------- file checks
 
 
-def image_info(path) -> dict:
+def image_info(path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict:
     """Reads an image file's header: format, height, width, channels and bit depth.
 
-    Checks the extension against the content (PNG, JPEG, BMP) and that the file is
+    Checks the extension against the content (PNG, JPEG, BMP), that the file is
     not truncated (PNG ends with an IEND chunk, JPEG with an end-of-image marker,
-    a BMP is as long as its header says).
+    a BMP is as long as its header says) and that the size its header declares is
+    at most ``max_pixels``. Nothing is decoded, so a small file that declares a huge
+    image (a decompression bomb) costs no memory.
 
     Args:
         path: the image file.
+        max_pixels: the most pixels (height x width) accepted; None: any size.
 
     Returns:
         ``{"format", "height", "width", "channels", "bit_depth"}``.
 
     Raises:
-        DatasetError: the file is unreadable, not an image, or truncated.
+        DatasetError: the file is unreadable, not an image, truncated, or larger
+            than ``max_pixels``.
     """
+    max_pixels = check_max_pixels(max_pixels)
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -117,6 +129,12 @@ def image_info(path) -> dict:
     fmt, height, width, channels, bit_depth = info
     if height <= 0 or width <= 0:
         raise DatasetError(f"{str(path)!r} has an invalid size {height}x{width}.")
+    if max_pixels is not None and height * width > max_pixels:
+        raise DatasetError(
+            f"{str(path)!r} declares {width}x{height} pixels ({height * width:,}), more than "
+            f"max_pixels={max_pixels:,}: refused before decoding (raise the limit with "
+            "max_pixels= or --max-pixels N to read it)."
+        )
     return {
         "format": fmt,
         "height": height,
@@ -124,6 +142,21 @@ def image_info(path) -> dict:
         "channels": channels,
         "bit_depth": bit_depth,
     }
+
+
+def check_max_pixels(max_pixels):
+    """``max_pixels`` as an int >= 1, or None (no limit)."""
+    if max_pixels is None:
+        return None
+    if (
+        isinstance(max_pixels, bool)
+        or not isinstance(max_pixels, numbers.Integral)
+        or max_pixels < 1
+    ):
+        raise ValueError(
+            f"Expected `max_pixels` to be an int >= 1 or None. Received: max_pixels={max_pixels!r}"
+        )
+    return int(max_pixels)
 
 
 def _jpeg_info(head: bytes, path: Path, size: int):
@@ -224,11 +257,11 @@ def _check_image_size(image_size):
     return (h, w)
 
 
-def _valid(paths: list[Path], on_error: str) -> list[tuple[Path, dict]]:
+def _valid(paths: list[Path], on_error: str, max_pixels) -> list[tuple[Path, dict]]:
     out = []
     for p in paths:
         try:
-            out.append((p, image_info(p)))
+            out.append((p, image_info(p, max_pixels=max_pixels)))
         except DatasetError as exc:
             _bad(on_error, str(exc))
     return out
@@ -321,7 +354,7 @@ def _warn_upscaled(paths, size) -> None:
         )
 
 
-def load_image(path, *, image_size=None, color_mode="grayscale"):
+def load_image(path, *, image_size=None, color_mode="grayscale", max_pixels=DEFAULT_MAX_PIXELS):
     """Loads one image as float32 ``[H, W, C]`` in [0, 1] (checked first, like the datasets).
 
     8-bit files are divided by 255, 16-bit PNGs by 65535; an alpha channel is dropped
@@ -333,13 +366,18 @@ def load_image(path, *, image_size=None, color_mode="grayscale"):
         path: PNG, JPEG or BMP file.
         image_size: None (keep), an int or (H, W): resized bilinearly with antialiasing.
         color_mode: "grayscale" or "rgb".
+        max_pixels: a file declaring more pixels is refused before decoding
+            (:func:`image_info`); None: any size.
 
     Returns:
         A float32 tensor.
+
+    Raises:
+        DatasetError: the file is unreadable, not an image, truncated or too large.
     """
     channels = _check_color_mode(color_mode)
     size = _check_image_size(image_size)
-    image_info(path)
+    image_info(path, max_pixels=max_pixels)
     _warn_upscaled([path], size)
     return _decode(tf.io.read_file(str(path)), channels, size)
 
@@ -417,13 +455,16 @@ def list_mvtec_categories(root) -> list[str]:
     )
 
 
-def mvtec_records(root, category, split="train", *, on_error="raise"):
+def mvtec_records(
+    root, category, split="train", *, on_error="raise", max_pixels=DEFAULT_MAX_PIXELS
+):
     """The checked file list behind :func:`mvtec_dataset`.
 
     Returns:
         A list of ``(image_path, mask_path or None, label, defect_type)``.
     """
     _check_on_error(on_error)
+    max_pixels = check_max_pixels(max_pixels)
     if split not in ("train", "test"):
         raise ValueError(f"`split` must be 'train' or 'test'. Received: split={split!r}")
     root = Path(root)
@@ -444,7 +485,8 @@ def mvtec_records(root, category, split="train", *, on_error="raise"):
         )
     records = []
     if split == "train":
-        good = _valid(_list_images(split_dir / "good", on_error, what="train/good"), on_error)
+        good = _list_images(split_dir / "good", on_error, what="train/good")
+        good = _valid(good, on_error, max_pixels)
         records = [(p, None, 0, "good") for p, _ in good]
         if not records:
             raise DatasetNotFoundError(f"No images found in {str(split_dir / 'good')!r}.")
@@ -458,7 +500,7 @@ def mvtec_records(root, category, split="train", *, on_error="raise"):
         raise DatasetNotFoundError(f"No defect-type folders found in {str(split_dir)!r}.")
     for ddir in defect_dirs:
         defect = ddir.name
-        images = _valid(_list_images(ddir, on_error, what=f"test/{defect}"), on_error)
+        images = _valid(_list_images(ddir, on_error, what=f"test/{defect}"), on_error, max_pixels)
         if defect == "good":
             records += [(p, None, 0, "good") for p, _ in images]
             continue
@@ -483,7 +525,7 @@ def mvtec_records(root, category, split="train", *, on_error="raise"):
                 continue
             used.add(mask.name)
             try:
-                minfo = image_info(mask)
+                minfo = image_info(mask, max_pixels=max_pixels)
             except DatasetError as exc:
                 _bad(on_error, str(exc))
                 continue
@@ -510,7 +552,13 @@ def mvtec_records(root, category, split="train", *, on_error="raise"):
 
 
 def mvtec_dataset(
-    root, category, split="train", image_size=256, color_mode="grayscale", on_error="raise"
+    root,
+    category,
+    split="train",
+    image_size=256,
+    color_mode="grayscale",
+    on_error="raise",
+    max_pixels=DEFAULT_MAX_PIXELS,
 ):
     """A dataset in the MVTec AD layout (Bergmann et al., CVPR 2019).
 
@@ -527,6 +575,8 @@ def mvtec_dataset(
         color_mode: ``"grayscale"`` (1 channel) or ``"rgb"`` (3 channels).
         on_error: ``"raise"`` a :class:`DatasetError` naming the bad file, or
             ``"skip"`` it with a warning.
+        max_pixels: an image or mask whose header declares more pixels (height x
+            width) is a bad file, refused before decoding; None: any size.
 
     Returns:
         An unbatched ``tf.data.Dataset`` of dicts (``image``, ``mask``,
@@ -535,8 +585,8 @@ def mvtec_dataset(
     Raises:
         DatasetNotFoundError: missing root, category (the message lists the
             available ones), split, or no images.
-        DatasetError: an unreadable or non-image file, an image without its mask,
-            a mask without its image, or a mask of a different size.
+        DatasetError: an unreadable, non-image or too large file, an image without
+            its mask, a mask without its image, or a mask of a different size.
 
     Example:
         >>> train = mvtec_dataset("/data/mvtec", "carpet", split="train", image_size=256)
@@ -544,7 +594,7 @@ def mvtec_dataset(
     """
     channels = _check_color_mode(color_mode)
     size = _check_image_size(image_size)
-    records = mvtec_records(root, category, split, on_error=on_error)
+    records = mvtec_records(root, category, split, on_error=on_error, max_pixels=max_pixels)
     _warn_upscaled([r[0] for r in records], size)
     return _make_dataset(records, size=size, channels=channels)
 
@@ -561,6 +611,7 @@ def folder_dataset(
     subset=None,
     seed=0,
     on_error="raise",
+    max_pixels=DEFAULT_MAX_PIXELS,
 ):
     """A dataset from a plain folder of good images (no labels, masks all zero).
 
@@ -574,6 +625,8 @@ def folder_dataset(
         seed: seed of the file shuffle that makes the split (the same seed gives
             the same split; the dataset itself is in sorted order).
         on_error: ``"raise"`` or ``"skip"`` bad files.
+        max_pixels: a file whose header declares more pixels is a bad file, refused
+            before decoding; None: any size.
 
     Returns:
         An unbatched ``tf.data.Dataset`` of dicts, as :func:`mvtec_dataset`
@@ -604,7 +657,8 @@ def folder_dataset(
             f"subset={subset!r} needs validation_split > 0. Received: validation_split=0"
         )
     folder = Path(path)
-    files = [p for p, _ in _valid(_list_images(folder, on_error, what="image"), on_error)]
+    images = _list_images(folder, on_error, what="image")
+    files = [p for p, _ in _valid(images, on_error, check_max_pixels(max_pixels))]
     if not files:
         raise DatasetNotFoundError(
             f"No images found in {str(folder)!r} (expected {', '.join(IMAGE_EXTENSIONS)} files)."

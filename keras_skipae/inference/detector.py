@@ -37,7 +37,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_skipae import io_utils
-from keras_skipae.data.datasets import IMAGE_EXTENSIONS, DatasetError, load_image, resize_image
+from keras_skipae.data.datasets import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    check_max_pixels,
+    load_image,
+    resize_image,
+)
 from keras_skipae.export.saved_model import (
     SETTINGS_FILE,
     XLA_SIGNATURE,
@@ -401,7 +408,14 @@ class Detector:
         )
 
     # ------------------------------------------------------------------ predicting
-    def predict(self, x, *, batch_size: int = 16, on_error: str = "raise") -> Predictions:
+    def predict(
+        self,
+        x,
+        *,
+        batch_size: int = 16,
+        on_error: str = "raise",
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> Predictions:
         """Scores images, one batch at a time.
 
         Args:
@@ -415,6 +429,10 @@ class Detector:
                 checks, :func:`keras_skipae.data.image_info`): ``"raise"`` a
                 :class:`~keras_skipae.data.DatasetError`, ``"skip"`` it with a warning,
                 or ``"report"`` it as a :class:`Prediction` with ``error`` set.
+            max_pixels: a file whose header declares more pixels (height x width) is
+                a bad file, refused before it is decoded (default 64 Mi pixels,
+                :data:`keras_skipae.data.DEFAULT_MAX_PIXELS`); None: any size. Arrays
+                and datasets are already decoded and not checked.
 
         Returns:
             A :class:`Predictions` iterator (``total``: the number of images, when
@@ -435,16 +453,16 @@ class Detector:
             raise ValueError(
                 f"Expected `on_error` to be one of {ON_ERROR}. Received: on_error={on_error!r}"
             )
-        items, total = self._items(x)
+        items, total = self._items(x, check_max_pixels(max_pixels))
         return Predictions(self._stream(items, int(batch_size), on_error), total)
 
-    def _items(self, x) -> tuple[Iterable[_Item], int | None]:
+    def _items(self, x, max_pixels=DEFAULT_MAX_PIXELS) -> tuple[Iterable[_Item], int | None]:
         """The input as lazily read items, and their number when known (checked now)."""
         if isinstance(x, (str, Path)):
             x = [x]
         if isinstance(x, (list, tuple)) and all(isinstance(v, (str, Path)) for v in x):
             files = list_image_files(x)
-            return self._read_files(files), len(files)
+            return self._read_files(files, max_pixels), len(files)
         if isinstance(x, tf.data.Dataset):
             return self._dataset_items(x), None
         if isinstance(x, (np.ndarray, tf.Tensor)):
@@ -455,7 +473,7 @@ class Detector:
             f"Received: x of type {type(x).__name__}"
         )
 
-    def _read_files(self, files):
+    def _read_files(self, files, max_pixels=DEFAULT_MAX_PIXELS):
         for i, path in enumerate(files):
             if path.suffix.lower() not in IMAGE_EXTENSIONS:  # the datasets' rule
                 yield _Item(
@@ -465,8 +483,8 @@ class Detector:
                     f"{', '.join(IMAGE_EXTENSIONS)}).",
                 )
                 continue
-            try:  # the datasets' checks (header, truncation), then TF's decoder
-                image = load_image(path, color_mode=self.color_mode).numpy()
+            try:  # the datasets' checks (header, truncation, size), then TF's decoder
+                image = load_image(path, color_mode=self.color_mode, max_pixels=max_pixels).numpy()
             except DatasetError as exc:
                 yield _Item(i, str(path), error=str(exc))
             except tf.errors.OpError as exc:  # passed the header checks, failed to decode
