@@ -94,6 +94,7 @@ import tensorflow as tf
 
 from keras_skipae import __version__, io_utils
 from keras_skipae.layers import InputSizeCheck
+from keras_skipae.models.precision import float32_model, model_precision
 from keras_skipae.models.taps import base_model
 from keras_skipae.ops.device import MEASURED, resolve_jit_compile
 from keras_skipae.ops.tiling import WINDOW_FLOOR, check_tiling
@@ -581,6 +582,8 @@ def export_saved_model(
     """
     cfg = ScoringConfig.resolve(scoring, caller="export_saved_model", **legacy)
     threshold = check_threshold(threshold)
+    trained_in = model_precision(model)
+    model = float32_model(model)  # scoring runs in float32 (docs/export.md#precision)
     jit = resolve_jit_compile(jit_compile, path="serving")
     xla_variant = jit == MEASURED
     h, w, channels = _input_shape(model)
@@ -608,6 +611,7 @@ def export_saved_model(
         metadata=metadata,
         jit=jit,
     )
+    document["model"]["trained_precision"] = trained_in
     if tiling is not None:
         _add_tiling_settings(document, tiling, channels, threshold)
     if xla_variant:
