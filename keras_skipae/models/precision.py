@@ -107,9 +107,12 @@ def float32_model(model: keras.Model) -> keras.Model:
     try:
         twin = keras.saving.deserialize_keras_object(config)
     except (TypeError, ValueError) as exc:
+        cause = str(exc).rsplit("Exception encountered:", 1)[-1].strip().splitlines()
+        cause = (cause[0] if cause else type(exc).__name__).split(". ")[0][:200]
         raise ValueError(
             f"Cannot score model {name!r} (trained in {model_precision(model)}) in float32: "
-            f"it does not rebuild from its config ({exc})."
+            f"it does not rebuild from its config ({cause}). Register its custom layers with "
+            "@keras.saving.register_keras_serializable, or score a float32 build of it."
         ) from None
     want, got = model.weights, twin.weights
     if len(want) != len(got) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(want, got)):
