@@ -64,6 +64,23 @@ timed epochs alternate between them, the order reversed every repeat (A B, B A,
 ...), so a drift in the load of a shared machine hits all of them; every repeat is
 printed with the cores other processes used meanwhile.
 
+``--compare-precision`` times ``ks.train`` itself in each ``--precision`` (e.g.
+``float32,mixed_bfloat16``) for the same model and size, interleaved: repetition i
+trains a fresh run per precision (order reversed every repetition), each of
+``--warmup`` untimed epochs then ``--epochs-per-rep`` timed epochs of ``--steps``
+steps on synthetic woven images. ``--train-recipe default`` is ``ks.train``'s defaults
+(stains, metrics, validation split, schedule, a run folder with backups);
+``bare`` drops metrics, validation, the run folder and ReduceLROnPlateau, as the
+``train`` feed does. A row reports the step time (first batch to last batch of an
+epoch) and the epoch time (epoch start to the next epoch's start: validation,
+backups and callbacks included), as img/s, with the paired ratio of each precision to
+the first. The run's resolved precision and the first convolution's compute dtype are
+recorded, so a row shows whether 16 bits reached the training step.
+
+Every result's ``env.cpu`` records the CPU: model name, vendor and the full flag list
+(``lscpu``, else ``/proc/cpuinfo``), and ``env.auto_precision`` what
+``precision="auto"`` resolves to on it.
+
 ``--onednn 1`` sets
 ``TF_ENABLE_ONEDNN_OPTS=1`` before TensorFlow is imported: TF enables its oneDNN
 kernels by default only on CPUs with AVX-512 VNNI / BF16 / AMX, so on an AVX2-only
@@ -171,6 +188,49 @@ def cpu_flags() -> str:
         f for f in flags if f in ("avx", "avx2", "fma", "f16c") or f.startswith(("avx512", "amx"))
     )
     return f"{model}; flags: {' '.join(keep) or 'none of avx/avx2/avx512/amx'}"
+
+
+def cpu_info() -> dict:
+    """The CPU's model name, vendor, core count and full flag list (``lscpu``, else
+    ``/proc/cpuinfo``)."""
+    import subprocess
+
+    fields = {}
+    try:
+        out = subprocess.run(
+            ["lscpu"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+            env={**os.environ, "LC_ALL": "C"},
+        ).stdout
+        for line in out.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip()] = value.strip()
+        source = "lscpu"
+    except (OSError, subprocess.SubprocessError):
+        source = "/proc/cpuinfo"
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                for line in f.read().split("\n\n")[0].splitlines():
+                    key, sep, value = line.partition(":")
+                    if sep:
+                        fields.setdefault(key.strip(), value.strip())
+        except OSError:
+            pass
+    flags = sorted(set(fields.get("Flags", fields.get("flags", "")).split()))
+    return {
+        "source": source,
+        "model_name": fields.get("Model name", fields.get("model name")),
+        "vendor": fields.get("Vendor ID", fields.get("vendor_id")),
+        "cpus": fields.get("CPU(s)", str(os.cpu_count())),
+        "threads_per_core": fields.get("Thread(s) per core"),
+        "caches": {k: v for k, v in fields.items() if k.endswith("cache")},
+        "bf16": sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16", "amx_tile")),
+        "flags": flags,
+    }
 
 
 def default_depth(model: str, size: int):
@@ -517,6 +577,161 @@ def run_interleaved(args, tf, keras, models, sizes, jits, precisions, peaks, rng
     return results
 
 
+def make_epoch_timer(skip_epochs: int):
+    """Per epoch after ``skip_epochs``: the step span (first batch start to last batch end)
+    and the epoch span (epoch start to the next epoch's start, or the end of training),
+    wall and process CPU, and the cores other processes used during the epoch span."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.step_wall, self.step_cpu, self.epoch_wall, self.epoch_cpu = [], [], [], []
+            self.foreign, self._begin, self._t0 = [], None, None
+
+        def _close_epoch(self):
+            if self._begin is None:
+                return
+            epoch, t, c, b = self._begin
+            now, cpu = time.perf_counter(), _cpu()
+            if epoch >= skip_epochs:
+                self.epoch_wall.append(now - t)
+                self.epoch_cpu.append(cpu - c)
+                self.step_wall.append(self._t1 - self._t0)
+                self.step_cpu.append(self._c1 - self._c0)
+                self.foreign.append(max(0.0, (_sys_busy() - b - (cpu - c)) / (now - t)))
+            self._begin = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._close_epoch()
+            self._begin, self._t0 = (epoch, time.perf_counter(), _cpu(), _sys_busy()), None
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self._t0 is None:
+                self._t0, self._c0 = time.perf_counter(), _cpu()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._t1, self._c1 = time.perf_counter(), _cpu()
+
+        def on_train_end(self, logs=None):
+            self._close_epoch()
+
+    return EpochTimer()
+
+
+def run_train_precisions(args, keras, ks, models, sizes, precisions, images_for) -> list:
+    """``ks.train`` in each precision, repetitions interleaved (A B, B A, ...): see the
+    module docstring (``--compare-precision``)."""
+    results = []
+    for model_name in models:
+        for size in sizes:
+            depth = args.depth if args.depth is not None else default_depth(model_name, size)
+            kwargs = {"input_shape": (size, size, 1)}
+            if depth is not None:
+                kwargs["depth"] = depth
+            per = {p: {"timers": [], "resolved": [], "first_conv_dtype": []} for p in precisions}
+            for r in range(args.repeats):
+                for precision in precisions if r % 2 == 0 else precisions[::-1]:
+                    if args.quiet_wait > 0:
+                        wait_for_quiet(args.quiet_wait)
+                    keras.utils.set_random_seed(0)
+                    timer = make_epoch_timer(args.warmup)
+                    recipe = {}
+                    if args.train_recipe == "bare":
+                        recipe = dict(
+                            loss="mse",
+                            metrics=(),
+                            validation_split=0.0,
+                            reduce_lr=False,
+                            tensorboard=False,
+                        )
+                    with tempfile.TemporaryDirectory(prefix="ks_bench_run_") as run_tmp:
+                        run = ks.train(
+                            model_name,
+                            images_for(size),
+                            model_kwargs=kwargs,
+                            epochs=args.warmup + args.epochs_per_rep,
+                            steps_per_epoch=args.steps,
+                            batch_size=BATCH,
+                            precision=precision,
+                            run_dir=None if args.train_recipe == "bare" else Path(run_tmp) / "r",
+                            callbacks=[timer],
+                            verbose=0,
+                            **recipe,
+                        )
+                    conv = next(
+                        layer
+                        for layer in run.model.layers
+                        if isinstance(layer, keras.layers.Conv2D)
+                    )
+                    entry = per[precision]
+                    entry["timers"].append(timer)
+                    entry["resolved"].append(run.config["runtime"]["precision"])
+                    entry["first_conv_dtype"].append(conv.compute_dtype)
+                    n = BATCH * args.steps
+                    print(
+                        f"  rep {r} {model_name} {size} {precision:15s} step "
+                        + " ".join(f"{n / w:.1f}" for w in timer.step_wall)
+                        + " img/s; epoch "
+                        + " ".join(f"{n / w:.1f}" for w in timer.epoch_wall)
+                        + " img/s; other cores "
+                        + " ".join(f"{c:.1f}" for c in timer.foreign),
+                        flush=True,
+                    )
+                    del run
+                    keras.backend.clear_session()
+            n = BATCH * args.steps
+            base = per[precisions[0]]
+            for precision in precisions:
+                entry = per[precision]
+                timers = entry["timers"]
+                step = [w for t in timers for w in t.step_wall]
+                epoch = [w for t in timers for w in t.epoch_wall]
+                row = {
+                    "model": model_name,
+                    "size": size,
+                    "depth": depth if depth is not None else 4,
+                    "feed": f"ks.train ({args.train_recipe} recipe)",
+                    "precision": precision,
+                    "resolved_precision": sorted(set(entry["resolved"])),
+                    "first_conv_compute_dtype": sorted(set(entry["first_conv_dtype"])),
+                    "steps": args.steps,
+                    "timed_epochs_per_rep": args.epochs_per_rep,
+                    "step_img_s": statistics.median(n / w for w in step),
+                    "epoch_img_s": statistics.median(n / w for w in epoch),
+                    "step_img_per_cpu_s": statistics.median(
+                        n / c for t in timers for c in t.step_cpu
+                    ),
+                    "step_img_s_per_rep": [
+                        statistics.median(n / w for w in t.step_wall) for t in timers
+                    ],
+                    "epoch_img_s_per_rep": [
+                        statistics.median(n / w for w in t.epoch_wall) for t in timers
+                    ],
+                    "other_load_cores_per_rep": [max(t.foreign) for t in timers],
+                    "max_other_load_cores": max(c for t in timers for c in t.foreign),
+                    "interleaved": True,
+                }
+                # paired ratios (same repetition): this precision's speed / the first one's
+                for key in ("step", "epoch"):
+                    row[f"{key}_ratio_to_{precisions[0]}"] = statistics.median(
+                        statistics.median(getattr(b, f"{key}_wall"))
+                        / statistics.median(getattr(t, f"{key}_wall"))
+                        for t, b in zip(timers, base["timers"])
+                    )
+                results.append(row)
+                print(
+                    f"{model_name} {size} {precision:15s} ks.train: step {row['step_img_s']:6.1f} "
+                    f"img/s, epoch {row['epoch_img_s']:6.1f} img/s; vs {precisions[0]}: step "
+                    f"x{row['step_ratio_to_' + precisions[0]]:.2f}, epoch "
+                    f"x{row['epoch_ratio_to_' + precisions[0]]:.2f}; ran in "
+                    f"{row['resolved_precision']} (first conv {row['first_conv_compute_dtype']}); "
+                    f"other cores <= {row['max_other_load_cores']:.1f}",
+                    flush=True,
+                )
+    return results
+
+
 def make_timer(skip_epochs: int, between=None):
     import keras
 
@@ -842,6 +1057,23 @@ def main(argv=None) -> None:
         action="store_true",
         help="time the --jit x --precision configurations in alternation (cached batch)",
     )
+    p.add_argument(
+        "--compare-precision",
+        action="store_true",
+        help="time ks.train in each --precision, repetitions interleaved (no PyTorch)",
+    )
+    p.add_argument(
+        "--train-recipe",
+        default="default",
+        choices=["default", "bare"],
+        help="--compare-precision: ks.train's defaults, or no metrics/validation/run folder",
+    )
+    p.add_argument(
+        "--epochs-per-rep",
+        type=int,
+        default=2,
+        help="--compare-precision: timed epochs per repetition (after --warmup epochs)",
+    )
     p.add_argument("--feeds", default="cached", help="comma list of cached, pipeline, train")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=4, help="steps per timed epoch")
@@ -879,7 +1111,12 @@ def main(argv=None) -> None:
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = args.onednn
     tf = setup_tf(args.threads, args.tf_inter_op)
     worker = None
-    use_torch = args.torch != "off" and args.profile is None and not args.interleave
+    use_torch = (
+        args.torch != "off"
+        and args.profile is None
+        and not args.interleave
+        and not args.compare_precision
+    )
     if use_torch and importlib.util.find_spec("torch"):
         worker = TorchWorker(args.threads)
     import keras
@@ -897,8 +1134,12 @@ def main(argv=None) -> None:
         raise SystemExit(f"unknown --precision {sorted(bad)}; choose from {sorted(_SHORT)}")
     feeds = [f.strip() for f in args.feeds.split(",")]
 
+    from keras_skipae.training import resolve_precision
+
     env = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_flags()}",
+        "cpu": cpu_info(),
+        "auto_precision": resolve_precision("auto"),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
@@ -935,7 +1176,7 @@ def main(argv=None) -> None:
     if args.peaks_json:
         peaks = json.loads(Path(args.peaks_json).read_text(encoding="utf-8"))["peaks"]
         print(f"peaks from {args.peaks_json}")
-    elif not args.no_peaks and args.profile is None:
+    elif not args.no_peaks and args.profile is None and not args.compare_precision:
         if args.quiet_wait > 0:
             wait_for_quiet(args.quiet_wait)
         peaks = measure_peaks(tf, worker)
@@ -963,6 +1204,12 @@ def main(argv=None) -> None:
                 n_test_defect=0,
             )
         return ks.data.mvtec_dataset(synth_root[size], "woven", split="train", image_size=size)
+
+    if args.compare_precision:
+        results = run_train_precisions(args, keras, ks, models, sizes, precisions, images_for)
+        _write_json(args.json, env, peaks, results)
+        tmp.cleanup()
+        return
 
     header = HEADER
     rows = []

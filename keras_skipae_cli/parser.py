@@ -248,7 +248,7 @@ def _add_train(sub):
         choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
         default="auto",
         help="Keras dtype policy of the model (default auto: mixed only on GPUs with tensor "
-        "cores and CPUs with avx512_bf16/amx_bf16, else float32)",
+        "cores, else float32; scoring and export run in float32 either way)",
     )
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default")
     p.add_argument(

@@ -492,6 +492,7 @@ def evaluate(
     cfg = _scoring.ScoringConfig.resolve(scoring, caller="evaluate", **legacy)
     threshold = _check_options(batch_size, threshold, threshold_percentile, max_fpr)
     paths = _output_paths(out_dir, overwrite)
+    model = _scoring.float32_model(model)  # scoring runs in float32, as the export's
     if tile_size is None:
         if tile_overlap:
             raise ValueError(

@@ -62,8 +62,12 @@ The export carries its settings in readable form, ``assets/keras_skipae.json``
 (:data:`SETTINGS_FILE`; :func:`read_settings` reads it without TensorFlow):
 the scoring settings (map, smoothing, score, topk, p), the threshold and the
 decision rule, the input size, channels, colour mode and dtype conventions,
-the model's name, the keras_skipae / Keras / TensorFlow versions and the
-signatures with their outputs.
+the model's name and training precision, the keras_skipae / Keras / TensorFlow
+versions and the signatures with their outputs.
+
+The export computes in float32: a model trained in mixed precision is exported as its
+float32 twin (:func:`keras_skipae.models.precision.float32_model`, the same weights),
+which is also what ``evaluate`` and ``Detector`` score with.
 
 :func:`export_keras` writes a ``.keras`` file that loads with
 ``keras.models.load_model(path, safe_mode=True)`` after ``import
@@ -94,6 +98,7 @@ import tensorflow as tf
 
 from keras_skipae import __version__, io_utils
 from keras_skipae.layers import InputSizeCheck
+from keras_skipae.models.precision import float32_model, model_precision
 from keras_skipae.models.taps import base_model
 from keras_skipae.ops.device import MEASURED, resolve_jit_compile
 from keras_skipae.ops.tiling import WINDOW_FLOOR, check_tiling
@@ -525,7 +530,9 @@ def export_saved_model(
     ``DEFAULT_SCORE``, ...), as ``evaluate``'s.
 
     Args:
-        model: a trained keras_skipae autoencoder (one image input).
+        model: a trained keras_skipae autoencoder (one image input). A model trained in
+            mixed precision is exported (and verified) as its float32 twin
+            (:func:`keras_skipae.models.precision.float32_model`).
         path: the export folder to create.
         scoring: a :class:`~keras_skipae.scoring.ScoringConfig` (or its dict): the
             map, smoothing and score the signatures compute; None: the defaults
@@ -581,6 +588,8 @@ def export_saved_model(
     """
     cfg = ScoringConfig.resolve(scoring, caller="export_saved_model", **legacy)
     threshold = check_threshold(threshold)
+    trained_in = model_precision(model)
+    model = float32_model(model)  # scoring runs in float32 (docs/export.md)
     jit = resolve_jit_compile(jit_compile, path="serving")
     xla_variant = jit == MEASURED
     h, w, channels = _input_shape(model)
@@ -608,6 +617,7 @@ def export_saved_model(
         metadata=metadata,
         jit=jit,
     )
+    document["model"]["trained_precision"] = trained_in
     if tiling is not None:
         _add_tiling_settings(document, tiling, channels, threshold)
     if xla_variant:

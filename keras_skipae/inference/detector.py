@@ -58,6 +58,7 @@ from keras_skipae.runs import RunFolder
 from keras_skipae.scoring import (
     DEFAULT_TILE_BATCH,
     ScoringConfig,
+    float32_model,
     is_anomalous,
     make_scorer,
     make_tiled_scorer,
@@ -148,7 +149,9 @@ class Detector:
         image_size: the model's ``(height, width)``: every image is resized to it
             (with tiling: the tile's size; images are not resized).
         channels: 1 (grayscale) or 3 (RGB); files are read in that colour mode.
-        model: the Keras model (None for a SavedModel).
+        model: the Keras model that scores (None for a SavedModel): a model trained in
+            mixed precision is replaced by its float32 twin
+            (:func:`~keras_skipae.scoring.float32_model`), as in ``evaluate`` and the export.
         tiling: ``(tile_size, tile_overlap)`` when images are scored tile by tile at
             full resolution, else None.
     """
@@ -174,7 +177,8 @@ class Detector:
         if model is None and _served is None:
             raise ValueError("Expected a Keras `model`. Received: model=None")
         self.tiling = _check_detector_tiling(tile_size, tile_overlap)
-        self.model = model
+        self.model = None if model is None else float32_model(model)  # scores in float32
+        model = self.model
         self.scoring = ScoringConfig.resolve(scoring, caller="Detector")
         self.threshold = check_threshold(threshold)
         self.threshold_source = (

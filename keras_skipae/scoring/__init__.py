@@ -16,7 +16,9 @@ Frames larger than the model's input are scored tile by tile at full resolution 
 :func:`compute_tiled` (:mod:`keras_skipae.scoring.tiling`).
 
 The defaults and the reasons for them: ``docs/decisions.md``. An image is called
-anomalous when ``score >= threshold`` (:func:`is_anomalous`).
+anomalous when ``score >= threshold`` (:func:`is_anomalous`). Scoring runs in float32:
+``evaluate``, ``Detector`` and the export score a model trained in mixed precision with
+its float32 twin (:func:`float32_model`).
 
 Example:
     >>> import keras_skipae as ks
@@ -25,6 +27,7 @@ Example:
 """
 
 from keras_skipae.layers import MCDropout
+from keras_skipae.models.precision import float32_model
 from keras_skipae.ops.image import gaussian_kernel
 from keras_skipae.scoring.common import to_float_images
 from keras_skipae.scoring.config import ScoringConfig
@@ -89,6 +92,7 @@ __all__ = [
     "deviation_map",
     "discrepancy_map",
     "fit_map_statistics",
+    "float32_model",
     "gaussian_kernel",
     "gaussian_smooth",
     "image_score",
