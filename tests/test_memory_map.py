@@ -284,7 +284,7 @@ def test_evaluate_run_fits_the_bank_on_the_training_images(tiny_model, synthetic
     assert settings["scoring"]["map_options"]["bank"] == want
 
 
-def test_evaluate_run_refuses_memory_on_a_tiled_run(tiny_model, tmp_path):
+def test_a_tiled_run_fits_the_bank_on_tiles(tiny_model, synthetic_root, tmp_path):
     from keras_skipae import io_utils
     from keras_skipae.apps import workflows
     from keras_skipae.runs import RunFolder
@@ -295,14 +295,37 @@ def test_evaluate_run_refuses_memory_on_a_tiled_run(tiny_model, tmp_path):
     model.save(run.model_path())
     io_utils.write_json(
         run.config_path,
-        {"model": {"name": "aesc"}, "data": {}, "training": {"tile_size": 16, "tile_overlap": 4}},
+        {
+            "model": {"name": "aesc"},
+            "data": {"root": str(synthetic_root), "category": "mesh", "color_mode": "grayscale"},
+            "training": {"validation_split": 0.25, "seed": 0, "tile_size": 16, "tile_overlap": 4},
+        },
     )
-    cfg = scoring.ScoringConfig(map="memory")
-    with pytest.raises(ValueError, match="not available for a run trained on tiles"):
-        workflows.with_memory_bank(cfg, model, run.path)
+    cfg = workflows.with_memory_bank(scoring.ScoringConfig(map="memory"), model, run.path)
+    bank = cfg.map_options["bank"]
+    assert bank["n_images"] == 9 * 4  # 9 training frames of 32 px, 2 x 2 tiles of 16 each
+    assert bank["n_features"] == 9 * 4 * 8 * 8
+    frames = np.random.default_rng(0).random((1, 40, 27, 1)).astype("float32")
+    out = scoring.compute_tiled(model, frames, 16, 4, scoring=cfg)
+    assert out["anomaly_map"].shape == (1, 40, 27) and np.all(np.isfinite(out["anomaly_map"]))
     assert workflows.with_memory_bank(None, model, run.path) is None
     residual = scoring.ScoringConfig()
     assert workflows.with_memory_bank(residual, model, run.path) is residual
+
+
+def test_with_memory_bank_needs_the_runs_data(tiny_model, tmp_path):
+    from keras_skipae import io_utils
+    from keras_skipae.apps import workflows
+    from keras_skipae.runs import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    model = tiny_model("aesc")
+    model.save(run.model_path())
+    io_utils.write_json(run.config_path, {"model": {"name": "aesc"}, "data": {}})
+    cfg = scoring.ScoringConfig(map="memory")
+    with pytest.raises(ValueError, match="does not record its data folder and category"):
+        workflows.with_memory_bank(cfg, model, run.path)
 
 
 def test_cli_accepts_map_memory():

@@ -13,6 +13,7 @@ from keras_skipae.data.corruptions import Stains
 from keras_skipae.export.keras import export_keras
 from keras_skipae.export.saved_model import check_threshold, export_saved_model
 from keras_skipae.models.taps import base_model, tap_names
+from keras_skipae.ops.tiling import tile_grid
 from keras_skipae.runs import RunFolder, load_run
 from keras_skipae.scoring import FeatureMemory, ScoringConfig
 
@@ -27,7 +28,8 @@ def with_memory_bank(scoring, model, run_dir, *, data_root=None, category=None):
     config is returned as it is. The bank (:meth:`FeatureMemory.fit`) is fitted on the
     training part of ``<category>/train/good``: without the good images the run held
     out for validation (they set the production threshold, and their own features must
-    not be in the bank) and never on the test split. ``map_options`` ``layers``,
+    not be in the bank) and never on the test split; for a run trained on tiles, on the
+    tiles of its ``tile_size`` that cover those images. ``map_options`` ``layers``,
     ``bank_size`` (a fraction or a count) and ``seed`` are passed to the fit.
 
     Args:
@@ -46,11 +48,7 @@ def with_memory_bank(scoring, model, run_dir, *, data_root=None, category=None):
         return cfg
     run = RunFolder(run_dir)
     config = run.config()
-    if run.tiling():
-        raise ValueError(
-            f"The 'memory' map is not available for a run trained on tiles ({str(run_dir)!r}): "
-            "fit a FeatureMemory on tiles and pass it as map_options={'bank': ...}."
-        )
+    tiling = run.tiling()
     dcfg = config.get("data") or {}
     root, category = data_root or dcfg.get("root"), category or dcfg.get("category")
     if not root or not category:
@@ -58,17 +56,26 @@ def with_memory_bank(scoring, model, run_dir, *, data_root=None, category=None):
             f"The run {str(run_dir)!r} does not record its data folder and category, which "
             "the 'memory' map's bank is fitted on; pass --data and --category."
         )
-    size = dcfg.get("image_size") or int(model.input_shape[1])
+    size = None if tiling else (dcfg.get("image_size") or int(model.input_shape[1]))
     color_mode = dcfg.get("color_mode") or ("rgb" if model.input_shape[-1] == 3 else "grayscale")
     good = data.mvtec_dataset(root, category, split="train", image_size=size, color_mode=color_mode)
     tcfg = config.get("training") or {}
     if tcfg.get("validation_split"):
         good, _ = training.split_validation(good, tcfg["validation_split"], tcfg.get("seed", 0))
-    images = np.stack([e["image"].numpy() for e in good])
+    images = [e["image"].numpy() for e in good]
+    if tiling:  # a run trained on tiles: the bank holds the features of tiles of its size
+        images = [tile for frame in images for tile in _tiles(frame, tiling[0])]
+    images = np.stack(images)
     options = cfg.map_options
     fit = {arg: options[key] for key, arg in MEMORY_FIT_OPTIONS.items() if key in options}
     bank = FeatureMemory.fit(model, images, **fit)
     return cfg.replace(map_options={**options, "bank": bank})
+
+
+def _tiles(frame, tile_size: int) -> list:
+    """The tiles of ``tile_size`` covering ``frame`` ``[H, W, C]`` with the least overlap."""
+    ys, xs = tile_grid(frame.shape[0], frame.shape[1], tile_size, 0)
+    return [frame[y : y + tile_size, x : x + tile_size] for y, x in zip(ys.numpy(), xs.numpy())]
 
 
 def evaluate_run(
