@@ -138,15 +138,19 @@ def test_a_bank_image_scores_zero_and_other_images_more(tiny_model, images):
         ("unet", {}),
         ("aesc", {"input_shape": (32, 32, 3), "encoder": "mobilenet_v2", "depth": None}),
         ("unet", {"input_shape": (32, 32, 3), "encoder": "mobilenet_v2", "depth": None}),
+        ("aesc_head", {}),
     ],
 )
 def test_every_zoo_model(tiny_model, images, name, kwargs):
-    model = tiny_model(name, **kwargs)
-    x = images(2, tuple(model.input_shape[1:]), seed=1)
-    memory = FeatureMemory.fit(model, x, bank=16)
+    if name == "aesc_head":
+        model = ks.get_model(name, input_shape=(32, 32, 1), depth=3, filters=4)
+    else:
+        model = tiny_model(name, **kwargs)
+    shape = kwargs.get("input_shape", (32, 32, 1))
+    memory = FeatureMemory.fit(model, images(2, shape, seed=1), bank=16)
     assert memory["size"] == 16 and memory["layers"] == memory_layers(model)
     cfg = scoring.ScoringConfig(map="memory", map_options={"bank": memory})
-    out = scoring.compute(model, images(1, tuple(model.input_shape[1:]), seed=2), cfg)
+    out = scoring.compute(model, images(1, shape, seed=2), cfg)
     assert out["anomaly_map"].shape == (1, 32, 32)
     assert np.all(np.isfinite(out["anomaly_map"])) and float(out["score"][0]) > 0
 
@@ -325,6 +329,31 @@ def test_with_memory_bank_needs_the_runs_data(tiny_model, tmp_path):
     io_utils.write_json(run.config_path, {"model": {"name": "aesc"}, "data": {}})
     cfg = scoring.ScoringConfig(map="memory")
     with pytest.raises(ValueError, match="does not record its data folder and category"):
+        workflows.with_memory_bank(cfg, model, run.path)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"bank_size": 0}, r"map_options \{'bank_size': 0\}: `bank` must be a fraction"),
+        ({"layers": ["enc9_out"]}, r"map_options \{'layers': \['enc9_out'\]\}: Unknown tap"),
+    ],
+)
+def test_with_memory_bank_names_bad_fit_options(
+    tiny_model, synthetic_root, tmp_path, options, match
+):
+    from keras_skipae import io_utils
+    from keras_skipae.apps import workflows
+    from keras_skipae.runs import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    model = tiny_model("aesc")
+    model.save(run.model_path())
+    data = {"root": str(synthetic_root), "category": "mesh", "color_mode": "grayscale"}
+    io_utils.write_json(run.config_path, {"model": {"name": "aesc"}, "data": data})
+    cfg = scoring.ScoringConfig(map="memory", map_options=options)
+    with pytest.raises(ValueError, match=match):
         workflows.with_memory_bank(cfg, model, run.path)
 
 

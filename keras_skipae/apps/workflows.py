@@ -68,7 +68,14 @@ def with_memory_bank(scoring, model, run_dir, *, data_root=None, category=None):
     images = np.stack(images)
     options = cfg.map_options
     fit = {arg: options[key] for key, arg in MEMORY_FIT_OPTIONS.items() if key in options}
-    bank = FeatureMemory.fit(model, images, **fit)
+    try:
+        bank = FeatureMemory.fit(model, images, **fit)
+    except ValueError as exc:
+        given = {key: options[key] for key in MEMORY_FIT_OPTIONS if key in options}
+        raise ValueError(
+            f"The 'memory' map's bank could not be fitted on the run's training images with "
+            f"map_options {given}: {exc}"
+        ) from None
     return cfg.replace(map_options={**options, "bank": bank})
 
 
