@@ -47,7 +47,8 @@ def ensure_synthetic(root, categories, *, image_size: int, seed: int) -> Path:
 
 def load_category(root, category, *, image_size: int, seed: int) -> dict:
     """One category's datasets: ``good`` (train), ``test``, ``val`` (the held-out
-    10 % of ``good`` that ``train`` validates on), ``channels``, ``color_mode``."""
+    10 % of ``good`` that ``train`` validates on), ``train`` (``good`` without ``val``),
+    ``channels``, ``color_mode``."""
     from keras_skipae import data, training
 
     root = Path(root)
@@ -60,9 +61,10 @@ def load_category(root, category, *, image_size: int, seed: int) -> dict:
     test = data.mvtec_dataset(
         root, category, split="test", image_size=image_size, color_mode=color_mode
     )
-    _, val = training.split_validation(good, 0.1, seed)
+    train, val = training.split_validation(good, 0.1, seed)
     return {
         "good": good,
+        "train": train,
         "test": test,
         "val": val,
         "channels": channels,

@@ -64,12 +64,17 @@ def _corruption(name):
     return training.get_corruption(name)
 
 
-def _scoring_for(scoring, name, model, val):
+def _scoring_for(scoring, name, model, val, train=None):
     """The ScoringConfig of map ``name``; maps that need good-image statistics fit them
-    on the held-out validation images (never on the test split)."""
+    on the held-out validation images, the ``memory`` map's bank on the training part of
+    the good images (``train``: without the validation images the threshold is set on;
+    never on the test split)."""
     import numpy as np
 
     options = {}
+    if name == "memory":
+        good = np.stack([e["image"].numpy() for e in train])
+        options["bank"] = scoring.FeatureMemory.fit(model, good)
     if name in ("learned+residual", "deviation"):
         good = np.stack([e["image"].numpy() for e in val])
         if name == "deviation":
@@ -285,7 +290,7 @@ def main(argv=None):
                     test,
                     val_data=val,
                     progress=False,
-                    scoring=_scoring_for(scoring, m, run.model, val),
+                    scoring=_scoring_for(scoring, m, run.model, val, d["train"]),
                 )
             r = by_map[maps[0]]
             t_eval = time.monotonic() - t

@@ -14,7 +14,8 @@ from keras_skipae_cli import checks
 
 # scoring.ANOMALY_MAPS without "deviation", which needs statistics the CLI cannot pass
 # (listed here so that the parser needs no TensorFlow; a test keeps them in step).
-CLI_MAPS = ("residual", "ssim", "mc_dropout", "discrepancy", "combined", "learned")
+# "memory" fits its bank on the run's good training images (workflows.with_memory_bank).
+CLI_MAPS = ("residual", "ssim", "mc_dropout", "discrepancy", "combined", "learned", "memory")
 # models.encoders.list_encoders() and training.TASKS, for the same reason.
 CLI_ENCODERS = ("mobilenet_v2", "resnet50")
 CLI_TASKS = ("reconstruction", "segmentation")
@@ -297,7 +298,8 @@ def _add_evaluate(sub):
         dest="map",
         default=None,
         choices=CLI_MAPS,
-        help="anomaly map (default: residual; --method is the old name)",
+        help="anomaly map (default: residual; --method is the old name; memory: distance to "
+        "the nearest feature of the run's good training images)",
     )
     p.add_argument("--best", action="store_true", help="use best.keras instead of model.keras")
     p.add_argument("--batch-size", type=int, default=16)

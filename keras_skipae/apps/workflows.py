@@ -13,8 +13,76 @@ from keras_skipae.data.corruptions import Stains
 from keras_skipae.export.keras import export_keras
 from keras_skipae.export.saved_model import check_threshold, export_saved_model
 from keras_skipae.models.taps import base_model, tap_names
+from keras_skipae.ops.tiling import tile_grid
 from keras_skipae.runs import RunFolder, load_run
-from keras_skipae.scoring import ScoringConfig
+from keras_skipae.scoring import FeatureMemory, ScoringConfig
+
+#: ``map_options`` of ``map="memory"`` that :func:`with_memory_bank` fits the bank with.
+MEMORY_FIT_OPTIONS = {"layers": "layers", "bank_size": "bank", "seed": "seed"}
+
+
+def with_memory_bank(scoring, model, run_dir, *, data_root=None, category=None):
+    """``scoring`` with a bank fitted on the run's good training images, if it needs one.
+
+    Only for ``map="memory"`` without a ``bank`` in its ``map_options``; any other
+    config is returned as it is. The bank (:meth:`FeatureMemory.fit`) is fitted on the
+    training part of ``<category>/train/good``: without the good images the run held
+    out for validation (they set the production threshold, and their own features must
+    not be in the bank) and never on the test split; for a run trained on tiles, on the
+    tiles of its ``tile_size`` that cover those images. ``map_options`` ``layers``,
+    ``bank_size`` (a fraction or a count) and ``seed`` are passed to the fit.
+
+    Args:
+        scoring: a :class:`ScoringConfig` (or its dict, or None).
+        model: the run's model.
+        run_dir: the run folder.
+        data_root, category: the dataset (default: the run's).
+
+    Returns:
+        The :class:`ScoringConfig` (None stays None).
+    """
+    if scoring is None:
+        return None
+    cfg = ScoringConfig.resolve(scoring, caller="evaluate")
+    if cfg.map != "memory" or cfg.map_options.get("bank") is not None:
+        return cfg
+    run = RunFolder(run_dir)
+    config = run.config()
+    tiling = run.tiling()
+    dcfg = config.get("data") or {}
+    root, category = data_root or dcfg.get("root"), category or dcfg.get("category")
+    if not root or not category:
+        raise ValueError(
+            f"The run {str(run_dir)!r} does not record its data folder and category, which "
+            "the 'memory' map's bank is fitted on; pass --data and --category."
+        )
+    size = None if tiling else (dcfg.get("image_size") or int(model.input_shape[1]))
+    color_mode = dcfg.get("color_mode") or ("rgb" if model.input_shape[-1] == 3 else "grayscale")
+    good = data.mvtec_dataset(root, category, split="train", image_size=size, color_mode=color_mode)
+    tcfg = config.get("training") or {}
+    if tcfg.get("validation_split"):
+        good, _ = training.split_validation(good, tcfg["validation_split"], tcfg.get("seed", 0))
+    images = [e["image"].numpy() for e in good]
+    if tiling:  # a run trained on tiles: the bank holds the features of tiles of its size
+        images = [tile for frame in images for tile in _tiles(frame, tiling[0])]
+    images = np.stack(images)
+    options = cfg.map_options
+    fit = {arg: options[key] for key, arg in MEMORY_FIT_OPTIONS.items() if key in options}
+    try:
+        bank = FeatureMemory.fit(model, images, **fit)
+    except ValueError as exc:
+        given = {key: options[key] for key in MEMORY_FIT_OPTIONS if key in options}
+        raise ValueError(
+            f"The 'memory' map's bank could not be fitted on the run's training images with "
+            f"map_options {given}: {exc}"
+        ) from None
+    return cfg.replace(map_options={**options, "bank": bank})
+
+
+def _tiles(frame, tile_size: int) -> list:
+    """The tiles of ``tile_size`` covering ``frame`` ``[H, W, C]`` with the least overlap."""
+    ys, xs = tile_grid(frame.shape[0], frame.shape[1], tile_size, 0)
+    return [frame[y : y + tile_size, x : x + tile_size] for y, x in zip(ys.numpy(), xs.numpy())]
 
 
 def evaluate_run(
@@ -37,7 +105,9 @@ def evaluate_run(
     run's ``config.json``. The production threshold is set on the good images the
     run held out for validation (the same seeded split as in training). A run trained
     on tiles (``tile_size`` in its config) is evaluated on full-resolution images,
-    scored tile by tile with its ``tile_size`` and ``tile_overlap``.
+    scored tile by tile with its ``tile_size`` and ``tile_overlap``. The ``"memory"``
+    map's bank, unless given, is fitted on the run's good training images
+    (:func:`with_memory_bank`).
 
     Args:
         run_dir: a run folder written by :func:`keras_skipae.train`.
@@ -99,6 +169,7 @@ def evaluate_run(
         )
         _, val = training.split_validation(good, fraction, tcfg.get("seed", 0))
     out_dir = Path(out_dir) if out_dir is not None else run.evaluation_dir
+    scoring = with_memory_bank(scoring, model, run_dir, data_root=root, category=category)
     result = evaluation.evaluate(
         model,
         test,
@@ -179,6 +250,7 @@ def export_run(
             "hint": None,
         }
     cfg = ScoringConfig.resolve(scoring, caller="export_run")
+    cfg = with_memory_bank(cfg, model, run_dir)  # the same bank as evaluate_run's
     evaluated, metrics_path, problem = run.threshold(cfg)
     hint = None
     source = None

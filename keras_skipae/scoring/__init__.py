@@ -8,7 +8,8 @@ A score is computed in three steps, all fixed by one :class:`ScoringConfig`:
 
 1. an **anomaly map** ``[B, H, W]`` from the input ``x`` and its reconstruction
    ``x_hat`` (:data:`ANOMALY_MAPS`: ``"residual"``, ``"ssim"``, ``"mc_dropout"``,
-   ``"discrepancy"``, ``"combined"``, ``"deviation"``; :mod:`keras_skipae.scoring.maps`);
+   ``"discrepancy"``, ``"combined"``, ``"deviation"``, ``"memory"``, ...;
+   :mod:`keras_skipae.scoring.maps`);
 2. optional **Gaussian smoothing** (:func:`gaussian_smooth`);
 3. an **image score** (:data:`SCORES`: ``"max"``, ``"mean"``, ``"topk"``, ``"lp"``).
 
@@ -39,6 +40,7 @@ from keras_skipae.scoring.maps import (
     SSIM_K2,
     SSIM_SIGMA,
     SSIM_WINDOW,
+    FeatureMemory,
     LayerStatistics,
     combined_map,
     deviation_map,
@@ -46,6 +48,7 @@ from keras_skipae.scoring.maps import (
     fit_map_statistics,
     mc_dropout_map,
     mc_dropout_model,
+    memory_map,
     register_map,
     residual_map,
     ssim_map,
@@ -77,6 +80,7 @@ __all__ = [
     "DEFAULT_SMOOTHING_BORDER",
     "DEFAULT_TILE_BATCH",
     "DEFAULT_TOPK",
+    "FeatureMemory",
     "LayerStatistics",
     "MCDropout",
     "SCORES",
@@ -101,6 +105,7 @@ __all__ = [
     "make_tiled_scorer",
     "mc_dropout_map",
     "mc_dropout_model",
+    "memory_map",
     "register_map",
     "residual_map",
     "scoring_settings",

@@ -11,7 +11,7 @@ import dataclasses
 import warnings
 from collections.abc import Mapping
 
-from keras_skipae.scoring.maps import ANOMALY_MAPS, DEFAULT_MAP, DEFAULT_MC_SAMPLES
+from keras_skipae.scoring.maps import ANOMALY_MAPS, DEFAULT_MAP, DEFAULT_MC_SAMPLES, FeatureMemory
 from keras_skipae.scoring.scores import (
     DEFAULT_P,
     DEFAULT_SCORE,
@@ -90,6 +90,9 @@ class ScoringConfig:
         set_(self, "p", _check_p(self.p))
         set_(self, "mc_samples", int(mc))
         set_(self, "map_options", dict(self.map_options or {}))
+        if self.map == "memory" and self.map_options.get("bank") is not None:
+            # checked once here; a bank read back from JSON compares equal to the fitted one
+            self.map_options["bank"] = FeatureMemory.from_dict(self.map_options["bank"])
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict (the keys of :data:`FIELDS`)."""

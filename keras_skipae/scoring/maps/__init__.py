@@ -2,7 +2,7 @@
 
 Each entry is ``fn(model, images, reconstruction, **options) -> [B, H, W]`` (before
 smoothing): ``"residual"``, ``"ssim"``, ``"mc_dropout"``, ``"discrepancy"``,
-``"combined"``, ``"deviation"``.
+``"combined"``, ``"deviation"``, ``"learned"``, ``"learned+residual"``, ``"memory"``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ from keras_skipae.scoring.maps.mc_dropout import (
     DEFAULT_MC_SAMPLES,
     mc_dropout_map,
     mc_dropout_model,
+)
+from keras_skipae.scoring.maps.memory import (
+    DEFAULT_BANK,
+    DEFAULT_MEMORY_LAYERS,
+    FeatureMemory,
+    memory_map,
 )
 from keras_skipae.scoring.maps.pixel import (
     SSIM_K1,
@@ -102,6 +108,19 @@ def _learned_residual_entry(model, images, reconstruction, *, statistics=None, *
     return tf.maximum(learned, residual)
 
 
+def _memory_entry(model, images, reconstruction, **options):
+    # Distance to the nearest good feature vector (PatchCore-like); map_options: bank
+    # (keras_skipae.scoring.FeatureMemory.fit(model, good_train_images)), layers.
+    if options.get("bank") is None:
+        raise ValueError(
+            "The 'memory' map needs a bank of good-image features: pass "
+            "map_options={'bank': keras_skipae.scoring.FeatureMemory.fit(model, "
+            "good_train_images)} (`keras-skipae evaluate RUN --map memory` fits it on the "
+            "run's training images). Received: map_options without 'bank'"
+        )
+    return memory_map(model, images, reconstruction, **options)
+
+
 # name -> fn(model, images, reconstruction, **options) -> [B, H, W] (before smoothing).
 ANOMALY_MAPS: dict[str, Callable] = {
     "residual": _residual_entry,
@@ -112,6 +131,7 @@ ANOMALY_MAPS: dict[str, Callable] = {
     "deviation": _deviation_entry,
     "learned": _learned_entry,
     "learned+residual": _learned_residual_entry,
+    "memory": _memory_entry,
 }
 
 
@@ -132,8 +152,11 @@ def register_map(name: str, fn: Callable, *, overwrite: bool = False) -> None:
 
 __all__ = [
     "ANOMALY_MAPS",
+    "DEFAULT_BANK",
     "DEFAULT_MAP",
     "DEFAULT_MC_SAMPLES",
+    "DEFAULT_MEMORY_LAYERS",
+    "FeatureMemory",
     "LayerStatistics",
     "SSIM_K1",
     "SSIM_K2",
@@ -146,6 +169,7 @@ __all__ = [
     "fit_map_statistics",
     "mc_dropout_map",
     "mc_dropout_model",
+    "memory_map",
     "register_map",
     "residual_map",
     "ssim_map",
