@@ -15,7 +15,8 @@ and writes, in ``out_dir``:
   blended on top and, with a threshold, the outline of the pixels at or above it.
 
 Existing outputs are refused unless ``overwrite``, which replaces ``predictions.csv``
-and deletes the map and overlay files the old CSV lists (nothing else).
+and deletes the map and overlay files the old CSV lists (nothing else), and only in a
+predictions folder keras_skipae made (:func:`keras_skipae.ownership.check_replaceable`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_skipae import io_utils
+from keras_skipae import io_utils, ownership
 from keras_skipae.inference import Detector
 
 #: The columns of ``predictions.csv``.
@@ -45,14 +46,22 @@ COLUMNS = (
 )
 CSV_NAME = "predictions.csv"
 MAPS, OVERLAYS = "maps", "overlays"
+#: What a predictions folder may hold (besides the marker): ``overwrite`` refuses others.
+PREDICTION_ENTRIES = ("predictions*", MAPS, OVERLAYS)
 
 
-def check_outputs(out_dir, *, overwrite: bool) -> Path:
-    """Refuses an ``out_dir`` that holds a ``predictions.csv`` unless ``overwrite``."""
+def check_outputs(out_dir, *, overwrite: bool, inputs=()) -> Path:
+    """Refuses an ``out_dir`` that holds a ``predictions.csv`` unless ``overwrite``, and with
+    ``overwrite`` a non-empty folder that is not a predictions folder keras_skipae made, or
+    that is, holds or lies in one of the ``inputs`` (the model and the images read)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"The output {str(out_dir)!r} exists and is not a folder.")
     io_utils.check_writable(out_dir / CSV_NAME, overwrite=overwrite, what="predictions file")
+    if overwrite:
+        ownership.check_replaceable(
+            out_dir, "predictions", inputs=inputs, allowed=PREDICTION_ENTRIES
+        )
     return out_dir
 
 
@@ -155,7 +164,8 @@ def predict_to_folder(
     """
     from tqdm.auto import tqdm
 
-    out_dir = check_outputs(out_dir, overwrite=overwrite)
+    inputs = list(inputs)
+    out_dir = check_outputs(out_dir, overwrite=overwrite, inputs=[model, *inputs])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         detector = Detector.load(
@@ -169,7 +179,9 @@ def predict_to_folder(
     stream = detector.predict(list(inputs), batch_size=batch_size, on_error="report")
     if overwrite:
         _remove_previous(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ownership.mark_owned(out_dir, "predictions")
     counts = {"anomalous": 0, "normal": 0, "error": 0, "": 0}
     best_scores: list = []
     start = time.perf_counter()
