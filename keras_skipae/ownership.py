@@ -80,7 +80,7 @@ LEGACY = {
     "run": ("config.json", lambda p: _json_dict(p, "model", "training")),
     "evaluation": ("metrics.json", lambda p: _json_dict(p, "image_auroc", "settings")),
     "discrepancy": ("discrepancy.json", lambda p: _json_dict(p, "runs", "results")),
-    "export": ("assets/keras_skipae.json", lambda p: _json_dict(p, "settings")),
+    "export": ("assets/keras_skipae.json", lambda p: _json_dict(p, "format", "scoring")),
     "predictions": ("predictions.csv", lambda p: _csv_header(p, "path", "score", "decision")),
     "dataset": (".keras_skipae_synthetic", Path.is_file),  # make_dataset's marker in 0.1
     "demo": (".keras_skipae_demo", Path.is_file),  # the demo's marker in 0.1

@@ -1,12 +1,11 @@
 """The ownership rule of ``overwrite=True`` (keras_skipae.ownership), and every command using it.
 
-Each refusal leaves the whole tree as it was: :func:`digest` (SHA-256 over every relative
-path and file content) is compared before and after. Most commands are called as library
+Each refusal leaves the whole tree as it was: ``tree_digest`` (conftest; SHA-256 over every
+relative path and file content) is compared before and after. Most commands are called as library
 functions, which refuse before loading a model; the issue's reproductions also go through
 the launcher in process (``keras_skipae_cli.main``).
 """
 
-import hashlib
 import json
 import os
 import re
@@ -15,23 +14,12 @@ from pathlib import Path
 
 import pytest
 from conftest import make_tiny_model
+from conftest import tree_digest as digest
 
 from keras_skipae import ownership
 from keras_skipae.ownership import MARKER, check_replaceable, mark_archive, mark_owned, owner
 
 CONFIG = {"model": {"name": "aesc"}, "data": {}, "corruption": None, "training": {"seed": 0}}
-
-
-def digest(root) -> str:
-    """SHA-256 over every path below ``root`` (relative, sorted) and every file's bytes."""
-    root = Path(root)
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        h.update(str(path.relative_to(root)).encode() + b"\0")
-        if path.is_file() and not path.is_symlink():
-            h.update(path.read_bytes())
-        h.update(b"\1")
-    return h.hexdigest()
 
 
 def fake_run(folder, *, marked=True) -> Path:
@@ -142,7 +130,7 @@ def test_inputs_are_compared_by_their_real_path(tmp_path):
         ("run", {"config.json": json.dumps(CONFIG), "model.keras": "m"}, ["*.json", "*.keras"]),
         ("evaluation", {"metrics.json": '{"image_auroc": 1, "settings": {}}'}, ["metrics.json"]),
         ("discrepancy", {"discrepancy.json": '{"runs": {}, "results": {}}'}, ["discrepancy.*"]),
-        ("export", {"assets/keras_skipae.json": '{"settings": {}}'}, ["assets"]),
+        ("export", {"assets/keras_skipae.json": '{"format": 1, "scoring": {}}'}, ["assets"]),
         ("predictions", {"predictions.csv": "path,score,decision,x\n"}, ["predictions.csv"]),
         ("dataset", {".keras_skipae_synthetic": "made", "wood/x.png": "x"}, ["wood"]),
         ("demo", {".keras_skipae_demo": "made", "report/report.md": "r"}, ["report"]),
@@ -262,6 +250,7 @@ def test_export_run_refuses_the_run_its_parent_and_a_users_folder(tmp_path):
 
 def test_export_overwrite_replaces_only_its_own_exports(tmp_path):
     from keras_skipae.export import export_keras, export_saved_model
+    from keras_skipae.export.saved_model import EXPORT_ENTRIES
 
     model = make_tiny_model("ae")
     path = export_keras(model, tmp_path / "m.keras")
@@ -282,6 +271,8 @@ def test_export_overwrite_replaces_only_its_own_exports(tmp_path):
     (user / "NOTES.txt").unlink()
     export_saved_model(model, user, overwrite=True, verify=False)
     assert owner(user) == "export" and (user / "saved_model.pb").is_file()
+    (user / MARKER).unlink()  # as version 0.1 wrote it: recognised by its settings file
+    check_replaceable(user, "export", allowed=EXPORT_ENTRIES)
 
 
 # --------------------------------------------------------------------------- discrepancy
