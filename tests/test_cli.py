@@ -142,6 +142,11 @@ def test_train_then_evaluate(tmp_path, tiny_data):
 
     proc = _cli("evaluate", run, "--quiet")
     assert "overwrite" in _error_line(proc)
+    proc = _cli("evaluate", run, "--quiet", "--overwrite")  # its own report: replaced
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        json.loads((run / "evaluation" / ".keras_skipae.json").read_text())["kind"] == "evaluation"
+    )
     proc = _cli("evaluate", run, "--quiet", "--category", "wood")
     assert "'wood' not found" in _error_line(proc)
 
