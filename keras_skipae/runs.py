@@ -30,7 +30,7 @@ from pathlib import Path
 
 import keras
 
-from keras_skipae import io_utils
+from keras_skipae import io_utils, ownership
 from keras_skipae.scoring.config import FIELDS, ScoringConfig
 
 # Files and folders a run folder may hold (the only entries overwrite=True removes).
@@ -323,17 +323,33 @@ class RunFolder:
             writer.writerow(header)
             writer.writerows(kept)
 
-    def prepare(self, config: dict, *, overwrite: bool, resume: bool) -> tuple[int, bool]:
-        """Checks the folder before training; returns ``(initial_epoch, resuming)``.
+    def clear_or_resume(
+        self, config: dict, *, overwrite: bool, resume: bool, inputs=()
+    ) -> tuple[int, bool]:
+        """Checks the folder before training, clears it when it is to be trained anew, and
+        marks it as a run (:func:`keras_skipae.ownership.mark_owned`); returns
+        ``(initial_epoch, resuming)``.
+
+        Clearing deletes the entries of :data:`RUN_FILES` (nothing else); with
+        ``overwrite``, only in a folder that :func:`keras_skipae.ownership.check_replaceable`
+        accepts as a run keras_skipae made.
+
+        Args:
+            config: the new run's configuration (compared with ``config.json``).
+            overwrite: replace a different or finished run.
+            resume: continue from ``backup/`` when the configuration is the same.
+            inputs: paths the training reads (its data folder): never replaced.
 
         Raises:
             FileExistsError: the folder holds a different run or a finished one
-                (without ``overwrite``), or is a file.
+                (without ``overwrite``), is not a run keras_skipae made (with it),
+                or is a file.
         """
         if self.path.exists() and not self.path.is_dir():
             raise FileExistsError(f"`run_dir` {str(self.path)!r} exists and is not a folder.")
         self.path.mkdir(parents=True, exist_ok=True)
         if not [p for p in self.path.iterdir() if not p.name.startswith(".")]:
+            ownership.mark_owned(self.path, "run")
             return 0, False
         old = None
         if self.config_path.exists():
@@ -354,20 +370,32 @@ class RunFolder:
                     f"The run folder {str(self.path)!r} {why}. Refusing to reuse it; pass "
                     "overwrite=True (CLI: --overwrite) to replace it, or choose another folder."
                 )
-            self.clear()
+            self._clear_owned(inputs)
             return 0, False
         if resume and self.backup_dir.exists():
             self.remove_stale_temporaries()
             epoch = self.backup_epoch()
             self.truncate_history(epoch)
+            ownership.mark_owned(self.path, "run")
             return epoch, True
         if self.model_path().exists() and not overwrite:
             raise FileExistsError(
                 f"The run in {str(self.path)!r} is already finished (model.keras exists). "
                 "Pass overwrite=True (CLI: --overwrite) to train it again."
             )
-        self.clear()
+        if overwrite:
+            self._clear_owned(inputs)
+        else:  # the same run, stopped before its first backup: start it again
+            self.clear()
+            ownership.mark_owned(self.path, "run")
         return 0, False
+
+    def _clear_owned(self, inputs) -> None:
+        """:meth:`clear` after :func:`~keras_skipae.ownership.check_replaceable`; then marks."""
+        ownership.check_replaceable(self.path, "run", inputs=inputs, allowed=RUN_FILES)
+        self.clear()
+        self.remove_stale_temporaries()
+        ownership.mark_owned(self.path, "run")
 
 
 def read_history(path) -> dict:

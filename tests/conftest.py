@@ -4,6 +4,8 @@ one file per worker at a time), so that TensorFlow's import (~5 s) is paid twice
 * ``images(n, shape, seed)``: seeded float32 images in [0, 1];
 * ``tiny_model(name, **overrides)``: a registry model small enough for a unit test;
 * ``synthetic_root``: a 32-px synthetic MVTec-layout tree (mesh), made once a session;
+* ``tree_digest(root)``: a SHA-256 of a whole folder tree (paths and contents), to check
+  that a refused command changed nothing;
 * ``run_model_saving_test`` (in ``tests/harness.py``): the ``.keras`` round trip every
   model and layer test calls.
 """
@@ -70,3 +72,18 @@ def synthetic_root(tmp_path_factory):
         root, categories=["mesh"], image_size=32, n_train=12, n_test_good=4, n_test_defect=1
     )
     return root
+
+
+def tree_digest(root) -> str:
+    """SHA-256 over every path below ``root`` (relative, sorted) and every file's bytes."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(root)
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        if path.is_file() and not path.is_symlink():
+            h.update(path.read_bytes())
+        h.update(b"\1")
+    return h.hexdigest()

@@ -290,6 +290,7 @@ def test_cli_discrepancy_compares_two_runs(tmp_path, capsys):
     # An existing output is refused without --overwrite.
     assert cli.main(argv) == 1
     assert cli.main([*argv, "--overwrite", "--n-probes", "2"]) == 0
+    assert json.loads((out / ".keras_skipae.json").read_text())["kind"] == "discrepancy"
 
 
 @pytest.mark.slow

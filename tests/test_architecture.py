@@ -17,20 +17,21 @@ PACKAGE = Path(__file__).resolve().parent.parent / "keras_skipae"
 
 # unit -> the units it may import (besides itself and the package root, whose
 # lazy __init__ only holds ``__version__`` and the registration import).
-_PRIMITIVES = {"io_utils", "ops", "layers", "plotting"}
+_PRIMITIVES = {"io_utils", "ownership", "ops", "layers", "plotting"}
 _CORE = {"models", "data", "losses", "keras_metrics"}
 ALLOWED = {
     "io_utils": set(),
+    "ownership": {"io_utils"},  # which outputs overwrite=True may replace
     "ops": set(),
     "layers": set(),
     "plotting": {"io_utils"},
     "models": {"layers", "ops", "losses"},  # the anomaly head's segmentation loss
-    "data": {"io_utils", "ops", "plotting"},
+    "data": {"io_utils", "ownership", "ops", "plotting"},
     "losses": {"ops"},
     "keras_metrics": {"losses"},
     "scoring": {"layers", "ops", "models"},
     "analysis": {"ops", "models", "data", "scoring"},
-    "runs": {"io_utils", "scoring"},
+    "runs": {"io_utils", "ownership", "scoring"},
     "training": _PRIMITIVES | _CORE | {"scoring", "analysis", "runs"},
     "evaluation": _PRIMITIVES | {"scoring"},
     "export": _PRIMITIVES | {"models", "scoring"},

@@ -142,6 +142,11 @@ def test_train_then_evaluate(tmp_path, tiny_data):
 
     proc = _cli("evaluate", run, "--quiet")
     assert "overwrite" in _error_line(proc)
+    proc = _cli("evaluate", run, "--quiet", "--overwrite")  # its own report: replaced
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        json.loads((run / "evaluation" / ".keras_skipae.json").read_text())["kind"] == "evaluation"
+    )
     proc = _cli("evaluate", run, "--quiet", "--category", "wood")
     assert "'wood' not found" in _error_line(proc)
 
@@ -197,19 +202,28 @@ def test_demo_overwrite_clears_only_demo_folders(tmp_path):
     (user / "data" / "mine.png").write_bytes(b"mine")
     with pytest.raises(FileExistsError, match="overwrite"):
         demo._prepare_out(user, overwrite=False)
-    with pytest.raises(FileExistsError, match="not a demo folder"):
+    with pytest.raises(FileExistsError, match="no .keras_skipae.json marker"):
         demo._prepare_out(user, overwrite=True)
     assert (user / "data" / "mine.png").read_bytes() == b"mine"
 
     made = tmp_path / "demo"
     demo._prepare_out(made, overwrite=False)
-    assert (made / demo.DEMO_MARKER).is_file()
+    assert (made / ".keras_skipae.json").is_file()
     (made / "runs").mkdir()
     (made / "runs" / "old.keras").write_bytes(b"old")
     (made / "notes.txt").write_text("kept")
+    with pytest.raises(FileExistsError, match=r"does not write there \('notes.txt'\)"):
+        demo._prepare_out(made, overwrite=True)
+    assert (made / "runs" / "old.keras").exists()
+    (made / "notes.txt").unlink()
     demo._prepare_out(made, overwrite=True)
     assert not (made / "runs").exists()
-    assert (made / "notes.txt").read_text() == "kept"
+    # A demo folder of version 0.1 (its own marker file) is replaced too.
+    (made / ".keras_skipae.json").unlink()
+    (made / demo.DEMO_MARKER).write_text("made")
+    (made / "report").mkdir()
+    demo._prepare_out(made, overwrite=True)
+    assert sorted(p.name for p in made.iterdir()) == [".keras_skipae.json"]
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,12 +15,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tree_digest
 
 import keras_skipae as ks
 import keras_skipae.models  # noqa: F401  (registers the custom layers for .keras loading)
 from keras_skipae import export, scoring
 from keras_skipae.evaluation import evaluate
 from keras_skipae.ops.device import MeasuredJit
+from keras_skipae.ownership import mark_owned
 from keras_skipae.runs import RUN_METRICS, RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -269,9 +272,15 @@ def test_overwrite_replaces(tmp_path):
     target = tmp_path / "out"
     target.mkdir()
     (target / "old.txt").write_text("old")
+    # Only an export keras_skipae made is replaced (keras_skipae.ownership).
+    with pytest.raises(FileExistsError, match=r"out': it holds files .*\('old.txt'\)"):
+        export.export_saved_model(model, target, overwrite=True, verify=False)
+    assert (target / "old.txt").read_text() == "old"
+    (target / "old.txt").unlink()
+    (target / "saved_model.pb").write_bytes(b"old")
+    mark_owned(target, "export")
     export.export_saved_model(model, target, overwrite=True, verify=False)
-    assert not (target / "old.txt").exists()
-    assert (target / "saved_model.pb").is_file()
+    assert (target / "saved_model.pb").read_bytes() != b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left
 
 
@@ -492,6 +501,32 @@ def test_cli_export_saved_model_with_eval_threshold(run_folder, tmp_path, capsys
     # Refuses to overwrite, says how, exits non-zero.
     assert cli.main(["export", str(run_folder["dir"]), str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_export_overwrite_never_replaces_the_run_or_its_parent(run_folder, tmp_path, capsys):
+    """Issue #26: ``export RUN RUN --overwrite`` replaced the trained run with the export, and
+    ``export RUN PARENT --overwrite`` deleted every run and the user's notes."""
+    import keras_skipae_cli as cli
+
+    parent = tmp_path / "runs"
+    run = parent / "r1"
+    shutil.copytree(run_folder["dir"], run)
+    shutil.copytree(run_folder["dir"], parent / "r2")
+    (parent / "NOTES.txt").write_text("the user's notes")
+    for out, why in [(run, "it is .*r1'"), (parent, "it contains .*r1'")]:
+        before = tree_digest(tmp_path)
+        assert cli.main(["export", str(run), str(out), "--overwrite"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(f"Refusing to replace .*: {why}", err[0]), err
+        assert tree_digest(tmp_path) == before
+    # An export keras_skipae made, outside the run, is replaced.
+    out = tmp_path / "m.keras"
+    assert cli.main(["export", str(run), str(out), "--format", "keras"]) == 0
+    first = out.stat().st_ino
+    assert cli.main(["export", str(run), str(out), "--format", "keras", "--overwrite"]) == 0
+    assert out.stat().st_ino != first  # a new file, renamed into place
+    assert ks.load_model(out).count_params() == run_folder["model"].count_params()
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import keras_skipae as ks
 import keras_skipae_cli
 from keras_skipae import io_utils
 from keras_skipae.data.datasets import resize_image
+from keras_skipae.ownership import mark_owned
 
 FAULT = "KERAS_SKIPAE_FAULT"
 
@@ -123,6 +124,7 @@ def test_cli_evaluate_on_a_full_disk_is_one_line_and_keeps_the_old_report(
     run = _fake_run(tmp_path / "run", model_files["good"], synthetic_root)
     metrics = run / "evaluation" / "metrics.json"
     metrics.parent.mkdir()
+    mark_owned(metrics.parent, "evaluation")
     metrics.write_text("previous")
     monkeypatch.setenv(FAULT, "write_fail:64:metrics.json")
     assert keras_skipae_cli.main(["evaluate", str(run), "--overwrite", "--quiet"]) == 1

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from keras_skipae.ownership import owner
 from keras_skipae.runs import RUN_FILES, RunFolder, load_run
 from keras_skipae.scoring import ScoringConfig
 
@@ -71,20 +72,26 @@ def test_threshold_is_returned_only_for_the_same_settings(tmp_path):
     assert "no production threshold" in run.threshold(cfg)[2]
 
 
-def test_prepare_refuses_a_different_or_finished_run(tmp_path):
+def test_clear_or_resume_refuses_a_different_or_finished_run(tmp_path):
     run = RunFolder(tmp_path / "r")
     config = {"model": {"name": "aesc"}, "data": {}, "corruption": None, "training": {"seed": 0}}
-    assert run.prepare(config, overwrite=False, resume=True) == (0, False)
+    assert run.clear_or_resume(config, overwrite=False, resume=True) == (0, False)
+    assert owner(run.path) == "run"
     run.config_path.write_text(json.dumps(config))
     other = dict(config, training={"seed": 1})
     with pytest.raises(FileExistsError, match="training.seed: 0 -> 1"):
-        run.prepare(other, overwrite=False, resume=True)
+        run.clear_or_resume(other, overwrite=False, resume=True)
     run.model_path().write_text("x")
     with pytest.raises(FileExistsError, match="already finished"):
-        run.prepare(config, overwrite=False, resume=True)
+        run.clear_or_resume(config, overwrite=False, resume=True)
+    # A user's file in the folder: --overwrite refuses, and deletes nothing.
     (run.path / "mine.txt").write_text("a user's file")
-    assert run.prepare(other, overwrite=True, resume=True) == (0, False)
-    assert not run.model_path().exists() and (run.path / "mine.txt").exists()
+    with pytest.raises(FileExistsError, match=r"does not write there \('mine.txt'\)"):
+        run.clear_or_resume(other, overwrite=True, resume=True)
+    assert run.model_path().exists() and (run.path / "mine.txt").exists()
+    (run.path / "mine.txt").unlink()
+    assert run.clear_or_resume(other, overwrite=True, resume=True) == (0, False)
+    assert not run.model_path().exists() and owner(run.path) == "run"
 
 
 def test_truncate_history_drops_rows_after_the_backup(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 
 import keras_skipae_cli as cli
 from keras_skipae.data import synthetic as S
+from keras_skipae.ownership import MARKER, owner
 
 
 def test_categories():
@@ -25,7 +26,8 @@ def test_layout_and_counts(tmp_path):
         seed=0,
     )
     assert root == tmp_path / "d"
-    assert sorted(p.name for p in root.iterdir()) == [S.DATASET_MARKER, "nut", "woven"]
+    assert sorted(p.name for p in root.iterdir()) == [MARKER, "nut", "woven"]
+    assert owner(root) == "dataset"
     for cat, channels in (("nut", 1), ("woven", 3)):
         base = root / cat
         assert len(list((base / "train" / "good").glob("*.png"))) == 3
@@ -98,7 +100,7 @@ def test_overwrite_refuses_folders_it_did_not_make(tmp_path):
     user = tmp_path / "mvtec"
     (user / "carpet" / "train" / "good").mkdir(parents=True)
     (user / "carpet" / "train" / "good" / "000.png").write_bytes(b"mine")
-    with pytest.raises(FileExistsError, match="not made by make_dataset.*carpet"):
+    with pytest.raises(FileExistsError, match=r"does not write there \('carpet'\)"):
         S.make_dataset(user, overwrite=True, **kw)
     assert (user / "carpet" / "train" / "good" / "000.png").read_bytes() == b"mine"
     afile = tmp_path / "notes.txt"
@@ -107,10 +109,13 @@ def test_overwrite_refuses_folders_it_did_not_make(tmp_path):
         S.make_dataset(afile, overwrite=True, **kw)
     assert afile.read_text() == "mine"
     made = S.make_dataset(tmp_path / "made", **kw)
-    assert (made / S.DATASET_MARKER).is_file()
-    (made / S.DATASET_MARKER).unlink()  # a dataset made before the marker: categories only
+    assert owner(made) == "dataset"
+    (made / MARKER).unlink()  # categories only, no marker: could be a user's MVTec wood/
+    with pytest.raises(FileExistsError, match="no .keras_skipae.json marker"):
+        S.make_dataset(made, overwrite=True, **kw)
+    (made / S.DATASET_MARKER).write_text("made")  # the marker of version 0.1
     S.make_dataset(made, overwrite=True, **kw)
-    assert (made / S.DATASET_MARKER).is_file()
+    assert owner(made) == "dataset" and not (made / S.DATASET_MARKER).exists()
 
 
 def test_bad_arguments(tmp_path):

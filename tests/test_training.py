@@ -154,11 +154,14 @@ def test_refuses_a_different_run_and_a_finished_one(tmp_path):
     (run_dir / "evaluation").mkdir()  # the old model's metrics must go with it
     (run_dir / "evaluation" / "metrics.json").write_text("{}")
     (run_dir / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"does not write there \('notes.txt'\)"):
+        training.train(_tiny(), _dataset(), learning_rate=2e-3, overwrite=True, **kwargs)
+    assert (run_dir / "model.keras").is_file() and (run_dir / "notes.txt").read_text() == "mine"
+    (run_dir / "notes.txt").unlink()  # only a run folder that holds nothing else is replaced
     run = training.train(_tiny(), _dataset(), learning_rate=2e-3, overwrite=True, **kwargs)
     assert json.loads((run_dir / "config.json").read_text())["training"]["learning_rate"] == 2e-3
     assert run.history["epoch"] == [0]
     assert not (run_dir / "evaluation").exists()
-    assert (run_dir / "notes.txt").read_text() == "mine"
     other = tmp_path / "not_a_run"
     other.mkdir()
     (other / "notes.txt").write_text("mine")

@@ -15,7 +15,8 @@ good images (Collin & De Vleeschouwer, ICPR 2020), evaluates both with
 
 The output folder defaults to ``./keras_skipae_demo``. An existing demo is never
 overwritten silently: pass ``overwrite=True`` (``--overwrite``), which replaces
-only the demo's ``data/``, ``runs/`` and ``report/`` sub-folders.
+the demo's ``data/``, ``runs/`` and ``report/`` sub-folders, and only in a demo folder
+that holds nothing else (:func:`keras_skipae.ownership.check_replaceable`).
 
 Training is bounded by wall time (``minutes_per_model``), so the demo finishes
 in a predictable time (under 10 minutes on a 2-core CPU; ``quick=True``: about a
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_skipae import data, io_utils, training
+from keras_skipae import data, io_utils, ownership, training
 from keras_skipae.apps import baselines
 from keras_skipae.apps.workflows import evaluate_run
 from keras_skipae.data import image_info
@@ -70,7 +71,9 @@ DEMO_SETTINGS = {
 DEFAULT_CATEGORY = "wood"
 _DEMO_PARTS = ("data", "runs", "report")
 DEMO_MARKER = ".keras_skipae_demo"
-"""The file the demo leaves in its output folder (``overwrite`` only clears such folders)."""
+"""The marker file the demo left in its output folder before
+:data:`keras_skipae.ownership.MARKER` existed (still accepted by ``overwrite``)."""
+_DEMO_RUNS = ("runs/ae", "runs/aesc")  # the run folders the demo writes
 
 
 def _log(verbose, *parts):
@@ -128,11 +131,7 @@ def _prepare_out(out: Path, overwrite: bool):
                 "--overwrite (overwrite=True) to replace its data/, runs/ and report/, "
                 "or choose another --out."
             )
-        if not ((out / DEMO_MARKER).is_file() or (out / "report" / "report.md").is_file()):
-            raise FileExistsError(
-                f"The folder {str(out)!r} is not a demo folder (no {DEMO_MARKER} file), so "
-                "--overwrite will not delete its data/, runs/ or report/. Choose another --out."
-            )
+        ownership.check_replaceable(out, "demo", allowed=_DEMO_PARTS, own=_DEMO_RUNS)
         for part in _DEMO_PARTS:
             p = out / part
             if p.is_dir():
@@ -140,10 +139,8 @@ def _prepare_out(out: Path, overwrite: bool):
             elif p.exists():
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    (out / DEMO_MARKER).write_text(
-        "Made by `keras-skipae demo`; --overwrite may replace data/, runs/ and report/ here.\n",
-        encoding="utf-8",
-    )
+    (out / DEMO_MARKER).unlink(missing_ok=True)  # superseded by the marker
+    ownership.mark_owned(out, "demo")
 
 
 def _channels_of(root: Path, category: str) -> int:

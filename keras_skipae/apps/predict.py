@@ -21,7 +21,8 @@ and writes, in ``out_dir``:
   blended on top and, with a threshold, the outline of the pixels at or above it.
 
 Existing outputs are refused unless ``overwrite``, which replaces ``predictions.csv``
-and deletes the map and overlay files the old CSV lists (nothing else).
+and deletes the map and overlay files the old CSV lists (nothing else), and only in a
+predictions folder keras_skipae made (:func:`keras_skipae.ownership.check_replaceable`).
 
 Resuming: rows are appended to ``.predictions.partial.jsonl`` as they are scored (after
 each full batch, flushed to disk, its maps written first), next to
@@ -46,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_skipae import io_utils
+from keras_skipae import io_utils, ownership
 from keras_skipae.data.datasets import DEFAULT_MAX_PIXELS
 from keras_skipae.inference import Detector
 from keras_skipae.inference.detector import list_image_files
@@ -69,6 +70,8 @@ PATHS_NAME = "predictions.paths.json"
 #: The settings of a run in progress, and its rows so far (removed when it completes).
 STATE_NAME, PARTIAL_NAME = ".predictions.resume.json", ".predictions.partial.jsonl"
 MAPS, OVERLAYS = "maps", "overlays"
+#: What a predictions folder may hold (besides the marker): ``overwrite`` refuses others.
+PREDICTION_ENTRIES = ("predictions*", STATE_NAME, PARTIAL_NAME, MAPS, OVERLAYS)
 #: The text columns, escaped when a cell starts like a spreadsheet formula.
 TEXT_COLUMNS = ("path", "error", "map_file", "overlay_file")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -111,12 +114,18 @@ def resume_settings(
     }
 
 
-def check_outputs(out_dir, *, overwrite: bool) -> Path:
-    """Refuses an ``out_dir`` that holds a ``predictions.csv`` unless ``overwrite``."""
+def check_outputs(out_dir, *, overwrite: bool, inputs=()) -> Path:
+    """Refuses an ``out_dir`` that holds a ``predictions.csv`` unless ``overwrite``, and with
+    ``overwrite`` a non-empty folder that is not a predictions folder keras_skipae made, or
+    that is, holds or lies in one of the ``inputs`` (the model and the images read)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"The output {str(out_dir)!r} exists and is not a folder.")
     io_utils.check_writable(out_dir / CSV_NAME, overwrite=overwrite, what="predictions file")
+    if overwrite:
+        ownership.check_replaceable(
+            out_dir, "predictions", inputs=inputs, allowed=PREDICTION_ENTRIES
+        )
     return out_dir
 
 
@@ -305,7 +314,8 @@ def predict_to_folder(
     """
     from tqdm.auto import tqdm
 
-    out_dir = check_outputs(out_dir, overwrite=overwrite)
+    inputs = list(inputs)
+    out_dir = check_outputs(out_dir, overwrite=overwrite, inputs=[model, *inputs])
     settings = resume_settings(
         model,
         inputs,
@@ -337,7 +347,10 @@ def predict_to_folder(
     )
     if overwrite:
         _remove_previous(out_dir)
+    fresh_folder = not out_dir.is_dir() or not any(out_dir.iterdir())
     out_dir.mkdir(parents=True, exist_ok=True)
+    if fresh_folder:
+        ownership.mark_owned(out_dir, "predictions")
     _remove_stale_temporaries(out_dir)
     if not resuming:  # a fresh start: no rows yet
         (out_dir / PARTIAL_NAME).unlink(missing_ok=True)

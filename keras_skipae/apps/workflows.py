@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_skipae import data, evaluation, io_utils, plotting, training
+from keras_skipae import data, evaluation, io_utils, ownership, plotting, training
 from keras_skipae.analysis import LayerDiscrepancy, make_probe_pairs, paper_trend
 from keras_skipae.data.corruptions import Stains
+from keras_skipae.evaluation.evaluate import check_output_folder
 from keras_skipae.export.keras import export_keras
-from keras_skipae.export.saved_model import check_threshold, export_saved_model
+from keras_skipae.export.saved_model import EXPORT_ENTRIES, check_threshold, export_saved_model
 from keras_skipae.models.taps import base_model, tap_names
 from keras_skipae.ops.tiling import tile_grid
 from keras_skipae.runs import RunFolder, load_run
@@ -85,6 +86,11 @@ def _tiles(frame, tile_size: int) -> list:
     return [frame[y : y + tile_size, x : x + tile_size] for y, x in zip(ys.numpy(), xs.numpy())]
 
 
+def _run_inputs(run: RunFolder, best: bool) -> list:
+    """The files of a run a workflow reads (its outputs may go inside the run folder)."""
+    return [run.config_path, run.model_path(best)]
+
+
 def evaluate_run(
     run_dir,
     *,
@@ -134,6 +140,9 @@ def evaluate_run(
     run.check_reconstruction("evaluation")
     dcfg = config.get("data") or {}
     root = data_root or dcfg.get("root")
+    out_dir = Path(out_dir) if out_dir is not None else run.evaluation_dir
+    if overwrite:
+        check_output_folder(out_dir, inputs=[*_run_inputs(run, best), root])
     category = category or dcfg.get("category")
     if not root or not category:
         raise ValueError(
@@ -168,7 +177,6 @@ def evaluate_run(
             max_pixels=max_pixels,
         )
         _, val = training.split_validation(good, fraction, tcfg.get("seed", 0))
-    out_dir = Path(out_dir) if out_dir is not None else run.evaluation_dir
     scoring = with_memory_bank(scoring, model, run_dir, data_root=root, category=category)
     result = evaluation.evaluate(
         model,
@@ -211,7 +219,8 @@ def export_run(
             (refused if it was computed with other scoring settings).
         map, smoothing, score: scoring settings; None takes the defaults.
         best: export ``best.keras`` instead of ``model.keras``.
-        overwrite: replace an existing ``out``.
+        overwrite: replace an existing ``out``: only an export keras_skipae made, outside
+            the run (:func:`keras_skipae.ownership.check_replaceable`).
 
     Returns:
         A dict: ``path``, ``format``, ``threshold``, ``threshold_source``,
@@ -235,6 +244,9 @@ def export_run(
             "to format='saved_model'."
         )
     io_utils.check_writable(out, overwrite=overwrite, what="export")
+    ownership.check_replaceable(
+        out, "export", inputs=[run_dir], allowed=EXPORT_ENTRIES, file=format == "keras"
+    )
     run = RunFolder(run_dir)
     if format != "keras":
         run.check_reconstruction("a SavedModel export")
@@ -366,6 +378,15 @@ def _load_comparable(run_a, run_b, best):
     return loaded
 
 
+#: What :func:`compare_runs` writes in its output folder (besides the marker).
+DISCREPANCY_ENTRIES = (
+    "channel_means.png",
+    "cosine_per_layer.png",
+    "discrepancy.json",
+    "discrepancy.csv",
+)
+
+
 def _write_comparison(folder, results, layers, idx, document):
     """The figures, ``discrepancy.json`` and ``discrepancy.csv`` of :func:`compare_runs`."""
     plotting.plot_channel_means(
@@ -433,7 +454,8 @@ def compare_runs(
         corruption: the corruption (default ``Stains()``).
         out_dir: output folder (default ``<run_b>/discrepancy``); written
             atomically; refused if it exists unless ``overwrite``.
-        overwrite: replace an existing ``out_dir``.
+        overwrite: replace an existing ``out_dir``: only a discrepancy folder keras_skipae
+            made (:func:`keras_skipae.ownership.check_replaceable`).
         best: load ``best.keras`` instead of ``model.keras``.
 
     Returns:
@@ -441,6 +463,8 @@ def compare_runs(
     """
     out_dir = Path(out_dir) if out_dir is not None else RunFolder(run_b).discrepancy_dir
     io_utils.check_writable(out_dir, overwrite=overwrite, what="output folder")
+    reads = [f for r in (run_a, run_b) for f in _run_inputs(RunFolder(r), best)] + [data_root]
+    ownership.check_replaceable(out_dir, "discrepancy", inputs=reads, allowed=DISCREPANCY_ENTRIES)
     if int(n_probes) < 1:
         raise ValueError(f"`n_probes` must be >= 1. Received: n_probes={n_probes!r}")
     (pa, ma, ca), (pb, mb, cb) = _load_comparable(run_a, run_b, best)
@@ -475,6 +499,7 @@ def compare_runs(
             "results": {k: r.to_dict() for k, r in results.items()},
         }
         _write_comparison(tmp, results, layers, idx, document)
+        ownership.mark_owned(tmp, "discrepancy")
     return {
         "out_dir": out_dir,
         "labels": [label_a, label_b],

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from keras_skipae import plotting
+from keras_skipae import ownership, plotting
 from keras_skipae.data.corruptions import Stains, get
 from keras_skipae.io_utils import atomic_path
 
@@ -546,27 +546,10 @@ def _write_png(path: Path, img: np.ndarray):
 
 
 DATASET_MARKER = ".keras_skipae_synthetic"
-"""The file ``make_dataset`` leaves in a dataset root it made (``overwrite`` only
-replaces such folders)."""
-
-
-def _check_replaceable(out_dir: Path) -> None:
-    """Refuses to replace a folder ``make_dataset`` did not make (a user's own data)."""
-    if not out_dir.is_dir():
-        raise FileExistsError(
-            f"{str(out_dir)!r} exists and is not a folder; make_dataset replaces only "
-            "dataset folders it made. Choose another output folder."
-        )
-    names = {p.name for p in out_dir.iterdir()}
-    if DATASET_MARKER in names:
-        return
-    foreign = sorted(names - set(CATEGORIES))  # datasets made before the marker existed
-    if foreign:
-        raise FileExistsError(
-            f"The dataset folder {str(out_dir)!r} was not made by make_dataset (it holds "
-            f"{foreign[:5]}), so `overwrite` will not replace it. Choose another output "
-            "folder or remove it yourself."
-        )
+"""The marker file ``make_dataset`` left in a dataset root before
+:data:`keras_skipae.ownership.MARKER` existed (still accepted by ``overwrite``)."""
+#: What a dataset root ``make_dataset`` made may hold (``synth --preview`` adds the figures).
+DATASET_ENTRIES = (*CATEGORIES, "corruption_preview.png", "defects_preview.png")
 
 
 def make_dataset(
@@ -600,8 +583,9 @@ def make_dataset(
         n_test_defect: test images per defect type.
         seed: the same seed gives the same files.
         overwrite: replace an existing ``out_dir`` (refused otherwise), but only
-            a folder ``make_dataset`` made (it leaves a :data:`DATASET_MARKER` file);
-            any other folder is refused, so a user's own data is never replaced.
+            a folder ``make_dataset`` made that holds nothing else
+            (:func:`keras_skipae.ownership.check_replaceable`), so a user's own data is
+            never replaced.
 
     Returns:
         The root path (a ``Path``), to pass to ``mvtec_dataset``.
@@ -632,13 +616,10 @@ def make_dataset(
             raise ValueError(f"`{name}` is too small. Received: {name}={value!r}")
     size = int(image_size)
     out_dir = Path(out_dir)
-    if overwrite and out_dir.exists():
-        _check_replaceable(out_dir)
+    if overwrite:
+        ownership.check_replaceable(out_dir, "dataset", allowed=DATASET_ENTRIES)
     with atomic_path(out_dir, overwrite=overwrite, is_dir=True, what="dataset folder") as tmp:
-        (tmp / DATASET_MARKER).write_text(
-            "Made by keras_skipae.data.make_dataset; `overwrite` may replace this folder.\n",
-            encoding="utf-8",
-        )
+        ownership.mark_owned(tmp, "dataset")
         for cat in cats:
             cid = CATEGORIES.index(cat)
             base = tmp / cat

@@ -30,8 +30,14 @@ import tensorflow as tf
 
 from keras_skipae import scoring as _scoring
 from keras_skipae.evaluation import metrics as _metrics
-from keras_skipae.evaluation.report import OUTPUT_FILES, _to_uint8, _write_outputs
+from keras_skipae.evaluation.report import (
+    EVALUATION_ENTRIES,
+    OUTPUT_FILES,
+    _to_uint8,
+    _write_outputs,
+)
 from keras_skipae.io_utils import write_text
+from keras_skipae.ownership import check_replaceable
 
 
 @dataclasses.dataclass
@@ -394,7 +400,17 @@ def _output_paths(out_dir, overwrite):
             f"Evaluation outputs already exist: {existing}. Refusing to overwrite them; "
             "pass overwrite=True (CLI: --overwrite) to replace them."
         )
+    check_output_folder(out_dir)
     return paths
+
+
+def check_output_folder(out_dir, inputs=()) -> None:
+    """Raises ``FileExistsError`` when ``out_dir`` holds evaluation outputs that
+    ``overwrite=True`` may not replace (:func:`keras_skipae.ownership.check_replaceable`);
+    ``inputs``: the paths the evaluation reads."""
+    out_dir = Path(out_dir)
+    if any((out_dir / name).exists() for name in OUTPUT_FILES.values()):
+        check_replaceable(out_dir, "evaluation", inputs=inputs, allowed=EVALUATION_ENTRIES)
 
 
 def _production_threshold(
@@ -465,7 +481,8 @@ def evaluate(
             reconstruction / map / ground truth / overlay for the worst and
             best cases) and ``score_histogram.png`` there.
         overwrite: replace existing output files (otherwise
-            ``FileExistsError``, raised before any scoring).
+            ``FileExistsError``, raised before any scoring), only in a folder that
+            ``evaluate`` made and that holds nothing else (``docs/cli.md``).
         progress: show a progress bar over batches.
         tile_size: score the images at full resolution, tile by tile, with tiles of
             this size (the model's input size, :func:`keras_skipae.scoring.compute_tiled`):

@@ -7,6 +7,7 @@ import numpy as np
 from keras_skipae import plotting
 from keras_skipae.evaluation import metrics as _metrics
 from keras_skipae.io_utils import check_writable
+from keras_skipae.ownership import mark_owned
 
 #: The files ``evaluate(..., out_dir=...)`` writes, by role.
 OUTPUT_FILES = {
@@ -16,6 +17,9 @@ OUTPUT_FILES = {
     "cases": "cases.png",
     "histogram": "score_histogram.png",
 }
+#: Every entry an evaluation folder may hold (the demo adds ``training_preview.png``):
+#: ``overwrite=True`` replaces the outputs of a folder that holds nothing else.
+EVALUATION_ENTRIES = (*OUTPUT_FILES.values(), "training_preview.png")
 
 
 # Rows per group in the cases grid (worst / best, defective / good).
@@ -34,7 +38,11 @@ def _write_outputs(result, test, paths, *, overwrite):
 
     for path in paths.values():
         check_writable(path, overwrite=overwrite, what="evaluation output")
-    paths["metrics"].parent.mkdir(parents=True, exist_ok=True)
+    folder = paths["metrics"].parent
+    created = not folder.is_dir() or not any(folder.iterdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    if created:
+        mark_owned(folder, "evaluation")
     labels, scores = result.labels, result.scores
     types = np.asarray(result.defect_types)
     written = {}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import keras
 
-from keras_skipae import io_utils
+from keras_skipae import io_utils, ownership
 
 
 def _check_no_lambda(model):
@@ -37,7 +37,8 @@ def export_keras(model, path, *, overwrite: bool = False, include_optimizer: boo
     Args:
         model: the model.
         path: the file to write; must end in ``.keras``.
-        overwrite: replace an existing file.
+        overwrite: replace an existing file, only a ``.keras`` file this function wrote
+            (it carries the marker entry ``.keras_skipae.json``).
         include_optimizer: keep the compiled optimizer's state (about twice
             the weights' size for Adam). False (default) writes the
             architecture and weights only, for inference and export.
@@ -55,6 +56,7 @@ def export_keras(model, path, *, overwrite: bool = False, include_optimizer: boo
         raise ValueError(f"Expected a `path` ending in '.keras'. Received: path={str(path)!r}")
     _check_no_lambda(model)
     io_utils.check_writable(path, overwrite=overwrite, what="model file")
+    ownership.check_replaceable(path, "export", file=True, what="model file")
     if not include_optimizer and getattr(model, "optimizer", None) is not None:
         # Keras 3 saves a compiled model's optimizer (and clone_model compiles
         # the clone); a copy rebuilt from the config is not compiled.
@@ -64,4 +66,5 @@ def export_keras(model, path, *, overwrite: bool = False, include_optimizer: boo
     with io_utils.atomic_path(path, overwrite=overwrite, what="model file") as tmp:
         os.unlink(tmp)  # let Keras create the file
         model.save(tmp)
+        ownership.mark_archive(tmp, "export")
     return path

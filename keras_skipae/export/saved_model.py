@@ -75,7 +75,9 @@ keras_skipae.models`` (or this module), which registers the package's layers;
 ``import keras_skipae`` alone is lazy and registers nothing.
 
 Both are written to a temporary name and renamed, and refuse to replace an
-existing path unless ``overwrite=True``.
+existing path unless ``overwrite=True``; even then they replace only an export that
+keras_skipae made (:mod:`keras_skipae.ownership`): a SavedModel folder carries the
+marker file ``.keras_skipae.json``, a ``.keras`` file carries it as a zip entry.
 
 Example:
     >>> import keras_skipae as ks
@@ -96,7 +98,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_skipae import __version__, io_utils
+from keras_skipae import __version__, io_utils, ownership
 from keras_skipae.layers import InputSizeCheck
 from keras_skipae.models.precision import float32_model, model_precision
 from keras_skipae.models.taps import base_model
@@ -114,6 +116,8 @@ from keras_skipae.scoring import (
 
 #: Name of the settings JSON in the SavedModel's ``assets/`` folder.
 SETTINGS_FILE = "keras_skipae.json"
+#: The entries of an export folder besides the marker: what ``tf.saved_model.save`` writes.
+EXPORT_ENTRIES = ("saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra")
 
 
 #: ``format`` and ``format_version`` written to the settings JSON.
@@ -554,7 +558,8 @@ def export_saved_model(
         tile_batch_size: tiles per model call in ``serving_tiled`` (bounds memory).
         metadata: a JSON-able dict recorded under ``"metadata"`` in the
             settings (e.g. the training run).
-        overwrite: replace an existing ``path``.
+        overwrite: replace an existing ``path``, only an export folder keras_skipae made
+            (:func:`keras_skipae.ownership.check_replaceable`).
         verify: reload the export and check that it reproduces the in-process
             results (atol 1e-5) on two random images before renaming it into
             place.
@@ -603,6 +608,7 @@ def export_saved_model(
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Expected a JSON-able `metadata` dict. ({exc})") from None
     path = io_utils.check_writable(path, overwrite=overwrite, what="export folder")
+    ownership.check_replaceable(path, "export", allowed=EXPORT_ENTRIES, what="export folder")
     if cfg.map == "mc_dropout":
         mc_dropout_model(model)  # builds the clone's variables eagerly
 
@@ -641,6 +647,7 @@ def export_saved_model(
             path, overwrite=overwrite, is_dir=True, what="export folder"
         ) as tmp:
             tf.saved_model.save(module, str(tmp), signatures=concrete)
+            ownership.mark_owned(tmp, "export")
             if verify:
                 _verify(tmp, model, cfg, threshold, size, channels, multiple, tiling)
     return path

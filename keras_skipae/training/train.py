@@ -316,7 +316,7 @@ def _open_run(run_dir, config, chief, overwrite, resume, worker=0):
     if not chief:
         state = read_backup(run.backup_dir / f"worker-{worker}") if resume else None
         return run, (int(state["epoch"]) if state else 0), False
-    initial_epoch, resuming = run.prepare(config, overwrite=overwrite, resume=resume)
+    initial_epoch, resuming = run.clear_or_resume(config, overwrite=overwrite, resume=resume)
     io_utils.write_json(run.config_path, config)
     return run, initial_epoch, resuming
 
