@@ -60,15 +60,12 @@ def _describe_tiling(tiling) -> str:
     return "no tiling" if tiling is None else f"tile_size={tiling[0]}, tile_overlap={tiling[1]}"
 
 
-def _read_json(path):
-    """The JSON in ``path``; a damaged file raises a ``ValueError`` that names it."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(
-            f"{str(path)!r} is not valid JSON ({exc}); the file is damaged or was cut short."
-        ) from exc
+def _read_json(path, what="JSON file"):
+    """The JSON object in ``path`` (:func:`keras_skipae.io_utils.read_json`); a damaged
+    file raises a ``ValueError`` that names it. A ``config.json``'s sections must be objects."""
+    if Path(path).name == "config.json":
+        return io_utils.read_json(path, what="run config", sections=_COMPARED)
+    return io_utils.read_json(path, what=what)
 
 
 def _config_diff(old: dict, new: dict) -> str:
@@ -236,9 +233,11 @@ class RunFolder:
         if not metrics_path.is_file():
             return None, None, None
         try:
-            data = json.loads(metrics_path.read_text(encoding="utf-8"))
+            data = io_utils.read_json(
+                metrics_path, what="evaluation metrics", sections=("settings",)
+            )
         except (OSError, ValueError) as exc:
-            return None, metrics_path, f"{str(metrics_path)!r} is not readable JSON ({exc})"
+            return None, metrics_path, io_utils.one_line(exc)
         threshold = data.get("threshold")
         if threshold is None:
             return None, metrics_path, f"{str(metrics_path)!r} holds no production threshold"

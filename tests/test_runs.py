@@ -50,6 +50,36 @@ def test_a_damaged_config_is_named(tmp_path):
         run.config()
 
 
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("[1, 2]", r"must hold a JSON object.*Received: a JSON array"),
+        ('"aesc"', r"must hold a JSON object.*Received: a JSON string"),
+        (
+            '{"training": [1]}',
+            r"is damaged: 'training' must be a JSON object.*Received: a JSON array",
+        ),
+        ("\n", r"is not valid JSON \(Expecting value: line 2 column 1"),
+    ],
+)
+def test_a_config_that_is_not_a_json_object_is_named(tmp_path, text, problem):
+    run = RunFolder(tmp_path / "r")
+    run.path.mkdir()
+    run.config_path.write_text(text, encoding="utf-8")
+    for read in (run.config, run.tiling, run.task):
+        with pytest.raises(ValueError, match=r"run config '.*config\.json' " + problem):
+            read()
+
+
+def test_metrics_that_are_not_a_json_object_give_no_threshold_and_name_the_file(tmp_path):
+    run = RunFolder(tmp_path)
+    run.metrics_path.parent.mkdir(parents=True)
+    run.metrics_path.write_text("[0.25]", encoding="utf-8")
+    threshold, path, problem = run.threshold(ScoringConfig())
+    assert threshold is None and path == run.metrics_path
+    assert "metrics.json' must hold a JSON object" in problem
+
+
 def test_threshold_is_returned_only_for_the_same_settings(tmp_path):
     run = RunFolder(tmp_path)
     cfg = ScoringConfig()
