@@ -144,6 +144,8 @@ class RunFolder:
     # --------------------------------------------------------------- reading
     def check(self) -> None:
         """Raises ``FileNotFoundError`` unless this is a run folder with a config."""
+        if self.path.is_file():
+            raise FileNotFoundError(f"Run folder {str(self.path)!r} is a file; expected a folder.")
         if not self.path.is_dir():
             raise FileNotFoundError(f"Run folder {str(self.path)!r} does not exist.")
         if not self.config_path.is_file():

@@ -5,6 +5,7 @@ The subprocesses run with ``TF_CPP_MIN_LOG_LEVEL`` removed from their environmen
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,83 @@ def test_a_missing_run_folder_is_one_line_and_exit_2():
     assert proc.stderr.splitlines() == [
         "keras-skipae evaluate: error: Run folder '/no/such/run' does not exist."
     ]
+
+
+BEFORE_TF = """
+import sys, keras_skipae_cli
+rc = keras_skipae_cli.main(sys.argv[1:])
+sys.stdout.write(f'{rc} {"tensorflow" in sys.modules}')
+"""
+
+
+def _refused_before_tf(*argv):
+    """The one error line of ``keras-skipae ARGV``, checked to exit 2 without TensorFlow."""
+    proc = _python(BEFORE_TF, *argv)
+    assert proc.stdout == "2 False", proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"keras-skipae {argv[0]}: error: "), lines
+    return lines[0]
+
+
+def test_a_folder_that_is_not_a_run_is_refused_before_tensorflow(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    file = tmp_path / "model.h5"
+    file.write_bytes(b"weights")
+    not_a_run = r"'.*notes' is not a run folder: it has no config\.json"
+    for argv, expected in [
+        (["evaluate", folder], not_a_run),
+        (["export", folder, tmp_path / "out"], not_a_run),
+        (["discrepancy", folder, folder], not_a_run),
+        (["evaluate", file], r"Run folder '.*model\.h5' is a file; expected a folder\."),
+        (["predict", folder, folder], r"Model '.*notes' is neither a run folder .* nor a "),
+        (["predict", file, folder], r"Model '.*model\.h5' is not a \.keras file"),
+    ]:
+        assert re.search(expected, _refused_before_tf(*argv)), argv
+
+
+def test_a_data_argument_that_is_a_file_is_named_as_such(tmp_path):
+    file = tmp_path / "data.zip"
+    file.write_bytes(b"zip")
+    line = _refused_before_tf("train", "--data", file, "--category", "x", "--out", tmp_path / "r")
+    assert line.endswith(f"Data folder {str(file)!r} is a file; expected a folder.")
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--lr", "inf", "--lr must be a finite number > 0. Received: --lr inf"),
+        ("--lr", "nan", "--lr must be a finite number > 0. Received: --lr nan"),
+        ("--lr", "0", "--lr must be a finite number > 0. Received: --lr 0.0"),
+        ("--stain-weight", "inf", "--stain-weight must be a finite number >= 0."),
+        ("--time-limit", "inf", "--time-limit must be a finite number > 0."),
+        ("--bn-momentum", "nan", "--bn-momentum must be in [0, 1). Received: --bn-momentum nan"),
+    ],
+)
+def test_train_refuses_non_finite_numbers_before_tensorflow(tmp_path, flag, value, message):
+    (tmp_path / "data" / "cat" / "train").mkdir(parents=True)
+    argv = ["train", "--data", tmp_path / "data", "--category", "cat", "--out", tmp_path / "r"]
+    assert message in _refused_before_tf(*argv, flag, value)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--minutes-per-model", "inf"], "--minutes-per-model must be a finite number > 0"),
+        (
+            ["export", "RUN", "OUT", "--smoothing", "nan"],
+            "--smoothing must be a finite number >= 0",
+        ),
+    ],
+)
+def test_other_non_finite_numbers_are_refused_before_tensorflow(tmp_path, argv, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    argv = [str(run) if a == "RUN" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert message in _refused_before_tf(*argv)
 
 
 SYNTH = [

@@ -40,6 +40,9 @@ def test_not_a_run_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_run(tmp_path / "empty")
+    (tmp_path / "model.keras").write_bytes(b"a file")
+    with pytest.raises(FileNotFoundError, match="model.keras' is a file; expected a folder"):
+        RunFolder(tmp_path / "model.keras").config()
 
 
 def test_a_damaged_config_is_named(tmp_path):
