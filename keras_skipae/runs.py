@@ -49,6 +49,9 @@ RUN_FILES = (
     "discrepancy",
 )
 
+#: The colour modes a run's ``config.json`` may record, with their channel counts.
+COLOR_MODES = {"grayscale": 1, "rgb": 3}
+
 #: Where ``keras-skipae evaluate RUN`` writes its metrics, relative to the run folder.
 RUN_METRICS = ("evaluation", "metrics.json")
 
@@ -172,6 +175,34 @@ class RunFolder:
         if training.get("tile_size") is None:
             return None
         return int(training["tile_size"]), int(training.get("tile_overlap") or 0)
+
+    def color_mode(self, channels: int) -> str:
+        """How the run's images are read: ``data.color_mode`` of ``config.json`` (one shared
+        check for evaluate, export and prediction), else the one of ``channels``.
+
+        Args:
+            channels: the model's input channels (1 grayscale, 3 RGB).
+
+        Raises:
+            ValueError: the config records a colour mode other than ``"grayscale"`` or
+                ``"rgb"``, or one with another channel count than the model's (the message
+                names ``config.json`` and the value).
+        """
+        mode = (self.config().get("data") or {}).get("color_mode")
+        if mode is None:
+            return "rgb" if channels == 3 else "grayscale"
+        if mode not in COLOR_MODES:
+            raise ValueError(
+                f"The run config {str(self.config_path)!r} is damaged: data.color_mode must be "
+                f"'grayscale' or 'rgb'. Received: color_mode={mode!r}"
+            )
+        if COLOR_MODES[mode] != channels:
+            raise ValueError(
+                f"The run config {str(self.config_path)!r} records color_mode={mode!r} "
+                f"({COLOR_MODES[mode]} channel(s)), but the run's model takes {channels}. "
+                f"Received: color_mode={mode!r}"
+            )
+        return mode
 
     def task(self) -> str:
         """``"reconstruction"`` or ``"segmentation"``: ``training.task`` of ``config.json``

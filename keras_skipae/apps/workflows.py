@@ -73,7 +73,7 @@ def evaluate_run(
     model = run.load(best=best)
     tiling = run.tiling()
     size = None if tiling else (dcfg.get("image_size") or int(model.input_shape[1]))
-    color_mode = dcfg.get("color_mode") or ("rgb" if model.input_shape[-1] == 3 else "grayscale")
+    color_mode = run.color_mode(int(model.input_shape[-1]))
     test = data.mvtec_dataset(root, category, split="test", image_size=size, color_mode=color_mode)
     val = None
     tcfg = config.get("training") or {}
@@ -199,7 +199,7 @@ def export_run(
         scoring=cfg,
         threshold=threshold,
         image_size=image_size,
-        color_mode=data.get("color_mode"),
+        color_mode=run.color_mode(int(model.input_shape[-1])),
         tile_size=tiling[0] if tiling else None,
         tile_overlap=tiling[1] if tiling else 0,
         metadata=metadata,
