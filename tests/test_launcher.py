@@ -195,6 +195,50 @@ def test_tensorflow_start_up_lines_stay_out_unless_debug(tmp_path):
     assert quiet.filter_tf_startup(proc.stderr, 2) == ""
 
 
+def _has_avx512():
+    try:
+        return "avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_training_keeps_onednn_noise_out_unless_verbose(tmp_path):
+    proc = _run_cli(*SYNTH, "--image-size", "32", "--out", tmp_path / "data")
+    assert proc.returncode == 0, proc.stderr
+    train = ["train", "--data", tmp_path / "data", "--category", "mesh", "--image-size", "32"]
+    train += ["--epochs", "1", "--batch-size", "1", "--depth", "2", "--filters", "4"]
+    train += ["--val-split", "0", "--quiet", "--precision", "float32"]
+    proc = _run_cli(*train, "--out", tmp_path / "quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.splitlines()[0].startswith("trained aesc for 1 epochs")
+    # Positive control: with -v the line is there (on CPUs with AVX-512, which print it).
+    proc = _run_cli("-v", *train, "--out", tmp_path / "verbose")
+    assert proc.returncode == 0, proc.stderr
+    if _has_avx512():
+        assert "] oneDNN supports DT_INT32 only on platforms with AVX-512" in proc.stderr
+
+
+def test_filtered_fd2_drops_noise_as_it_comes_and_keeps_the_rest(capfd):
+    noise = "E0000 00:00:1796522978.644753    5308 util.cc:131] " + quiet.NOISE[0] + ". Falling\n"
+    error = "E0000 00:00:1796522978.7    5308 other.cc:9] a real error\n"
+    with quiet.filtered_fd2(2):
+        os.write(2, b"\r 50%|#####     | 1/2")  # a progress bar's update: no newline
+        os.write(2, noise.encode())
+        os.write(2, error[:20].encode())  # a line written in two parts
+        os.write(2, error[20:].encode())
+        os.write(2, b"/x.py:3: UserWarning: from Python\n")
+        os.write(2, b"W0000 00:00:1.0   1 x.cc:1] a warning below level 2\nlast")
+    assert capfd.readouterr().err == (
+        "\r 50%|#####     | 1/2" + error + "/x.py:3: UserWarning: from Python\nlast"
+    )
+    with quiet.filtered_fd2(2, enabled=False):
+        os.write(2, noise.encode())
+    assert capfd.readouterr().err == noise
+    assert quiet.filter_tf_startup(noise + error, 0) == error
+
+
 LOG = (
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
     "I0000 00:00:1796132182.191106   25668 cpu_feature_guard.cc:227] This TensorFlow binary\n"
