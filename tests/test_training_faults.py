@@ -282,13 +282,13 @@ def test_non_finite_loss_in_the_first_epoch_claims_no_backup(tmp_path):
         corruption=None, epochs=2, steps_per_epoch=3, run_dir=run_dir, verbose=0,
         tensorboard=False, schedule=None, validation_split=0.0,
     )  # fmt: skip
-    no_backup = r"step 2\b.*No epoch finished, so the run folder holds no backup to resume from"
+    no_backup = r"step 2\b.*The run folder holds no backup of a finished epoch to resume from"
     with pytest.raises(training.NonFiniteLossError, match=no_backup):
         training.train(_tiny(), _pairs(bad_batch=1), **kwargs)
     assert read_backup(run_dir / "backup") is None
     # Without a run folder there is nothing to resume either.
     kwargs["run_dir"] = None
-    with pytest.raises(training.NonFiniteLossError, match="No epoch finished, so there is no"):
+    with pytest.raises(training.NonFiniteLossError, match="without a run folder keeps no backup"):
         training.train(_tiny(), _pairs(bad_batch=1), **kwargs)
 
 

@@ -121,12 +121,16 @@ class StopOnNonFinite(keras.callbacks.Callback):
 def resume_hint(backup_dir) -> str:
     """What a run stopped by non-finite values can do: resume from the newest checkpoint
     in ``backup_dir`` if there is one, else start over (the same command would fail again)."""
-    state = read_backup(backup_dir) if backup_dir is not None else None
-    if state is None:
-        where = "the run folder holds" if backup_dir is not None else "there is"
+    if backup_dir is None:
         return (
-            f"No epoch finished, so {where} no backup to resume from and the same command "
-            "would fail again: lower the learning rate (or fix the data) and pass "
+            "Training without a run folder keeps no backup: lower the learning rate (or fix "
+            "the data) and train again."
+        )
+    state = read_backup(backup_dir)
+    if state is None:
+        return (
+            "The run folder holds no backup of a finished epoch to resume from, so the same "
+            "command would fail again: lower the learning rate (or fix the data) and pass "
             "--overwrite (overwrite=True) to start over."
         )
     return (
