@@ -195,6 +195,49 @@ def jsonable(obj):
     return json.loads(json.dumps(obj, default=_json_default))
 
 
+def read_json(path: str | os.PathLike, *, what: str = "JSON file", sections=()) -> dict:
+    """The JSON object in ``path``; anything else raises an error that names the file.
+
+    Args:
+        path: the file.
+        what: how the error names the file (``"run config"``, ``"export settings"``).
+        sections: keys whose value, when present and not null, must be a JSON object too.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: the file is not valid UTF-8 JSON (damaged or cut short), holds
+            something other than an object, or a listed section is not an object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"The {what} {str(path)!r} does not exist.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(
+            f"The {what} {str(path)!r} is not valid JSON ({exc}); the file is damaged or was "
+            "cut short."
+        ) from exc
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"The {what} {str(path)!r} must hold a JSON object ({{...}}); the file is damaged. "
+            f"Received: a JSON {_json_type(value)}"
+        )
+    for key in sections:
+        if value.get(key) is not None and not isinstance(value[key], dict):
+            raise ValueError(
+                f"The {what} {str(path)!r} is damaged: {key!r} must be a JSON object. "
+                f"Received: a JSON {_json_type(value[key])}"
+            )
+    return value
+
+
+def _json_type(value) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
 def one_line(exc: BaseException) -> str:
     """The first line of ``exc``'s message (its type name when it has none)."""
     text = str(exc).strip()

@@ -49,6 +49,9 @@ RUN_FILES = (
     "discrepancy",
 )
 
+#: The colour modes a run's ``config.json`` may record, with their channel counts.
+COLOR_MODES = {"grayscale": 1, "rgb": 3}
+
 #: Where ``keras-skipae evaluate RUN`` writes its metrics, relative to the run folder.
 RUN_METRICS = ("evaluation", "metrics.json")
 
@@ -60,15 +63,12 @@ def _describe_tiling(tiling) -> str:
     return "no tiling" if tiling is None else f"tile_size={tiling[0]}, tile_overlap={tiling[1]}"
 
 
-def _read_json(path):
-    """The JSON in ``path``; a damaged file raises a ``ValueError`` that names it."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(
-            f"{str(path)!r} is not valid JSON ({exc}); the file is damaged or was cut short."
-        ) from exc
+def _read_json(path, what="JSON file"):
+    """The JSON object in ``path`` (:func:`keras_skipae.io_utils.read_json`); a damaged
+    file raises a ``ValueError`` that names it. A ``config.json``'s sections must be objects."""
+    if Path(path).name == "config.json":
+        return io_utils.read_json(path, what="run config", sections=_COMPARED)
+    return io_utils.read_json(path, what=what)
 
 
 def _config_diff(old: dict, new: dict) -> str:
@@ -147,6 +147,8 @@ class RunFolder:
     # --------------------------------------------------------------- reading
     def check(self) -> None:
         """Raises ``FileNotFoundError`` unless this is a run folder with a config."""
+        if self.path.is_file():
+            raise FileNotFoundError(f"Run folder {str(self.path)!r} is a file; expected a folder.")
         if not self.path.is_dir():
             raise FileNotFoundError(f"Run folder {str(self.path)!r} does not exist.")
         if not self.config_path.is_file():
@@ -173,6 +175,34 @@ class RunFolder:
         if training.get("tile_size") is None:
             return None
         return int(training["tile_size"]), int(training.get("tile_overlap") or 0)
+
+    def color_mode(self, channels: int) -> str:
+        """How the run's images are read: ``data.color_mode`` of ``config.json`` (one shared
+        check for evaluate, export and prediction), else the one of ``channels``.
+
+        Args:
+            channels: the model's input channels (1 grayscale, 3 RGB).
+
+        Raises:
+            ValueError: the config records a colour mode other than ``"grayscale"`` or
+                ``"rgb"``, or one with another channel count than the model's (the message
+                names ``config.json`` and the value).
+        """
+        mode = (self.config().get("data") or {}).get("color_mode")
+        if mode is None:
+            return "rgb" if channels == 3 else "grayscale"
+        if mode not in COLOR_MODES:
+            raise ValueError(
+                f"The run config {str(self.config_path)!r} is damaged: data.color_mode must be "
+                f"'grayscale' or 'rgb'. Received: color_mode={mode!r}"
+            )
+        if COLOR_MODES[mode] != channels:
+            raise ValueError(
+                f"The run config {str(self.config_path)!r} records color_mode={mode!r} "
+                f"({COLOR_MODES[mode]} channel(s)), but the run's model takes {channels}. "
+                f"Received: color_mode={mode!r}"
+            )
+        return mode
 
     def task(self) -> str:
         """``"reconstruction"`` or ``"segmentation"``: ``training.task`` of ``config.json``
@@ -236,9 +266,11 @@ class RunFolder:
         if not metrics_path.is_file():
             return None, None, None
         try:
-            data = json.loads(metrics_path.read_text(encoding="utf-8"))
+            data = io_utils.read_json(
+                metrics_path, what="evaluation metrics", sections=("settings",)
+            )
         except (OSError, ValueError) as exc:
-            return None, metrics_path, f"{str(metrics_path)!r} is not readable JSON ({exc})"
+            return None, metrics_path, io_utils.one_line(exc)
         threshold = data.get("threshold")
         if threshold is None:
             return None, metrics_path, f"{str(metrics_path)!r} holds no production threshold"

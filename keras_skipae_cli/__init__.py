@@ -10,7 +10,9 @@ without TensorFlow: this package imports only the standard library. :func:`main`
 4. imports ``keras_skipae.apps.cli`` (and with it Keras and TensorFlow) with TensorFlow's
    start-up lines kept out of the output (:mod:`keras_skipae_cli.quiet`): the one
    hand-off to the library;
-5. runs ``keras_skipae.apps.cli.COMMANDS[<command>](args)``.
+5. runs ``keras_skipae.apps.cli.COMMANDS[<command>](args)``; a command that trains runs
+   with the same lines, and oneDNN's harmless ``E0000`` line, filtered out of stderr
+   (unless ``-v`` / ``--debug``).
 
 It lives outside ``keras_skipae`` because importing that package registers the Keras
 classes, which imports TensorFlow. Exit codes: 0 success, 1 an error while the command
@@ -25,9 +27,13 @@ import sys
 
 from keras_skipae_cli.checks import UsageError
 from keras_skipae_cli.parser import CLI_MAPS, build_parser
-from keras_skipae_cli.quiet import captured_fd2, filter_tf_startup, min_log_level
+from keras_skipae_cli.quiet import captured_fd2, filter_tf_startup, filtered_fd2, min_log_level
 
 __all__ = ["CLI_MAPS", "build_parser", "main"]
+
+#: Commands that train, and so print oneDNN's line on AVX-512 CPUs: their stderr is
+#: filtered while they run (:func:`keras_skipae_cli.quiet.filtered_fd2`).
+TRAINING_COMMANDS = ("train", "demo")
 
 
 def _commands(*, quiet: bool):
@@ -78,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         cli = _commands(quiet=not verbose)
-        return int(cli.COMMANDS[args.command](args) or 0)
+        quiet = not verbose and args.command in TRAINING_COMMANDS
+        with filtered_fd2(min_log_level(), enabled=quiet):
+            return int(cli.COMMANDS[args.command](args) or 0)
     except KeyboardInterrupt:
         print("keras-skipae: interrupted", file=sys.stderr)
         return 130

@@ -10,8 +10,12 @@ command, whose errors exit with code 1. This module imports only the standard li
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
+
+#: The settings file of a keras_skipae SavedModel export (export.saved_model.SETTINGS_FILE).
+SAVED_MODEL_SETTINGS = "assets/keras_skipae.json"
 
 
 class UsageError(Exception):
@@ -25,9 +29,49 @@ def _exists(path, what: str) -> None:
 
 def _folder(path, what: str) -> None:
     path = Path(path)
+    if path.is_file():
+        raise UsageError(f"{what} {str(path)!r} is a file; expected a folder.")
     _exists(path, what)
     if not path.is_dir():
         raise UsageError(f"{what} {str(path)!r} is not a folder.")
+
+
+def _run(path) -> None:
+    """A run folder: a folder with a ``config.json`` (as ``RunFolder.check`` requires)."""
+    _folder(path, "Run folder")
+    if not (Path(path) / "config.json").is_file():
+        raise UsageError(
+            f"{str(path)!r} is not a run folder: it has no config.json "
+            "(expected a folder written by `keras-skipae train`)."
+        )
+
+
+def _model(path) -> None:
+    """``predict``'s MODEL: a run folder, a SavedModel export or a ``.keras`` file."""
+    path = Path(path)
+    _exists(path, "Model")
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not (path / SAVED_MODEL_SETTINGS).is_file():
+            raise UsageError(
+                f"Model {str(path)!r} is neither a run folder (no config.json) nor a "
+                f"keras_skipae SavedModel export (no {SAVED_MODEL_SETTINGS})."
+            )
+    elif path.suffix != ".keras":
+        raise UsageError(
+            f"Model {str(path)!r} is not a .keras file; expected a run folder, a SavedModel "
+            "folder or a .keras file."
+        )
+
+
+def _finite(args, name: str, *, positive: bool, optional: bool = False) -> None:
+    """A finite number, > 0 with ``positive``, else >= 0 (None where ``optional``)."""
+    value = getattr(args, name)
+    if value is None and optional:
+        return
+    if value is None or not math.isfinite(value) or value < 0 or (positive and value == 0):
+        flag = "--" + name.replace("_", "-")
+        bound = "> 0" if positive else ">= 0"
+        raise UsageError(f"{flag} must be a finite number {bound}. Received: {flag} {value}")
 
 
 def _at_least(args, name: str, low, *, optional: bool = False) -> None:
@@ -55,8 +99,7 @@ def _check_tiling(args) -> None:
 def check_data(root, category) -> None:
     """A dataset root in the MVTec AD layout that holds ``category``."""
     root = Path(root)
-    if not root.is_dir():
-        raise UsageError(f"Data folder {str(root)!r} does not exist.")
+    _folder(root, "Data folder")
     available = sorted(
         p.name
         for p in root.iterdir()
@@ -90,8 +133,8 @@ def synth(args) -> None:
 
 
 def discrepancy(args) -> None:
-    _folder(args.run_a, "Run folder")
-    _folder(args.run_b, "Run folder")
+    _run(args.run_a)
+    _run(args.run_b)
     if args.data is not None:
         _folder(args.data, "Data folder")
     _at_least(args, "n_probes", 1)
@@ -146,6 +189,12 @@ def train(args) -> None:
     _at_least(args, "steps_per_epoch", 1, optional=True)
     _at_least(args, "batch_size", 1)
     _at_least(args, "image_size", 1)
+    _finite(args, "lr", positive=True)
+    _finite(args, "stain_weight", positive=False, optional=True)
+    if not 0.0 <= args.bn_momentum < 1.0:
+        raise UsageError(
+            f"--bn-momentum must be in [0, 1). Received: --bn-momentum {args.bn_momentum}"
+        )
     _check_tiling(args)
     _at_least(args, "max_pixels", 1)
     if args.tile_size is None and args.tile_overlap:
@@ -154,8 +203,7 @@ def train(args) -> None:
         )
     if not 0.0 <= args.val_split < 1.0:
         raise UsageError(f"--val-split must be in [0, 1). Received: --val-split {args.val_split}")
-    if args.time_limit is not None and not args.time_limit > 0:
-        raise UsageError(f"--time-limit must be positive. Received: --time-limit {args.time_limit}")
+    _finite(args, "time_limit", positive=True, optional=True)
     _check_encoder(args)
     if args.task == "segmentation":
         _check_segmentation(args)
@@ -204,7 +252,7 @@ def _check_segmentation(args) -> None:
 
 
 def evaluate(args) -> None:
-    _folder(args.run, "Run folder")
+    _run(args.run)
     if args.data is not None:
         if args.category is not None:
             check_data(args.data, args.category)
@@ -215,20 +263,17 @@ def evaluate(args) -> None:
 
 
 def demo(args) -> None:
-    if args.minutes_per_model is not None and not args.minutes_per_model > 0:
-        raise UsageError(
-            f"--minutes-per-model must be positive. Received: --minutes-per-model "
-            f"{args.minutes_per_model}"
-        )
+    _finite(args, "minutes_per_model", positive=True, optional=True)
 
 
 def export(args) -> None:
-    _folder(args.run, "Run folder")
+    _run(args.run)
+    _finite(args, "smoothing", positive=False, optional=True)
     args.threshold = parse_threshold(args.threshold, allow_eval=True)
 
 
 def predict(args) -> None:
-    _exists(args.model, "Model")
+    _model(args.model)
     for path in args.inputs:
         _exists(path, "Input")
     args.threshold = parse_threshold(args.threshold, allow_eval=False)

@@ -173,6 +173,18 @@ def test_missing_category_lists_available(tree):
         D.mvtec_dataset(tree / "nowhere", "wood")
 
 
+def test_a_file_where_a_folder_is_expected_is_named(tmp_path):
+    file = tmp_path / "images.tar"
+    file.write_bytes(b"not a folder")
+    for call, what in [
+        (lambda: D.mvtec_dataset(file, "wood"), "dataset root"),
+        (lambda: D.list_mvtec_categories(file), "dataset root"),
+        (lambda: D.folder_dataset(file), "image folder"),
+    ]:
+        with pytest.raises(D.DatasetNotFoundError, match=f"The {what} '.*images.tar' is a file; "):
+            call()
+
+
 def test_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(D.DatasetNotFoundError, match="No images found in .*empty"):

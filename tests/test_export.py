@@ -212,6 +212,25 @@ def test_read_settings_rejects_other_folders(tmp_path):
         export.read_settings(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("[1, 2]", r"must hold a JSON object \(\{\.\.\.\}\); the file is damaged"),
+        ('{"format"\n', r"is not valid JSON \(Expecting ':' delimiter: line 2 column 1"),
+        ('{"input": 3}', r"is damaged: 'input' must be a JSON object"),
+    ],
+)
+def test_a_damaged_settings_file_is_named(tmp_path, gray_export, text, problem):
+    copy = tmp_path / "export"
+    shutil.copytree(gray_export["path"], copy)
+    (copy / "assets" / export.SETTINGS_FILE).write_text(text, encoding="utf-8")
+    named = r"The export settings '.*assets/keras_skipae\.json' " + problem
+    with pytest.raises(ValueError, match=named):
+        export.read_settings(copy)
+    with pytest.raises(ValueError, match=named):
+        ks.Detector.load(copy)
+
+
 # ----------------------------------------------------------------------------
 # Bad inputs to the signatures
 # ----------------------------------------------------------------------------

@@ -233,6 +233,33 @@ def test_bad_inputs_are_refused_clearly(made, images):
         ks.Detector.load(made["keras"], threshold=float("nan"))
 
 
+@pytest.mark.parametrize(
+    "mode, problem",
+    [
+        ("cmyk", r"is damaged: data\.color_mode must be 'grayscale' or 'rgb'"),
+        ("rgb", r"records color_mode='rgb' \(3 channel\(s\)\), but the run's model takes 1"),
+    ],
+)
+def test_a_run_config_with_a_bad_color_mode_is_refused_like_evaluate_does(
+    made, tmp_path, mode, problem
+):
+    from keras_skipae.apps import workflows
+
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    (run.path / "model.keras").write_bytes(RunFolder(made["run"]).model_path().read_bytes())
+    config = RunFolder(made["run"]).config()
+    config["data"]["color_mode"] = mode
+    run.config_path.write_text(json.dumps(config))
+    named = rf"The run config '.*run/config\.json' {problem}.*Received: color_mode='{mode}'"
+    with pytest.raises(ValueError, match=named):
+        ks.Detector.load(run.path)
+    with pytest.raises(ValueError, match=named):
+        workflows.evaluate_run(run.path, data_root=tmp_path, category="mesh")
+    with pytest.raises(ValueError, match=named):
+        workflows.export_run(run.path, tmp_path / "export")
+
+
 def test_a_keras_file_has_no_threshold_unless_given(made):
     with pytest.warns(UserWarning, match="no threshold.*a .keras file holds the model only"):
         det = ks.Detector.load(made["keras"])

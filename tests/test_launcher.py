@@ -6,6 +6,7 @@ The subprocesses run with ``TF_CPP_MIN_LOG_LEVEL`` removed from their environmen
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,83 @@ def test_a_missing_run_folder_is_one_line_and_exit_2():
     ]
 
 
+BEFORE_TF = """
+import sys, keras_skipae_cli
+rc = keras_skipae_cli.main(sys.argv[1:])
+sys.stdout.write(f'{rc} {"tensorflow" in sys.modules}')
+"""
+
+
+def _refused_before_tf(*argv):
+    """The one error line of ``keras-skipae ARGV``, checked to exit 2 without TensorFlow."""
+    proc = _python(BEFORE_TF, *argv)
+    assert proc.stdout == "2 False", proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"keras-skipae {argv[0]}: error: "), lines
+    return lines[0]
+
+
+def test_a_folder_that_is_not_a_run_is_refused_before_tensorflow(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    file = tmp_path / "model.h5"
+    file.write_bytes(b"weights")
+    not_a_run = r"'.*notes' is not a run folder: it has no config\.json"
+    for argv, expected in [
+        (["evaluate", folder], not_a_run),
+        (["export", folder, tmp_path / "out"], not_a_run),
+        (["discrepancy", folder, folder], not_a_run),
+        (["evaluate", file], r"Run folder '.*model\.h5' is a file; expected a folder\."),
+        (["predict", folder, folder], r"Model '.*notes' is neither a run folder .* nor a "),
+        (["predict", file, folder], r"Model '.*model\.h5' is not a \.keras file"),
+    ]:
+        assert re.search(expected, _refused_before_tf(*argv)), argv
+
+
+def test_a_data_argument_that_is_a_file_is_named_as_such(tmp_path):
+    file = tmp_path / "data.zip"
+    file.write_bytes(b"zip")
+    line = _refused_before_tf("train", "--data", file, "--category", "x", "--out", tmp_path / "r")
+    assert line.endswith(f"Data folder {str(file)!r} is a file; expected a folder.")
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--lr", "inf", "--lr must be a finite number > 0. Received: --lr inf"),
+        ("--lr", "nan", "--lr must be a finite number > 0. Received: --lr nan"),
+        ("--lr", "0", "--lr must be a finite number > 0. Received: --lr 0.0"),
+        ("--stain-weight", "inf", "--stain-weight must be a finite number >= 0."),
+        ("--time-limit", "inf", "--time-limit must be a finite number > 0."),
+        ("--bn-momentum", "nan", "--bn-momentum must be in [0, 1). Received: --bn-momentum nan"),
+    ],
+)
+def test_train_refuses_non_finite_numbers_before_tensorflow(tmp_path, flag, value, message):
+    (tmp_path / "data" / "cat" / "train").mkdir(parents=True)
+    argv = ["train", "--data", tmp_path / "data", "--category", "cat", "--out", tmp_path / "r"]
+    assert message in _refused_before_tf(*argv, flag, value)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--minutes-per-model", "inf"], "--minutes-per-model must be a finite number > 0"),
+        (
+            ["export", "RUN", "OUT", "--smoothing", "nan"],
+            "--smoothing must be a finite number >= 0",
+        ),
+    ],
+)
+def test_other_non_finite_numbers_are_refused_before_tensorflow(tmp_path, argv, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    argv = [str(run) if a == "RUN" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert message in _refused_before_tf(*argv)
+
+
 SYNTH = [
     "synth",
     "--categories",
@@ -116,6 +194,50 @@ def test_tensorflow_start_up_lines_stay_out_unless_debug(tmp_path):
     assert quiet.ABSL_PREINIT in proc.stderr
     assert "port.cc" in proc.stderr and "oneDNN custom operations are on" in proc.stderr
     assert quiet.filter_tf_startup(proc.stderr, 2) == ""
+
+
+def _has_avx512():
+    try:
+        return "avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_training_keeps_onednn_noise_out_unless_verbose(tmp_path):
+    proc = _run_cli(*SYNTH, "--image-size", "32", "--out", tmp_path / "data")
+    assert proc.returncode == 0, proc.stderr
+    train = ["train", "--data", tmp_path / "data", "--category", "mesh", "--image-size", "32"]
+    train += ["--epochs", "1", "--batch-size", "1", "--depth", "2", "--filters", "4"]
+    train += ["--val-split", "0", "--quiet", "--precision", "float32"]
+    proc = _run_cli(*train, "--out", tmp_path / "quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.splitlines()[0].startswith("trained aesc for 1 epochs")
+    # Positive control: with -v the line is there (on CPUs with AVX-512, which print it).
+    proc = _run_cli("-v", *train, "--out", tmp_path / "verbose")
+    assert proc.returncode == 0, proc.stderr
+    if _has_avx512():
+        assert "] oneDNN supports DT_INT32 only on platforms with AVX-512" in proc.stderr
+
+
+def test_filtered_fd2_drops_noise_as_it_comes_and_keeps_the_rest(capfd):
+    noise = "E0000 00:00:1796522978.644753    5308 util.cc:131] " + quiet.NOISE[0] + ". Falling\n"
+    error = "E0000 00:00:1796522978.7    5308 other.cc:9] a real error\n"
+    with quiet.filtered_fd2(2):
+        os.write(2, b"\r 50%|#####     | 1/2")  # a progress bar's update: no newline
+        os.write(2, noise.encode())
+        os.write(2, error[:20].encode())  # a line written in two parts
+        os.write(2, error[20:].encode())
+        os.write(2, b"/x.py:3: UserWarning: from Python\n")
+        os.write(2, b"W0000 00:00:1.0   1 x.cc:1] a warning below level 2\nlast")
+    assert capfd.readouterr().err == (
+        "\r 50%|#####     | 1/2" + error + "/x.py:3: UserWarning: from Python\nlast"
+    )
+    with quiet.filtered_fd2(2, enabled=False):
+        os.write(2, noise.encode())
+    assert capfd.readouterr().err == noise
+    assert quiet.filter_tf_startup(noise + error, 0) == error
 
 
 LOG = (

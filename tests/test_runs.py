@@ -41,6 +41,9 @@ def test_not_a_run_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_run(tmp_path / "empty")
+    (tmp_path / "model.keras").write_bytes(b"a file")
+    with pytest.raises(FileNotFoundError, match="model.keras' is a file; expected a folder"):
+        RunFolder(tmp_path / "model.keras").config()
 
 
 def test_a_damaged_config_is_named(tmp_path):
@@ -49,6 +52,36 @@ def test_a_damaged_config_is_named(tmp_path):
     run.config_path.write_text('{"model": {"name": "aesc"', encoding="utf-8")  # cut short
     with pytest.raises(ValueError, match=r"config\.json.*not valid JSON"):
         run.config()
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("[1, 2]", r"must hold a JSON object.*Received: a JSON array"),
+        ('"aesc"', r"must hold a JSON object.*Received: a JSON string"),
+        (
+            '{"training": [1]}',
+            r"is damaged: 'training' must be a JSON object.*Received: a JSON array",
+        ),
+        ("\n", r"is not valid JSON \(Expecting value: line 2 column 1"),
+    ],
+)
+def test_a_config_that_is_not_a_json_object_is_named(tmp_path, text, problem):
+    run = RunFolder(tmp_path / "r")
+    run.path.mkdir()
+    run.config_path.write_text(text, encoding="utf-8")
+    for read in (run.config, run.tiling, run.task):
+        with pytest.raises(ValueError, match=r"run config '.*config\.json' " + problem):
+            read()
+
+
+def test_metrics_that_are_not_a_json_object_give_no_threshold_and_name_the_file(tmp_path):
+    run = RunFolder(tmp_path)
+    run.metrics_path.parent.mkdir(parents=True)
+    run.metrics_path.write_text("[0.25]", encoding="utf-8")
+    threshold, path, problem = run.threshold(ScoringConfig())
+    assert threshold is None and path == run.metrics_path
+    assert "metrics.json' must hold a JSON object" in problem
 
 
 def test_threshold_is_returned_only_for_the_same_settings(tmp_path):

@@ -573,7 +573,8 @@ def test_cli_tiling_usage_errors(synthetic_root, tmp_path, capsys, args, message
             str(tmp_path / "run"),
         ]
     else:
-        argv = ["predict", str(synthetic_root), str(synthetic_root)]
+        (tmp_path / "model.keras").write_bytes(b"")  # MODEL is checked before --tile-overlap
+        argv = ["predict", str(tmp_path / "model.keras"), str(synthetic_root)]
     assert keras_skipae_cli.main(argv + flags) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

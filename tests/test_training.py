@@ -84,6 +84,31 @@ def test_learning_rate_is_applied(lr):
     assert run.history["learning_rate"][0] == pytest.approx(lr)
 
 
+@pytest.mark.parametrize("lr", [float("inf"), float("nan")])
+def test_a_learning_rate_that_is_not_finite_and_positive_is_refused(tmp_path, lr):
+    with pytest.raises(ValueError, match=r"`learning_rate` must be a finite number > 0"):
+        training.train(_tiny(), _dataset(), learning_rate=lr, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_tile_larger_than_the_images_is_refused_before_training(tmp_path, synthetic_root):
+    from keras_skipae import data
+
+    full = data.mvtec_dataset(synthetic_root, "mesh", image_size=None)
+    kwargs = dict(epochs=1, batch_size=4, run_dir=tmp_path / "run", verbose=0, tile_size=48)
+    model = {"input_shape": (48, 48, 1), "depth": 2, "filters": 4}
+    with pytest.raises(
+        ValueError,
+        match=r"at least tile_size=48 pixels a side, but the image '.*mesh/train/good/\d+\.png' "
+        r"is 32x32: .*Received: tile_size=48",
+    ):
+        training.train("aesc", full, model_kwargs=model, **kwargs)
+    assert not (tmp_path / "run").exists()
+    # Arrays of one static size: the same message, without a file.
+    with pytest.raises(ValueError, match=r"but the image is 32x32: .*Received: tile_size=48"):
+        training.train("aesc", _dataset(), model_kwargs=model, **kwargs)
+
+
 def test_one_epoch_writes_run_folder(tmp_path):
     run_dir = tmp_path / "run"
     run = training.train(

@@ -254,7 +254,10 @@ def test_non_finite_loss_stops_naming_epoch_and_step_and_keeps_the_last_finite_e
         tensorboard=False, schedule=None, validation_split=0.0,
     )  # fmt: skip
     # Stream batch 7 = epoch index 2 (third epoch), its second step.
-    with pytest.raises(training.NonFiniteLossError, match=r"epoch 3/4 .*epoch 2\), step 2\b"):
+    with pytest.raises(
+        training.NonFiniteLossError,
+        match=r"epoch 3/4 .*epoch 2\), step 2\b.* keeps the backup of epoch 2, the last finished",
+    ):
         training.train(_tiny(), _pairs(bad_batch=7, value=value), **kwargs)
     assert not (run_dir / "model.keras").exists()
     state = read_backup(run_dir / "backup")
@@ -273,6 +276,22 @@ def test_non_finite_loss_stops_naming_epoch_and_step_and_keeps_the_last_finite_e
     assert all(np.isfinite(w).all() for w in _weights(run_dir / "model.keras"))
 
 
+def test_non_finite_loss_in_the_first_epoch_claims_no_backup(tmp_path):
+    run_dir = tmp_path / "run"
+    kwargs = dict(
+        corruption=None, epochs=2, steps_per_epoch=3, run_dir=run_dir, verbose=0,
+        tensorboard=False, schedule=None, validation_split=0.0,
+    )  # fmt: skip
+    no_backup = r"step 2\b.*The run folder holds no backup of a finished epoch to resume from"
+    with pytest.raises(training.NonFiniteLossError, match=no_backup):
+        training.train(_tiny(), _pairs(bad_batch=1), **kwargs)
+    assert read_backup(run_dir / "backup") is None
+    # Without a run folder there is nothing to resume either.
+    kwargs["run_dir"] = None
+    with pytest.raises(training.NonFiniteLossError, match="without a run folder keeps no backup"):
+        training.train(_tiny(), _pairs(bad_batch=1), **kwargs)
+
+
 def test_weights_turning_non_finite_at_an_epoch_end_are_not_backed_up(tmp_path):
     class Poison(keras.callbacks.Callback):
         """After the (finite) loss of epoch 1's only step: as an update gone wrong."""
@@ -286,7 +305,9 @@ def test_weights_turning_non_finite_at_an_epoch_end_are_not_backed_up(tmp_path):
                 layer.bias.assign(np.full(layer.bias.shape, np.nan, "float32"))
 
     run_dir = tmp_path / "run"
-    with pytest.raises(training.NonFiniteLossError, match=r"weights became non-finite.*epoch 2"):
+    with pytest.raises(
+        training.NonFiniteLossError, match=r"non-finite.*epoch 2.*backup of epoch 1,"
+    ):
         training.train(
             _tiny(), _pairs(), corruption=None, epochs=4, steps_per_epoch=1, run_dir=run_dir,
             verbose=0, tensorboard=False, schedule=None, validation_split=0.0,

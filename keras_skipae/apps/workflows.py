@@ -58,7 +58,7 @@ def with_memory_bank(scoring, model, run_dir, *, data_root=None, category=None):
             "the 'memory' map's bank is fitted on; pass --data and --category."
         )
     size = None if tiling else (dcfg.get("image_size") or int(model.input_shape[1]))
-    color_mode = dcfg.get("color_mode") or ("rgb" if model.input_shape[-1] == 3 else "grayscale")
+    color_mode = run.color_mode(int(model.input_shape[-1]))
     good = data.mvtec_dataset(root, category, split="train", image_size=size, color_mode=color_mode)
     tcfg = config.get("training") or {}
     if tcfg.get("validation_split"):
@@ -155,7 +155,7 @@ def evaluate_run(
     model = run.load(best=best)
     tiling = run.tiling()
     size = None if tiling else (dcfg.get("image_size") or int(model.input_shape[1]))
-    color_mode = dcfg.get("color_mode") or ("rgb" if model.input_shape[-1] == 3 else "grayscale")
+    color_mode = run.color_mode(int(model.input_shape[-1]))
     test = data.mvtec_dataset(
         root,
         category,
@@ -298,7 +298,7 @@ def export_run(
         scoring=cfg,
         threshold=threshold,
         image_size=image_size,
-        color_mode=data.get("color_mode"),
+        color_mode=run.color_mode(int(model.input_shape[-1])),
         tile_size=tiling[0] if tiling else None,
         tile_overlap=tiling[1] if tiling else 0,
         metadata=metadata,

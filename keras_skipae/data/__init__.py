@@ -45,7 +45,7 @@ from keras_skipae.data.datasets import (
     load_image,
     mvtec_dataset,
 )
-from keras_skipae.data.pipeline import corrupt, random_crops
+from keras_skipae.data.pipeline import check_tile_size, corrupt, random_crops
 from keras_skipae.data.synthetic import (
     CATEGORIES,
     labelled_arrays,
@@ -89,6 +89,7 @@ __all__ = [
     "mvtec_dataset",
     "preview",
     "random_crops",
+    "check_tile_size",
     "serialize",
     "synthetic",
 ]

@@ -203,10 +203,17 @@ def _jpeg_info(head: bytes, path: Path, size: int):
     raise DatasetError(f"{str(path)!r} is not a valid JPEG (no frame header found).")
 
 
+def _check_folder(folder: Path, what: str) -> None:
+    """Raises a ``DatasetNotFoundError`` unless ``folder`` is a folder (a file is named so)."""
+    if folder.is_file():
+        raise DatasetNotFoundError(f"The {what} {str(folder)!r} is a file; expected a folder.")
+    if not folder.is_dir():
+        raise DatasetNotFoundError(f"The {what} {str(folder)!r} does not exist.")
+
+
 def _list_images(folder: Path, on_error: str, *, what: str) -> list[Path]:
     """Image files in ``folder`` (sorted). Other files raise / warn."""
-    if not folder.is_dir():
-        raise DatasetNotFoundError(f"The {what} folder {str(folder)!r} does not exist.")
+    _check_folder(folder, f"{what} folder")
     files = []
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or p.is_dir():
@@ -446,8 +453,7 @@ def _make_dataset(records, *, size, channels):
 def list_mvtec_categories(root) -> list[str]:
     """The category folders of an MVTec AD root (those with a train/ or test/ folder)."""
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetNotFoundError(f"The dataset root {str(root)!r} does not exist.")
+    _check_folder(root, "dataset root")
     return sorted(
         p.name
         for p in root.iterdir()
@@ -468,8 +474,7 @@ def mvtec_records(
     if split not in ("train", "test"):
         raise ValueError(f"`split` must be 'train' or 'test'. Received: split={split!r}")
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetNotFoundError(f"The dataset root {str(root)!r} does not exist.")
+    _check_folder(root, "dataset root")
     cat_dir = root / str(category)
     if not cat_dir.is_dir():
         available = list_mvtec_categories(root)

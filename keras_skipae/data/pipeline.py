@@ -26,6 +26,48 @@ def _images_only(dataset):
     )
 
 
+def check_tile_size(dataset, tile_size: int) -> None:
+    """Refuses a finite dataset of images when one is smaller than ``tile_size`` a side.
+
+    Images of a static size are checked from the element spec; images of varying size
+    (loaded at full resolution) are each read once, so that a training run on
+    :func:`random_crops` fails before it starts, naming the smallest image (and its file
+    when the elements are dicts with a ``path``), rather than with TensorFlow's assertion
+    in the middle of the pipeline.
+
+    Raises:
+        ValueError: an image is smaller than the tile (the message names ``tile_size``,
+            the tile's and the image's sizes).
+    """
+    images = _images_only(dataset)
+    shape = images.element_spec.shape
+    if shape.rank == 3 and shape[0] is not None and shape[1] is not None:
+        smallest, path = (int(shape[0]), int(shape[1])), ""
+    else:
+        spec = dataset.element_spec
+        if isinstance(spec, dict):  # one pass over the source: the size and the file
+            sizes = dataset.map(
+                lambda e: (tf.shape(e["image"])[:2], e["path"] if "path" in spec else "")
+            )
+        else:
+            sizes = images.map(lambda x: (tf.shape(x)[:2], tf.constant("")))
+
+        def keep_smaller(state, element):
+            smaller = tf.reduce_min(element[0]) < tf.reduce_min(state[0])
+            return tuple(tf.where(smaller, new, old) for new, old in zip(element, state))
+
+        big = tf.constant([2**31 - 1, 2**31 - 1], tf.int32)
+        hw, path = sizes.reduce((big, tf.constant("")), keep_smaller)
+        smallest, path = tuple(int(v) for v in hw.numpy()), path.numpy().decode()
+    if min(smallest) < tile_size:
+        named = f" {path!r}" if path else ""
+        raise ValueError(
+            f"Every image must be at least tile_size={tile_size} pixels a side, but the "
+            f"image{named} is {smallest[0]}x{smallest[1]}: pass a smaller tile_size (CLI: "
+            f"--tile-size). Received: tile_size={tile_size}"
+        )
+
+
 def random_crops(dataset, tile_size: int, *, seed=0, cache=True):
     """Random ``tile_size x tile_size`` crops of full-resolution images, one per image and pass.
 
@@ -47,7 +89,8 @@ def random_crops(dataset, tile_size: int, *, seed=0, cache=True):
 
     Returns:
         An unbatched dataset of float32 ``[tile_size, tile_size, C]`` crops. An image
-        smaller than the tile fails with an ``InvalidArgumentError`` naming the sizes.
+        smaller than the tile fails with an ``InvalidArgumentError`` naming the sizes
+        (:func:`check_tile_size` refuses such a dataset up front).
 
     Example:
         >>> full = mvtec_dataset("/data/mvtec", "carpet", image_size=None)

@@ -126,6 +126,9 @@ FORMAT = "keras_skipae.saved_model"
 
 FORMAT_VERSION = 1
 
+#: The settings JSON's entries that are objects (:func:`read_settings` checks them).
+SETTINGS_SECTIONS = ("scoring", "input", "model", "tiling")
+
 
 #: signature name -> (input dtype, outputs); ``is_anomalous`` only with a threshold.
 SIGNATURES = {
@@ -704,6 +707,7 @@ def read_settings(path) -> dict:
 
     Raises:
         FileNotFoundError: ``path`` is not such an export.
+        ValueError: the settings file is damaged (not a JSON object; the error names it).
     """
     file = Path(path) / "assets" / SETTINGS_FILE
     if not file.is_file():
@@ -711,4 +715,4 @@ def read_settings(path) -> dict:
             f"{str(path)!r} is not a keras_skipae SavedModel export: it has no "
             f"assets/{SETTINGS_FILE}."
         )
-    return json.loads(file.read_text(encoding="utf-8"))
+    return io_utils.read_json(file, what="export settings", sections=SETTINGS_SECTIONS)

@@ -314,6 +314,7 @@ class Detector:
         run = RunFolder(path)
         run.check_reconstruction("prediction")
         model = run.load(best=best, compile=False)
+        run.color_mode(int(model.input_shape[-1]))  # refuses a damaged one, as evaluate does
         cfg = ScoringConfig.resolve(scoring, caller="Detector.load")
         data = run.config().get("data") or {}
         tiling = _merge_tiling(tiles, run.tiling())

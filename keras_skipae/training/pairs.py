@@ -356,6 +356,10 @@ def _image_pipelines(
     )
     common = {"batch_size": batch_size, "stain_weight": stain_weight, "masks": masks}
     if tile_size is not None:
+        # Every image holds a tile (checked before training, naming the smallest one).
+        for images in (train_data, val_data):
+            if images is not None and not _is_pairs(images, "val_data"):
+                data.check_tile_size(images, tile_size)
         # Crops after the split (so no validation image is seen in training); the crop
         # pipeline caches the full-resolution images, corrupt() must not cache the crops.
         train_images = data.random_crops(train_images, tile_size, seed=seed)

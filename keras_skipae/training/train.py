@@ -204,8 +204,10 @@ def _check_arguments(train_data, val_data, epochs, learning_rate, batch_size, va
         )
     if int(epochs) < 1:
         raise ValueError(f"`epochs` must be >= 1. Received: epochs={epochs!r}")
-    if not float(learning_rate) > 0:
-        raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={learning_rate!r}")
+    if not 0 < float(learning_rate) < math.inf:
+        raise ValueError(
+            f"`learning_rate` must be a finite number > 0. Received: learning_rate={learning_rate!r}"
+        )
     if int(batch_size) < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size!r}")
     if not 0 <= float(validation_split) < 1:
@@ -343,7 +345,7 @@ def _callbacks(
 ) -> list:
     """The built-in callbacks, in the order they run."""
     monitor = "val_loss" if data.val_pairs is not None else "loss"
-    cbs: list = [StopOnNonFinite(epochs)]
+    cbs: list = [StopOnNonFinite(epochs, backup_dir=run.backup_dir if run is not None else None)]
     if schedule == "plateau" and reduce_lr:
         kwargs = {"monitor": monitor, "factor": 0.5, "patience": 3, "min_lr": 1e-6, "verbose": 0}
         if isinstance(reduce_lr, dict):

@@ -84,11 +84,14 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
     Args:
         epochs: the run's number of epochs (for the message).
+        backup_dir: the run's backup folder: the message says whether it holds a finished
+            epoch to resume from (None: training without a run folder).
     """
 
-    def __init__(self, epochs: int | None = None):
+    def __init__(self, epochs: int | None = None, backup_dir=None):
         super().__init__()
         self.epochs = epochs
+        self.backup_dir = backup_dir
         self._epoch = 0
         self._begin = 0
 
@@ -111,10 +114,30 @@ class StopOnNonFinite(keras.callbacks.Callback):
         raise NonFiniteLossError(
             f"The training loss is {float(loss)} at epoch {self._epoch + 1}{of} (history.csv "
             f"epoch {self._epoch}), {steps}. Training stopped; model.keras was not written. "
-            "The run folder keeps the backup of the last finished epoch: start the same "
-            "command again to resume from it (after fixing the data), or lower the "
-            "learning rate and pass --overwrite (overwrite=True) to start over."
+            + resume_hint(self.backup_dir)
         )
+
+
+def resume_hint(backup_dir) -> str:
+    """What a run stopped by non-finite values can do: resume from the newest checkpoint
+    in ``backup_dir`` if there is one, else start over (the same command would fail again)."""
+    if backup_dir is None:
+        return (
+            "Training without a run folder keeps no backup: lower the learning rate (or fix "
+            "the data) and train again."
+        )
+    state = read_backup(backup_dir)
+    if state is None:
+        return (
+            "The run folder holds no backup of a finished epoch to resume from, so the same "
+            "command would fail again: lower the learning rate (or fix the data) and pass "
+            "--overwrite (overwrite=True) to start over."
+        )
+    return (
+        f"The run folder keeps the backup of epoch {state['epoch']}, the last finished one: "
+        "start the same command again to resume from it (after fixing the data), or lower "
+        "the learning rate and pass --overwrite (overwrite=True) to start over."
+    )
 
 
 def _stateful(callback) -> tuple[str, ...]:
@@ -194,8 +217,8 @@ class RunBackup(keras.callbacks.Callback):
         if not weights_finite(self.model):
             raise NonFiniteLossError(
                 f"The weights became non-finite during epoch {epoch + 1} (history.csv epoch "
-                f"{epoch}); its backup was not written, the one of the last finite epoch "
-                "is kept. model.keras was not written."
+                f"{epoch}); its backup and model.keras were not written. "
+                + resume_hint(self.backup_dir)
             )
         write_backup(
             self.backup_dir,

@@ -360,9 +360,8 @@ class DiscrepancyRecord:
         if not json_path.exists():
             return
         try:
-            with open(json_path, encoding="utf-8") as f:
-                saved = json.load(f)
-        except (OSError, json.JSONDecodeError):
+            saved = io_utils.read_json(json_path)
+        except (OSError, ValueError):  # damaged: the monitor starts afresh
             return
         if saved.get("layers") != self.layers:
             return
