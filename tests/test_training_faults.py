@@ -23,6 +23,7 @@ import pytest
 import tensorflow as tf
 
 from keras_skipae import training
+from keras_skipae.ownership import MARKER
 from keras_skipae.runs import read_backup
 
 EPOCHS = 4
@@ -124,7 +125,8 @@ def _check_complete(run_dir):
     for path in run_dir.rglob("*"):
         if path.is_dir() or "logs" in path.relative_to(run_dir).parts:
             continue  # TensorBoard event files: records, read by TensorBoard as far as valid
-        assert not path.name.startswith("."), f"left over: {path}"
+        # The ownership marker is the one hidden file a run folder keeps.
+        assert not path.name.startswith(".") or path.name == MARKER, f"left over: {path}"
         if path.suffix == ".json":
             json.loads(path.read_text())
         elif path.suffix == ".csv":
