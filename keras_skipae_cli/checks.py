@@ -221,6 +221,14 @@ def demo(args) -> None:
 def export(args) -> None:
     _folder(args.run, "Run folder")
     args.threshold = parse_threshold(args.threshold, allow_eval=True)
+    if args.calibration is not None:
+        _folder(args.calibration, "Calibration folder")
+    _at_least(args, "batch_size", 1, optional=True)
+    if args.quantization != "float32" and args.format != "litert":
+        raise UsageError(
+            f"--quantization {args.quantization} is for --format litert (got --format "
+            f"{args.format})."
+        )
 
 
 def predict(args) -> None:

@@ -224,6 +224,9 @@ def _run_export(args):
         scoring=_scoring_config(map=args.map, smoothing=args.smoothing, score=args.score),
         best=args.best,
         overwrite=args.overwrite,
+        quantization=args.quantization,
+        calibration=args.calibration,
+        batch_size=args.batch_size,
     )
     if info["format"] == "keras":
         print(

@@ -41,6 +41,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -50,6 +51,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from keras_skipae import io_utils
 from keras_skipae.export import runtimes
 from keras_skipae.export.saved_model import (
+    _all_layers,
     _input_shape,
     _resolve_color_mode,
     _resolve_image_size,
@@ -167,6 +169,29 @@ def _check_options(format, quantization, batch_size, calibration):
             f"Expected `batch_size` None (dynamic) or >= 1. Received: batch_size={batch_size!r}"
         )
     return 1 if (format == "litert" and batch_size is None) else batch_size
+
+
+def _policy_to_float32(config):
+    """A model config with every mixed-precision dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        return {k: _policy_to_float32(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_policy_to_float32(v) for v in config]
+    return "float32" if config in ("mixed_bfloat16", "mixed_float16") else config
+
+
+def float32_model(model):
+    """``model`` if every layer computes in float32, else a float32 copy with its weights.
+
+    A model trained with mixed precision (``bfloat16`` on CPUs that have it) would put
+    bfloat16 ops in the graph, which LiteRT's builtins do not run and which would move the
+    scores away from a float32 reference; its variables are float32, so the copy is exact.
+    """
+    if all(getattr(layer, "compute_dtype", "float32") == "float32" for layer in _all_layers(model)):
+        return model
+    twin = keras.models.model_from_json(json.dumps(_policy_to_float32(json.loads(model.to_json()))))
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def scoring_function(model, scoring, threshold, image_shape, batch_size):
@@ -401,6 +426,7 @@ def export_edge(
             f"A {format} export is a {EDGE_FORMATS[format]} file. Received: path={str(path)!r}"
         )
     cfg = ScoringConfig.resolve(scoring, caller="export_edge")
+    model = float32_model(model)
     if cfg.map == "mc_dropout":
         raise ValueError(
             "map='mc_dropout' draws random dropout masks, which the edge formats do not "
