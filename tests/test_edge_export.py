@@ -140,6 +140,19 @@ def test_float_export_agrees_with_in_process(files, made, name):
     np.testing.assert_array_equal(out["is_anomalous"], want)
 
 
+def test_rgb_model_with_ssim_map_and_topk_score(tmp_path):
+    _need("litert")
+    model = ks.build_aesc(input_shape=(SIZE, SIZE, 3), depth=3, filters=4)
+    cfg = ks.ScoringConfig(map="ssim", score="topk", smoothing=2.0)
+    images = np.random.default_rng(3).random((3, SIZE, SIZE, 3), dtype=np.float32)
+    path = ks.export(model, tmp_path / "rgb.tflite", format="litert", scoring=cfg)
+    assert edge.read_edge_settings(path)["input"]["color_mode"] == "rgb"
+    out = EdgeScorer("litert", path).score(images)
+    ref = scoring.compute(model, images, cfg)
+    for key in ("anomaly_map", "score"):
+        assert _rel(out[key], ref[key].numpy()) <= RTOL, key
+
+
 @pytest.mark.parametrize("name", FLOAT)
 def test_settings_document_describes_the_file(files, made, name):
     path = _file(files, name)
