@@ -162,7 +162,9 @@ def export_run(
     io_utils.check_writable(out, overwrite=overwrite, what="export")
     run = RunFolder(run_dir)
     if format != "keras":
-        run.check_reconstruction("a SavedModel export")
+        run.check_reconstruction(
+            "a SavedModel export" if format == "saved_model" else f"a {format} export"
+        )
     model, config = run.load(best=best, compile=False), run.config()
     if format == "keras":
         path = export_keras(model, out, overwrite=overwrite)

@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import keras
@@ -243,7 +244,9 @@ def _convert_litert(fn, out, quantization, calibration, batch):
         converter.representative_dataset = _calibration_dataset(calibration, batch)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
-    out.write_bytes(converter.convert())
+    with warnings.catch_warnings():  # TF's calibrator uses its own deprecated interpreter
+        warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
+        out.write_bytes(converter.convert())
 
 
 def _convert_onnx(fn, out, document):
