@@ -328,6 +328,27 @@ def test_a_mixed_precision_model_is_exported_as_its_float32_twin(made):
     assert edge.float32_model(made["model"]) is made["model"]
 
 
+def test_ks_export_takes_a_run_folder(made, tmp_path):
+    _need("litert")
+    run = made["run"]
+    with pytest.raises(ValueError, match="has no evaluated threshold"):
+        ks.export(run, tmp_path / "a.tflite", format="litert", threshold="eval")
+    saved = ks.export(run, tmp_path / "sm", format="saved_model", verify=False, jit_compile=False)
+    assert ks.export.read_settings(saved)["input"]["image_size"] == [SIZE, SIZE]
+    assert ks.export(run, tmp_path / "m.keras", format="keras").is_file()
+    # int8 without calibration images: the run's training split (its config's data root)
+    path = ks.export(run, tmp_path / "i8.tflite", format="litert", quantization="int8")
+    doc = edge.read_edge_settings(path)
+    assert doc["verification"]["images"] == 8 and doc["metadata"]["run_dir"] == str(run)
+    det = ks.Detector.load(saved, threshold=1.0)
+    assert type(det._backend).__name__ == "SavedModelScorer"
+    keras_det = ks.Detector(made["model"], threshold=1.0)
+    assert type(keras_det._backend).__name__ == "KerasScorer"
+    a = [p.score for p in det.predict(made["images"])]
+    b = [p.score for p in keras_det.predict(made["images"])]
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
 def test_ks_export_is_the_module_and_the_entry_point():
     assert callable(ks.export)
     assert ks.export.export_saved_model is ks.export_saved_model
