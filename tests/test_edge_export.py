@@ -28,6 +28,8 @@ from keras_skipae.inference.scorers import EdgeScorer
 SIZE = 32
 RTOL = edge.FLOAT_RTOL
 
+pytestmark = pytest.mark.slow  # the module's fixture trains a run and converts six files
+
 # The runtimes are pip packages with wheels for Linux, macOS and Windows on x86-64 and
 # arm64; a platform without a wheel (or an install without the extras) skips their tests.
 _SKIP = {
