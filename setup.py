@@ -15,6 +15,11 @@ from setuptools import find_packages, setup
 
 TF_RANGE = ">=2.16,<2.22"
 
+# The edge exports' runtimes (and ONNX's converter); each is imported only when used.
+LITERT = ["ai-edge-litert>=1.2,<3"]
+ONNX = ["onnx>=1.16,<2", "onnxruntime>=1.18,<2", "tf2onnx>=1.16,<2"]
+OPENVINO = ["openvino>=2024.4,<2027"]
+
 setup(
     name="keras-skipae",
     version="0.1.0",
@@ -51,6 +56,11 @@ setup(
         "notebooks": ["jupyterlab>=4", "jupytext>=1.15", "ipykernel>=6.25"],
         "dev": ["ruff>=0.5"],
         "bench": ["torch>=2.2,<3"],
+        # Edge runtimes and converters (docs/export.md#edge-formats); "edge" is all three.
+        "litert": LITERT,
+        "onnx": ONNX,
+        "openvino": OPENVINO,
+        "edge": LITERT + ONNX + OPENVINO,
     },
     # The launcher lives outside keras_skipae, whose import loads TensorFlow.
     entry_points={"console_scripts": ["keras-skipae=keras_skipae_cli:main"]},

@@ -312,6 +312,70 @@ for ax in axes.ravel():
 plt.show()
 
 # %% [markdown]
+# ## Export for a small device: LiteRT, full integer (int8)
+#
+# A Raspberry Pi, an Android tablet or a Coral board runs LiteRT files.
+# `ks.export(model, path, format="litert", quantization="int8", calibration=...)`
+# writes one `.tflite` file holding the same scoring graph (reconstruction, map,
+# smoothing, score and the decision), with int8 weights and activations,
+# calibrated on good training images, and uint8 input (scale 1/255). Before the
+# file is moved into place it is run by LiteRT in a fresh process and compared
+# with the in-process scores; the settings document lands beside it as
+# `<file>.json`. (`format="onnx"` and `format="openvino"` work the same way, in
+# float32: [docs/export.md](../docs/export.md#edge-formats).)
+
+# %%
+calibration = np.stack([e["image"].numpy() for e in train])  # the 24 good training images
+tflite_file = ks.export(
+    model,
+    work_dir / "aesc_nut_int8.tflite",
+    format="litert",
+    quantization="int8",
+    calibration=calibration,
+    threshold=result.threshold,
+)
+edge_settings = json.loads(Path(f"{tflite_file}.json").read_text())
+print(f"{tflite_file.name}: {tflite_file.stat().st_size / 1e3:.0f} kB")
+print(json.dumps({k: edge_settings["runtime"][k] for k in ("quantization", "input_dtype")}))
+print("verification:", edge_settings["verification"]["max_difference"]["score"])
+
+# %% [markdown]
+# On the device only the LiteRT runtime is needed (`pip install ai-edge-litert`,
+# or the Android / C++ libraries): no TensorFlow, no keras_skipae. The file takes
+# raw 8-bit pixels, one image per call:
+
+# %%
+from ai_edge_litert.interpreter import Interpreter
+
+interpreter = Interpreter(model_path=str(tflite_file))
+runner = interpreter.get_signature_runner("serving_default")
+spec = runner.get_input_details()["images"]
+print("input:", spec["dtype"].__name__, spec["shape"], "(scale, zero point):", spec["quantization"])
+outputs = [runner(images=images_u8[i : i + 1]) for i in range(len(images_u8))]
+int8_scores = np.concatenate([o["score"] for o in outputs])
+int8_decisions = np.concatenate([o["is_anomalous"] for o in outputs])
+
+# %% [markdown]
+# Against the float SavedModel on the test images: the scores move by about a
+# percent, and the decisions and the image AUROC are what to check on your own
+# data before you deploy an int8 file (`bench/bench_export.py` measures them).
+
+# %%
+float_scores = served["score"].numpy()
+labels = test_batch["label"]
+print(f"largest score difference: {np.abs(int8_scores - float_scores).max():.4f}")
+print(f"decisions agreeing: {np.mean(int8_decisions == served['is_anomalous'].numpy()):.0%}")
+for name, scores in (("float SavedModel", float_scores), ("LiteRT int8", int8_scores)):
+    print(f"{name:>16}: image AUROC {ks.evaluation.metrics.image_auroc(labels, scores):.3f}")
+fig, ax = plt.subplots(figsize=(4, 4))
+ax.scatter(float_scores, int8_scores, c=labels, cmap="coolwarm")
+ax.axline((0, 0), slope=1, color="gray", lw=0.8)
+ax.set(xlabel="float SavedModel score", ylabel="LiteRT int8 score", title="int8 vs float")
+plt.show()
+
+# %% [markdown]
 # From the shell, the same exports come from a training run folder:
 # `keras-skipae export runs/carpet saved_models/aesc_carpet --threshold ...`, and
-# `saved_model_cli show --dir saved_models/aesc_carpet --all` lists the signatures.
+# `saved_model_cli show --dir saved_models/aesc_carpet --all` lists the signatures;
+# `keras-skipae export runs/carpet carpet_int8.tflite --format litert --quantization int8`
+# calibrates on the run's training split.

@@ -270,6 +270,14 @@ def export(args) -> None:
     _run(args.run)
     _finite(args, "smoothing", positive=False, optional=True)
     args.threshold = parse_threshold(args.threshold, allow_eval=True)
+    if args.calibration is not None:
+        _folder(args.calibration, "Calibration folder")
+    _at_least(args, "batch_size", 1, optional=True)
+    if args.quantization != "float32" and args.format != "litert":
+        raise UsageError(
+            f"--quantization {args.quantization} is for --format litert (got --format "
+            f"{args.format})."
+        )
 
 
 def predict(args) -> None:

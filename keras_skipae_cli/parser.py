@@ -342,15 +342,44 @@ def _add_demo(sub):
 def _add_export(sub):
     p = sub.add_parser(
         "export",
-        help="export a trained run as a TF SavedModel (scoring signatures) or a .keras file",
+        help="export a trained run as a TF SavedModel (scoring signatures), a .keras file, "
+        "or a LiteRT / ONNX / OpenVINO file (the whole scoring graph)",
         description="Export RUN's model.keras to OUT. The SavedModel scores images on its own "
         "(signatures serving_default: float32 in [0, 1]; serving_uint8; reconstruct; "
         "reconstruct_uint8) and records its settings in OUT/assets/keras_skipae.json. "
-        "The image size and colour mode come from the run's config.json.",
+        "The image size and colour mode come from the run's config.json. --format litert, "
+        "onnx or openvino writes OUT (.tflite, .onnx, .xml) with the scoring graph inside and "
+        "its settings in OUT.json (docs/export.md#edge-formats).",
     )
     p.add_argument("run", help="run folder written by `keras-skipae train`")
-    p.add_argument("out", help="SavedModel folder to create (or a .keras file)")
-    p.add_argument("--format", choices=("saved_model", "keras"), default="saved_model")
+    p.add_argument(
+        "out", help="SavedModel folder to create (or a .keras, .tflite, .onnx or .xml file)"
+    )
+    p.add_argument(
+        "--format",
+        choices=("saved_model", "keras", "litert", "onnx", "openvino"),
+        default="saved_model",
+    )
+    p.add_argument(
+        "--quantization",
+        choices=("float32", "dynamic_range", "int8"),
+        default="float32",
+        help="LiteRT only: float32 (default), dynamic_range (int8 weights) or int8 (full "
+        "integer, uint8 input, calibrated on --calibration or the run's training split)",
+    )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        metavar="DIR",
+        help="folder of good images: the int8 calibration set and the verification images "
+        "of an edge export (default for int8: the run's training split)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="fixed batch size of an edge export (default: 1 for LiteRT, dynamic otherwise)",
+    )
     p.add_argument(
         "--threshold",
         default=None,

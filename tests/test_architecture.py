@@ -34,7 +34,8 @@ ALLOWED = {
     "runs": {"io_utils", "ownership", "scoring"},
     "training": _PRIMITIVES | _CORE | {"scoring", "analysis", "runs"},
     "evaluation": _PRIMITIVES | {"scoring"},
-    "export": _PRIMITIVES | {"models", "scoring"},
+    # export: ks.export takes a run folder (runs) and reads calibration images (data)
+    "export": _PRIMITIVES | {"models", "data", "scoring", "runs"},
     # prediction: a workflow over run folders, exports and the scoring
     "inference": _PRIMITIVES | {"models", "data", "scoring", "runs", "export"},
     "apps": _PRIMITIVES

@@ -61,8 +61,10 @@ EXPECTED = {
             r"is_anomalous: \[",
             r"\.keras reloaded with safe_mode=True",
             r"keras_skipae imported: False",
+            r"LiteRT int8: image AUROC (\d\.\d+)",
+            r"decisions agreeing: \d+%",
         ],
-        "min_figures": 4,
+        "min_figures": 5,
     },
     "06_fewer_skips": {
         "patterns": [

@@ -227,6 +227,9 @@ def _run_export(args):
         scoring=_scoring_config(map=args.map, smoothing=args.smoothing, score=args.score),
         best=args.best,
         overwrite=args.overwrite,
+        quantization=args.quantization,
+        calibration=args.calibration,
+        batch_size=args.batch_size,
     )
     if info["format"] == "keras":
         print(
@@ -241,10 +244,16 @@ def _run_export(args):
         f"score={s['score']}, threshold="
         + (f"{t:.6g} ({info['threshold_source']})" if t is not None else "none")
     )
-    print(
-        "signatures: serving_default (float32 in [0, 1]), serving_uint8, reconstruct, "
-        "reconstruct_uint8; settings: assets/keras_skipae.json"
-    )
+    if info["format"] == "saved_model":
+        print(
+            "signatures: serving_default (float32 in [0, 1]), serving_uint8, reconstruct, "
+            "reconstruct_uint8; settings: assets/keras_skipae.json"
+        )
+    else:
+        print(
+            f"{info['format']} file, verified in its runtime in a fresh process; "
+            f"settings: {info['path'].name}.json"
+        )
     if info["hint"]:
         print(f"note: {info['hint']}")
     return 0

@@ -11,6 +11,8 @@ from keras_skipae import data, evaluation, io_utils, ownership, plotting, traini
 from keras_skipae.analysis import LayerDiscrepancy, make_probe_pairs, paper_trend
 from keras_skipae.data.corruptions import Stains
 from keras_skipae.evaluation.evaluate import check_output_folder
+from keras_skipae.export.api import calibration_images
+from keras_skipae.export.edge import EDGE_FORMATS, export_edge
 from keras_skipae.export.keras import export_keras
 from keras_skipae.export.saved_model import EXPORT_ENTRIES, check_threshold, export_saved_model
 from keras_skipae.models.taps import base_model, tap_names
@@ -202,6 +204,9 @@ def export_run(
     scoring: ScoringConfig | dict | None = None,
     best: bool = False,
     overwrite: bool = False,
+    quantization: str = "float32",
+    calibration=None,
+    batch_size: int | None = None,
     **legacy,
 ) -> dict:
     """Exports the model of a run folder written by ``keras_skipae.train``.
@@ -212,8 +217,9 @@ def export_run(
 
     Args:
         run_dir: the run folder.
-        out: the SavedModel folder, or the ``.keras`` file.
-        format: ``"saved_model"`` or ``"keras"``.
+        out: the SavedModel folder, or the ``.keras``, ``.tflite``, ``.onnx`` or ``.xml`` file.
+        format: ``"saved_model"``, ``"keras"``, or an edge format (``"litert"``, ``"onnx"``,
+            ``"openvino"``: :func:`keras_skipae.export.export_edge`).
         threshold: None, a number, or ``"eval"``: the production threshold
             ``keras-skipae evaluate RUN`` wrote to ``<run>/evaluation/metrics.json``
             (refused if it was computed with other scoring settings).
@@ -221,6 +227,10 @@ def export_run(
         best: export ``best.keras`` instead of ``model.keras``.
         overwrite: replace an existing ``out``: only an export keras_skipae made, outside
             the run (:func:`keras_skipae.ownership.check_replaceable`).
+        quantization: LiteRT's ``"float32"``, ``"dynamic_range"`` or ``"int8"``.
+        calibration: a folder of good images (int8 calibration and verification); None:
+            for int8, the run's training split.
+        batch_size: the edge file's fixed batch size (None: LiteRT 1, else dynamic).
 
     Returns:
         A dict: ``path``, ``format``, ``threshold``, ``threshold_source``,
@@ -232,9 +242,10 @@ def export_run(
             model (its SavedModel would score anomaly maps); ``format="keras"`` exports it.
     """
 
-    if format not in ("saved_model", "keras"):
+    if format not in ("saved_model", "keras", *EDGE_FORMATS):
         raise ValueError(
-            f"Expected `format` to be 'saved_model' or 'keras'. Received: format={format!r}"
+            "Expected `format` to be 'saved_model', 'keras', 'litert', 'onnx' or 'openvino'. "
+            f"Received: format={format!r}"
         )
     if scoring is None and any(v is not None for v in legacy.values()):
         scoring = ScoringConfig.resolve(None, caller="export_run", **legacy)
@@ -249,7 +260,9 @@ def export_run(
     )
     run = RunFolder(run_dir)
     if format != "keras":
-        run.check_reconstruction("a SavedModel export")
+        run.check_reconstruction(
+            "a SavedModel export" if format == "saved_model" else f"a {format} export"
+        )
     model, config = run.load(best=best, compile=False), run.config()
     if format == "keras":
         path = export_keras(model, out, overwrite=overwrite)
@@ -292,6 +305,30 @@ def export_run(
         "threshold_source": source,
         "run_config": {k: config.get(k) for k in ("model", "data", "corruption", "training")},
     }
+    if format in EDGE_FORMATS:
+        path = _export_run_edge(
+            run_dir,
+            model,
+            out,
+            format=format,
+            config=config,
+            tiling=tiling,
+            scoring=cfg,
+            threshold=threshold,
+            metadata=metadata,
+            quantization=quantization,
+            calibration=calibration,
+            batch_size=batch_size,
+            overwrite=overwrite,
+        )
+        return {
+            "path": path,
+            "format": format,
+            "threshold": threshold,
+            "threshold_source": source,
+            "settings": cfg.to_dict(),
+            "hint": hint,
+        }
     path = export_saved_model(
         model,
         out,
@@ -312,6 +349,38 @@ def export_run(
         "settings": cfg.to_dict(),
         "hint": hint,
     }
+
+
+def _export_run_edge(run_dir, model, out, *, format, config, tiling, calibration, **kwargs):
+    """:func:`export_run`'s edge formats: the run's image size and colour mode, and its
+    training split as the int8 calibration set unless ``calibration`` names a folder."""
+    if tiling:
+        raise ValueError(
+            f"The run {str(run_dir)!r} scores images tile by tile, which a {format} export "
+            "does not do; export it as a SavedModel (--format saved_model)."
+        )
+    data_cfg = config.get("data") or {}
+    size = data_cfg.get("image_size")
+    hw = (size, size) if isinstance(size, int) else tuple(size or model.input_shape[1:3])
+    shape = (*hw, model.input_shape[-1])
+    source = calibration
+    if source is None and kwargs["quantization"] == "int8":
+        if not data_cfg.get("root"):
+            raise ValueError(
+                f"The run {str(run_dir)!r} records no data folder to calibrate the int8 export "
+                "on: pass a folder of good images (--calibration DIR)."
+            )
+        source = (data_cfg["root"], data_cfg.get("category"))
+    images = None if source is None else calibration_images(source, shape)
+    return export_edge(
+        model,
+        out,
+        format=format,
+        image_size=size,
+        color_mode=data_cfg.get("color_mode"),
+        calibration=images,
+        **kwargs,
+    )
 
 
 def _probe_images(config, *, data_root, category, n, seed, image_shape):

@@ -45,6 +45,7 @@ from keras_skipae.data.datasets import (
     load_image,
     resize_image,
 )
+from keras_skipae.export.edge import edge_format, read_edge_settings
 from keras_skipae.export.saved_model import (
     SETTINGS_FILE,
     XLA_SIGNATURE,
@@ -52,6 +53,7 @@ from keras_skipae.export.saved_model import (
     load_saved_model,
     read_settings,
 )
+from keras_skipae.inference.scorers import EdgeScorer, KerasScorer, SavedModelScorer
 from keras_skipae.ops.device import MeasuredJit
 from keras_skipae.ops.tiling import check_tiling
 from keras_skipae.runs import RunFolder
@@ -141,7 +143,8 @@ class Detector:
 
     Attributes:
         source: what was loaded (a path, or None).
-        kind: ``"run"``, ``"saved_model"``, ``"keras"`` or ``"model"``.
+        kind: ``"run"``, ``"saved_model"``, ``"keras"``, ``"model"``, or the edge
+            formats ``"litert"``, ``"onnx"`` and ``"openvino"``.
         scoring: the :class:`~keras_skipae.scoring.ScoringConfig` in use.
         threshold: the production threshold (None: ``is_anomalous`` is None).
         threshold_source: where the threshold came from (a file, ``"explicit"``), or
@@ -149,7 +152,7 @@ class Detector:
         image_size: the model's ``(height, width)``: every image is resized to it
             (with tiling: the tile's size; images are not resized).
         channels: 1 (grayscale) or 3 (RGB); files are read in that colour mode.
-        model: the Keras model that scores (None for a SavedModel): a model trained in
+        model: the Keras model that scores (None for a SavedModel or an edge export): a model trained in
             mixed precision is replaced by its float32 twin
             (:func:`~keras_skipae.scoring.float32_model`), as in ``evaluate`` and the export.
         tiling: ``(tile_size, tile_overlap)`` when images are scored tile by tile at
@@ -173,8 +176,9 @@ class Detector:
         tile_batch_size: int = DEFAULT_TILE_BATCH,
         _served=None,
         _channels: int | None = None,
+        _backend=None,
     ):
-        if model is None and _served is None:
+        if model is None and _served is None and _backend is None:
             raise ValueError("Expected a Keras `model`. Received: model=None")
         self.tiling = _check_detector_tiling(tile_size, tile_overlap)
         self.model = None if model is None else float32_model(model)  # scores in float32
@@ -198,6 +202,7 @@ class Detector:
                 image_shape=(*self.image_size, self.channels),
                 jit_compile=jit_compile,
             )
+            self._backend = KerasScorer(self._scorer)
             if self.tiling is not None:
                 if tuple(self.image_size) != (self.tiling[0],) * 2:
                     raise ValueError(
@@ -218,6 +223,7 @@ class Detector:
             self.image_size = _resolve_size(image_size, (None, None), self.source)
             self.channels = int(_channels)
             self._served = _served
+            self._backend = _backend or SavedModelScorer(_served[1])
         if self.channels not in _COLOR_MODES:
             raise ValueError(
                 f"Expected a model with 1 or 3 input channels. Received: {self.channels} "
@@ -246,7 +252,8 @@ class Detector:
         tile_size: int | None = None,
         tile_overlap: int | None = None,
     ) -> Detector:
-        """Loads a run folder, an exported SavedModel folder or a ``.keras`` file.
+        """Loads a run folder, an exported SavedModel folder, a ``.keras`` file or an edge
+        export (``.tflite``, ``.onnx``, OpenVINO ``.xml``).
 
         * **Run folder** (``keras-skipae train``): ``model.keras`` (``best.keras`` with
           ``best=True``), the image size and colour mode of ``config.json``, and the
@@ -257,6 +264,9 @@ class Detector:
           from ``assets/keras_skipae.json``.
         * **``.keras`` file**: the model only: default scoring (or ``scoring=``) and no
           threshold unless ``threshold=`` is given (a warning says so).
+        * **Edge export** (:func:`keras_skipae.export.export_edge`): the file in its runtime
+          (LiteRT, ONNX Runtime, OpenVINO; imported only then, a missing one names the extra
+          to install), with the settings and threshold of ``<file>.json`` beside it.
 
         Args:
             path: the folder or file.
@@ -289,6 +299,8 @@ class Detector:
             return cls._load_saved_model(p, threshold, scoring, image_size, tiles)
         if p.is_dir() and RunFolder(p).config_path.is_file():
             return cls._load_run(p, threshold, scoring, best, image_size, jit_compile, tiles)
+        if p.is_file() and edge_format(p) is not None:
+            return cls._load_edge(p, threshold, scoring, image_size, tiles)
         if p.is_file() and p.suffix == ".keras":
             model = io_utils.load_keras_file(p, compile=False)
             return cls(
@@ -306,7 +318,8 @@ class Detector:
             )
         raise FileNotFoundError(
             f"{str(p)!r} is not a run folder (no config.json), a keras_skipae SavedModel "
-            f"export (no assets/{SETTINGS_FILE}) or a .keras file."
+            f"export (no assets/{SETTINGS_FILE}), a .keras file or an edge export (.tflite, "
+            ".onnx, .xml)."
         )
 
     @classmethod
@@ -387,6 +400,46 @@ class Detector:
             tile_overlap=tiling[1] if tiling else 0,
             _served=(loaded, served_scorer(loaded, tiling)),
             _channels=int(inp.get("channels") or settings["model"]["input_shape"][-1]),
+        )
+
+    @classmethod
+    def _load_edge(cls, path, threshold, scoring, image_size, tiles):
+        """A LiteRT, ONNX or OpenVINO export, scored in its runtime (:class:`EdgeScorer`)."""
+        fmt = edge_format(path)
+        settings = read_edge_settings(path)
+        if tiles[0] is not None or tiles[1]:
+            raise ValueError(
+                f"The {fmt} export {str(path)!r} scores whole images at its fixed size; "
+                f"tiling is for run folders and SavedModels. Received: tile_size={tiles[0]!r}"
+            )
+        cfg = ScoringConfig.from_dict(settings.get("scoring") or {})
+        if scoring is not None:
+            differ = cfg.differences(ScoringConfig.resolve(scoring, caller="Detector.load"))
+            if differ:
+                raise ValueError(
+                    f"The {fmt} export {str(path)!r} scores with the settings it was exported "
+                    f"with; export again to change them. Received: scoring differing in "
+                    f"{', '.join(differ)}"
+                )
+        backend = EdgeScorer(fmt, path)
+        h, w, channels = backend.input_shape
+        if image_size is not None:
+            _resolve_size(image_size, (h, w), path)  # refuses a size other than the file's
+        source, note = "explicit", None
+        if threshold is None:
+            threshold = settings.get("threshold")
+            source = f"{path}.json"
+            note = f"the {fmt} file was exported without a threshold"
+        return cls(
+            scoring=cfg,
+            threshold=threshold,
+            image_size=(h, w),
+            source=path,
+            kind=fmt,
+            threshold_source=source,
+            threshold_note=note,
+            _channels=int(channels),
+            _backend=backend,
         )
 
     # ------------------------------------------------------------------ describing
@@ -620,11 +673,7 @@ class Detector:
         ``images``: float32 ``[B, h, w, C]`` in [0, 1], ``(h, w) == image_size``. The one
         place that calls the model; a tiled scorer replaces it for large frames.
         """
-        if self.model is not None:
-            out = self._scorer(tf.constant(images))
-        else:
-            out = self._served[1](images=tf.constant(images))
-        return {k: out[k].numpy() for k in ("reconstruction", "anomaly_map", "score")}
+        return self._backend.score(images)
 
     def _score_tiled(self, images: list[np.ndarray]) -> dict[str, list]:
         """Scores full-resolution images tile by tile, one call per run of equal sizes.
