@@ -46,8 +46,13 @@ def _run(path) -> None:
         )
 
 
+#: The model files ``predict`` takes: a Keras model and the edge exports (LiteRT, ONNX, OpenVINO).
+MODEL_FILES = (".keras", ".tflite", ".onnx", ".xml")
+
+
 def _model(path) -> None:
-    """``predict``'s MODEL: a run folder, a SavedModel export or a ``.keras`` file."""
+    """``predict``'s MODEL: a run folder, a SavedModel export or a model file
+    (:data:`MODEL_FILES`)."""
     path = Path(path)
     _exists(path, "Model")
     if path.is_dir():
@@ -56,10 +61,10 @@ def _model(path) -> None:
                 f"Model {str(path)!r} is neither a run folder (no config.json) nor a "
                 f"keras_skipae SavedModel export (no {SAVED_MODEL_SETTINGS})."
             )
-    elif path.suffix != ".keras":
+    elif path.suffix not in MODEL_FILES:
         raise UsageError(
-            f"Model {str(path)!r} is not a .keras file; expected a run folder, a SavedModel "
-            "folder or a .keras file."
+            f"Model {str(path)!r} is not a model file; expected a run folder, a SavedModel "
+            f"folder or a {', '.join(MODEL_FILES)} file."
         )
 
 

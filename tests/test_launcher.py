@@ -108,7 +108,10 @@ def test_a_folder_that_is_not_a_run_is_refused_before_tensorflow(tmp_path):
         (["discrepancy", folder, folder], not_a_run),
         (["evaluate", file], r"Run folder '.*model\.h5' is a file; expected a folder\."),
         (["predict", folder, folder], r"Model '.*notes' is neither a run folder .* nor a "),
-        (["predict", file, folder], r"Model '.*model\.h5' is not a \.keras file"),
+        (
+            ["predict", file, folder],
+            r"Model '.*model\.h5' is not a model file; .* \.keras, \.tflite, \.onnx, \.xml",
+        ),
     ]:
         assert re.search(expected, _refused_before_tf(*argv)), argv
 
