@@ -321,26 +321,19 @@ def export_run(
             batch_size=batch_size,
             overwrite=overwrite,
         )
-        return {
-            "path": path,
-            "format": format,
-            "threshold": threshold,
-            "threshold_source": source,
-            "settings": cfg.to_dict(),
-            "hint": hint,
-        }
-    path = export_saved_model(
-        model,
-        out,
-        scoring=cfg,
-        threshold=threshold,
-        image_size=image_size,
-        color_mode=run.color_mode(int(model.input_shape[-1])),
-        tile_size=tiling[0] if tiling else None,
-        tile_overlap=tiling[1] if tiling else 0,
-        metadata=metadata,
-        overwrite=overwrite,
-    )
+    else:
+        path = export_saved_model(
+            model,
+            out,
+            scoring=cfg,
+            threshold=threshold,
+            image_size=image_size,
+            color_mode=run.color_mode(int(model.input_shape[-1])),
+            tile_size=tiling[0] if tiling else None,
+            tile_overlap=tiling[1] if tiling else 0,
+            metadata=metadata,
+            overwrite=overwrite,
+        )
     return {
         "path": path,
         "format": format,
