@@ -40,6 +40,13 @@ def import_runtime(module: str, extra: str):
         ) from None
 
 
+def _float_images(images):
+    """uint8 images scaled to [0, 1], anything else as float32 (the float files' input)."""
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    return images.astype(np.float32, copy=False)
+
+
 def _check_images(images, shape, path):
     images = np.asarray(images)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape):
@@ -128,10 +135,7 @@ class OnnxRunner:
         self._names = [o.name for o in self._session.get_outputs()]
 
     def run(self, images) -> dict:
-        images = _check_images(images, self.input_shape, self.path)
-        if images.dtype == np.uint8:
-            images = images.astype(np.float32) / 255.0
-        images = images.astype(np.float32, copy=False)
+        images = _float_images(_check_images(images, self.input_shape, self.path))
         parts = []
         for chunk, n in _chunks(images, self.batch):
             out = self._session.run(self._names, {"images": chunk})
@@ -158,10 +162,7 @@ class OpenVINORunner:
         self._outputs = [(o.get_any_name(), o) for o in self._compiled.outputs]
 
     def run(self, images) -> dict:
-        images = _check_images(images, self.input_shape, self.path)
-        if images.dtype == np.uint8:
-            images = images.astype(np.float32) / 255.0
-        images = images.astype(np.float32, copy=False)
+        images = _float_images(_check_images(images, self.input_shape, self.path))
         parts = []
         for chunk, n in _chunks(images, self.batch):
             out = self._compiled(chunk)
