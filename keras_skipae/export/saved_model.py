@@ -104,6 +104,7 @@ from keras_skipae.models.precision import float32_model, model_precision
 from keras_skipae.models.taps import base_model
 from keras_skipae.ops.device import MEASURED, resolve_jit_compile
 from keras_skipae.ops.tiling import WINDOW_FLOOR, check_tiling
+from keras_skipae.runs import COLOR_MODES
 from keras_skipae.scoring import (
     DEFAULT_TILE_BATCH,
     ScoringConfig,
@@ -146,9 +147,6 @@ TILED_SIGNATURE = ("serving_tiled", "float32", SIGNATURES["serving_default"][1])
 #: compiled with XLA (name, input dtype, outputs). ``Detector`` times both per input shape
 #: and keeps the faster (``docs/decisions.md#xla-auto``).
 XLA_SIGNATURE = ("serving_xla", "float32", SIGNATURES["serving_default"][1])
-
-
-_COLOR_MODES = {"grayscale": 1, "rgb": 3}
 
 
 _OUTPUTS_DOC = {
@@ -223,14 +221,14 @@ def _resolve_image_size(image_size, model_hw, multiple):
 def _resolve_color_mode(color_mode, channels):
     if color_mode is None:
         return {1: "grayscale", 3: "rgb"}.get(channels)
-    if color_mode not in _COLOR_MODES:
+    if color_mode not in COLOR_MODES:
         raise ValueError(
             f"Expected `color_mode` to be 'grayscale', 'rgb' or None. Received: "
             f"color_mode={color_mode!r}"
         )
-    if _COLOR_MODES[color_mode] != channels:
+    if COLOR_MODES[color_mode] != channels:
         raise ValueError(
-            f"`color_mode` {color_mode!r} needs {_COLOR_MODES[color_mode]} channel(s), but the "
+            f"`color_mode` {color_mode!r} needs {COLOR_MODES[color_mode]} channel(s), but the "
             f"model takes {channels}. Received: color_mode={color_mode!r}"
         )
     return color_mode

@@ -56,7 +56,7 @@ from keras_skipae.export.saved_model import (
 from keras_skipae.inference.scorers import EdgeScorer, KerasScorer, SavedModelScorer
 from keras_skipae.ops.device import MeasuredJit
 from keras_skipae.ops.tiling import check_tiling
-from keras_skipae.runs import RunFolder
+from keras_skipae.runs import COLOR_MODES, RunFolder
 from keras_skipae.scoring import (
     DEFAULT_TILE_BATCH,
     ScoringConfig,
@@ -71,7 +71,8 @@ from keras_skipae.scoring import (
 #: it as a Prediction whose ``error`` holds the message (and whose results are None).
 ON_ERROR = ("raise", "skip", "report")
 
-_COLOR_MODES = {1: "grayscale", 3: "rgb"}
+#: channels -> colour mode (the inverse of :data:`keras_skipae.runs.COLOR_MODES`).
+_COLOR_MODES = {c: m for m, c in COLOR_MODES.items()}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
