@@ -53,7 +53,7 @@ from bench_common import fmt as _f  # noqa: E402
 
 
 def _corruption(name):
-    from keras_skipae import training
+    from keras_skipae import data
 
     if name == "none":
         return None
@@ -61,7 +61,7 @@ def _corruption(name):
         return "auto"
     if name.lstrip().startswith("{"):  # a serialized corruption, e.g. more stains per image
         name = json.loads(name)
-    return training.get_corruption(name)
+    return data.get(name)
 
 
 def _scoring_for(scoring, name, model, val, train=None):

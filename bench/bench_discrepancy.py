@@ -246,7 +246,7 @@ def main(argv=None):
         n_test_defect=6,
         seed=args.seed,
     )
-    channels = data.synthetic._SPEC[args.category][0]
+    channels = data.synthetic.CHANNELS[args.category]
     color_mode = "rgb" if channels == 3 else "grayscale"
     train_ds = data.mvtec_dataset(
         root, args.category, "train", image_size=args.image_size, color_mode=color_mode

@@ -1,4 +1,6 @@
-"""Safe file output: temporary name + rename, and no silent clobbering.
+"""Safe file output (temporary name + rename, no silent clobbering), and the small
+conversions every layer shares: :func:`read_json` / :func:`write_json`,
+:func:`write_png_atomic`, :func:`to_uint8`, :func:`as_text` and :func:`parse_image_size`.
 
 Every file or folder keras_skipae writes for a user goes through these helpers,
 so an interrupted write never leaves a half-written file under the final name,
@@ -22,6 +24,7 @@ import contextlib
 import errno
 import fnmatch
 import json
+import numbers
 import os
 import shutil
 import tempfile
@@ -288,3 +291,106 @@ def load_keras_file(
         raise ValueError(
             f"Could not load the {what} {str(path)!r}: a damaged zip archive ({one_line(exc)})"
         ) from exc
+
+
+def as_text(value) -> str:
+    """``value`` as ``str``: bytes (e.g. a ``tf.string`` element) decoded as UTF-8, with
+    undecodable bytes replaced; anything else through ``str``."""
+    if isinstance(value, bytes | bytearray | np.bytes_):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def to_uint8(image) -> np.ndarray:
+    """Float pixel values in [0, 1] as uint8: clipped to [0, 1], times 255, rounded to the
+    nearest integer (halves to even, as ``np.round``). A uint8 array is returned as is."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def encode_png(image, *, bgr: bool = False) -> bytes:
+    """The PNG file of an 8- or 16-bit image ``[H, W]``, ``[H, W, 1]`` or ``[H, W, 3]``
+    (RGB, or already OpenCV's BGR with ``bgr=True``; ``[H, W, 4]`` is taken as is).
+
+    Raises:
+        ValueError: the array is not an image OpenCV can write as PNG.
+    """
+    import cv2  # heavy: only the image writers need it
+
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    elif image.ndim == 3 and image.shape[-1] == 3 and not bgr:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if image.ndim not in (2, 3) or image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(
+            "Expected a uint8 or uint16 image [H, W] or [H, W, C] to write as PNG. "
+            f"Received: an array of shape {image.shape} and dtype {image.dtype}"
+        )
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode an image of shape {image.shape} as PNG.")
+    return encoded.tobytes()
+
+
+def write_png_atomic(
+    path: str | os.PathLike,
+    image,
+    *,
+    overwrite: bool = True,
+    bgr: bool = False,
+    what: str = "image",
+) -> Path:
+    """Writes ``image`` (see :func:`encode_png`) as a PNG file, atomically.
+
+    Args:
+        path: the PNG file.
+        image: uint8 / uint16 ``[H, W]``, ``[H, W, 1]`` or ``[H, W, 3]``.
+        overwrite: replace an existing file (refused otherwise).
+        bgr: the channels are already in OpenCV's BGR order.
+        what: how errors name the file.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    data = encode_png(image, bgr=bgr)
+    with atomic_path(path, overwrite=overwrite, what=what) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def parse_image_size(image_size, *, allow_none: bool = True) -> tuple[int, int] | None:
+    """``image_size`` as a ``(height, width)`` pair of positive ints.
+
+    Args:
+        image_size: an int (a square side), a ``(height, width)`` pair of ints, or None.
+        allow_none: whether None is accepted (and returned as None).
+
+    Raises:
+        ValueError: anything else, or a side below 1.
+    """
+    if image_size is None and allow_none:
+        return None
+    if _is_int(image_size):
+        size = (int(image_size), int(image_size))
+    else:
+        try:
+            size = tuple(image_size)
+        except TypeError:
+            size = ()
+        if len(size) != 2 or not all(_is_int(v) for v in size):
+            none = "None, " if allow_none else ""
+            raise ValueError(
+                f"Expected `image_size` to be {none}an int or a (height, width) pair of ints. "
+                f"Received: image_size={image_size!r}"
+            )
+        size = (int(size[0]), int(size[1]))
+    if min(size) < 1:
+        raise ValueError(f"Expected a positive `image_size`. Received: image_size={image_size!r}")
+    return size
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_skipae import data as ks_data
 from keras_skipae import training
 
 
@@ -367,16 +368,6 @@ def test_default_corruption_is_stains_and_recorded(tmp_path):
     assert isinstance(data.deserialize(run.config["corruption"]), data.Stains)
 
 
-def test_get_corruption_mixes():
-    from keras_skipae import data
-
-    mix = training.get_corruption("stains+scratches")
-    assert isinstance(mix, data.OneOf)
-    assert isinstance(training.get_corruption("stains"), data.Stains)
-    with pytest.raises(ValueError, match="Unknown corruption 'nope'"):
-        training.get_corruption("stains+nope")
-
-
 def test_stain_weight_weights_the_corrupted_pixels():
     from keras_skipae import data
 
@@ -425,7 +416,7 @@ def test_integer_images_are_rescaled_with_or_without_corruption(corruption):
         iter(
             training.pairs._make_pairs(
                 ds,
-                training.get_corruption(corruption) if corruption else None,
+                ks_data.get(corruption) if corruption else None,
                 batch_size=4,
                 seed=0,
                 shuffle=False,

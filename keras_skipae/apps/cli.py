@@ -14,6 +14,7 @@ from pathlib import Path
 
 
 def _run_synth(args):
+    from keras_skipae.apps import synth_preview
     from keras_skipae.data import synthetic
 
     root = synthetic.make_dataset(
@@ -28,7 +29,7 @@ def _run_synth(args):
     )
     print(f"wrote {root} ({', '.join(args.categories or synthetic.list_categories())})")
     if args.preview:
-        for path in synthetic.preview(
+        for path in synth_preview.preview(
             root, categories=args.categories, image_size=args.image_size, seed=args.seed
         ):
             print(f"wrote {path}")

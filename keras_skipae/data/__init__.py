@@ -52,10 +52,7 @@ from keras_skipae.data.synthetic import (
     labelled_dataset,
     list_categories,
     make_dataset,
-    preview,
 )
-
-corruption = corruptions  # the module's name before 0.2
 
 __all__ = [
     "Anomalies",
@@ -72,7 +69,6 @@ __all__ = [
     "Scratches",
     "Stains",
     "corrupt",
-    "corruption",
     "corruptions",
     "pipeline",
     "datasets",
@@ -87,7 +83,6 @@ __all__ = [
     "load_image",
     "make_dataset",
     "mvtec_dataset",
-    "preview",
     "random_crops",
     "check_tile_size",
     "serialize",

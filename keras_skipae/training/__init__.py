@@ -11,7 +11,7 @@ The run folder's layout lives in :mod:`keras_skipae.runs`.
 
 from keras_skipae.runs import RUN_FILES, load_run, read_history
 from keras_skipae.training.callbacks import NonFiniteLossError, TimeLimit
-from keras_skipae.training.pairs import DEFAULT_STAIN_WEIGHT, get_corruption, split_validation
+from keras_skipae.training.pairs import DEFAULT_STAIN_WEIGHT, split_validation
 from keras_skipae.training.runtime import (
     PRECISIONS,
     get_strategy,
@@ -29,7 +29,6 @@ __all__ = [
     "RUN_FILES",
     "TimeLimit",
     "TrainingRun",
-    "get_corruption",
     "get_strategy",
     "load_run",
     "make_builder",

@@ -89,31 +89,6 @@ def split_validation(dataset, fraction: float = 0.1, seed: int = 0):
     return train_part, val_part
 
 
-def get_corruption(identifier):
-    """A corruption from a name, a config or an object; ``"a+b"`` mixes them.
-
-    ``"stains+scratches"`` is ``OneOf([Stains(), Scratches()])``: each batch gets
-    stains or thin scratches (uniformly). Mixing in scratches is an option of the
-    recipe for the AESc's known weak spot: trained on blob-shaped stains only, it
-    learns to repair blobs, and passes thin scratches and cracks through its skips.
-
-    Args:
-        identifier: a :class:`keras_skipae.data.Corruption`, a serialized dict, a
-            name for :func:`keras_skipae.data.get` or names joined by ``+``.
-    """
-
-    if isinstance(identifier, str) and "+" in identifier:
-        return data.OneOf([data.get(part.strip()) for part in identifier.split("+")])
-    return data.get(identifier)
-
-
-def _default_corruption(masks: bool = False):
-    """Stains for a reconstruction model; :class:`~keras_skipae.data.Anomalies` (stains
-    among other kinds) for a model with an anomaly head
-    (``docs/decisions.md#anomaly-head``)."""
-    return data.Anomalies() if masks else data.Stains()
-
-
 def _describe_corruption(corruption) -> dict | None:
     if corruption is None:
         return None
@@ -227,12 +202,16 @@ class _Data:
 
 
 def _resolve_corruption(train_data, val_data, corruption, validation_split, masks=False):
-    """``(pairs_given, corruption object or None)``."""
+    """``(pairs_given, corruption object or None)``: whether ``train_data`` already yields
+    pairs, else the corruption to make them with (names and configs through
+    :func:`keras_skipae.data.get`)."""
     if not _is_pairs(train_data):
-        if corruption == "auto":
-            return False, _default_corruption(masks)
+        if isinstance(corruption, str) and corruption == "auto":
+            # stains for a reconstruction model; Anomalies (stains among other kinds)
+            # for a model with an anomaly head (docs/decisions.md#anomaly-head)
+            return False, data.Anomalies() if masks else data.Stains()
         if isinstance(corruption, str | dict):
-            return False, get_corruption(corruption)
+            return False, data.get(corruption)
         return False, corruption
     if corruption not in ("auto", None):
         raise ValueError(

@@ -483,7 +483,7 @@ def train(
         task: ``"reconstruction"`` (the default) or ``"segmentation"`` (see above).
         corruption: ``"auto"`` (:class:`keras_skipae.data.Stains` for image
             datasets), a corruption object, a name or serialized config for
-            :func:`get_corruption` (``"stains"``, ``"scratches"``,
+            :func:`keras_skipae.data.get` (``"stains"``, ``"scratches"``,
             ``"stains+scratches"``, ...), or
             None (learn the identity: a plain autoencoder recipe). With
             ``task="segmentation"``: ``"auto"`` or None (nothing is corrupted).

@@ -368,11 +368,11 @@ class Anomalies(Corruption):
     head trained on masks needs clean examples), and otherwise gets one
     anomaly kind, drawn with probabilities proportional to ``weights``:
 
-    * ``"stains"``: :class:`~keras_skipae.data.corruption.Stains` (filled grey blobs);
+    * ``"stains"``: :class:`~keras_skipae.data.corruptions.Stains` (filled grey blobs);
     * ``"self_paste"``: :class:`SelfPaste` (misplaced texture);
     * ``"texture_blend"``: :class:`TextureBlend` (contamination, misprints);
     * ``"intensity_shift"``: :class:`IntensityShift` (discolouration);
-    * ``"scratches"``: :class:`~keras_skipae.data.corruption.Scratches` (thin lines).
+    * ``"scratches"``: :class:`~keras_skipae.data.corruptions.Scratches` (thin lines).
 
     Default: weight 0.2 each, ``p_clean=0.1``, so each kind has probability 0.18.
     All kinds with a positive weight are computed for the whole batch and each

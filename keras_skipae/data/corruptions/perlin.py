@@ -484,7 +484,7 @@ def perlin_mask(
             (None: independent, as DRAEM). The default 2 (at most 4:1
             stretched noise) keeps long thin streaks, which in DRAEM make up a
             third of the regions, to a minority (thin lines are
-            :class:`~keras_skipae.data.corruption.Scratches`' job).
+            :class:`~keras_skipae.data.corruptions.Scratches`' job).
         octaves: octaves of the noise (DRAEM: 1).
         rotate: rotate the noise by a random angle per image (DRAEM: yes).
 
