@@ -67,7 +67,7 @@ def _child(pipeline: str, folder: str, image_size: int, color_mode: str) -> dict
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from keras_skipae.data import datasets
+    from keras_skipae.data import datasets, images
 
     size = (image_size, image_size)
     ds = datasets.folder_dataset(folder, image_size=size, color_mode=color_mode)
@@ -80,7 +80,7 @@ def _child(pipeline: str, folder: str, image_size: int, color_mode: str) -> dict
             img = tf.io.decode_image(
                 tf.io.read_file(path), channels=0, dtype=tf.float32, expand_animations=False
             )
-            img = datasets._to_channels(img, channels)
+            img = images._to_channels(img, channels)
             img = tf.image.resize(img, size, method="bilinear", antialias=True)
             return {"image": tf.clip_by_value(img, 0.0, 1.0)}
 

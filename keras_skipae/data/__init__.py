@@ -6,7 +6,9 @@
   :class:`Compose` / :class:`OneOf`; :func:`corrupt` (:mod:`keras_skipae.data.pipeline`)
   is the tf.data pipeline that turns images into batched ``(corrupted, target)`` pairs.
 * :mod:`keras_skipae.data.datasets`: :func:`mvtec_dataset` (MVTec AD layout) and
-  :func:`folder_dataset` (a folder of good images).
+  :func:`folder_dataset` (a folder of good images); the file checks they run first are
+  in :mod:`~keras_skipae.data.image_files` (:func:`image_info`), the decoding in
+  :mod:`~keras_skipae.data.images` (:func:`load_image`, :func:`resize_image`).
 * :mod:`keras_skipae.data.synthetic`: procedural inspection data in the MVTec AD
   layout (:func:`make_dataset`), and a seeded labelled split in memory
   (:func:`labelled_dataset`).

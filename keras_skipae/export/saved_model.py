@@ -90,7 +90,6 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import numbers
 import tempfile
 from pathlib import Path
 
@@ -185,25 +184,9 @@ def _input_shape(model) -> tuple:
 
 def _resolve_image_size(image_size, model_hw, multiple):
     """(H, W) for the signature: the model's, or the requested one (validated)."""
-    if image_size is None:
+    size = io_utils.parse_image_size(image_size)
+    if size is None:
         return tuple(model_hw)
-    if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
-        size = (int(image_size), int(image_size))
-    else:
-        try:
-            size = tuple(image_size)
-        except TypeError:
-            size = ()
-        if len(size) != 2 or not all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in size
-        ):
-            raise ValueError(
-                "Expected `image_size` to be None, an int or a (height, width) pair. "
-                f"Received: image_size={image_size!r}"
-            )
-        size = (int(size[0]), int(size[1]))
-    if min(size) < 1:
-        raise ValueError(f"Expected a positive `image_size`. Received: image_size={image_size!r}")
     for got, fixed in zip(size, model_hw):
         if fixed is not None and got != fixed:
             raise ValueError(

@@ -570,7 +570,7 @@ class Detector:
             images = self._check_array(images, name="dataset element")
             for j, image in enumerate(images):
                 p = None if path is None else path[j if batched else 0]
-                yield _Item(index, None if p is None else _text(p), image)
+                yield _Item(index, None if p is None else io_utils.as_text(p), image)
                 index += 1
 
     def _check_array(self, array: np.ndarray, name: str = "x") -> np.ndarray:
@@ -776,26 +776,11 @@ def list_image_files(paths) -> list[Path]:
     return files
 
 
-def _text(value) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def _resolve_size(image_size, model_hw, source) -> tuple[int, int]:
     """The model's input size, or ``image_size`` where the model takes any size."""
-    if image_size is not None:
-        if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
-            size = (int(image_size), int(image_size))
-        else:
-            try:
-                size = tuple(int(v) for v in image_size)
-            except (TypeError, ValueError):
-                size = ()
-            if len(size) != 2:
-                raise ValueError(
-                    "Expected `image_size` to be an int or a (height, width) pair. "
-                    f"Received: image_size={image_size!r}"
-                )
-        if min(size) < 1 or any(m is not None and m != s for m, s in zip(model_hw, size)):
+    size = io_utils.parse_image_size(image_size)
+    if size is not None:
+        if any(m is not None and m != s for m, s in zip(model_hw, size)):
             raise ValueError(
                 f"The model takes {model_hw[0]}x{model_hw[1]} images. Received: "
                 f"image_size={image_size!r}"
