@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_skipae import data as C
 from keras_skipae.data.corruptions import anomalies as A
+from keras_skipae.data.corruptions import fills as F
 from keras_skipae.data.corruptions import perlin as P
 from keras_skipae.data.corruptions import rng
 
@@ -177,7 +178,7 @@ def test_texture_blend_follows_draems_formula():
 
 def test_texture_kinds_are_smooth_or_striped_not_white_noise():
     x = tf.fill([12, 64, 64, 1], 0.5)
-    tex = P._texture_of(x, SEED, color=False).numpy()[..., 0]
+    tex = F._texture_of(x, SEED, color=False).numpy()[..., 0]
     assert tex.min() >= 0.0 and tex.max() <= 1.0
     span = tex.max(axis=(1, 2)) - tex.min(axis=(1, 2))
     assert np.median(span) > 0.1

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_skipae.data.corruptions.base import get
+from keras_skipae.data import corruptions
+from keras_skipae.io_utils import as_text
 
 
 def _images_only(dataset):
@@ -58,7 +59,7 @@ def check_tile_size(dataset, tile_size: int) -> None:
 
         big = tf.constant([2**31 - 1, 2**31 - 1], tf.int32)
         hw, path = sizes.reduce((big, tf.constant("")), keep_smaller)
-        smallest, path = tuple(int(v) for v in hw.numpy()), path.numpy().decode()
+        smallest, path = tuple(int(v) for v in hw.numpy()), as_text(path.numpy())
     if min(smallest) < tile_size:
         named = f" {path!r}" if path else ""
         raise ValueError(
@@ -136,6 +137,21 @@ def random_crops(dataset, tile_size: int, *, seed=0, cache=True):
     return tf.data.Dataset.zip((ds, seeds)).map(crop, num_parallel_calls=2, deterministic=True)
 
 
+def _float_images(dataset):
+    """The images of ``dataset`` as float32 ``[H, W, C]`` in [0, 1] (integers rescaled);
+    a shape that is not static raises ``ValueError``."""
+    ds = _images_only(dataset)
+    shape = ds.element_spec.shape
+    if shape.rank != 3 or None in shape.as_list():
+        raise ValueError(
+            "corrupt() needs images of a static shape [H, W, C] (give the dataset "
+            f"an image_size). Received element shape {shape}"
+        )
+    if ds.element_spec.dtype.is_integer:  # e.g. uint8 in [0, 255] -> float32 in [0, 1]
+        return ds.map(lambda x: tf.image.convert_image_dtype(x, tf.float32))
+    return ds.map(lambda x: tf.cast(x, tf.float32))
+
+
 def corrupt(
     dataset,
     corruption,
@@ -193,20 +209,10 @@ def corrupt(
         >>> pairs = corrupt(train, Stains(), seed=0, batch_size=16)
         >>> model.fit(pairs, epochs=10)
     """
-    corruption = get(corruption)
+    corruption = corruptions.get(corruption)
     if int(batch_size) < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size!r}")
-    ds = _images_only(dataset)
-    shape = ds.element_spec.shape
-    if shape.rank != 3 or None in shape.as_list():
-        raise ValueError(
-            "corrupt() needs images of a static shape [H, W, C] (give the dataset "
-            f"an image_size). Received element shape {shape}"
-        )
-    if ds.element_spec.dtype.is_integer:  # e.g. uint8 in [0, 255] -> float32 in [0, 1]
-        ds = ds.map(lambda x: tf.image.convert_image_dtype(x, tf.float32))
-    else:
-        ds = ds.map(lambda x: tf.cast(x, tf.float32))
+    ds = _float_images(dataset)
     if cache:
         ds = ds.cache(cache) if isinstance(cache, str) else ds.cache()
     if shuffle:
@@ -216,16 +222,23 @@ def corrupt(
     elif repeat:
         ds = ds.repeat(int(repeat))
     ds = ds.batch(int(batch_size), drop_remainder=bool(drop_remainder))
-    seeds = tf.data.Dataset.random(seed=int(seed) + 1, rerandomize_each_iteration=True).batch(
+    ds = _corrupt_batches(ds, corruption, int(seed), with_mask, num_parallel_calls)
+    if prefetch:
+        ds = ds.prefetch(prefetch)
+    return ds
+
+
+def _corrupt_batches(batches, corruption, seed: int, with_mask: bool, num_parallel_calls):
+    """``batches`` corrupted, each with a stateless seed from ``Dataset.random(seed + 1)``
+    (new seeds on every pass)."""
+    seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(
         2, drop_remainder=True
     )
-    ds = tf.data.Dataset.zip((ds, seeds))
 
     def apply(images, s):
         corrupted, target, mask = corruption(images, s)
         return (corrupted, target, mask) if with_mask else (corrupted, target)
 
-    ds = ds.map(apply, num_parallel_calls=num_parallel_calls, deterministic=True)
-    if prefetch:
-        ds = ds.prefetch(prefetch)
-    return ds
+    return tf.data.Dataset.zip((batches, seeds)).map(
+        apply, num_parallel_calls=num_parallel_calls, deterministic=True
+    )

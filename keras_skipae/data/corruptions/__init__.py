@@ -23,29 +23,22 @@ The stain model is the one of Collin & De Vleeschouwer, ICPR 2020 (arXiv
 Müller (arXiv 2511.07233). :class:`Anomalies` mixes stains and scratches with
 DRAEM-like regions (Zavrtanik et al., ICCV 2021) cut from Perlin noise and filled
 with the batch's own texture, a procedural texture or a colour shift
-(:mod:`~keras_skipae.data.corruptions.anomalies`, :mod:`~keras_skipae.data.corruptions.perlin`):
+(:mod:`~keras_skipae.data.corruptions.anomalies`, :mod:`~keras_skipae.data.corruptions.fills`,
+:mod:`~keras_skipae.data.corruptions.perlin`):
 the training anomalies of the learned head. One file per family; none imports
 :mod:`keras_skipae.data.synthetic`, which makes the benchmark's test defects.
 """
 
-from keras_skipae.data.corruptions.anomalies import (
-    Anomalies,
-    IntensityShift,
-    SelfPaste,
-    TextureBlend,
-)
+from keras_skipae.data.corruptions.anomalies import Anomalies
 from keras_skipae.data.corruptions.base import Corruption, deserialize, get, serialize
 from keras_skipae.data.corruptions.combinators import Compose, OneOf
+from keras_skipae.data.corruptions.fills import IntensityShift, SelfPaste, TextureBlend
 from keras_skipae.data.corruptions.lines import Drops, Scratches
 from keras_skipae.data.corruptions.noise import GaussianNoise, NoiseOnTop
 from keras_skipae.data.corruptions.perlin import perlin_mask, perlin_noise
 from keras_skipae.data.corruptions.stains import Stains
 
 __all__ = [
-    "Anomalies",
-    "IntensityShift",
-    "SelfPaste",
-    "TextureBlend",
     "Anomalies",
     "IntensityShift",
     "SelfPaste",

@@ -61,6 +61,12 @@ def _changed_mask(a, b):
     return tf.cast(tf.reduce_any(tf.not_equal(a, b), axis=-1, keepdims=True), tf.float32)
 
 
+def _select(flags, a, b):
+    """Per-image select: ``a`` where the bool ``[B]`` flag is set, else ``b``."""
+    shape = [-1] + [1] * (a.shape.rank - 1)
+    return tf.where(tf.reshape(flags, shape), a, b)
+
+
 # Every Corruption subclass, by class name, and the lower-case names `get` accepts.
 _REGISTRY: dict[str, type] = {}
 _ALIASES: dict[str, str] = {}

@@ -227,89 +227,6 @@ def _fractal(
     return total
 
 
-def _texture_of(images, seed, color):
-    """Procedural textures ``[B, H, W, C']`` in [0, 1] (C' = 1 or C), one random kind per image.
-
-    Kinds (equally likely): clouds (fractal Perlin noise of a coarse lattice),
-    grain (Perlin noise of 4-8 px cells), and stripes of random frequency,
-    angle, sharpness and Perlin warp (wood grain, print lines). The grey pattern
-    is mapped between two random levels per image: grey for single-channel
-    images (or ``color=False``), colours of random saturation otherwise.
-    """
-    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
-    batch = tf.shape(images)[0]
-    side = min(height, width)
-    kind = rng.randint(tf.stack([batch]), rng.xla_sub_seed(seed, 1), 0, 2)  # clouds, grain, stripes
-    fine = max(1, int(math.floor(math.log2(max(side / 4.0, 1.0)))))  # 2**fine: ~4 px cells
-    coarse = rng.randint(tf.stack([batch, 2]), rng.xla_sub_seed(seed, 2), 0, min(3, fine))
-    noise = _fractal(
-        height,
-        width,
-        batch,
-        rng.xla_sub_seed(seed, 3),
-        coarse[:, 0],
-        coarse[:, 1],
-        min(3, fine),
-        2,
-        0.5,
-        None,
-    )
-    fine_e = rng.randint(tf.stack([batch, 2]), rng.xla_sub_seed(seed, 4), max(fine - 1, 0), fine)
-    grain = _fractal(
-        height,
-        width,
-        batch,
-        rng.xla_sub_seed(seed, 5),
-        fine_e[:, 0],
-        fine_e[:, 1],
-        fine,
-        1,
-        0.5,
-        None,
-    )
-    # Stripes: f cycles per image side, log-uniform in [2, side / 6], in 1/16 steps.
-    # The phase is computed in integers (exact), so it rounds alike in compiled
-    # and eager code; only the warp adds rounding.
-    f_hi = max(side / 6.0, 2.0)
-    freq16 = np.unique(np.round(16.0 * np.geomspace(2.0, f_hi, 256))).astype(np.int64)
-    kf = rng.randint(tf.stack([batch]), rng.xla_sub_seed(seed, 6), 0, len(freq16) - 1)
-    f = tf.gather(tf.constant(freq16), kf)[:, None, None]  # int64 [B, 1, 1]: 16 x cycles
-    rot = _random_rotation(batch, rng.xla_sub_seed(seed, 11))  # multiples of 2**-12
-    yy = tf.range(height, dtype=tf.float32)[None, :, None]
-    xx = tf.range(width, dtype=tf.float32)[None, None, :]
-    d = rot[:, 1, None, None] * xx + rot[:, 0, None, None] * yy  # exact
-    modulus = 16 * 4096 * side
-    num = tf.math.floormod(f * tf.cast(d * 4096.0, tf.int64), modulus)
-    u = rng.xla_uniform(tf.stack([batch, 3]), rng.xla_sub_seed(seed, 12))
-    phi, warp, sharp = u[:, 0], 0.5 * u[:, 1], 1.0 + 7.0 * u[:, 2]
-    cycles = (
-        tf.cast(num, tf.float32) * (1.0 / modulus)
-        + phi[:, None, None]
-        + warp[:, None, None] * noise
-    )
-    wave = tf.sin(2.0 * math.pi * (cycles - tf.math.floor(cycles)))  # (floormod is slow on CPU)
-    stripes = tf.math.sigmoid(sharp[:, None, None] * wave)
-    gain = rng.xla_uniform(tf.stack([batch]), rng.xla_sub_seed(seed, 7), 0.5, 1.5)[:, None, None]
-    cloud = tf.clip_by_value(
-        0.5 + gain * tf.where(tf.equal(kind, 1)[:, None, None], grain, noise), 0.0, 1.0
-    )
-    pattern = tf.where(tf.equal(kind, 2)[:, None, None], stripes, cloud)[..., None]
-    cl = channels if (color and channels > 1) else 1
-    levels = rng.xla_uniform(tf.stack([batch, 2, 1]), rng.xla_sub_seed(seed, 8))
-    if cl > 1:
-        hue = rng.xla_uniform(tf.stack([batch, 2, cl]), rng.xla_sub_seed(seed, 9))
-        sat = rng.xla_uniform(tf.stack([batch, 1, 1]), rng.xla_sub_seed(seed, 10))
-        levels = levels + sat * (hue - levels)
-    c0, c1 = levels[:, 0, None, None, :], levels[:, 1, None, None, :]  # [B, 1, 1, C']
-    return c0 + (c1 - c0) * pattern
-
-
-def _select(flags, a, b):
-    """Per-image select: ``a`` where the bool ``[B]`` flag is set, else ``b``."""
-    shape = [-1] + [1] * (a.shape.rank - 1)
-    return tf.where(tf.reshape(flags, shape), a, b)
-
-
 # --------------------------------------------------------------------------- noise and regions
 
 
@@ -508,6 +425,3 @@ def perlin_mask(
     )
     region = _top_fraction(noise, area, rng.xla_sub_seed(seed, 2))
     return tf.cast(region, tf.float32)[..., None]
-
-
-# --------------------------------------------------------------------------- fills
