@@ -24,6 +24,7 @@ import contextlib
 import errno
 import fnmatch
 import json
+import math
 import numbers
 import os
 import shutil
@@ -193,9 +194,22 @@ def _json_default(value):
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def jsonable(obj):
-    """``obj`` as plain JSON types (a JSON round trip with the package's encoder)."""
-    return json.loads(json.dumps(obj, default=_json_default))
+def jsonable(obj, *, allow_nan: bool = True):
+    """``obj`` as plain JSON types (a JSON round trip with the package's encoder: NumPy
+    scalars and arrays, paths); with ``allow_nan=False``, NaN and infinite floats become
+    None (strict JSON)."""
+    value = json.loads(json.dumps(obj, default=_json_default))
+    return value if allow_nan else _finite(value)
+
+
+def _finite(value):
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def read_json(path: str | os.PathLike, *, what: str = "JSON file", sections=()) -> dict:
@@ -294,8 +308,10 @@ def load_keras_file(
 
 
 def as_text(value) -> str:
-    """``value`` as ``str``: bytes (e.g. a ``tf.string`` element) decoded as UTF-8, with
-    undecodable bytes replaced; anything else through ``str``."""
+    """``value`` as ``str``: bytes (e.g. a ``tf.string`` element, also as a 0-d array)
+    decoded as UTF-8, with undecodable bytes replaced; anything else through ``str``."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
     if isinstance(value, bytes | bytearray | np.bytes_):
         return bytes(value).decode("utf-8", "replace")
     return str(value)

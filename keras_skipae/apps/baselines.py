@@ -25,6 +25,7 @@ import numpy as np
 
 from keras_skipae import scoring
 from keras_skipae.evaluation import metrics
+from keras_skipae.io_utils import as_text
 
 __all__ = [
     "GaussianBaseline",
@@ -170,9 +171,7 @@ def load_arrays(dataset) -> dict:
     arrays = {k: np.stack(v) for k, v in out.items()}
     for key in ("defect_type", "path"):
         if key in arrays:
-            arrays[key] = np.array(
-                [v.decode() if isinstance(v, bytes) else str(v) for v in arrays[key]]
-            )
+            arrays[key] = np.array([as_text(v) for v in arrays[key]])
     return arrays
 
 

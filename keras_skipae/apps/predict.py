@@ -234,13 +234,13 @@ def _colour_map(anomaly_map: np.ndarray, threshold: float | None) -> np.ndarray:
 
     top = 2.0 * threshold if threshold is not None and threshold > 0 else float(anomaly_map.max())
     scaled = np.clip(anomaly_map / max(top, 1e-12), 0.0, 1.0)
-    return cv2.applyColorMap(np.round(scaled * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.applyColorMap(io_utils.to_uint8(scaled), cv2.COLORMAP_JET)
 
 
 def _overlay(image: np.ndarray, heat: np.ndarray, anomaly_map, threshold) -> np.ndarray:
     import cv2
 
-    base = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+    base = io_utils.to_uint8(image)
     base = cv2.cvtColor(base, cv2.COLOR_GRAY2BGR) if base.shape[-1] == 1 else base[..., ::-1]
     blended = cv2.addWeighted(np.ascontiguousarray(base), 0.6, heat, 0.4, 0.0)
     if threshold is not None:
@@ -248,16 +248,6 @@ def _overlay(image: np.ndarray, heat: np.ndarray, anomaly_map, threshold) -> np.
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(blended, contours, -1, (255, 255, 255), 1)
     return blended
-
-
-def _write_png(path: Path, image: np.ndarray, overwrite: bool) -> None:
-    import cv2
-
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"Cannot encode {str(path)!r} as PNG.")
-    with io_utils.atomic_path(path, overwrite=overwrite, what="output image") as tmp:
-        tmp.write_bytes(encoded.tobytes())
 
 
 def predict_to_folder(
@@ -373,11 +363,23 @@ def predict_to_folder(
                     name = _output_name(index, p.path)
                     if save_maps:
                         files_out[0] = f"{MAPS}/{name}"
-                        _write_png(out_dir / files_out[0], heat, replace_maps)
+                        io_utils.write_png_atomic(
+                            out_dir / files_out[0],
+                            heat,
+                            overwrite=replace_maps,
+                            bgr=True,
+                            what="output image",
+                        )
                     if overlay:
                         files_out[1] = f"{OVERLAYS}/{name}"
                         image = _overlay(p.image, heat, p.anomaly_map, thr)
-                        _write_png(out_dir / files_out[1], image, replace_maps)
+                        io_utils.write_png_atomic(
+                            out_dir / files_out[1],
+                            image,
+                            overwrite=replace_maps,
+                            bgr=True,
+                            what="output image",
+                        )
                 decision = (
                     "" if p.is_anomalous is None else ("anomalous" if p.is_anomalous else "normal")
                 )

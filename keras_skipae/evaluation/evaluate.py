@@ -33,10 +33,9 @@ from keras_skipae.evaluation import metrics as _metrics
 from keras_skipae.evaluation.report import (
     EVALUATION_ENTRIES,
     OUTPUT_FILES,
-    _to_uint8,
     _write_outputs,
 )
-from keras_skipae.io_utils import write_text
+from keras_skipae.io_utils import as_text, jsonable, to_uint8, write_text
 from keras_skipae.ownership import check_replaceable
 
 
@@ -100,7 +99,7 @@ class EvaluationResult:
         for f in dataclasses.fields(self):
             if f.name in ("scores", "labels", "defect_types", "paths"):
                 continue
-            out[f.name] = _clean(getattr(self, f.name))
+            out[f.name] = jsonable(getattr(self, f.name), allow_nan=False)
         if include_images:
             out["images"] = [
                 {"path": p, "defect_type": d, "label": int(lab), "score": float(s)}
@@ -149,28 +148,6 @@ class EvaluationResult:
         if path is not None:
             write_text(path, text, overwrite=overwrite)
         return text
-
-
-def _clean(value):
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _to_str(value) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        return _to_str(value.item())
-    return str(value)
 
 
 def _iter_batches(data, batch_size: int) -> Iterator[dict]:
@@ -244,7 +221,7 @@ def _labels_of(batch, n):
     if "label" in batch:
         return np.asarray(batch["label"]).reshape(-1).astype(int)
     if "defect_type" in batch:
-        return np.array([0 if _to_str(d) == "good" else 1 for d in batch["defect_type"]])
+        return np.array([0 if as_text(d) == "good" else 1 for d in batch["defect_type"]])
     return None
 
 
@@ -282,10 +259,10 @@ def _score_dataset(scorer, data, batch_size, *, keep, progress, desc, channels=N
             labels = np.zeros(n, int)
         out["labels"].append(labels)
         if "defect_type" in batch:
-            out["defect_types"] += [_to_str(d) for d in batch["defect_type"]]
+            out["defect_types"] += [as_text(d) for d in batch["defect_type"]]
         else:
             out["defect_types"] += ["good" if lab == 0 else "defective" for lab in labels]
-        out["paths"] += [_to_str(p) for p in batch["path"]] if "path" in batch else [""] * n
+        out["paths"] += [as_text(p) for p in batch["path"]] if "path" in batch else [""] * n
         if not keep:
             continue
         maps = result["anomaly_map"].numpy()
@@ -301,8 +278,8 @@ def _score_dataset(scorer, data, batch_size, *, keep, progress, desc, channels=N
         else:
             has_masks = False
         out["maps"].append(maps.astype(np.float32))
-        out["images"].append(_to_uint8(images))
-        out["recons"].append(_to_uint8(result["reconstruction"].numpy()))
+        out["images"].append(to_uint8(images))
+        out["recons"].append(to_uint8(result["reconstruction"].numpy()))
     if not out["scores"]:
         raise ValueError(f"Received an empty dataset ({desc}): no image to evaluate.")
     arrays = {
@@ -345,7 +322,7 @@ def _check_images(images, batch, channels) -> None:
         return
     bad = ~np.isfinite(images.reshape(len(images), -1)).all(axis=1)
     if bad.any():
-        where = [_to_str(p) for p in np.asarray(batch["path"])[bad]] if "path" in batch else []
+        where = [as_text(p) for p in np.asarray(batch["path"])[bad]] if "path" in batch else []
         where = where if any(where) else [f"batch image {i}" for i in np.flatnonzero(bad)]
         raise ValueError(
             f"Expected finite pixel values. Received: NaN or infinite values in {len(where)} "

@@ -35,6 +35,8 @@ import math
 
 import numpy as np
 
+from keras_skipae.io_utils import as_text
+
 __all__ = [
     "DEFAULT_MAX_FPR",
     "DEFAULT_PERCENTILE",
@@ -519,7 +521,7 @@ def compute_metrics(
     result = _subset_metrics(labels, scores, masks, maps, threshold, max_fpr)
     per_defect = {}
     if defect_types is not None:
-        defect_types = np.asarray([_as_str(d) for d in np.asarray(defect_types).reshape(-1)])
+        defect_types = np.asarray([as_text(d) for d in np.asarray(defect_types).reshape(-1)])
         if defect_types.size != labels.size:
             raise ValueError(
                 f"Expected one defect type per image. Received: {defect_types.size} defect "
@@ -538,9 +540,3 @@ def compute_metrics(
             )
     result["per_defect"] = per_defect
     return result
-
-
-def _as_str(value) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    return str(value)

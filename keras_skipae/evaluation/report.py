@@ -26,13 +26,6 @@ EVALUATION_ENTRIES = (*OUTPUT_FILES.values(), "training_preview.png")
 _CASES_PER_GROUP = 2
 
 
-def _to_uint8(x):
-    x = np.asarray(x)
-    if x.dtype == np.uint8:
-        return x
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-
-
 def _write_outputs(result, test, paths, *, overwrite):
     import matplotlib.pyplot as plt
 

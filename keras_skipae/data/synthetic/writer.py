@@ -11,7 +11,7 @@ import tensorflow as tf
 from keras_skipae import ownership
 from keras_skipae.data.synthetic.categories import CATEGORIES, DEFECTS
 from keras_skipae.data.synthetic.defects import generate_sample
-from keras_skipae.io_utils import atomic_path, write_png_atomic
+from keras_skipae.io_utils import atomic_path, encode_png
 
 DATASET_MARKER = ".keras_skipae_synthetic"
 """The marker file ``make_dataset`` left in a dataset root before
@@ -113,15 +113,23 @@ def _write_category(base: Path, cat: str, size: int, counts, seed: int) -> None:
         img, mask = generate_sample(
             cat, image_size=size, defect=defect, seed=[seed, cid, split_id, i]
         )
-        write_png_atomic(base / split / folder / f"{i:03d}.png", img)
+        _write_png(base / split / folder / f"{i:03d}.png", img)
         if defect is not None:
-            mask_path = base / "ground_truth" / folder / f"{i:03d}_mask.png"
-            write_png_atomic(mask_path, mask.astype(np.uint8) * 255)
+            _write_png(
+                base / "ground_truth" / folder / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255
+            )
+
+
+def _write_png(path: Path, image) -> None:
+    """A PNG inside the dataset's temporary folder (which is renamed when complete, so the
+    files themselves need no atomic write)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_png(image))
 
 
 #: The third seed word of :func:`labelled_arrays`: ``make_dataset`` uses 0 (train) and
-#: 1 ... 1 + len(DEFECTS[category]) (test), the ``synth --preview`` figures other seed shapes, so the
-#: labelled images never repeat a benchmark image.
+#: 1 ... 1 + len(DEFECTS[category]) (test), the ``synth --preview`` figures other seed
+#: shapes, so the labelled images never repeat a benchmark image.
 LABELLED_SPLIT_ID = 100
 
 

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_skipae.io_utils import atomic_path
+from keras_skipae.io_utils import to_uint8, write_png_atomic
 
 
 def _summary_write(tag, tensor, step, plugin):
@@ -24,13 +24,6 @@ def _summary_write(tag, tensor, step, plugin):
     metadata = tf.compat.v1.SummaryMetadata()
     metadata.plugin_data.plugin_name = plugin
     tf.summary.write(tag, tensor, step=step, metadata=metadata)
-
-
-def _to_uint8(image):
-    image = np.asarray(image, dtype="float32")
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype("uint8")
 
 
 def reconstruction_grid(inputs, reconstructions, targets, clean_reconstructions=None):
@@ -52,8 +45,9 @@ def reconstruction_grid(inputs, reconstructions, targets, clean_reconstructions=
         cols += [clean_reconstructions, residual]
     rows = []
     for i in range(len(inputs)):
-        rows.append(np.concatenate([_to_uint8(c[i]) for c in cols], axis=1))
-    return np.concatenate(rows, axis=0)
+        rows.append(np.concatenate([to_uint8(np.asarray(c[i], "float32")) for c in cols], axis=1))
+    grid = np.concatenate(rows, axis=0)
+    return grid[..., 0] if grid.ndim == 3 and grid.shape[-1] == 1 else grid
 
 
 #: Column titles of :func:`reconstruction_grid` (with and without the clean columns).
@@ -135,11 +129,7 @@ class ReconstructionPreview(keras.callbacks.Callback):
         if self.image_dir is not None:
             self.image_dir.mkdir(parents=True, exist_ok=True)
             path = self.image_dir / f"epoch_{epoch + 1:03d}.png"
-            with atomic_path(path, overwrite=True) as tmp:
-                png = titled(grid, n_columns=5)
-                bgr = png if png.ndim == 2 else png[..., ::-1]
-                if not cv2.imwrite(str(tmp), bgr):
-                    raise OSError(f"Could not write the preview image {str(path)!r}.")
+            write_png_atomic(path, titled(grid, n_columns=5), what="preview image")
         if self.log_dir is not None:
             self._log_tensorboard(epoch, grid, logs)
 
@@ -226,10 +216,8 @@ class SegmentationPreview(ReconstructionPreview):
         if self.image_dir is not None:
             self.image_dir.mkdir(parents=True, exist_ok=True)
             path = self.image_dir / f"epoch_{epoch + 1:03d}.png"
-            with atomic_path(path, overwrite=True) as tmp:
-                png = titled(grid, n_columns=3, titles=MASK_TITLES)
-                bgr = png if png.ndim == 2 else png[..., ::-1]
-                if not cv2.imwrite(str(tmp), bgr):
-                    raise OSError(f"Could not write the preview image {str(path)!r}.")
+            write_png_atomic(
+                path, titled(grid, n_columns=3, titles=MASK_TITLES), what="preview image"
+            )
         if self.log_dir is not None:
             self._log_tensorboard(epoch, grid, logs)
