@@ -366,3 +366,67 @@ def test_corrupt_rescales_integer_images():
     imgs = tf.data.Dataset.from_tensor_slices(tf.fill([2, 32, 32, 1], tf.constant(255, tf.uint8)))
     ((_, target),) = _epoch(corrupt(imgs, C.Stains(), batch_size=2))
     np.testing.assert_array_equal(target, np.ones((2, 32, 32, 1), np.float32))
+
+
+# --------------------------------------------------------------------------- the one look-up
+
+
+def test_get_mixes_names_joined_by_plus():
+    mix = C.get("stains+anomalies")
+    assert isinstance(mix, C.OneOf)
+    assert [type(c) for c in mix.corruptions] == [C.Stains, C.Anomalies]
+    assert mix.corruptions == [C.Stains(), C.Anomalies()]
+    spaced = C.get(" Stains + scratches ")
+    assert [type(c) for c in spaced.corruptions] == [C.Stains, C.Scratches]
+    assert isinstance(C.get("stains"), C.Stains)  # one name: no mixture
+    stains = C.Stains(count=2)
+    assert C.get(stains) is stains
+    # a mixture round-trips through its config like any corruption
+    assert C.deserialize(json.loads(json.dumps(C.serialize(mix)))) == mix
+
+
+@pytest.mark.parametrize(
+    "identifier, error, match",
+    [
+        ("stains+nope", ValueError, r"Unknown corruption 'nope'; expected one of \[.*'stains'"),
+        ("stains+", ValueError, r"Unknown corruption ''"),
+        ("oneof", ValueError, r"Unknown corruption 'oneof'"),  # combinators are not named
+        (3, TypeError, r"Cannot interpret 3 as a corruption"),
+    ],
+)
+def test_get_refuses_unknown_identifiers(identifier, error, match):
+    with pytest.raises(error, match=match):
+        C.get(identifier)
+
+
+def test_every_corruption_look_up_goes_through_data_get(monkeypatch, tmp_path):
+    from keras_skipae import data
+    from keras_skipae.analysis.discrepancy import make_probe_pairs
+    from keras_skipae.apps import synth_preview
+    from keras_skipae.data.corruptions import base
+    from keras_skipae.training import pairs
+
+    real = base.get
+    calls = []
+
+    def spy(identifier):
+        calls.append(identifier)
+        return real(identifier)
+
+    for module in (base, C, data):  # every name the one function is bound to
+        monkeypatch.setattr(module, "get", spy)
+    images = tf.data.Dataset.from_tensor_slices(_images(4, 16, 16, 1))
+
+    next(iter(corrupt(images, "drops", seed=0, batch_size=2)))
+    assert calls == ["drops"]
+    _, mix = pairs._resolve_corruption(images, None, "stains+scratches", 0.0)
+    assert calls[-1] == "stains+scratches" and isinstance(mix, C.OneOf)
+    _, given = pairs._resolve_corruption(images, None, {"class_name": "Drops"}, 0.0)
+    assert calls[-1] == {"class_name": "Drops"} and isinstance(given, C.Drops)
+    make_probe_pairs(_images(2, 16, 16, 1), "scratches")
+    assert calls[-1] == "scratches"
+    synth_preview.preview(
+        tmp_path, categories=["mesh"], image_size=32, corruption="noise", n_examples=2
+    )
+    assert calls[-1] == "noise"
+    assert len(calls) == 5

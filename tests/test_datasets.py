@@ -277,20 +277,46 @@ def test_feeds_corrupt(tree):
     assert batches[0][0].shape[1:] == (32, 32, 3) and batches[0][2].shape[1:] == (32, 32, 1)
 
 
-def test_data_package_imports_no_model_code():
+def test_data_package_imports_no_model_code_and_draws_nothing():
     import ast
     from pathlib import Path
 
     import keras_skipae.data as data_pkg
 
-    for path in Path(data_pkg.__file__).parent.glob("*.py"):
+    forbidden = ("keras_skipae.models", "keras_skipae.plotting", "matplotlib")
+    paths = sorted(Path(data_pkg.__file__).parent.rglob("*.py"))
+    assert any(p.parent.name == "synthetic" for p in paths)  # the sub-packages are read too
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
-            assert not any(n.startswith("keras_skipae.models") for n in names), path
+            assert not any(n.startswith(forbidden) for n in names), path
+
+
+def test_public_names_import_from_datasets_and_data():
+    from keras_skipae import data
+    from keras_skipae.data import image_files, images
+
+    for name in D.__all__:
+        assert getattr(D, name) is not None, name
+    # one object under each name, wherever it is imported from
+    assert D.load_image is images.load_image is data.load_image
+    assert D.resize_image is images.resize_image
+    assert D.image_info is image_files.image_info is data.image_info
+    assert D.DatasetError is image_files.DatasetError is data.DatasetError
+    assert issubclass(data.DatasetNotFoundError, data.DatasetError)
+    assert D.DEFAULT_MAX_PIXELS == data.DEFAULT_MAX_PIXELS == 64 * 2**20
+    assert not hasattr(data, "corruption")  # the pre-0.2 alias of data.corruptions is gone
+
+
+def test_resize_image_needs_a_size():
+    x = np.zeros((4, 4, 1), np.float32)
+    np.testing.assert_array_equal(D.resize_image(x, (2, 3)).numpy(), np.zeros((2, 3, 1)))
+    with pytest.raises(ValueError, match=r"Received: image_size=None"):
+        D.resize_image(x, None)
 
 
 def test_an_image_larger_than_max_pixels_is_refused_from_its_header(copy, tmp_path):

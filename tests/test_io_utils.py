@@ -1,12 +1,26 @@
-"""Atomic writes and overwrite refusal."""
+"""Atomic writes and overwrite refusal, and the small rules io_utils holds for every layer."""
 
 import json
+import math
 import os
 import stat
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from keras_skipae.io_utils import atomic_path, check_writable, write_json, write_text
+from keras_skipae.io_utils import (
+    as_text,
+    atomic_path,
+    check_writable,
+    encode_png,
+    jsonable,
+    parse_image_size,
+    to_uint8,
+    write_json,
+    write_png_atomic,
+    write_text,
+)
 
 
 def test_write_refuses_to_clobber_and_keeps_the_old_file(tmp_path):
@@ -50,3 +64,140 @@ def test_files_get_the_usual_permissions(tmp_path):
         os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert json.loads(path.read_text()) == {"auroc": 0.5}
+
+
+# --------------------------------------------------------------------------- small shared rules
+
+
+@pytest.mark.parametrize(
+    "value, want",
+    [
+        (16, (16, 16)),
+        ((8, 12), (8, 12)),
+        ([8, 12], (8, 12)),
+        (np.int64(5), (5, 5)),
+        ((np.int32(3), 4), (3, 4)),
+        (None, None),
+    ],
+)
+def test_parse_image_size_values(value, want):
+    got = parse_image_size(value)
+    assert got == want
+    assert got is None or all(type(v) is int for v in got)
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        ("big", r"an int or a \(height, width\) pair of ints. Received: image_size='big'"),
+        ((1, 2, 3), r"Received: image_size=\(1, 2, 3\)"),
+        ((1.5, 2), r"Received: image_size=\(1.5, 2\)"),
+        (True, r"Received: image_size=True"),
+        ((0, 4), r"Expected a positive `image_size`. Received: image_size=\(0, 4\)"),
+        (-1, r"Expected a positive `image_size`. Received: image_size=-1"),
+    ],
+)
+def test_parse_image_size_refuses_bad_values(value, match):
+    with pytest.raises(ValueError, match=match):
+        parse_image_size(value)
+
+
+def test_parse_image_size_without_none():
+    with pytest.raises(ValueError, match=r"to be an int or a .*Received: image_size=None"):
+        parse_image_size(None, allow_none=False)
+    assert parse_image_size(7, allow_none=False) == (7, 7)
+
+
+def test_to_uint8_rounds_and_clips():
+    x = np.array([-1.0, 0.0, 0.2, 0.5, 1.0 / 255 * 0.49, 1.0, 2.0], np.float32)
+    np.testing.assert_array_equal(to_uint8(x), [0, 0, 51, 128, 0, 255, 255])
+    assert to_uint8(x).dtype == np.uint8
+    already = np.array([[7, 250]], np.uint8)
+    assert to_uint8(already) is already  # uint8 is kept as is, not rescaled
+
+
+def test_as_text():
+    assert as_text(b"defect") == "defect"
+    assert as_text(np.bytes_(b"good")) == "good"
+    assert as_text(np.array(b"scratch")) == "scratch"  # a 0-d array, as tf.data gives
+    assert as_text(b"bad \xff byte") == "bad \ufffd byte"
+    assert as_text(Path("a/b.png")) == str(Path("a/b.png"))
+    assert as_text(3) == "3"
+
+
+def test_jsonable_strict_json_without_nan():
+    value = {"a": float("nan"), "b": [np.float32(1.5), float("inf")], "c": Path("x")}
+    assert jsonable(value, allow_nan=False) == {"a": None, "b": [1.5, None], "c": "x"}
+    kept = jsonable(value)
+    assert math.isnan(kept["a"]) and kept["b"] == [1.5, math.inf]
+
+
+def test_write_png_atomic_round_trips(tmp_path):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (5, 7, 1), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    deep = rng.integers(0, 65536, (5, 7), dtype=np.uint16)
+    write_png_atomic(tmp_path / "g.png", grey)
+    write_png_atomic(tmp_path / "rgb.png", rgb)
+    write_png_atomic(tmp_path / "bgr.png", rgb, bgr=True)
+    write_png_atomic(tmp_path / "deep.png", deep)
+    read = lambda name: cv2.imread(str(tmp_path / name), cv2.IMREAD_UNCHANGED)  # noqa: E731
+    np.testing.assert_array_equal(read("g.png"), grey[..., 0])
+    np.testing.assert_array_equal(read("rgb.png"), rgb[..., ::-1])  # OpenCV reads BGR
+    np.testing.assert_array_equal(read("bgr.png"), rgb)
+    np.testing.assert_array_equal(read("deep.png"), deep)
+    assert (tmp_path / "g.png").read_bytes() == encode_png(grey)
+    with pytest.raises(FileExistsError, match=r"g.png.*overwrite=True"):
+        write_png_atomic(tmp_path / "g.png", rgb, overwrite=False)
+    np.testing.assert_array_equal(read("g.png"), grey[..., 0])  # the old file is kept
+    with pytest.raises(ValueError, match=r"Expected a uint8 or uint16 image.*float32"):
+        write_png_atomic(tmp_path / "f.png", np.zeros((4, 4), np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bgr.png",
+        "deep.png",
+        "g.png",
+        "rgb.png",
+    ]
+
+
+class _Spied(Exception):
+    pass
+
+
+def test_every_image_size_parse_goes_through_parse_image_size(
+    monkeypatch, tmp_path, synthetic_root, tiny_model
+):
+    """Datasets, image loading, resizing, the Detector and the SavedModel export all read
+    ``image_size`` with :func:`io_utils.parse_image_size`."""
+    from keras_skipae import data, io_utils
+    from keras_skipae.export import export_saved_model
+    from keras_skipae.inference import Detector
+
+    real = io_utils.parse_image_size
+    calls = []
+
+    def spy(image_size, **kwargs):
+        calls.append(image_size)
+        if image_size == (31, 29):  # the marker of the callers stopped here
+            raise _Spied("spy")
+        return real(image_size, **kwargs)
+
+    monkeypatch.setattr(io_utils, "parse_image_size", spy)
+    png = synthetic_root / "mesh" / "train" / "good" / "000.png"
+    assert data.load_image(png, image_size=(8, 9)).shape == (8, 9, 1)
+    assert calls[-1] == (8, 9)
+    assert data.datasets.resize_image(np.zeros((4, 4, 1), np.float32), 6).shape == (6, 6, 1)
+    assert calls[-1] == 6
+    data.folder_dataset(png.parent, image_size=(10, 11))
+    assert calls[-1] == (10, 11)
+    data.mvtec_dataset(synthetic_root, "mesh", split="test", image_size=12)
+    assert calls[-1] == 12
+    model = tiny_model("aesc")
+    with pytest.raises(_Spied, match="spy"):
+        Detector(model, image_size=(31, 29))
+    with pytest.raises(_Spied, match="spy"):
+        export_saved_model(model, tmp_path / "export", image_size=(31, 29))
+    assert calls[-2:] == [(31, 29), (31, 29)]
+    assert not (tmp_path / "export").exists()

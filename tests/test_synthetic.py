@@ -154,3 +154,42 @@ def test_cli_synth_and_preview(tmp_path, capsys):
     rc = cli.main(["synth", "--out", str(out)])  # exists: refused, one-line error
     assert rc == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_the_package_keeps_its_public_names():
+    from keras_skipae import data
+
+    assert sorted(S.__all__) == sorted(
+        [
+            "CATEGORIES",
+            "CHANNELS",
+            "DATASET_ENTRIES",
+            "DATASET_MARKER",
+            "DEFECTS",
+            "LABELLED_SPLIT_ID",
+            "generate_sample",
+            "labelled_arrays",
+            "labelled_dataset",
+            "list_categories",
+            "make_dataset",
+        ]
+    )
+    for name in S.__all__:
+        assert getattr(S, name) is not None, name
+    assert data.make_dataset is S.make_dataset and data.CATEGORIES is S.CATEGORIES
+    assert S.CHANNELS == {"woven": 3, "mesh": 1, "wood": 3, "gravel": 1, "nut": 1}
+    for cat in S.CATEGORIES:  # the channel count is the one the images have
+        img, _ = S.generate_sample(cat, image_size=16, seed=0)
+        assert img.shape == (16, 16, S.CHANNELS[cat])
+    assert not hasattr(S, "preview") and not hasattr(data, "preview")  # drawn by apps
+
+
+def test_preview_figures(tmp_path):
+    from keras_skipae.apps.synth_preview import preview
+
+    paths = preview(tmp_path, categories=["nut"], image_size=32, n_examples=2, seed=1)
+    assert [p.name for p in paths] == ["corruption_preview.png", "defects_preview.png"]
+    for p in paths:
+        assert cv2.imread(str(p)) is not None
+    with pytest.raises(FileExistsError, match="corruption_preview.png.*overwrite=True"):
+        preview(tmp_path, categories=["nut"], image_size=32, n_examples=2, overwrite=False)
