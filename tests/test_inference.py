@@ -184,13 +184,13 @@ def test_every_input_kind(made, images):
 def test_streams_one_batch_at_a_time(made, images, monkeypatch):
     det = ks.Detector.load(made["keras"], threshold=made["threshold"])
     calls = []
-    score_batch = det._score_batch
+    score_batch = det.scorer.score
 
     def spy(batch):
         calls.append(len(batch))
         return score_batch(batch)
 
-    monkeypatch.setattr(det, "_score_batch", spy)
+    monkeypatch.setattr(det.scorer, "score", spy)
     stream = det.predict(images(5, (SIZE, SIZE, 1)), batch_size=2)
     assert stream.total == len(stream) == 5 and calls == []
     first = next(stream)
@@ -606,3 +606,73 @@ def test_evaluate_run_refuses_images_over_max_pixels(made, synthetic_root, tmp_p
             max_pixels=1000,
         )
     assert not (tmp_path / "evaluation").exists()
+
+
+def _spy(monkeypatch, func):
+    """Replaces ``func`` by a recording wrapper in every keras_skipae module that holds it
+    (its own module and every module that imported it by name); returns the calls."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        return func(*args, **kwargs)
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("keras_skipae") and getattr(module, func.__name__, None) is func:
+            monkeypatch.setattr(module, func.__name__, wrapper)
+    return calls
+
+
+def test_every_caller_checks_threshold_and_tiling_through_the_one_function(
+    made, tmp_path, monkeypatch
+):
+    """evaluate, the metrics, Detector, the exports, export_run and ``keras-skipae predict``
+    check ``threshold`` with scoring.check_threshold and the tiling with ops.tiling.check_tiling:
+    a caller that kept its own copy would not reach the spies."""
+    from keras_skipae.apps import workflows
+    from keras_skipae.evaluation import metrics
+    from keras_skipae.export import edge
+    from keras_skipae.ops.tiling import check_tiling
+    from keras_skipae.scoring.threshold import check_threshold
+
+    thresholds = _spy(monkeypatch, check_threshold)
+    tilings = _spy(monkeypatch, check_tiling)
+    model, dummy = made["model"], tf.data.Dataset.from_tensors({"image": 0})
+
+    def refuses(call, spied, bad, match):
+        spied.clear()
+        with pytest.raises(ValueError, match=match):
+            call()
+        assert any(bad in args or (args and args[0] is bad) for args in spied), call
+
+    nan, inf = float("nan"), float("inf")
+    finite = "finite `threshold`"
+    refuses(lambda: ks.evaluate(model, dummy, threshold=nan), thresholds, nan, finite)
+    refuses(lambda: metrics.precision_recall_at([0, 1], [0.1, 0.2], inf), thresholds, inf, finite)
+    refuses(lambda: ks.Detector(model, threshold=inf), thresholds, inf, finite)
+    refuses(
+        lambda: ks.export_saved_model(model, tmp_path / "a", threshold=inf), thresholds, inf, finite
+    )
+    refuses(
+        lambda: edge.export_edge(model, tmp_path / "a.tflite", format="litert", threshold=nan),
+        thresholds,
+        nan,
+        finite,
+    )
+    refuses(
+        lambda: workflows.export_run(made["run"], tmp_path / "b", threshold=inf),
+        thresholds,
+        inf,
+        finite,
+    )
+    overlap = "needs a `tile_size`"
+    refuses(lambda: ks.evaluate(model, dummy, tile_overlap=3), tilings, 3, overlap)
+    refuses(lambda: ks.Detector(model, tile_overlap=3, threshold=1.0), tilings, 3, overlap)
+    refuses(lambda: ks.export_saved_model(model, tmp_path / "c", tile_size=0), tilings, 0, "=0")
+    refuses(lambda: ks.Detector.load(made["saved"], tile_overlap=3), tilings, 3, overlap)
+    # keras-skipae predict with valid values: the Detector's checks see them.
+    thresholds.clear(), tilings.clear()
+    argv = ["predict", str(made["run"]), made["good"][0], "--out", str(tmp_path / "p")]
+    assert cli.main([*argv, "--threshold", "0.25", "--tile-size", str(SIZE), "--quiet"]) == 0
+    assert (0.25,) in thresholds
+    assert any(args[:2] == (SIZE, None) for args in tilings)
