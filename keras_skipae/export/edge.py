@@ -479,7 +479,8 @@ def _write(path, files, model, settings, calibration, quantization, batch, *, ve
                     format, tmp, model, cfg, threshold, images, quantization != "float32"
                 )
             )
-        io_utils.write_json(settings_path(tmp), settings.to_dict())
+        text = json.dumps(settings.to_dict(), indent=2) + "\n"
+        settings_path(tmp).write_text(text, encoding="utf-8")
         for file in files:
             os.replace(scratch / file.name, file)
     finally:

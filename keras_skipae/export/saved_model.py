@@ -93,6 +93,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -306,7 +307,7 @@ def _write(path, model, cfg, settings: ExportSettings, *, overwrite, verify) -> 
         }
     with tempfile.TemporaryDirectory(prefix="keras_skipae_export_") as scratch:
         asset = Path(scratch) / SETTINGS_FILE
-        io_utils.write_json(asset, settings.to_dict())
+        asset.write_text(json.dumps(settings.to_dict(), indent=2) + "\n", encoding="utf-8")
         module, concrete = build_module(
             model,
             settings=cfg,
