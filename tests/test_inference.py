@@ -623,6 +623,25 @@ def _spy(monkeypatch, func):
     return calls
 
 
+def test_the_threshold_and_tiling_checks():
+    from keras_skipae.ops.tiling import check_tiling
+    from keras_skipae.scoring import check_threshold
+
+    assert check_tiling(None) is None and check_tiling(None, 0) is None
+    assert check_tiling(None, None) is None and check_tiling(16, None) == (16, 0)
+    assert check_tiling(np.int64(16), 4) == (16, 4)
+    with pytest.raises(ValueError, match="needs a `tile_size`. Received: tile_overlap=3"):
+        check_tiling(None, 3)
+    with pytest.raises(ValueError, match="int >= 1. Received: tile_size=None"):
+        check_tiling(None, required=True)
+    assert check_threshold(None) is None and check_threshold("0.5") == 0.5
+    assert type(check_threshold(np.float32(0.25))) is float
+    with pytest.raises(ValueError, match=r"finite `threshold`\. Received: threshold=None"):
+        check_threshold(None, required=True)
+    with pytest.raises(ValueError, match="finite `threshold` or None. Received: threshold='x'"):
+        check_threshold("x")
+
+
 def test_every_caller_checks_threshold_and_tiling_through_the_one_function(
     made, tmp_path, monkeypatch
 ):
@@ -676,3 +695,26 @@ def test_every_caller_checks_threshold_and_tiling_through_the_one_function(
     assert cli.main([*argv, "--threshold", "0.25", "--tile-size", str(SIZE), "--quiet"]) == 0
     assert (0.25,) in thresholds
     assert any(args[:2] == (SIZE, None) for args in tilings)
+
+
+def test_a_detector_wraps_any_scorer(made):
+    """Detector(scorer=...) scores with the scorer it is given (here the SavedModel's, as
+    Detector.load opens it); a model and a scorer, or a scorer with a size, are refused."""
+    from keras_skipae.inference import SavedModelScorer
+
+    scorer = SavedModelScorer.open(made["saved"], image_size=SIZE, channels=1)
+    det = ks.Detector(scorer=scorer, threshold=made["threshold"], kind="saved_model")
+    assert det.scorer is scorer and det.model is None
+    assert (det.image_size, det.channels, det.tiling) == ((SIZE, SIZE), 1, None)
+    loaded = ks.Detector.load(made["saved"])
+    images = made["images"] / "a.png"
+    want = [p.score for p in loaded.predict(images)]
+    np.testing.assert_allclose([p.score for p in det.predict(images)], want, atol=ATOL)
+    with pytest.raises(ValueError, match="a Keras `model` or a `scorer`. Received: both"):
+        ks.Detector(made["model"], scorer=scorer, threshold=1.0)
+    with pytest.raises(ValueError, match="Received: model=None"):
+        ks.Detector(threshold=1.0)
+    with pytest.raises(ValueError, match="A scorer fixes its image size and tiling"):
+        ks.Detector(scorer=scorer, threshold=1.0, image_size=SIZE)
+    with pytest.raises(ValueError, match="A scorer fixes its image size and tiling"):
+        ks.Detector(scorer=scorer, threshold=1.0, tile_size=SIZE)
