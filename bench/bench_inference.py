@@ -106,7 +106,7 @@ def compare_jit(args) -> int:
     import tensorflow as tf
 
     from keras_skipae import export, scoring
-    from keras_skipae.inference.detector import served_scorer
+    from keras_skipae.inference.scorers import served_scorer
 
     variants = [False, True] + (["auto"] if args.auto else [])
     names = {False: "off", True: "on", "auto": "auto"}

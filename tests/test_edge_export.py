@@ -239,7 +239,7 @@ def test_detector_refuses_bad_input_to_an_edge_file(files, made):
     with pytest.raises(ValueError, match=r"finite pixel values.*image\(s\) \[1\]"):
         det.predict(nan)
     with pytest.raises(ValueError, match=r"takes images \[B, 32, 32, 1\].*\(1, 40, 32, 1\)"):
-        det._backend.score(np.zeros((1, 40, 32, 1), np.float32))
+        det.scorer.score(np.zeros((1, 40, 32, 1), np.float32))
     with pytest.raises(ValueError, match="tiling is for run folders"):
         ks.Detector.load(files["litert"], tile_size=16)
     with pytest.raises(ValueError, match="scoring differing in score"):
@@ -346,9 +346,9 @@ def test_ks_export_takes_a_run_folder(made, tmp_path):
     doc = edge.read_edge_settings(path)
     assert doc["verification"]["images"] == 8 and doc["metadata"]["run_dir"] == str(run)
     det = ks.Detector.load(saved, threshold=1.0)
-    assert type(det._backend).__name__ == "SavedModelScorer"
+    assert type(det.scorer).__name__ == "SavedModelScorer"
     keras_det = ks.Detector(made["model"], threshold=1.0)
-    assert type(keras_det._backend).__name__ == "KerasScorer"
+    assert type(keras_det.scorer).__name__ == "KerasScorer"
     a = [p.score for p in det.predict(made["images"])]
     b = [p.score for p in keras_det.predict(made["images"])]
     np.testing.assert_allclose(a, b, rtol=1e-5)

@@ -634,10 +634,86 @@ def test_cpu_export_adds_the_xla_signature(gray_export, rgb_export, tmp_path):
     np.testing.assert_array_equal(xla["is_anomalous"].numpy(), plain["is_anomalous"].numpy())
     # The Detector times the two per input shape and keeps the faster.
     det = ks.Detector.load(gray_export["path"], image_size=32)
-    assert isinstance(det._served[1], MeasuredJit)
+    assert isinstance(det.scorer.signature, MeasuredJit)
     # Forced choices export no XLA variant.
     forced = export.export_saved_model(
         gray_export["model"], tmp_path / "off", jit_compile=False, verify=False
     )
     assert export.XLA_SIGNATURE[0] not in tf.saved_model.load(str(forced)).signatures
     assert export.read_settings(forced)["jit_compile"] is False
+
+
+# ----------------------------------------------------------------------------
+# ExportSettings: the one typed reader and writer of the settings document
+
+
+def test_export_settings_round_trip_the_documents_as_written(gray_export, rgb_export):
+    from keras_skipae.export.settings import ExportSettings
+
+    for made in (gray_export, rgb_export):
+        stored = export.read_settings(made["path"])
+        settings = ExportSettings.from_dict(stored)
+        assert settings.to_dict() == stored
+        assert ExportSettings.read(made["path"]) == settings
+    gray = ExportSettings.read(gray_export["path"])
+    assert gray.threshold == pytest.approx(gray_export["threshold"])
+    assert (gray.channels, gray.color_mode, gray.image_size) == (1, "grayscale", None)
+    assert gray.metadata == {"run": "test"} and gray.tiling is None
+    rgb = ExportSettings.read(rgb_export["path"])
+    assert (rgb.channels, rgb.image_size, rgb.threshold) == (3, (32, 32), None)
+    assert (rgb.scoring.map, rgb.scoring.score, rgb.scoring.topk) == ("ssim", "topk", 0.05)
+
+
+def _old_document() -> dict:
+    """A settings document of an earlier export: no channels, colour mode, format
+    version, jit_compile or training precision; a tiling without overlap; scoring
+    settings from before the smoothing border."""
+    return {
+        "format": "keras_skipae.saved_model",
+        "model": {"name": "aesc", "params": 10, "input_shape": [16, 16, 3]},
+        "input": {"image_size": [16, 16], "size_multiple": 8},
+        "scoring": {"map": "residual", "smoothing": 4.0, "score": "max"},
+        "threshold": 0.25,
+        "tiling": {"tile_size": 16, "batch_size": 4, "window_floor": 0.01},
+        "owner_note": "kept as read",
+    }
+
+
+def test_export_settings_migrate_an_old_document_in_one_place():
+    from keras_skipae.export.settings import FORMAT_VERSION, ExportSettings
+
+    old = ExportSettings.from_dict(_old_document())
+    assert (old.channels, old.color_mode) == (3, "rgb")  # from the model's input shape
+    assert (old.format_version, old.jit_compile, old.trained_precision) == (1, False, None)
+    assert old.tiling == (16, 0) and old.tile_batch_size == 4
+    assert old.scoring.smoothing_border == "normalized"  # the border of that time
+    assert (old.image_size, old.threshold) == ((16, 16), 0.25)
+    current = old.to_dict()  # written in the current format
+    assert current["input"]["channels"] == 3 and current["input"]["color_mode"] == "rgb"
+    assert current["format_version"] == FORMAT_VERSION and current["jit_compile"] is False
+    assert current["tiling"]["tile_overlap"] == 0 and current["owner_note"] == "kept as read"
+    assert current["scoring"]["smoothing_border"] == "normalized"
+    assert ExportSettings.from_dict(current) == old
+    with pytest.raises(ValueError, match="finite `threshold`.*threshold='high'"):
+        ExportSettings.from_dict(dict(_old_document(), threshold="high"))
+    with pytest.raises(ValueError, match="give the input's channels"):
+        ExportSettings.from_dict({"model": {}, "input": {}})
+
+
+def test_a_saved_model_with_an_old_settings_document_still_loads(tmp_path, gray_export):
+    """The Detector reads the settings through ExportSettings: an export whose document
+    lacks the entries later versions added loads, with the channels of its model."""
+    copy = tmp_path / "old"
+    shutil.copytree(gray_export["path"], copy)
+    file = copy / "assets" / export.SETTINGS_FILE
+    doc = json.loads(file.read_text())
+    for key in ("format_version", "jit_compile"):
+        del doc[key]
+    for key in ("channels", "color_mode"):
+        del doc["input"][key]
+    del doc["scoring"]["smoothing_border"]
+    file.write_text(json.dumps(doc))
+    det = ks.Detector.load(copy, image_size=32)
+    assert (det.channels, det.color_mode, det.kind) == (1, "grayscale", "saved_model")
+    assert det.scoring.smoothing_border == "normalized"
+    assert det.threshold == pytest.approx(gray_export["threshold"])

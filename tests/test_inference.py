@@ -184,13 +184,13 @@ def test_every_input_kind(made, images):
 def test_streams_one_batch_at_a_time(made, images, monkeypatch):
     det = ks.Detector.load(made["keras"], threshold=made["threshold"])
     calls = []
-    score_batch = det._score_batch
+    score_batch = det.scorer.score
 
     def spy(batch):
         calls.append(len(batch))
         return score_batch(batch)
 
-    monkeypatch.setattr(det, "_score_batch", spy)
+    monkeypatch.setattr(det.scorer, "score", spy)
     stream = det.predict(images(5, (SIZE, SIZE, 1)), batch_size=2)
     assert stream.total == len(stream) == 5 and calls == []
     first = next(stream)
@@ -606,3 +606,115 @@ def test_evaluate_run_refuses_images_over_max_pixels(made, synthetic_root, tmp_p
             max_pixels=1000,
         )
     assert not (tmp_path / "evaluation").exists()
+
+
+def _spy(monkeypatch, func):
+    """Replaces ``func`` by a recording wrapper in every keras_skipae module that holds it
+    (its own module and every module that imported it by name); returns the calls."""
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        return func(*args, **kwargs)
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("keras_skipae") and getattr(module, func.__name__, None) is func:
+            monkeypatch.setattr(module, func.__name__, wrapper)
+    return calls
+
+
+def test_the_threshold_and_tiling_checks():
+    from keras_skipae.ops.tiling import check_tiling
+    from keras_skipae.scoring import check_threshold
+
+    assert check_tiling(None) is None and check_tiling(None, 0) is None
+    assert check_tiling(None, None) is None and check_tiling(16, None) == (16, 0)
+    assert check_tiling(np.int64(16), 4) == (16, 4)
+    with pytest.raises(ValueError, match="needs a `tile_size`. Received: tile_overlap=3"):
+        check_tiling(None, 3)
+    with pytest.raises(ValueError, match="int >= 1. Received: tile_size=None"):
+        check_tiling(None, required=True)
+    assert check_threshold(None) is None and check_threshold("0.5") == 0.5
+    assert type(check_threshold(np.float32(0.25))) is float
+    with pytest.raises(ValueError, match=r"finite `threshold`\. Received: threshold=None"):
+        check_threshold(None, required=True)
+    with pytest.raises(ValueError, match="finite `threshold` or None. Received: threshold='x'"):
+        check_threshold("x")
+
+
+def test_every_caller_checks_threshold_and_tiling_through_the_one_function(
+    made, tmp_path, monkeypatch
+):
+    """evaluate, the metrics, Detector, the exports, export_run and ``keras-skipae predict``
+    check ``threshold`` with scoring.check_threshold and the tiling with ops.tiling.check_tiling:
+    a caller that kept its own copy would not reach the spies."""
+    from keras_skipae.apps import workflows
+    from keras_skipae.evaluation import metrics
+    from keras_skipae.export import edge
+    from keras_skipae.ops.tiling import check_tiling
+    from keras_skipae.scoring.threshold import check_threshold
+
+    thresholds = _spy(monkeypatch, check_threshold)
+    tilings = _spy(monkeypatch, check_tiling)
+    model, dummy = made["model"], tf.data.Dataset.from_tensors({"image": 0})
+
+    def refuses(call, spied, bad, match):
+        spied.clear()
+        with pytest.raises(ValueError, match=match):
+            call()
+        assert any(bad in args or (args and args[0] is bad) for args in spied), call
+
+    nan, inf = float("nan"), float("inf")
+    finite = "finite `threshold`"
+    refuses(lambda: ks.evaluate(model, dummy, threshold=nan), thresholds, nan, finite)
+    refuses(lambda: metrics.precision_recall_at([0, 1], [0.1, 0.2], inf), thresholds, inf, finite)
+    refuses(lambda: ks.Detector(model, threshold=inf), thresholds, inf, finite)
+    refuses(
+        lambda: ks.export_saved_model(model, tmp_path / "a", threshold=inf), thresholds, inf, finite
+    )
+    refuses(
+        lambda: edge.export_edge(model, tmp_path / "a.tflite", format="litert", threshold=nan),
+        thresholds,
+        nan,
+        finite,
+    )
+    refuses(
+        lambda: workflows.export_run(made["run"], tmp_path / "b", threshold=inf),
+        thresholds,
+        inf,
+        finite,
+    )
+    overlap = "needs a `tile_size`"
+    refuses(lambda: ks.evaluate(model, dummy, tile_overlap=3), tilings, 3, overlap)
+    refuses(lambda: ks.Detector(model, tile_overlap=3, threshold=1.0), tilings, 3, overlap)
+    refuses(lambda: ks.export_saved_model(model, tmp_path / "c", tile_size=0), tilings, 0, "=0")
+    refuses(lambda: ks.Detector.load(made["saved"], tile_overlap=3), tilings, 3, overlap)
+    # keras-skipae predict with valid values: the Detector's checks see them.
+    thresholds.clear(), tilings.clear()
+    argv = ["predict", str(made["run"]), made["good"][0], "--out", str(tmp_path / "p")]
+    assert cli.main([*argv, "--threshold", "0.25", "--tile-size", str(SIZE), "--quiet"]) == 0
+    assert (0.25,) in thresholds
+    assert any(args[:2] == (SIZE, None) for args in tilings)
+
+
+def test_a_detector_wraps_any_scorer(made):
+    """Detector(scorer=...) scores with the scorer it is given (here the SavedModel's, as
+    Detector.load opens it); a model and a scorer, or a scorer with a size, are refused."""
+    from keras_skipae.inference import SavedModelScorer
+
+    scorer = SavedModelScorer.open(made["saved"], image_size=SIZE, channels=1)
+    det = ks.Detector(scorer=scorer, threshold=made["threshold"], kind="saved_model")
+    assert det.scorer is scorer and det.model is None
+    assert (det.image_size, det.channels, det.tiling) == ((SIZE, SIZE), 1, None)
+    loaded = ks.Detector.load(made["saved"])
+    images = made["images"] / "a.png"
+    want = [p.score for p in loaded.predict(images)]
+    np.testing.assert_allclose([p.score for p in det.predict(images)], want, atol=ATOL)
+    with pytest.raises(ValueError, match="a Keras `model` or a `scorer`. Received: both"):
+        ks.Detector(made["model"], scorer=scorer, threshold=1.0)
+    with pytest.raises(ValueError, match="Received: model=None"):
+        ks.Detector(threshold=1.0)
+    with pytest.raises(ValueError, match="A scorer fixes its image size and tiling"):
+        ks.Detector(scorer=scorer, threshold=1.0, image_size=SIZE)
+    with pytest.raises(ValueError, match="A scorer fixes its image size and tiling"):
+        ks.Detector(scorer=scorer, threshold=1.0, tile_size=SIZE)

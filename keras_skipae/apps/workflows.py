@@ -14,11 +14,11 @@ from keras_skipae.evaluation.evaluate import check_output_folder
 from keras_skipae.export.api import calibration_images
 from keras_skipae.export.edge import EDGE_FORMATS, export_edge
 from keras_skipae.export.keras import export_keras
-from keras_skipae.export.saved_model import EXPORT_ENTRIES, check_threshold, export_saved_model
+from keras_skipae.export.saved_model import EXPORT_ENTRIES, export_saved_model
 from keras_skipae.models.taps import base_model, tap_names
 from keras_skipae.ops.tiling import tile_grid
 from keras_skipae.runs import RunFolder, load_run
-from keras_skipae.scoring import FeatureMemory, ScoringConfig
+from keras_skipae.scoring import FeatureMemory, ScoringConfig, check_threshold
 
 #: ``map_options`` of ``map="memory"`` that :func:`with_memory_bank` fits the bank with.
 MEMORY_FIT_OPTIONS = {"layers": "layers", "bank_size": "bank", "seed": "seed"}

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from keras_skipae.data import corruptions
 from keras_skipae.io_utils import as_text
+from keras_skipae.ops.tiling import check_tiling
 
 
 def _images_only(dataset):
@@ -97,10 +98,7 @@ def random_crops(dataset, tile_size: int, *, seed=0, cache=True):
         >>> full = mvtec_dataset("/data/mvtec", "carpet", image_size=None)
         >>> pairs = corrupt(random_crops(full, 128, seed=0), Stains(), cache=False)
     """
-    if not isinstance(tile_size, int) or isinstance(tile_size, bool) or tile_size < 1:
-        raise ValueError(
-            f"Expected `tile_size` to be an int >= 1. Received: tile_size={tile_size!r}"
-        )
+    tile_size, _ = check_tiling(tile_size, required=True)
     ds = _images_only(dataset)
     shape = ds.element_spec.shape
     if shape.rank != 3 or shape[-1] is None:

@@ -36,7 +36,9 @@ from keras_skipae.evaluation.report import (
     _write_outputs,
 )
 from keras_skipae.io_utils import as_text, jsonable, to_uint8, write_text
+from keras_skipae.ops.tiling import check_tiling
 from keras_skipae.ownership import check_replaceable
+from keras_skipae.scoring.threshold import check_threshold
 
 
 @dataclasses.dataclass
@@ -348,13 +350,7 @@ class _LazyScorer:
 def _check_options(batch_size, threshold, threshold_percentile, max_fpr):
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"Expected `batch_size` >= 1. Received: batch_size={batch_size!r}")
-    if threshold is not None:
-        try:
-            threshold = float(threshold)
-        except (TypeError, ValueError):
-            threshold = float("nan")
-        if not math.isfinite(threshold):
-            raise ValueError("Expected a finite `threshold` or None.")
+    threshold = check_threshold(threshold)
     if not 0 < max_fpr <= 1:
         raise ValueError(f"Expected `max_fpr` in (0, 1]. Received: max_fpr={max_fpr!r}")
     if not 0 <= float(threshold_percentile) <= 100:
@@ -487,11 +483,7 @@ def evaluate(
     threshold = _check_options(batch_size, threshold, threshold_percentile, max_fpr)
     paths = _output_paths(out_dir, overwrite)
     model = _scoring.float32_model(model)  # scoring runs in float32, as the export's
-    if tile_size is None:
-        if tile_overlap:
-            raise ValueError(
-                f"`tile_overlap` needs a `tile_size`. Received: tile_overlap={tile_overlap!r}"
-            )
+    if check_tiling(tile_size, tile_overlap) is None:
         scorer = _LazyScorer(model, cfg)
     else:
         scorer = _scoring.make_tiled_scorer(

@@ -31,11 +31,10 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from keras_skipae.io_utils import as_text
+from keras_skipae.scoring.threshold import check_threshold
 
 __all__ = [
     "DEFAULT_MAX_FPR",
@@ -405,9 +404,7 @@ def precision_recall_at(labels, scores, threshold: float) -> tuple[float, float]
         defective, recall is nan when there is no defective image.
     """
     labels, scores = _labels_scores(labels, scores)
-    if threshold is None or not math.isfinite(float(threshold)):
-        raise ValueError(f"Expected a finite `threshold`. Received: threshold={threshold!r}")
-    pred = scores >= float(threshold)
+    pred = scores >= check_threshold(threshold, required=True)
     tp = int(np.count_nonzero(pred & labels))
     n_pred = int(np.count_nonzero(pred))
     n_pos = int(np.count_nonzero(labels))

@@ -19,18 +19,20 @@ from keras_skipae.export.edge import (
     read_edge_settings,
 )
 from keras_skipae.export.keras import export_keras
-from keras_skipae.export.saved_model import (
+from keras_skipae.export.saved_model import export_saved_model, load_saved_model
+from keras_skipae.export.settings import (
     FORMAT,
     FORMAT_VERSION,
     SETTINGS_FILE,
     SIGNATURES,
     XLA_SIGNATURE,
-    export_saved_model,
+    ExportSettings,
     read_settings,
 )
 
 __all__ = [
     "EDGE_FORMATS",
+    "ExportSettings",
     "FORMAT",
     "FORMATS",
     "FORMAT_VERSION",
@@ -44,6 +46,7 @@ __all__ = [
     "export_edge",
     "export_keras",
     "export_saved_model",
+    "load_saved_model",
     "read_edge_settings",
     "read_settings",
 ]

@@ -17,9 +17,10 @@ import numpy as np
 
 from keras_skipae import data
 from keras_skipae.data.datasets import IMAGE_EXTENSIONS
+from keras_skipae.export.arguments import model_input_shape, resolve_image_size
 from keras_skipae.export.edge import EDGE_FORMATS, export_edge
 from keras_skipae.export.keras import export_keras
-from keras_skipae.export.saved_model import _input_shape, _resolve_image_size, export_saved_model
+from keras_skipae.export.saved_model import export_saved_model
 from keras_skipae.runs import RunFolder
 from keras_skipae.scoring import ScoringConfig
 
@@ -107,6 +108,17 @@ def _from_run(run_dir, format, *, best, threshold, scoring, calibration, quantiz
     return model, kwargs
 
 
+def _calibration(model, calibration, kwargs):
+    """Calibration images from a folder or a ``(root, category)`` pair, at the export's
+    size (left as they are where ``export_edge`` will refuse the size)."""
+    if isinstance(calibration, (str, os.PathLike, tuple)):
+        h, w, c = model_input_shape(model)
+        size = resolve_image_size(kwargs.get("image_size"), (h, w), None)
+        if None not in size:
+            return calibration_images(calibration, (*size, c))
+    return calibration
+
+
 def export(
     model_or_run,
     path,
@@ -137,8 +149,7 @@ def export(
             ``quantization="int8"`` without it: the run's training split.
         quantization: LiteRT: ``"float32"``, ``"dynamic_range"`` or ``"int8"``.
         overwrite: replace what is there.
-        **kwargs: the format's own keywords (``export_saved_model``'s ``tile_size``,
-            ``jit_compile``; ``export_edge``'s ``batch_size``, ``image_size``, ``verify``, ...).
+        **kwargs: the format's own keywords (``tile_size``, ``batch_size``, ``verify``, ...).
 
     Returns:
         The written path.
@@ -184,12 +195,7 @@ def export(
                 f"openvino). Received: format='saved_model', quantization={quantization!r}"
             )
         return export_saved_model(model, path, overwrite=overwrite, **kwargs)
-    cal = kwargs.get("calibration")
-    if isinstance(cal, (str, os.PathLike, tuple)):
-        h, w, c = _input_shape(model)
-        size = _resolve_image_size(kwargs.get("image_size"), (h, w), None)
-        if None not in size:  # else export_edge refuses the size
-            kwargs["calibration"] = calibration_images(cal, (*size, c))
+    kwargs["calibration"] = _calibration(model, kwargs.get("calibration"), kwargs)
     return export_edge(
         model, path, format=format, quantization=quantization, overwrite=overwrite, **kwargs
     )

@@ -50,18 +50,47 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from keras_skipae import io_utils
 from keras_skipae.export import runtimes
-from keras_skipae.export.saved_model import (
-    _input_shape,
-    _resolve_color_mode,
-    _resolve_image_size,
-    _settings_document,
-    _size_multiple,
-    check_threshold,
+from keras_skipae.export.arguments import (
+    check_metadata,
+    model_input_shape,
+    resolve_color_mode,
+    resolve_image_size,
+    size_multiple,
 )
-from keras_skipae.scoring import ScoringConfig, compute, float32_model, is_anomalous
+from keras_skipae.export.settings import (
+    EDGE_FORMATS,
+    FORMAT_PREFIX,
+    SETTINGS_SUFFIX,
+    ExportSettings,
+    edge_format,
+    now,
+    read_edge_settings,
+    settings_path,
+    versions,
+)
+from keras_skipae.scoring import (
+    ScoringConfig,
+    check_threshold,
+    compute,
+    float32_model,
+    is_anomalous,
+)
 
-#: format -> the file suffix it writes
-EDGE_FORMATS = {"litert": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
+__all__ = [
+    "EDGE_FORMATS",
+    "FLOAT_RTOL",
+    "FORMAT_PREFIX",
+    "ONNX_OPSET",
+    "QUANTIZATIONS",
+    "SETTINGS_SUFFIX",
+    "compare",
+    "edge_format",
+    "export_edge",
+    "read_edge_settings",
+    "run_isolated",
+    "scoring_function",
+    "settings_path",
+]
 
 #: LiteRT quantisations: float32, dynamic-range (int8 weights), full integer (uint8 input).
 QUANTIZATIONS = ("float32", "dynamic_range", "int8")
@@ -73,51 +102,7 @@ ONNX_OPSET = 17
 #: relative to the largest value of that output over the verification images).
 FLOAT_RTOL = 1e-4
 
-#: The name of the settings document beside an export file: ``<file>.json``.
-SETTINGS_SUFFIX = ".json"
-
-#: ``format`` in the settings document: ``keras_skipae.<format>``.
-FORMAT_PREFIX = "keras_skipae."
-
 _CONVERTERS = {"onnx": ("tf2onnx", "onnx"), "openvino": ("openvino", "openvino")}
-
-
-def settings_path(path) -> Path:
-    """The settings document of an edge export: ``<file>.json`` beside it."""
-    path = Path(path)
-    return path.with_name(path.name + SETTINGS_SUFFIX)
-
-
-def edge_format(path) -> str | None:
-    """``"litert"``, ``"onnx"`` or ``"openvino"`` from a file's suffix (None otherwise)."""
-    suffix = Path(path).suffix.lower()
-    return next((f for f, s in EDGE_FORMATS.items() if s == suffix), None)
-
-
-def read_edge_settings(path) -> dict:
-    """Reads the settings document of an edge export (no runtime or TensorFlow needed).
-
-    Raises:
-        FileNotFoundError: there is no ``<file>.json`` beside ``path``.
-        ValueError: it is not valid JSON, or not a keras_skipae edge export's document.
-    """
-    file = settings_path(path)
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"{str(path)!r} has no settings document {file.name!r} beside it: it was not "
-            "written by keras_skipae's export, or the document was not copied with it."
-        )
-    try:
-        document = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"The settings document {str(file)!r} is damaged: {exc}") from None
-    fmt = document.get("format") if isinstance(document, dict) else None
-    if fmt != FORMAT_PREFIX + str(edge_format(path)):
-        raise ValueError(
-            f"The settings document {str(file)!r} is not that of a keras_skipae "
-            f"{edge_format(path)} export. Received: format={fmt!r}"
-        )
-    return document
 
 
 def _check_calibration(calibration, shape):
@@ -304,27 +289,10 @@ def _verify(format, path, model, scoring, threshold, images, quantized) -> dict:
     }
 
 
-def _document(model, cfg, threshold, size, channels, color_mode, multiple, metadata, runtime):
-    document = _settings_document(
-        model=model,
-        settings=cfg.to_dict(),
-        threshold=threshold,
-        image_size=size,
-        channels=channels,
-        color_mode=color_mode,
-        multiple=multiple,
-        metadata=metadata,
-        jit=False,
-    )
-    fmt = runtime["format"]
+def edge_settings(model, cfg, threshold, size, channels, color_mode, multiple, metadata, runtime):
+    """The settings document of an edge export of ``model`` (the float32 one)."""
     dtype = "uint8" if runtime["quantization"] == "int8" else "float32"
     batch = runtime["batch_size"] or "B"
-    document["format"] = FORMAT_PREFIX + fmt
-    document["input"]["dtypes"] = {
-        dtype: "values in [0, 255] (input quantisation of scale ~1/255)"
-        if dtype == "uint8"
-        else "values in [0, 1]"
-    }
     outputs = {
         "anomaly_map": f"float32 [{batch}, H, W]: the anomaly map after smoothing",
         "reconstruction": f"float32 [{batch}, H, W, C]: the reconstruction",
@@ -332,14 +300,34 @@ def _document(model, cfg, threshold, size, channels, color_mode, multiple, metad
     }
     if threshold is not None:
         outputs["is_anomalous"] = f"bool [{batch}]: score >= threshold"
-    document["signatures"] = {
-        "serving_default": {
-            "input": {"images": f"{dtype} [{batch}, {size[0]}, {size[1]}, {channels}]"},
-            "outputs": outputs,
-        }
-    }
-    document["runtime"] = runtime
-    return document
+    return ExportSettings(
+        scoring=cfg,
+        channels=channels,
+        image_size=tuple(size),
+        color_mode=color_mode,
+        threshold=threshold,
+        size_multiple=multiple,
+        jit_compile=False,
+        model_name=model.name,
+        model_params=int(model.count_params()),
+        model_input_shape=model_input_shape(model),
+        signatures={
+            "serving_default": {
+                "input": {"images": f"{dtype} [{batch}, {size[0]}, {size[1]}, {channels}]"},
+                "outputs": outputs,
+            }
+        },
+        input_dtypes={
+            dtype: "values in [0, 255] (input quantisation of scale ~1/255)"
+            if dtype == "uint8"
+            else "values in [0, 1]"
+        },
+        metadata=metadata,
+        versions=versions(),
+        created=now(),
+        format=FORMAT_PREFIX + runtime["format"],
+        runtime=runtime,
+    )
 
 
 def export_edge(
@@ -411,31 +399,49 @@ def export_edge(
             "export; use another map or the SavedModel. Received: map='mc_dropout'"
         )
     threshold = check_threshold(threshold)
-    h, w, channels = _input_shape(model)
-    multiple = _size_multiple(model)
-    size = _resolve_image_size(image_size, (h, w), multiple)
+    size, channels, multiple = _fixed_shape(model, image_size)
+    color_mode = resolve_color_mode(color_mode, channels)
+    calibration = _check_calibration(calibration, (*size, channels))
+    metadata = check_metadata(metadata)
+    files = _output_files(path, format, overwrite=overwrite, verify=verify)
+    runtime = _runtime(format, path, quantization, batch)
+    settings = edge_settings(
+        model, cfg, threshold, size, channels, color_mode, multiple, metadata, runtime
+    )
+    _write(path, files, model, settings, calibration, quantization, batch, verify=verify)
+    return path
+
+
+def _fixed_shape(model, image_size) -> tuple:
+    """``((H, W), C, size multiple)``: an edge export's fixed size and the model's channels."""
+    h, w, channels = model_input_shape(model)
+    multiple = size_multiple(model)
+    size = resolve_image_size(image_size, (h, w), multiple)
     if size[0] is None or size[1] is None:
         raise ValueError(
             "An edge export has a fixed image size: pass image_size=(height, width) for a "
             f"model that takes any size. Received: image_size={image_size!r}"
         )
-    color_mode = _resolve_color_mode(color_mode, channels)
-    shape = (int(size[0]), int(size[1]), int(channels))
-    calibration = _check_calibration(calibration, shape)
-    if metadata is not None:
-        try:
-            json.dumps(metadata)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"Expected a JSON-able `metadata` dict. ({exc})") from None
+    return (int(size[0]), int(size[1])), int(channels), multiple
+
+
+def _output_files(path, format, *, overwrite, verify) -> list[Path]:
+    """The files the export writes (checked writable; the settings last, since nothing
+    loads without them), once the converter and runtime it needs are known importable."""
     if format in _CONVERTERS:
         runtimes.import_runtime(*_CONVERTERS[format])
     if verify:
         runtimes.import_runtime(*runtimes.RUNTIMES[format])
     files = [path] + ([path.with_suffix(".bin")] if format == "openvino" else [])
-    files.append(settings_path(path))  # moved last: without it, nothing loads
+    files.append(settings_path(path))
     for file in files:
         io_utils.check_writable(file, overwrite=overwrite, what=f"{format} export")
-    runtime = {
+    return files
+
+
+def _runtime(format, path, quantization, batch) -> dict:
+    """The ``runtime`` entry of an edge export's settings."""
+    return {
         "format": format,
         "file": path.name,
         "quantization": quantization,
@@ -446,9 +452,13 @@ def export_edge(
             format, "openvino.convert_model"
         ),
     }
-    document = _document(
-        model, cfg, threshold, size, channels, color_mode, multiple, metadata, runtime
-    )
+
+
+def _write(path, files, model, settings, calibration, quantization, batch, *, verify) -> None:
+    """Converts the scoring graph in a scratch folder, verifies it, moves ``files`` in place."""
+    format, cfg, threshold = settings.edge_format, settings.scoring, settings.threshold
+    shape = (*settings.image_size, settings.channels)
+    document = settings.to_dict()
     fn = scoring_function(model, cfg, threshold, shape, batch)
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -464,12 +474,14 @@ def export_edge(
             images = calibration[:8] if calibration is not None else None
             if images is None:
                 images = np.random.default_rng(0).random((4, *shape), dtype=np.float32)
-            document["verification"] = _verify(
-                format, tmp, model, cfg, threshold, images, quantization != "float32"
+            settings = settings.replace(
+                verification=_verify(
+                    format, tmp, model, cfg, threshold, images, quantization != "float32"
+                )
             )
-        settings_path(tmp).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(settings.to_dict(), indent=2) + "\n"
+        settings_path(tmp).write_text(text, encoding="utf-8")
         for file in files:
             os.replace(scratch / file.name, file)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return path

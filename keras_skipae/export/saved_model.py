@@ -59,7 +59,8 @@ images with NaN or infinite values fail with ``InvalidArgumentError``
 (:data:`NON_FINITE_MESSAGE`) instead of returning NaN scores.
 
 The export carries its settings in readable form, ``assets/keras_skipae.json``
-(:data:`SETTINGS_FILE`; :func:`read_settings` reads it without TensorFlow):
+(:data:`SETTINGS_FILE`; :func:`read_settings` reads it without TensorFlow,
+:class:`~keras_skipae.export.settings.ExportSettings` types it):
 the scoring settings (map, smoothing, score, topk, p), the threshold and the
 decision rule, the input size, channels, colour mode and dtype conventions,
 the model's name and training precision, the keras_skipae / Keras / TensorFlow
@@ -79,6 +80,11 @@ existing path unless ``overwrite=True``; even then they replace only an export t
 keras_skipae made (:mod:`keras_skipae.ownership`): a SavedModel folder carries the
 marker file ``.keras_skipae.json``, a ``.keras`` file carries it as a zip entry.
 
+This module writes and loads; the settings document is
+:mod:`keras_skipae.export.settings`, the ``tf.Module`` :mod:`keras_skipae.export.module`,
+the self-check :mod:`keras_skipae.export.verify`, the argument checks
+:mod:`keras_skipae.export.arguments`.
+
 Example:
     >>> import keras_skipae as ks
     >>> ks.export_saved_model(model, "exports/aesc_carpet", threshold=0.31)
@@ -87,407 +93,121 @@ Example:
 
 from __future__ import annotations
 
-import datetime
 import json
-import math
 import tempfile
 from pathlib import Path
 
-import keras
-import numpy as np
 import tensorflow as tf
 
-from keras_skipae import __version__, io_utils, ownership
-from keras_skipae.layers import InputSizeCheck
+from keras_skipae import io_utils, ownership
+from keras_skipae.export.arguments import (
+    check_metadata,
+    model_input_shape,
+    resolve_color_mode,
+    resolve_image_size,
+    resolve_tiling,
+    size_multiple,
+)
+from keras_skipae.export.module import NON_FINITE_MESSAGE, add_tiled_signature, build_module
+from keras_skipae.export.settings import (
+    FORMAT,
+    FORMAT_VERSION,
+    SETTINGS_FILE,
+    SETTINGS_SECTIONS,
+    SIGNATURES,
+    TILED_SIGNATURE,
+    XLA_SIGNATURE,
+    ExportSettings,
+    now,
+    read_settings,
+    saved_model_signatures,
+    signature_doc,
+    versions,
+)
+from keras_skipae.export.verify import verify_saved_model
 from keras_skipae.models.precision import float32_model, model_precision
-from keras_skipae.models.taps import base_model
 from keras_skipae.ops.device import MEASURED, resolve_jit_compile
-from keras_skipae.ops.tiling import WINDOW_FLOOR, check_tiling
-from keras_skipae.runs import COLOR_MODES
 from keras_skipae.scoring import (
     DEFAULT_TILE_BATCH,
     ScoringConfig,
-    compute,
-    compute_tiled,
-    is_anomalous,
+    check_threshold,
     mc_dropout_model,
-    to_float_images,
 )
 
-#: Name of the settings JSON in the SavedModel's ``assets/`` folder.
-SETTINGS_FILE = "keras_skipae.json"
+__all__ = [
+    "EXPORT_ENTRIES",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "NON_FINITE_MESSAGE",
+    "SETTINGS_FILE",
+    "SETTINGS_SECTIONS",
+    "SIGNATURES",
+    "TILED_SIGNATURE",
+    "XLA_SIGNATURE",
+    "export_saved_model",
+    "load_saved_model",
+    "read_settings",
+    "saved_model_settings",
+]
+
 #: The entries of an export folder besides the marker: what ``tf.saved_model.save`` writes.
 EXPORT_ENTRIES = ("saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra")
 
 
-#: ``format`` and ``format_version`` written to the settings JSON.
-FORMAT = "keras_skipae.saved_model"
-
-
-FORMAT_VERSION = 1
-
-#: The settings JSON's entries that are objects (:func:`read_settings` checks them).
-SETTINGS_SECTIONS = ("scoring", "input", "model", "tiling")
-
-
-#: signature name -> (input dtype, outputs); ``is_anomalous`` only with a threshold.
-SIGNATURES = {
-    "serving_default": ("float32", ("reconstruction", "anomaly_map", "score", "is_anomalous")),
-    "serving_uint8": ("uint8", ("reconstruction", "anomaly_map", "score", "is_anomalous")),
-    "reconstruct": ("float32", ("reconstruction",)),
-    "reconstruct_uint8": ("uint8", ("reconstruction",)),
-}
-
-
-#: The signature an export made with ``tile_size=`` adds (input dtype, outputs).
-TILED_SIGNATURE = ("serving_tiled", "float32", SIGNATURES["serving_default"][1])
-
-#: The signature an export with ``jit_compile="auto"`` adds on a CPU: ``serving_default``
-#: compiled with XLA (name, input dtype, outputs). ``Detector`` times both per input shape
-#: and keeps the faster (``docs/decisions.md#xla-auto``).
-XLA_SIGNATURE = ("serving_xla", "float32", SIGNATURES["serving_default"][1])
-
-
-_OUTPUTS_DOC = {
-    "reconstruction": "float32 [B, H, W, C] in [0, 1]: the model's inference-mode reconstruction",
-    "anomaly_map": "float32 [B, H, W]: the anomaly map after smoothing",
-    "score": "float32 [B]: the image score reduced from anomaly_map",
-    "is_anomalous": "bool [B]: score >= threshold (only when the export has a threshold)",
-}
-
-
-def _size_multiple(model) -> int | None:
-    """The ``InputSizeCheck`` multiple of a keras_skipae model (None if it has none)."""
-
-    multiples = [
-        int(layer.multiple) for layer in _all_layers(model) if isinstance(layer, InputSizeCheck)
-    ]
-    return math.lcm(*multiples) if multiples else None
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
-
-
-def _input_shape(model) -> tuple:
-    shape = base_model(model).input_shape
-    if isinstance(shape, list) or len(shape) != 4 or shape[-1] is None:
-        raise ValueError(
-            "Expected a model with one image input [batch, height, width, channels] and a "
-            f"known channel count. Received: model {model.name!r} with input_shape={shape!r}"
+def saved_model_settings(
+    model,
+    cfg,
+    *,
+    threshold,
+    image_size,
+    color_mode,
+    tiling,
+    metadata,
+    jit,
+    trained_precision=None,
+) -> ExportSettings:
+    """The settings document of a SavedModel export of ``model`` (the float32 one), its
+    arguments checked against the model (``tiling``: ``(tile_size, tile_overlap,
+    tile_batch_size)``; ``jit``: resolved, True, False or ``"measured"``)."""
+    threshold = check_threshold(threshold)
+    h, w, channels = model_input_shape(model)
+    multiple = size_multiple(model)
+    image_size = resolve_image_size(image_size, (h, w), multiple)
+    color_mode = resolve_color_mode(color_mode, channels)
+    tiles = resolve_tiling(*tiling, (h, w), multiple) or {}
+    metadata = check_metadata(metadata)
+    signatures = saved_model_signatures(channels, threshold)
+    if tiles:
+        name, dtype, outputs = TILED_SIGNATURE
+        shape = f"[B, H, W, {channels}], H and W >= {tiles['tile_size']}"
+        signatures[name] = signature_doc(dtype, outputs, channels, threshold, shape=shape)
+    if jit == MEASURED:
+        name, dtype, outputs = XLA_SIGNATURE
+        signatures[name] = dict(
+            signature_doc(dtype, outputs, channels, threshold),
+            note="serving_default compiled with XLA (faster for single images on some CPUs)",
         )
-    return tuple(shape[1:])
-
-
-def _resolve_image_size(image_size, model_hw, multiple):
-    """(H, W) for the signature: the model's, or the requested one (validated)."""
-    size = io_utils.parse_image_size(image_size)
-    if size is None:
-        return tuple(model_hw)
-    for got, fixed in zip(size, model_hw):
-        if fixed is not None and got != fixed:
-            raise ValueError(
-                f"The model takes {model_hw[0]}x{model_hw[1]} images only. "
-                f"Received: image_size={image_size!r}"
-            )
-    if multiple and (size[0] % multiple or size[1] % multiple):
-        raise ValueError(
-            f"Expected `image_size` with height and width multiples of {multiple} (2**depth) "
-            f"for this model. Received: image_size={image_size!r}"
-        )
-    return size
-
-
-def _resolve_color_mode(color_mode, channels):
-    if color_mode is None:
-        return {1: "grayscale", 3: "rgb"}.get(channels)
-    if color_mode not in COLOR_MODES:
-        raise ValueError(
-            f"Expected `color_mode` to be 'grayscale', 'rgb' or None. Received: "
-            f"color_mode={color_mode!r}"
-        )
-    if COLOR_MODES[color_mode] != channels:
-        raise ValueError(
-            f"`color_mode` {color_mode!r} needs {COLOR_MODES[color_mode]} channel(s), but the "
-            f"model takes {channels}. Received: color_mode={color_mode!r}"
-        )
-    return color_mode
-
-
-def check_threshold(threshold):
-    """``threshold`` as a float (None stays None); anything not finite is a ``ValueError``."""
-    if threshold is None:
-        return None
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(
-            f"Expected a finite `threshold` or None. Received: threshold={threshold!r}"
-        )
-    return value
-
-
-def _settings_document(
-    *, model, settings, threshold, image_size, channels, color_mode, multiple, metadata, jit
-) -> dict:
-
-    signatures = {}
-    for name, (dtype, outputs) in SIGNATURES.items():
-        outs = [o for o in outputs if o != "is_anomalous" or threshold is not None]
-        signatures[name] = {
-            "input": {"images": f"{dtype} [B, H, W, {channels}]"},
-            "outputs": {o: _OUTPUTS_DOC[o] for o in outs},
-        }
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {
-            "keras_skipae": __version__,
-            "keras": keras.__version__,
-            "tensorflow": tf.__version__,
-        },
-        "model": {
-            "name": model.name,
-            "params": int(model.count_params()),
-            "input_shape": list(_input_shape(model)),
-        },
-        "input": {
-            "layout": "NHWC: [batch, height, width, channels]",
-            "image_size": None if image_size[0] is None else list(image_size),
-            "size_multiple": multiple,
-            "channels": channels,
-            "color_mode": color_mode,
-            "dtypes": {
-                "float32": "values in [0, 1] (serving_default, reconstruct)",
-                "uint8": "values in [0, 255], divided by 255 in the graph "
-                "(serving_uint8, reconstruct_uint8)",
-            },
-        },
-        "scoring": settings,
-        "threshold": threshold,
-        "decision": "is_anomalous = score >= threshold (compared in float32)",
-        "signatures": signatures,
-        "jit_compile": jit,
-        "metadata": metadata or {},
-    }
-
-
-def _add_xla_settings(document, channels, threshold) -> None:
-    """Records the ``serving_xla`` signature (see :data:`XLA_SIGNATURE`) in the settings."""
-    name, dtype, outputs = XLA_SIGNATURE
-    outs = [o for o in outputs if o != "is_anomalous" or threshold is not None]
-    document["signatures"][name] = {
-        "input": {"images": f"{dtype} [B, H, W, {channels}]"},
-        "outputs": {o: _OUTPUTS_DOC[o] for o in outs},
-        "note": "serving_default compiled with XLA (faster for single images on some CPUs)",
-    }
-
-
-#: The message of the ``InvalidArgumentError`` a served call with NaN / Inf pixels raises.
-NON_FINITE_MESSAGE = "keras_skipae: the images hold NaN or infinite values; expected [0, 1]"
-
-
-def _check_finite_images(images):
-    """``images`` unchanged, or an ``InvalidArgumentError`` at run time if a float image
-    holds NaN / Inf. Outside XLA only: a jit-compiled graph drops ``CheckNumerics``."""
-    if images.dtype.is_floating:
-        images = tf.debugging.check_numerics(images, NON_FINITE_MESSAGE)
-    return images
-
-
-def _checked(fn, expected):
-    """A ``tf.function`` that checks the images' shape against ``expected`` and their
-    values (:func:`_check_finite_images`), then calls ``fn`` (which may be jit-compiled)."""
-
-    def checked(images):
-        return fn(_check_finite_images(tf.ensure_shape(images, expected)))
-
-    return tf.function(checked, autograph=False)
-
-
-def _build_module(
-    model, *, settings, threshold, image_size, channels, asset_path, jit=False, xla_variant=False
-):
-    """A ``tf.Module`` with ``score`` / ``reconstruct`` tf.functions and their signatures;
-    with ``xla_variant`` also ``score_xla`` and its :data:`XLA_SIGNATURE`."""
-
-    expected = [None, image_size[0], image_size[1], channels]
-
-    def prepare(images):
-        # EnsureShape checks at run time (signature callers and TF Serving feed
-        # tensors without checking them against the input spec).
-        images = tf.ensure_shape(images, expected)
-        return to_float_images(images)
-
-    def score_fn(images):
-        out = compute(model, prepare(images), settings)
-        if threshold is not None:
-            out["is_anomalous"] = is_anomalous(out["score"], threshold)
-        return out
-
-    def reconstruct_fn(images):
-        x = prepare(images)
-        return {"reconstruction": tf.cast(model(x, training=False), tf.float32)}
-
-    module = tf.Module(name="keras_skipae_export")
-    module.score = _checked(tf.function(score_fn, jit_compile=jit), expected)
-    module.reconstruct = _checked(tf.function(reconstruct_fn, jit_compile=jit), expected)
-    concrete = {}
-    for name, (dtype, _) in SIGNATURES.items():
-        fn = module.reconstruct if name.startswith("reconstruct") else module.score
-        spec = tf.TensorSpec(expected, tf.as_dtype(dtype), name="images")
-        concrete[name] = fn.get_concrete_function(spec)
-    if xla_variant:
-        name, dtype, _ = XLA_SIGNATURE
-        module.score_xla = _checked(tf.function(score_fn, jit_compile=True), expected)
-        spec = tf.TensorSpec(expected, tf.as_dtype(dtype), name="images")
-        concrete[name] = module.score_xla.get_concrete_function(spec)
-    # Every variable the graphs read must be reachable from the module.
-    variables = {}
-    for cf in concrete.values():
-        for v in cf.variables:
-            variables[id(v)] = v
-    module.model_variables = list(variables.values())
-    module.settings_file = tf.saved_model.Asset(str(asset_path))
-    return module, concrete
-
-
-def _resolve_tiling(tile_size, tile_overlap, batch_size, model_hw, multiple) -> dict | None:
-    """The export's tiling settings (None without ``tile_size``), checked against the model."""
-    if tile_size is None:
-        if tile_overlap:
-            raise ValueError(
-                f"`tile_overlap` needs a `tile_size`. Received: tile_overlap={tile_overlap!r}"
-            )
-        return None
-    tile, overlap = check_tiling(tile_size, tile_overlap)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(
-            f"Expected `tile_batch_size` >= 1. Received: tile_batch_size={batch_size!r}"
-        )
-    if any(s is not None and s != tile for s in model_hw) or (multiple and tile % multiple):
-        raise ValueError(
-            f"The model takes {model_hw[0]}x{model_hw[1]} images (multiples of {multiple}), "
-            f"so it cannot score {tile}x{tile} tiles. Received: tile_size={tile_size!r}"
-        )
-    return {
-        "tile_size": tile,
-        "tile_overlap": overlap,
-        "batch_size": batch_size,
-        "window_floor": WINDOW_FLOOR,
-    }
-
-
-def _add_tiling_settings(document, tiling, channels, threshold) -> None:
-    """Records the tiling and the ``serving_tiled`` signature in the settings document."""
-    name, dtype, outputs = TILED_SIGNATURE
-    outs = [o for o in outputs if o != "is_anomalous" or threshold is not None]
-    document["tiling"] = dict(
-        tiling,
-        signature=name,
-        blending="Hann window with a floor; the map is smoothed and scored once, blended",
+    return ExportSettings(
+        scoring=cfg,
+        channels=channels,
+        image_size=None if image_size[0] is None else tuple(image_size),
+        color_mode=color_mode,
+        threshold=threshold,
+        size_multiple=multiple,
+        tile_size=tiles.get("tile_size"),
+        tile_overlap=tiles.get("tile_overlap", 0),
+        tile_batch_size=tiles.get("batch_size"),
+        window_floor=tiles.get("window_floor"),
+        jit_compile=jit,
+        model_name=model.name,
+        model_params=int(model.count_params()),
+        model_input_shape=model_input_shape(model),
+        trained_precision=trained_precision,
+        signatures=signatures,
+        metadata=metadata,
+        versions=versions(),
+        created=now(),
     )
-    document["signatures"][name] = {
-        "input": {"images": f"{dtype} [B, H, W, {channels}], H and W >= {tiling['tile_size']}"},
-        "outputs": {o: _OUTPUTS_DOC[o] for o in outs},
-    }
-
-
-def _add_tiled_signature(module, concrete, model, settings, threshold, channels, tiling):
-    """``module.score_tiled`` (any frame size >= the tile) and its ``serving_tiled`` signature."""
-
-    def score_tiled_fn(images):
-        images = _check_finite_images(tf.ensure_shape(images, [None, None, None, channels]))
-        out = compute_tiled(
-            model,
-            images,
-            tiling["tile_size"],
-            tiling["tile_overlap"],
-            settings,
-            batch_size=tiling["batch_size"],
-        )
-        if threshold is not None:
-            out["is_anomalous"] = is_anomalous(out["score"], threshold)
-        return out
-
-    name, dtype, _ = TILED_SIGNATURE
-    module.score_tiled = tf.function(score_tiled_fn, autograph=False)
-    spec = tf.TensorSpec([None, None, None, channels], tf.as_dtype(dtype), name="images")
-    concrete[name] = module.score_tiled.get_concrete_function(spec)
-    variables = {id(v): v for v in module.model_variables}
-    for v in concrete[name].variables:
-        variables[id(v)] = v
-    module.model_variables = list(variables.values())
-
-
-def _verify_tiled(loaded, model, settings, threshold, channels, tiling):
-    """Checks ``serving_tiled`` against the in-process :func:`compute_tiled` on a frame of
-    1.5 x 2 tiles (so that the last tiles overlap more than the others)."""
-    tile = tiling["tile_size"]
-    rng = np.random.default_rng(1)
-    frames = rng.random((2, tile + tile // 2 + 1, 2 * tile, channels), dtype=np.float32)
-    served = loaded.signatures[TILED_SIGNATURE[0]](images=tf.constant(frames))
-    expected = compute_tiled(
-        model,
-        frames,
-        tile,
-        tiling["tile_overlap"],
-        settings,
-        batch_size=tiling["batch_size"],
-    )
-    keys = ["reconstruction"] if settings.map == "mc_dropout" else list(expected)
-    for key in keys:
-        diff = float(np.max(np.abs(served[key].numpy() - expected[key].numpy())))
-        if not diff <= 1e-5:
-            raise RuntimeError(
-                f"The exported tiled {key!r} differs from the in-process result by {diff:.3g} "
-                "(> 1e-5); the export was not written."
-            )
-    if threshold is not None and settings.map != "mc_dropout":
-        want = expected["score"].numpy() >= np.float32(threshold)
-        if not np.array_equal(served["is_anomalous"].numpy(), want):
-            raise RuntimeError(
-                "The exported tiled `is_anomalous` disagrees with score >= threshold."
-            )
-
-
-def _verify(path, model, settings, threshold, image_size, channels, multiple, tiling=None):
-    """Loads the export and checks it against the in-process computation."""
-
-    h, w = image_size
-    if h is None:
-        side = max(multiple or 1, 32)
-        side = -(-side // (multiple or 1)) * (multiple or 1)
-        h = w = side
-    rng = np.random.default_rng(0)
-    images = rng.random((2, h, w, channels), dtype=np.float32)
-    loaded = tf.saved_model.load(str(path))
-    expected = compute(model, images, settings)
-    keys = ["reconstruction"] if settings.map == "mc_dropout" else list(expected)
-    names = [n for n in ("serving_default", XLA_SIGNATURE[0]) if n in loaded.signatures]
-    for name in names:
-        served = loaded.signatures[name](images=tf.constant(images))
-        for key in keys:
-            diff = float(np.max(np.abs(served[key].numpy() - expected[key].numpy())))
-            if not diff <= 1e-5:
-                raise RuntimeError(
-                    f"The exported {key!r} ({name}) differs from the in-process result by "
-                    f"{diff:.3g} (> 1e-5); the export was not written."
-                )
-        if threshold is not None and settings.map != "mc_dropout":
-            score = served["score"].numpy()
-            if not np.array_equal(served["is_anomalous"].numpy(), score >= np.float32(threshold)):
-                raise RuntimeError(
-                    f"The exported `is_anomalous` ({name}) disagrees with score >= threshold."
-                )
-    if tiling is not None:
-        _verify_tiled(loaded, model, settings, threshold, channels, tiling)
 
 
 def export_saved_model(
@@ -509,56 +229,33 @@ def export_saved_model(
 ) -> Path:
     """Writes a TF SavedModel that reconstructs and scores images.
 
-    The signatures (``serving_default``: float32 in [0, 1]; ``serving_uint8``;
-    ``reconstruct``; ``reconstruct_uint8``) and their outputs are described in
-    :mod:`keras_skipae.export`. The scoring is :func:`keras_skipae.scoring.compute`
-    with the given settings, the computation ``evaluate`` runs, so with the
-    same settings an exported score equals ``evaluate``'s. The defaults are
-    ``keras_skipae.scoring``'s (``DEFAULT_MAP``, ``DEFAULT_SMOOTHING``,
-    ``DEFAULT_SCORE``, ...), as ``evaluate``'s.
+    The signatures and their outputs are described in :mod:`keras_skipae.export`. The
+    scoring is :func:`keras_skipae.scoring.compute` with the given settings, the
+    computation ``evaluate`` runs, so with the same settings an exported score equals
+    ``evaluate``'s (the defaults are ``keras_skipae.scoring``'s, as ``evaluate``'s).
 
     Args:
         model: a trained keras_skipae autoencoder (one image input). A model trained in
             mixed precision is exported (and verified) as its float32 twin
             (:func:`keras_skipae.models.precision.float32_model`).
         path: the export folder to create.
-        scoring: a :class:`~keras_skipae.scoring.ScoringConfig` (or its dict): the
-            map, smoothing and score the signatures compute; None: the defaults
-            (those of ``evaluate``). ``mc_dropout`` draws new dropout masks
-            between calls, in process and served alike.
-        threshold: a production threshold: adds the ``is_anomalous`` output
-            (``score >= threshold``). It must come from the same scoring
-            settings (e.g. ``evaluate(...).threshold``).
-        image_size: None (the model's input size; any multiple of ``2**depth``
-            when the model was built with ``(None, None, C)``), an int or
-            ``(height, width)`` to fix the signature's size.
-        color_mode: ``"grayscale"`` or ``"rgb"``, recorded in the settings;
-            None infers it from the channel count. Must match the model.
-        tile_size: the side of the tiles the model was trained on: adds the
-            ``serving_tiled`` signature, which scores frames of any size >= the tile
-            at full resolution (:func:`keras_skipae.scoring.compute_tiled`). The
-            model must take ``tile_size x tile_size`` images. None: no tiling.
+        scoring: a :class:`~keras_skipae.scoring.ScoringConfig` (or dict); None: the defaults.
+        threshold: a production threshold from the same scoring settings (e.g.
+            ``evaluate(...).threshold``): adds ``is_anomalous`` (``score >= threshold``).
+        image_size: None (the model's input size; any multiple of ``2**depth`` when the
+            model was built with ``(None, None, C)``), an int or ``(height, width)``.
+        color_mode: ``"grayscale"`` or ``"rgb"``, recorded; None: from the channels.
+        tile_size: the side of the tiles the model was trained on: adds
+            ``serving_tiled``, which scores frames of any size >= the tile at full
+            resolution (:func:`keras_skipae.scoring.compute_tiled`). None: no tiling.
         tile_overlap: the least overlap of neighbouring tiles in ``serving_tiled``.
         tile_batch_size: tiles per model call in ``serving_tiled`` (bounds memory).
-        metadata: a JSON-able dict recorded under ``"metadata"`` in the
-            settings (e.g. the training run).
-        overwrite: replace an existing ``path``, only an export folder keras_skipae made
-            (:func:`keras_skipae.ownership.check_replaceable`).
-        verify: reload the export and check that it reproduces the in-process
-            results (atol 1e-5) on two random images before renaming it into
-            place.
-        jit_compile: compile the ``score`` and ``reconstruct`` functions with XLA
-            (the graphs then need a TensorFlow runtime with XLA, as the pip
-            packages have). ``"auto"``: the choice for the serving path
-            (:func:`keras_skipae.ops.device.resolve_jit_compile`,
-            ``docs/decisions.md#xla-auto``): with a GPU, on; on a CPU the
-            signatures run without XLA and the export adds ``serving_xla``, the
-            same scoring compiled with XLA, which
-            :class:`~keras_skipae.inference.Detector` times against
-            ``serving_default`` per input shape on the machine that serves
-            (:class:`~keras_skipae.ops.device.MeasuredJit`). True or False force
-            it (no ``serving_xla``). Recorded as ``jit_compile`` in the settings
-            (True, False or ``"measured"``).
+        metadata: a JSON-able dict recorded under ``"metadata"`` (e.g. the run).
+        overwrite: replace an existing export folder keras_skipae made (only that).
+        verify: check the reloaded export against the in-process results first (1e-5).
+        jit_compile: XLA for the signatures: ``"auto"`` (``docs/decisions.md#xla-auto``)
+            is on with a GPU, off on a CPU plus ``serving_xla``, which ``Detector`` times
+            against ``serving_default``; True / False force it (recorded as ``jit_compile``).
         **legacy: the deprecated scoring keywords (``map=``, ``smoothing=``, ...).
 
     Returns:
@@ -566,56 +263,52 @@ def export_saved_model(
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
-        ValueError: unknown settings, a threshold that is not finite, an
-            image size or colour mode the model cannot take.
+        ValueError: unknown settings, a threshold that is not finite, an image size,
+            colour mode or tiling the model cannot take.
         RuntimeError: ``verify`` found a disagreement (nothing is written).
 
     Example:
         >>> export_saved_model(model, "exports/aesc", threshold=result.threshold)
-        >>> loaded = tf.saved_model.load("exports/aesc")
-        >>> loaded.signatures["serving_uint8"](images=batch_uint8)["score"]
     """
     cfg = ScoringConfig.resolve(scoring, caller="export_saved_model", **legacy)
-    threshold = check_threshold(threshold)
     trained_in = model_precision(model)
     model = float32_model(model)  # scoring runs in float32 (docs/export.md)
-    jit = resolve_jit_compile(jit_compile, path="serving")
-    xla_variant = jit == MEASURED
-    h, w, channels = _input_shape(model)
-    multiple = _size_multiple(model)
-    size = _resolve_image_size(image_size, (h, w), multiple)
-    color_mode = _resolve_color_mode(color_mode, channels)
-    tiling = _resolve_tiling(tile_size, tile_overlap, tile_batch_size, (h, w), multiple)
-    if metadata is not None:
-        try:
-            json.dumps(metadata)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"Expected a JSON-able `metadata` dict. ({exc})") from None
+    settings = saved_model_settings(
+        model,
+        cfg,
+        threshold=threshold,
+        image_size=image_size,
+        color_mode=color_mode,
+        tiling=(tile_size, tile_overlap, tile_batch_size),
+        metadata=metadata,
+        jit=resolve_jit_compile(jit_compile, path="serving"),
+        trained_precision=trained_in,
+    )
     path = io_utils.check_writable(path, overwrite=overwrite, what="export folder")
     ownership.check_replaceable(path, "export", allowed=EXPORT_ENTRIES, what="export folder")
     if cfg.map == "mc_dropout":
         mc_dropout_model(model)  # builds the clone's variables eagerly
+    _write(path, model, cfg, settings, overwrite=overwrite, verify=verify)
+    return path
 
-    document = _settings_document(
-        model=model,
-        settings=cfg.to_dict(),
-        threshold=threshold,
-        image_size=size,
-        channels=channels,
-        color_mode=color_mode,
-        multiple=multiple,
-        metadata=metadata,
-        jit=jit,
-    )
-    document["model"]["trained_precision"] = trained_in
-    if tiling is not None:
-        _add_tiling_settings(document, tiling, channels, threshold)
-    if xla_variant:
-        _add_xla_settings(document, channels, threshold)
+
+def _write(path, model, cfg, settings: ExportSettings, *, overwrite, verify) -> None:
+    """Builds the module, saves it to a temporary folder, verifies it, renames it."""
+    threshold, size, channels = settings.threshold, settings.image_size, settings.channels
+    size = size or (None, None)
+    multiple, jit = settings.size_multiple, settings.jit_compile
+    xla_variant = jit == MEASURED
+    tiling = None
+    if settings.tiling is not None:
+        tiling = {
+            "tile_size": settings.tile_size,
+            "tile_overlap": settings.tile_overlap,
+            "batch_size": settings.tile_batch_size,
+        }
     with tempfile.TemporaryDirectory(prefix="keras_skipae_export_") as scratch:
         asset = Path(scratch) / SETTINGS_FILE
-        asset.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        module, concrete = _build_module(
+        asset.write_text(json.dumps(settings.to_dict(), indent=2) + "\n", encoding="utf-8")
+        module, concrete = build_module(
             model,
             settings=cfg,
             threshold=threshold,
@@ -626,15 +319,14 @@ def export_saved_model(
             xla_variant=xla_variant,
         )
         if tiling is not None:
-            _add_tiled_signature(module, concrete, model, cfg, threshold, channels, tiling)
+            add_tiled_signature(module, concrete, model, cfg, threshold, channels, tiling)
         with io_utils.atomic_path(
             path, overwrite=overwrite, is_dir=True, what="export folder"
         ) as tmp:
             tf.saved_model.save(module, str(tmp), signatures=concrete)
             ownership.mark_owned(tmp, "export")
             if verify:
-                _verify(tmp, model, cfg, threshold, size, channels, multiple, tiling)
-    return path
+                verify_saved_model(tmp, model, cfg, threshold, size, channels, multiple, tiling)
 
 
 def load_saved_model(path):
@@ -675,25 +367,3 @@ def load_saved_model(path):
         raise ValueError(
             f"Could not load the SavedModel {str(path)!r} (corrupted?): {first}"
         ) from exc
-
-
-def read_settings(path) -> dict:
-    """Reads an export's settings JSON (no TensorFlow needed).
-
-    Args:
-        path: a folder written by :func:`export_saved_model`.
-
-    Returns:
-        The settings dict (see :mod:`keras_skipae.export`).
-
-    Raises:
-        FileNotFoundError: ``path`` is not such an export.
-        ValueError: the settings file is damaged (not a JSON object; the error names it).
-    """
-    file = Path(path) / "assets" / SETTINGS_FILE
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"{str(path)!r} is not a keras_skipae SavedModel export: it has no "
-            f"assets/{SETTINGS_FILE}."
-        )
-    return io_utils.read_json(file, what="export settings", sections=SETTINGS_SECTIONS)

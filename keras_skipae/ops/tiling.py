@@ -34,12 +34,27 @@ import tensorflow as tf
 WINDOW_FLOOR = 0.01
 
 
-def check_tiling(tile_size, overlap=0) -> tuple[int, int]:
-    """Validates ``tile_size`` (int >= 1) and ``overlap`` (int, ``0 <= overlap < tile_size``).
+def check_tiling(tile_size, overlap=0, *, required: bool = False) -> tuple[int, int] | None:
+    """The one check of the tiling arguments: ``tile_size`` (None, or an int >= 1) and
+    ``overlap`` (None, or an int with ``0 <= overlap < tile_size``).
+
+    Every caller (train, evaluate, export, Detector, the tiling ops) checks its
+    ``tile_size`` / ``tile_overlap`` here.
+
+    Args:
+        tile_size: the tile's side; None: no tiling (then ``overlap`` must be 0 or None).
+        overlap: the tiles' least overlap; None counts as 0.
+        required: refuse ``tile_size=None`` (for functions that always tile).
 
     Returns:
-        ``(tile_size, overlap)`` as Python ints.
+        ``(tile_size, overlap)`` as Python ints, or None without tiling.
     """
+    if tile_size is None and not required:
+        if overlap:
+            raise ValueError(
+                f"`tile_overlap` needs a `tile_size`. Received: tile_overlap={overlap!r}"
+            )
+        return None
     if (
         not isinstance(tile_size, numbers.Integral)
         or isinstance(tile_size, bool)
@@ -64,7 +79,7 @@ def check_tiling(tile_size, overlap=0) -> tuple[int, int]:
 
 def tiles_per_axis(length: int, tile_size: int, overlap: int = 0) -> int:
     """The number of tiles along an axis of ``length`` pixels (Python ints; ``length >= tile``)."""
-    tile_size, overlap = check_tiling(tile_size, overlap)
+    tile_size, overlap = check_tiling(tile_size, overlap, required=True)
     if int(length) < tile_size:
         raise ValueError(f"Expected a length >= tile_size={tile_size}. Received: length={length!r}")
     return max(1, math.ceil((int(length) - overlap) / (tile_size - overlap)))
@@ -81,7 +96,7 @@ def tile_starts(length, tile_size: int, overlap: int = 0) -> tf.Tensor:
         length: the axis length (int or scalar int tensor, ``>= tile_size``).
         tile_size, overlap: as :func:`check_tiling`.
     """
-    tile_size, overlap = check_tiling(tile_size, overlap)
+    tile_size, overlap = check_tiling(tile_size, overlap, required=True)
     length = tf.cast(length, tf.int32)
     step = tile_size - overlap
     n = tf.maximum(1, (length - overlap + step - 1) // step)
@@ -104,7 +119,7 @@ def tile_grid(height, width, tile_size: int, overlap: int = 0) -> tuple[tf.Tenso
 
 def window_1d(tile_size: int, floor: float = WINDOW_FLOOR) -> tf.Tensor:
     """``floor + (1 - floor) * sin(pi * (i + 0.5) / tile_size) ** 2`` for ``i < tile_size``."""
-    tile_size, _ = check_tiling(tile_size)
+    tile_size, _ = check_tiling(tile_size, required=True)
     if not 0 < float(floor) <= 1:
         raise ValueError(f"Expected `floor` in (0, 1]. Received: floor={floor!r}")
     i = tf.range(tile_size, dtype=tf.float32)
@@ -161,7 +176,7 @@ def extract_tiles(frames, frame_ids, ys, xs, tile_size: int) -> tf.Tensor:
     Returns:
         ``[K, T, T, ...]`` (exact copies of the frames' pixels).
     """
-    tile_size, _ = check_tiling(tile_size)
+    tile_size, _ = check_tiling(tile_size, required=True)
     ids = [tf.cast(v, tf.int32) for v in (frame_ids, ys, xs)]
     return tf.gather_nd(frames, _pixel_indices(*ids, tile_size))
 

@@ -68,6 +68,7 @@ from keras_skipae.scoring.smoothing import (
     SMOOTHING_BORDERS,
     gaussian_smooth,
 )
+from keras_skipae.scoring.threshold import check_threshold
 from keras_skipae.scoring.tiling import DEFAULT_TILE_BATCH, compute_tiled, make_tiled_scorer
 
 __all__ = [
@@ -90,6 +91,7 @@ __all__ = [
     "SSIM_SIGMA",
     "SSIM_WINDOW",
     "ScoringConfig",
+    "check_threshold",
     "combined_map",
     "compute",
     "compute_tiled",

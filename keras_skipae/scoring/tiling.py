@@ -102,7 +102,7 @@ def compute_tiled(
         >>> out["anomaly_map"].shape                       # [B, 1024, 1024]
     """
     cfg = ScoringConfig.resolve(scoring, caller="compute_tiled")
-    tile, overlap = check_tiling(tile_size, tile_overlap)
+    tile, overlap = check_tiling(tile_size, tile_overlap, required=True)
     batch_size = _check_batch_size(batch_size)
     frames = to_float_images(frames)
     _check_rank(frames, 4, "frames")
@@ -172,7 +172,7 @@ def make_tiled_scorer(
         batch size and frame size (input float32 ``[None, None, None, channels]``).
     """
     cfg = ScoringConfig.resolve(scoring, caller="make_tiled_scorer")
-    tile, overlap = check_tiling(tile_size, tile_overlap)
+    tile, overlap = check_tiling(tile_size, tile_overlap, required=True)
     batch_size = _check_batch_size(batch_size)
     if channels is None:
         channels = model.input_shape[-1]

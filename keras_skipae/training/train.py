@@ -383,12 +383,6 @@ def _callbacks(
 
 
 def _check_train_tiling(tile_size, tile_overlap) -> tuple[int, int] | None:
-    if tile_size is None:
-        if tile_overlap:
-            raise ValueError(
-                f"`tile_overlap` needs a `tile_size`. Received: tile_overlap={tile_overlap!r}"
-            )
-        return None
     return check_tiling(tile_size, tile_overlap)
 
 
