@@ -84,46 +84,33 @@ import keras
 import tensorflow as tf
 
 from keras_skipae import io_utils
-from keras_skipae.keras_metrics import PSNR, SSIM, Dice, IoU
-from keras_skipae.models import AnomalyHeadModel, get_model
-from keras_skipae.models.registry import MASKED
-from keras_skipae.ops.tiling import check_tiling
-from keras_skipae.runs import RunFolder, read_backup
-from keras_skipae.training.callbacks.backup import RunBackup, StopOnNonFinite
-from keras_skipae.training.callbacks.preview import ReconstructionPreview, SegmentationPreview
-from keras_skipae.training.callbacks.schedule import CosineSchedule
-from keras_skipae.training.callbacks.time_limit import (
-    TimeLimit,
-    _AtomicBestModel,
-    _LogLearningRate,
-    _save_model_atomic,
+from keras_skipae.runs import (
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    RunFolder,
+    RuntimeConfig,
+    TrainingConfig,
+    read_backup,
 )
-from keras_skipae.training.pairs import (
-    _check_stain_weight,
-    _Data,
-    _describe_corruption,
-    _probe_batch,
-    _resolve_data,
+from keras_skipae.training.build import (
+    build_and_compile,
+    check_strategy_model,
+    check_tile_input,
+    check_train_tiling,
 )
+from keras_skipae.training.build import resolve_model_precision as _resolve_model_precision
+from keras_skipae.training.callbacks.time_limit import _save_model_atomic
+from keras_skipae.training.fit_callbacks import builtin_callbacks, resolve_schedule
+from keras_skipae.training.pairs import _describe_corruption
 from keras_skipae.training.runtime import (
     _is_chief,
-    _prepare_multi_worker,
     _strategy_name,
     _task_id,
     get_strategy,
-    model_precision,
-    precision_scope,
     resolve_jit_compile,
-    resolve_precision,
 )
-from keras_skipae.training.segmentation import (
-    check_output_matches_target,
-    check_segmentation_arguments,
-    check_task,
-    resolve_loss,
-    resolve_metrics,
-    segmentation_data,
-)
+from keras_skipae.training.tasks import get_task
 
 
 @dataclass
@@ -146,51 +133,6 @@ class TrainingRun:
     config: dict = field(default_factory=dict)
     initial_epoch: int = 0
     seconds: float = 0.0
-
-
-def _build_model(model, model_kwargs):
-    if isinstance(model, keras.Model):
-        if model_kwargs:
-            raise ValueError(
-                "`model_kwargs` only apply when `model` is a registry name or a builder. "
-                f"Received: model={model.name!r}, model_kwargs={model_kwargs!r}"
-            )
-        return model
-    if isinstance(model, str):
-        return get_model(model, **(model_kwargs or {}))
-    if callable(model):
-        built = model(**(model_kwargs or {}))
-        if not isinstance(built, keras.Model):
-            raise ValueError(
-                f"The model builder must return a keras.Model. Received: {type(built).__name__}"
-            )
-        return built
-    raise ValueError(
-        "`model` must be a keras.Model, a registry name ('ae', 'aesc', 'unet') or a "
-        f"callable returning a keras.Model. Received: model={model!r}"
-    )
-
-
-def _model_description(model, model_kwargs, net) -> dict:
-    name = model if isinstance(model, str) else net.name
-    return {
-        "name": name,
-        "kwargs": io_utils.jsonable(dict(model_kwargs or {})),
-        "params": int(net.count_params()),
-    }
-
-
-_NAMED_METRICS = {"psnr": PSNR, "ssim": SSIM, "iou": IoU, "dice": Dice}
-
-
-def _metric_objects(metrics):
-    out = []
-    for m in metrics or ():
-        if isinstance(m, str) and m in _NAMED_METRICS:
-            out.append(_NAMED_METRICS[m]())
-        else:
-            out.append(m)
-    return out
 
 
 def _check_arguments(train_data, val_data, epochs, learning_rate, batch_size, validation_split):
@@ -216,101 +158,37 @@ def _check_arguments(train_data, val_data, epochs, learning_rate, batch_size, va
         )
 
 
-def _learns_masks(model) -> bool:
-    """Whether ``model`` (a name or a model) trains on the corruption's masks too."""
-    if isinstance(model, str):
-        return model in MASKED
-    return isinstance(model, AnomalyHeadModel)
-
-
-SCHEDULES = ("auto", "cosine", "plateau", None)
-
-
-def _resolve_schedule(schedule, time_limit):
-    if schedule not in SCHEDULES:
-        raise ValueError(
-            f"`schedule` must be one of {list(SCHEDULES)}. Received: schedule={schedule!r}"
-        )
-    if schedule == "auto":
-        return "cosine" if time_limit is not None else "plateau"
-    return schedule
-
-
-def _resolve_model_precision(model, precision) -> str:
-    """The dtype policy to build in; a built model keeps its own (``"auto"``) or must match."""
-    if not isinstance(model, keras.Model):
-        return resolve_precision(precision)
-    built = model_precision(model)
-    if precision != "auto" and resolve_precision(precision) != built:
-        raise ValueError(
-            f"`precision` applies when train builds the model; {model.name!r} was built in "
-            f"{built!r}. Pass a registry name or a builder, or precision='auto'. "
-            f"Received: precision={precision!r}"
-        )
-    return built
-
-
-def _check_float32_outputs(net, precision):
-    """Under a mixed policy the outputs must stay float32 (the loss and scoring read them)."""
-    outputs = getattr(net, "outputs", None) if precision != "float32" else None
-    for out in tf.nest.flatten(outputs or []):
-        if str(getattr(out, "dtype", "float32")) != "float32":
-            raise ValueError(
-                f"Under precision={precision!r} the model's outputs must be float32: build its "
-                "last layer with dtype='float32' (the package's builders do). "
-                f"Received: an output of dtype {out.dtype}"
-            )
-
-
-def _build_and_compile(
-    model, model_kwargs, strat, loss_obj, metrics, learning_rate, jit, *, seed, precision
-):
-    keras.utils.set_random_seed(int(seed))
-    with strat.scope():
-        with precision_scope(precision):
-            net = _build_model(model, model_kwargs)
-        _check_float32_outputs(net, precision)
-        _prepare_multi_worker(net, strat)
-        optimizer = keras.optimizers.Adam(learning_rate=float(learning_rate))
-        if precision == "mixed_float16":
-            # Explicit: Keras wraps it only when the model's own policy says so,
-            # which a reloaded functional model's does not.
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        net.compile(
-            optimizer=optimizer, loss=loss_obj, metrics=_metric_objects(metrics), jit_compile=jit
-        )
-    applied = float(keras.ops.convert_to_numpy(net.optimizer.learning_rate))
-    if not math.isclose(applied, float(learning_rate), rel_tol=1e-6):  # pragma: no cover
-        raise RuntimeError(
-            f"The optimizer's learning rate is {applied}, not the requested {learning_rate}."
-        )
-    return net
-
-
-def _run_config(
-    model, model_kwargs, net, data, data_config, training_args, jit, strat, strategy, precision
-):
+def _run_config(model, model_kwargs, net, data, data_config, training, runtime) -> RunConfig:
     """The run's ``config.json``: what resuming compares and evaluation reads back."""
-    data_desc = dict(
-        data_config or {}, n_train=data.n_train, n_val=data.n_val, pairs_given=data.pairs_given
+    return RunConfig(
+        model=ModelConfig(
+            name=model if isinstance(model, str) else net.name,
+            kwargs=io_utils.jsonable(dict(model_kwargs or {})),
+            params=int(net.count_params()),
+        ),
+        data=DataConfig.describe(
+            data_config, n_train=data.n_train, n_val=data.n_val, pairs_given=data.pairs_given
+        ),
+        corruption=_describe_corruption(data.corruption),
+        training=TrainingConfig(**io_utils.jsonable(training)),
+        runtime=RuntimeConfig(**runtime),
     )
+
+
+def _runtime(jit, strat, strategy, precision, deterministic) -> dict:
+    """``config.json``'s ``runtime`` section."""
     return {
-        "model": _model_description(model, model_kwargs, net),
-        "data": io_utils.jsonable(data_desc),
-        "corruption": _describe_corruption(data.corruption),
-        "training": io_utils.jsonable(training_args),
-        "runtime": {
-            "jit_compile": jit,
-            "precision": precision,
-            "strategy": _strategy_name(strategy),
-            "replicas": int(strat.num_replicas_in_sync),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-        },
+        "jit_compile": jit,
+        "precision": precision,
+        "strategy": _strategy_name(strategy),
+        "replicas": int(strat.num_replicas_in_sync),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "deterministic": bool(deterministic),
     }
 
 
-def _open_run(run_dir, config, chief, overwrite, resume, worker=0):
+def _open_run(run_dir, config: RunConfig, chief, overwrite, resume, worker=0):
     """``(RunFolder or None, initial_epoch, resuming)``; the chief writes ``config.json``."""
     if run_dir is None:
         return None, 0, False
@@ -319,91 +197,8 @@ def _open_run(run_dir, config, chief, overwrite, resume, worker=0):
         state = read_backup(run.backup_dir / f"worker-{worker}") if resume else None
         return run, (int(state["epoch"]) if state else 0), False
     initial_epoch, resuming = run.clear_or_resume(config, overwrite=overwrite, resume=resume)
-    io_utils.write_json(run.config_path, config)
+    io_utils.write_json(run.config_path, config.to_dict())
     return run, initial_epoch, resuming
-
-
-def _callbacks(
-    run: RunFolder | None,
-    data: _Data,
-    *,
-    chief: bool,
-    worker: int,
-    reduce_lr,
-    schedule: str | None,
-    learning_rate: float,
-    steps: int | None,
-    initial_step: int = 0,
-    epochs: int | None = None,
-    tensorboard: bool,
-    preview_images: int,
-    save_best: bool,
-    resuming: bool,
-    time_limit,
-    time_clock: str,
-    task: str = "reconstruction",
-) -> list:
-    """The built-in callbacks, in the order they run."""
-    monitor = "val_loss" if data.val_pairs is not None else "loss"
-    cbs: list = [StopOnNonFinite(epochs, backup_dir=run.backup_dir if run is not None else None)]
-    if schedule == "plateau" and reduce_lr:
-        kwargs = {"monitor": monitor, "factor": 0.5, "patience": 3, "min_lr": 1e-6, "verbose": 0}
-        if isinstance(reduce_lr, dict):
-            kwargs.update(reduce_lr)
-        cbs.append(keras.callbacks.ReduceLROnPlateau(**kwargs))
-    elif schedule == "cosine":
-        if not time_limit and not steps:
-            raise ValueError(
-                "schedule='cosine' decays over the budget: pass `time_limit` or "
-                "`steps_per_epoch` (batched pairs have no known length)."
-            )
-        budget = {"seconds": time_limit, "clock": time_clock} if time_limit else {"steps": steps}
-        cbs.append(CosineSchedule(learning_rate, **budget, initial_step=initial_step))
-    cbs.append(_LogLearningRate())
-    if run is not None:
-        if tensorboard and chief:
-            probe_source = data.val_pairs if data.val_pairs is not None else data.train_pairs
-            probe_x, probe_y = _probe_batch(probe_source, int(preview_images))
-            if probe_x is not None:
-                preview = SegmentationPreview if task == "segmentation" else ReconstructionPreview
-                cbs.append(
-                    preview(probe_x, probe_y, log_dir=run.logs_dir, image_dir=run.previews_dir)
-                )
-        if save_best and data.val_pairs is not None and chief:
-            cbs.append(_AtomicBestModel(run.model_path(best=True), monitor="val_loss"))
-        if chief:
-            cbs.append(keras.callbacks.CSVLogger(str(run.history_path), append=resuming))
-        backup = run.backup_dir if chief else run.backup_dir / f"worker-{worker}"
-        # After the stateful callbacks. The chief removes its backup after model.keras
-        # is written (_fit); another worker when its fit ends.
-        cbs.append(RunBackup(backup, callbacks=list(cbs), delete_on_end=not chief))
-    if time_limit is not None:
-        cbs.append(TimeLimit(time_limit, clock=time_clock))
-    return cbs
-
-
-def _check_train_tiling(tile_size, tile_overlap) -> tuple[int, int] | None:
-    if tile_size is None:
-        if tile_overlap:
-            raise ValueError(
-                f"`tile_overlap` needs a `tile_size`. Received: tile_overlap={tile_overlap!r}"
-            )
-        return None
-    return check_tiling(tile_size, tile_overlap)
-
-
-def _check_tile_input(net, tiling) -> None:
-    """A model trained on tiles must take ``tile_size x tile_size`` images."""
-    if tiling is None:
-        return
-    shape = getattr(net, "input_shape", None)
-    if isinstance(shape, tuple) and len(shape) == 4:
-        if any(s is not None and s != tiling[0] for s in shape[1:3]):
-            raise ValueError(
-                f"A model trained on {tiling[0]}x{tiling[0]} tiles must take images of that "
-                f"size (build it with input_shape=({tiling[0]}, {tiling[0]}, C)). Received: "
-                f"a model with input_shape={shape}, tile_size={tiling[0]}"
-            )
 
 
 def train(
@@ -564,52 +359,37 @@ def train(
         tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(int(seed))
     _check_arguments(train_data, val_data, epochs, learning_rate, batch_size, validation_split)
-    schedule = _resolve_schedule(schedule, time_limit)
-    task = check_task(task)
-    loss_obj = resolve_loss(loss, task)
-    metrics = resolve_metrics(metrics, task)
-    tiling = _check_train_tiling(tile_size, tile_overlap)
-    if task == "segmentation":
-        check_segmentation_arguments(
-            corruption=corruption,
-            stain_weight=stain_weight,
-            tile_size=tile_size,
-            masked_model=_learns_masks(model),
-        )
-    else:
-        _check_stain_weight(stain_weight, loss_obj, loss)
+    schedule = resolve_schedule(schedule, time_limit)
+    job = get_task(task)
+    loss_obj = job.resolve_loss(loss)
+    metrics = job.resolve_metrics(metrics)
+    tiling = check_train_tiling(tile_size, tile_overlap)
+    job.check_arguments(
+        model=model,
+        corruption=corruption,
+        stain_weight=stain_weight,
+        tile_size=tile_size,
+        loss_obj=loss_obj,
+        loss=loss,
+    )
     jit = resolve_jit_compile(jit_compile, path="train")
     policy = _resolve_model_precision(model, precision)
     strat = get_strategy(strategy)
-    if strategy not in (None, "default") and isinstance(model, keras.Model):
-        raise ValueError(
-            "With a distribution strategy the model must be built inside its scope: pass a "
-            "registry name (with `model_kwargs`) or a builder callable, not a built model."
-        )
-    if task == "segmentation":
-        data = segmentation_data(
-            train_data,
-            val_data,
-            batch_size=int(batch_size),
-            validation_split=float(validation_split),
-            steps_per_epoch=steps_per_epoch,
-            seed=int(seed),
-        )
-    else:
-        data = _resolve_data(
-            train_data,
-            val_data,
-            corruption=corruption,
-            loss_obj=loss_obj,
-            stain_weight=stain_weight,
-            batch_size=int(batch_size),
-            validation_split=float(validation_split),
-            steps_per_epoch=steps_per_epoch,
-            seed=int(seed),
-            masks=_learns_masks(model),
-            tile_size=tiling[0] if tiling else None,
-        )
-    net = _build_and_compile(
+    check_strategy_model(strategy, model)
+    data = job.data(
+        train_data,
+        val_data,
+        model=model,
+        corruption=corruption,
+        loss_obj=loss_obj,
+        stain_weight=stain_weight,
+        batch_size=int(batch_size),
+        validation_split=float(validation_split),
+        steps_per_epoch=steps_per_epoch,
+        seed=int(seed),
+        tile_size=tiling[0] if tiling else None,
+    )
+    net = build_and_compile(
         model,
         model_kwargs,
         strat,
@@ -620,9 +400,9 @@ def train(
         seed=int(seed),
         precision=policy,
     )
-    _check_tile_input(net, tiling)
-    check_output_matches_target(net, data.train_pairs, task)
-    training_args = dict(
+    check_tile_input(net, tiling)
+    job.check_output(net, data.train_pairs)
+    training = dict(
         epochs=int(epochs),
         learning_rate=float(learning_rate),
         loss=keras.saving.serialize_keras_object(loss_obj),
@@ -636,33 +416,30 @@ def train(
         save_best=bool(save_best),
         time_limit=time_limit,
         time_clock=time_clock,
+        tile_size=tiling[0] if tiling else None,
+        tile_overlap=tiling[1] if tiling else 0,
+        task=job.name,
     )
-    if tiling is not None:  # only then, so that older runs still resume
-        training_args.update(tile_size=tiling[0], tile_overlap=tiling[1])
-    if task != "reconstruction":  # likewise: no task recorded means reconstruction
-        training_args.update(task=task)
-    config = _run_config(
-        model, model_kwargs, net, data, data_config, training_args, jit, strat, strategy, policy
-    )
-    config["runtime"]["deterministic"] = bool(deterministic)
-    chief = _is_chief(strat)
-    run, initial_epoch, resuming = _open_run(
-        run_dir, config, chief, overwrite, resume, worker=_task_id(strat)
-    )
+    runtime = _runtime(jit, strat, strategy, policy, deterministic)
+    config = _run_config(model, model_kwargs, net, data, data_config, training, runtime)
+    chief, worker = _is_chief(strat), _task_id(strat)
+    run, initial_epoch, resuming = _open_run(run_dir, config, chief, overwrite, resume, worker)
     if initial_epoch and not data.pairs_given:
         # The training stream is one repeated, seeded sequence read across epochs: a
         # resumed run continues it after the batches the finished epochs used.
         data.train_pairs = data.train_pairs.skip(initial_epoch * data.steps_per_epoch)
-    cbs = _callbacks(
+    steps = data.steps_per_epoch or 0
+    cbs = builtin_callbacks(
         run,
         data,
+        job,
         chief=chief,
-        worker=_task_id(strat),
+        worker=worker,
         reduce_lr=reduce_lr,
         schedule=schedule,
         learning_rate=float(learning_rate),
-        steps=int(epochs) * (data.steps_per_epoch or 0),
-        initial_step=initial_epoch * (data.steps_per_epoch or 0),
+        steps=int(epochs) * steps,
+        initial_step=initial_epoch * steps,
         epochs=int(epochs),
         tensorboard=tensorboard,
         preview_images=preview_images,
@@ -670,11 +447,9 @@ def train(
         resuming=resuming,
         time_limit=time_limit,
         time_clock=time_clock,
-        task=task,
     )
-    return _fit(
-        net, data, run, cbs + list(callbacks), int(epochs), verbose, chief, config, initial_epoch
-    )
+    cbs += list(callbacks)
+    return _fit(net, data, run, cbs, int(epochs), verbose, chief, config.to_dict(), initial_epoch)
 
 
 def _fit(net, data, run, cbs, epochs, verbose, chief, config, initial_epoch) -> TrainingRun:
