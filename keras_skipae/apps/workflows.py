@@ -17,7 +17,7 @@ from keras_skipae.export.keras import export_keras
 from keras_skipae.export.saved_model import EXPORT_ENTRIES, check_threshold, export_saved_model
 from keras_skipae.models.taps import base_model, tap_names
 from keras_skipae.ops.tiling import tile_grid
-from keras_skipae.runs import RunFolder, load_run
+from keras_skipae.runs import RunConfig, RunFolder
 from keras_skipae.scoring import FeatureMemory, ScoringConfig
 
 #: ``map_options`` of ``map="memory"`` that :func:`with_memory_bank` fits the bank with.
@@ -49,22 +49,25 @@ def with_memory_bank(scoring, model, run_dir, *, data_root=None, category=None):
     cfg = ScoringConfig.resolve(scoring, caller="evaluate")
     if cfg.map != "memory" or cfg.map_options.get("bank") is not None:
         return cfg
-    run = RunFolder(run_dir)
-    config = run.config()
-    tiling = run.tiling()
-    dcfg = config.get("data") or {}
-    root, category = data_root or dcfg.get("root"), category or dcfg.get("category")
+    config = RunFolder(run_dir).run_config()
+    tiling = config.tiling
+    root, category = data_root or config.data.root, category or config.data.category
     if not root or not category:
         raise ValueError(
             f"The run {str(run_dir)!r} does not record its data folder and category, which "
             "the 'memory' map's bank is fitted on; pass --data and --category."
         )
-    size = None if tiling else (dcfg.get("image_size") or int(model.input_shape[1]))
-    color_mode = run.color_mode(int(model.input_shape[-1]))
-    good = data.mvtec_dataset(root, category, split="train", image_size=size, color_mode=color_mode)
-    tcfg = config.get("training") or {}
-    if tcfg.get("validation_split"):
-        good, _ = training.split_validation(good, tcfg["validation_split"], tcfg.get("seed", 0))
+    good = data.mvtec_dataset(
+        root,
+        category,
+        split="train",
+        image_size=config.image_size(model),
+        color_mode=config.color_mode(int(model.input_shape[-1])),
+    )
+    if config.training.validation_split:
+        good, _ = training.split_validation(
+            good, config.training.validation_split, config.training.seed
+        )
     images = [e["image"].numpy() for e in good]
     if tiling:  # a run trained on tiles: the bank holds the features of tiles of its size
         images = [tile for frame in images for tile in _tiles(frame, tiling[0])]
@@ -138,14 +141,13 @@ def evaluate_run(
         ValueError: the run trained a segmentation model (``task="segmentation"``).
     """
     run = RunFolder(run_dir)
-    config = run.config()
+    config = run.run_config()
     run.check_reconstruction("evaluation")
-    dcfg = config.get("data") or {}
-    root = data_root or dcfg.get("root")
+    root = data_root or config.data.root
     out_dir = Path(out_dir) if out_dir is not None else run.evaluation_dir
     if overwrite:
         check_output_folder(out_dir, inputs=[*_run_inputs(run, best), root])
-    category = category or dcfg.get("category")
+    category = category or config.data.category
     if not root or not category:
         raise ValueError(
             f"The run {str(run_dir)!r} does not record its data folder and category; "
@@ -155,9 +157,9 @@ def evaluate_run(
         check_data(root, category)
 
     model = run.load(best=best)
-    tiling = run.tiling()
-    size = None if tiling else (dcfg.get("image_size") or int(model.input_shape[1]))
-    color_mode = run.color_mode(int(model.input_shape[-1]))
+    tiling = config.tiling
+    size = config.image_size(model)
+    color_mode = config.color_mode(int(model.input_shape[-1]))
     test = data.mvtec_dataset(
         root,
         category,
@@ -167,8 +169,7 @@ def evaluate_run(
         max_pixels=max_pixels,
     )
     val = None
-    tcfg = config.get("training") or {}
-    fraction = tcfg.get("validation_split")
+    fraction = config.training.validation_split
     if fraction:
         good = data.mvtec_dataset(
             root,
@@ -178,7 +179,7 @@ def evaluate_run(
             color_mode=color_mode,
             max_pixels=max_pixels,
         )
-        _, val = training.split_validation(good, fraction, tcfg.get("seed", 0))
+        _, val = training.split_validation(good, fraction, config.training.seed)
     scoring = with_memory_bank(scoring, model, run_dir, data_root=root, category=category)
     result = evaluation.evaluate(
         model,
@@ -207,7 +208,6 @@ def export_run(
     quantization: str = "float32",
     calibration=None,
     batch_size: int | None = None,
-    **legacy,
 ) -> dict:
     """Exports the model of a run folder written by ``keras_skipae.train``.
 
@@ -223,7 +223,8 @@ def export_run(
         threshold: None, a number, or ``"eval"``: the production threshold
             ``keras-skipae evaluate RUN`` wrote to ``<run>/evaluation/metrics.json``
             (refused if it was computed with other scoring settings).
-        map, smoothing, score: scoring settings; None takes the defaults.
+        scoring: a :class:`~keras_skipae.scoring.ScoringConfig` (or its dict); None
+            takes the defaults.
         best: export ``best.keras`` instead of ``model.keras``.
         overwrite: replace an existing ``out``: only an export keras_skipae made, outside
             the run (:func:`keras_skipae.ownership.check_replaceable`).
@@ -247,12 +248,10 @@ def export_run(
             "Expected `format` to be 'saved_model', 'keras', 'litert', 'onnx' or 'openvino'. "
             f"Received: format={format!r}"
         )
-    if scoring is None and any(v is not None for v in legacy.values()):
-        scoring = ScoringConfig.resolve(None, caller="export_run", **legacy)
     if format == "keras" and (threshold is not None or scoring is not None):
         raise ValueError(
-            "A .keras file holds the model only: threshold, map, smoothing and score apply "
-            "to format='saved_model'."
+            "A .keras file holds the model only: threshold and scoring apply to "
+            "format='saved_model'."
         )
     io_utils.check_writable(out, overwrite=overwrite, what="export")
     ownership.check_replaceable(
@@ -263,7 +262,7 @@ def export_run(
         run.check_reconstruction(
             "a SavedModel export" if format == "saved_model" else f"a {format} export"
         )
-    model, config = run.load(best=best, compile=False), run.config()
+    model, config = run.load(best=best, compile=False), run.run_config()
     if format == "keras":
         path = export_keras(model, out, overwrite=overwrite)
         return {
@@ -296,14 +295,13 @@ def export_run(
             f"the run has a production threshold {evaluated:.6g} in {str(metrics_path)!r}; "
             "pass --threshold eval to embed it (adds the is_anomalous output)"
         )
-    data = config.get("data") or {}
-    tiling = run.tiling()
-    image_size = None if tiling else data.get("image_size")
+    tiling = config.tiling
+    image_size = config.image_size()
     metadata = {
         "run_dir": str(Path(run_dir).resolve()),
         "model_file": "best.keras" if best else "model.keras",
         "threshold_source": source,
-        "run_config": {k: config.get(k) for k in ("model", "data", "corruption", "training")},
+        "run_config": config.compared(),
     }
     if format in EDGE_FORMATS:
         path = _export_run_edge(
@@ -328,7 +326,7 @@ def export_run(
             scoring=cfg,
             threshold=threshold,
             image_size=image_size,
-            color_mode=run.color_mode(int(model.input_shape[-1])),
+            color_mode=config.color_mode(int(model.input_shape[-1])),
             tile_size=tiling[0] if tiling else None,
             tile_overlap=tiling[1] if tiling else 0,
             metadata=metadata,
@@ -352,36 +350,34 @@ def _export_run_edge(run_dir, model, out, *, format, config, tiling, calibration
             f"The run {str(run_dir)!r} scores images tile by tile, which a {format} export "
             "does not do; export it as a SavedModel (--format saved_model)."
         )
-    data_cfg = config.get("data") or {}
-    size = data_cfg.get("image_size")
+    size = config.data.image_size
     hw = (size, size) if isinstance(size, int) else tuple(size or model.input_shape[1:3])
     shape = (*hw, model.input_shape[-1])
     source = calibration
     if source is None and kwargs["quantization"] == "int8":
-        if not data_cfg.get("root"):
+        if not config.data.root:
             raise ValueError(
                 f"The run {str(run_dir)!r} records no data folder to calibrate the int8 export "
                 "on: pass a folder of good images (--calibration DIR)."
             )
-        source = (data_cfg["root"], data_cfg.get("category"))
+        source = (config.data.root, config.data.category)
     images = None if source is None else calibration_images(source, shape)
     return export_edge(
         model,
         out,
         format=format,
         image_size=size,
-        color_mode=data_cfg.get("color_mode"),
+        color_mode=config.data.color_mode,
         calibration=images,
         **kwargs,
     )
 
 
-def _probe_images(config, *, data_root, category, n, seed, image_shape):
+def _probe_images(config: RunConfig, *, data_root, category, n, seed, image_shape):
     """Good images for probes: ``data_root``/the run's data, else synthetic ones."""
 
-    cfg = (config or {}).get("data") or {}
-    root = data_root if data_root is not None else cfg.get("root")
-    category = category if category is not None else cfg.get("category")
+    root = data_root if data_root is not None else config.data.root
+    category = category if category is not None else config.data.category
     h, w, c = image_shape
     color_mode = "rgb" if c == 3 else "grayscale"
     if root is not None and category is not None:
@@ -425,8 +421,9 @@ def _load_comparable(run_a, run_b, best):
     """``[(path, tapped model, config)] * 2``, checked to take the same input and taps."""
     loaded = []
     for run in (run_a, run_b):
-        model, config = load_run(run, best=best, compile=False)
-        loaded.append((Path(run), base_model(model), config))
+        folder = RunFolder(run)
+        model = folder.load(best=best, compile=False)
+        loaded.append((Path(run), base_model(model), folder.run_config()))
     (_, ma, _), (_, mb, _) = loaded
     if tuple(ma.input_shape[1:]) != tuple(mb.input_shape[1:]):
         raise ValueError(
@@ -532,7 +529,7 @@ def compare_runs(
     (pa, ma, ca), (pb, mb, cb) = _load_comparable(run_a, run_b, best)
     shape = tuple(ma.input_shape[1:])
     if None in shape:
-        size = ((ca.get("data") or {}).get("image_size")) or 256
+        size = ca.data.image_size or 256
         shape = (int(size), int(size), shape[-1])
     images, source = _probe_images(
         ca, data_root=data_root, category=category, n=int(n_probes), seed=seed, image_shape=shape

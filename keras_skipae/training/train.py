@@ -275,7 +275,9 @@ def train(
         metrics: ``"psnr"``, ``"ssim"``, ``"iou"``, ``"dice"`` or Keras metrics;
             ``"auto"``: PSNR and SSIM for reconstruction, IoU and Dice
             (:mod:`keras_skipae.keras_metrics`) for segmentation.
-        task: ``"reconstruction"`` (the default) or ``"segmentation"`` (see above).
+        task: ``"reconstruction"`` (the default), ``"segmentation"`` (see above), or a
+            :class:`~keras_skipae.training.task.Task` (what differs between them:
+            data, default loss and metrics, previews).
         corruption: ``"auto"`` (:class:`keras_skipae.data.Stains` for image
             datasets), a corruption object, a name or serialized config for
             :func:`get_corruption` (``"stains"``, ``"scratches"``,
