@@ -78,20 +78,9 @@ def _run_discrepancy(args):
 # (the logic lives in keras_skipae.training, keras_skipae.evaluation and keras_skipae.demo)
 
 
-def _run_train(args):
-    from keras_skipae import data, training
-    from keras_skipae.runs import COLOR_MODES
-    from keras_skipae.training.tasks import get_task
-
-    task = get_task(args.task)
-    if args.strategy == "multiworker":  # before any TF op (loading the data runs some)
-        training.get_strategy("multiworker")
-    # With --tile-size the model takes tiles, cropped from the images at full resolution.
-    size = args.tile_size or args.image_size
-    channels = COLOR_MODES[args.color_mode]
-    segmentation = task.name == "segmentation"
-    model_name = args.model or ("unet" if segmentation else "aesc")
-    model_kwargs = {"input_shape": [size, size, channels], "bn_momentum": args.bn_momentum}
+def _model_kwargs(args, model_name, input_shape, segmentation) -> dict:
+    """The builder arguments of ``keras-skipae train``'s model options."""
+    model_kwargs = {"input_shape": input_shape, "bn_momentum": args.bn_momentum}
     if segmentation and model_name == "unet":
         model_kwargs["num_outputs"] = 1  # a binary mask
     if args.encoder is not None:
@@ -107,6 +96,23 @@ def _run_train(args):
     for key in ("skips", "skip_scale", "skip_dropout", "dropout"):  # parsed by the launcher
         if getattr(args, key, None) is not None:
             model_kwargs[key] = getattr(args, key)
+    return model_kwargs
+
+
+def _run_train(args):
+    from keras_skipae import data, training
+    from keras_skipae.runs import COLOR_MODES
+    from keras_skipae.training.tasks import get_task
+
+    task = get_task(args.task)
+    if args.strategy == "multiworker":  # before any TF op (loading the data runs some)
+        training.get_strategy("multiworker")
+    # With --tile-size the model takes tiles, cropped from the images at full resolution.
+    size = args.tile_size or args.image_size
+    channels = COLOR_MODES[args.color_mode]
+    segmentation = task.name == "segmentation"
+    model_name = args.model or ("unet" if segmentation else "aesc")
+    model_kwargs = _model_kwargs(args, model_name, [size, size, channels], segmentation)
     # Segmentation learns from the test split: its defective images have masks.
     split = "test" if segmentation else "train"
     images = data.mvtec_dataset(

@@ -92,7 +92,7 @@ def _check_float32_outputs(net, precision):
 
 
 def build_and_compile(
-    model, model_kwargs, strat, loss_obj, metrics, learning_rate, jit, *, seed, precision
+    model, model_kwargs, strat, loss_obj, metrics, learning_rate, jit, seed, precision
 ):
     """The model, built under ``precision`` in ``strat``'s scope and compiled with Adam."""
     keras.utils.set_random_seed(int(seed))

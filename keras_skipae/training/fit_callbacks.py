@@ -60,9 +60,8 @@ def builtin_callbacks(
     reduce_lr,
     schedule: str | None,
     learning_rate: float,
-    steps: int | None,
-    initial_step: int = 0,
-    epochs: int | None = None,
+    epochs: int,
+    initial_epoch: int = 0,
     tensorboard: bool,
     preview_images: int,
     save_best: bool,
@@ -70,10 +69,11 @@ def builtin_callbacks(
     time_limit,
     time_clock: str,
 ) -> list:
-    """The built-in callbacks, in the order they run."""
+    """The built-in callbacks, in the order they run (``initial_epoch`` > 0: resumed)."""
     monitor = "val_loss" if data.val_pairs is not None else "loss"
     cbs: list = [StopOnNonFinite(epochs, backup_dir=run.backup_dir if run is not None else None)]
-    budget = (time_limit, time_clock, steps, initial_step)
+    steps = data.steps_per_epoch or 0
+    budget = (time_limit, time_clock, epochs * steps, initial_epoch * steps)
     lr_callback = _schedule_callback(schedule, reduce_lr, monitor, learning_rate, budget)
     if lr_callback is not None:
         cbs.append(lr_callback)

@@ -31,7 +31,7 @@ class ReconstructionTask(Task):
                 f"task='segmentation'. Received: loss={loss!r}, task='reconstruction'"
             )
 
-    def check_arguments(self, *, model, corruption, stain_weight, tile_size, loss_obj, loss):
+    def check_arguments(self, model, corruption, stain_weight, tile_size, loss_obj, loss):
         _check_stain_weight(stain_weight, loss_obj, loss)
 
     def data(self, train_data, val_data, *, model, tile_size, **options):

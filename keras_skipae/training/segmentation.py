@@ -57,7 +57,7 @@ class SegmentationTask(Task):
                 f"Received: loss={loss!r}, task='segmentation'"
             )
 
-    def check_arguments(self, *, model, corruption, stain_weight, tile_size, loss_obj, loss):
+    def check_arguments(self, model, corruption, stain_weight, tile_size, loss_obj, loss):
         if not (corruption is None or (isinstance(corruption, str) and corruption == "auto")):
             raise ValueError(
                 "task='segmentation' trains on (image, mask) as given: `corruption` must be "

@@ -70,8 +70,9 @@ class Task:
             return self.metrics
         return metrics
 
-    def check_arguments(self, *, model, corruption, stain_weight, tile_size, loss_obj, loss):
-        """Raises a ``ValueError`` naming an argument this task refuses."""
+    def check_arguments(self, model, corruption, stain_weight, tile_size, loss_obj, loss):
+        """Raises a ``ValueError`` naming an argument of :func:`keras_skipae.train` this
+        task refuses (``loss_obj``: the resolved ``loss``)."""
 
     def data(self, train_data, val_data, **options):
         """The pipelines ``fit`` reads (:class:`~keras_skipae.training.pairs._Data`).

@@ -175,6 +175,28 @@ def _run_config(model, model_kwargs, net, data, data_config, training, runtime) 
     )
 
 
+def _training_section(data, *, loss, validation_split, tiling, **args) -> dict:
+    """``config.json``'s ``training`` section: train's arguments as resolved."""
+    return dict(
+        epochs=int(args["epochs"]),
+        learning_rate=float(args["learning_rate"]),
+        loss=keras.saving.serialize_keras_object(loss),
+        stain_weight=float(data.stain_weight),
+        batch_size=int(args["batch_size"]),
+        validation_split=None if validation_split is None else float(validation_split),
+        steps_per_epoch=data.steps_per_epoch,
+        seed=int(args["seed"]),
+        reduce_lr=args["reduce_lr"],
+        schedule=args["schedule"],
+        save_best=bool(args["save_best"]),
+        time_limit=args["time_limit"],
+        time_clock=args["time_clock"],
+        tile_size=tiling[0] if tiling else None,
+        tile_overlap=tiling[1] if tiling else 0,
+        task=args["task"],
+    )
+
+
 def _runtime(jit, strat, strategy, precision, deterministic) -> dict:
     """``config.json``'s ``runtime`` section."""
     return {
@@ -239,114 +261,75 @@ def train(
     deterministic: bool = False,
 ) -> TrainingRun:
     """Trains a reconstruction model on (corrupted input, clean target) pairs, or a
-    segmentation model on (image, mask) pairs.
-
-    With ``task="segmentation"`` the model learns masks: ``train_data`` yields the
-    package's dicts with ``image`` and ``mask`` (as
-    ``keras_skipae.data.mvtec_dataset(root, category, split="test")`` or
-    :func:`keras_skipae.data.synthetic.labelled_dataset` give), unbatched
-    ``(image [H, W, C], mask [H, W, K])`` tuples, or batched ``(image, mask)`` pairs
-    used as they are. Nothing is corrupted; the loss defaults to ``"bce+dice"`` and
-    the metrics to IoU and Dice; the model's output must have the masks' channels
-    (``num_outputs=1`` for a binary mask, K with one-hot masks and a K-class loss).
-    ``config.json`` records ``training.task`` (absent: reconstruction), and
-    evaluation, export to a SavedModel and prediction refuse such a run folder: they
-    score anomaly maps of reconstructions.
+    segmentation model on (image, mask) pairs (``task="segmentation"``: nothing is
+    corrupted, loss ``"bce+dice"``, metrics IoU and Dice; ``docs/training.md``).
 
     Args:
         model: a ``keras.Model``, a registry name (``"ae"``, ``"aesc"``, ``"unet"``)
-            built with ``model_kwargs``, or a callable returning a model. With a
-            ``strategy`` it must be a name or a callable (built inside the scope).
-        train_data: a ``tf.data.Dataset`` of **unbatched** clean images
-            (``[H, W, C]`` tensors or the dicts of ``keras_skipae.data``), which
-            are corrupted on the fly; or already **batched** ``(input, target)``
-            pairs, used as they are (then ``corruption`` must be ``"auto"`` or None).
-        val_data: the same kinds of dataset for validation (corrupted with a
-            different seed). None: ``validation_split`` of the training images
-            is held out (a seeded random split).
+            built with ``model_kwargs``, or a callable returning a model (with a
+            ``strategy``: a name or a callable, built inside its scope).
+        train_data: a ``tf.data.Dataset`` of **unbatched** clean images (``[H, W, C]``
+            or the dicts of ``keras_skipae.data``), corrupted on the fly, or of
+            **batched** ``(input, target)`` pairs used as they are. Segmentation:
+            unbatched dicts with ``image`` and ``mask``, ``(image, mask)`` tuples, or
+            batched ``(image, mask)`` pairs.
+        val_data: the same kinds of dataset for validation; None: ``validation_split``
+            of the training images is held out (a seeded split).
         model_kwargs: builder arguments when ``model`` is a name or a builder.
         epochs: total number of epochs (a resumed run continues up to it).
         learning_rate: Adam's initial learning rate (applied, and checked).
         loss: a name of :data:`keras_skipae.losses.LOSSES` or a ``keras.losses.Loss``;
-            ``"auto"`` (or None): ``"mse"`` for reconstruction, ``"bce+dice"`` for
-            segmentation. A package reconstruction loss with ``task="segmentation"``,
-            or a mask loss (``"bce"``, ``"dice"``, ``"bce+dice"``, ``"focal"``) with
-            ``task="reconstruction"``, raises a ``ValueError``.
+            ``"auto"`` / None: the task's default. A package loss of the other task
+            raises a ``ValueError``.
         metrics: ``"psnr"``, ``"ssim"``, ``"iou"``, ``"dice"`` or Keras metrics;
-            ``"auto"``: PSNR and SSIM for reconstruction, IoU and Dice
-            (:mod:`keras_skipae.keras_metrics`) for segmentation.
-        task: ``"reconstruction"`` (the default), ``"segmentation"`` (see above), or a
-            :class:`~keras_skipae.training.task.Task` (what differs between them:
-            data, default loss and metrics, previews).
-        corruption: ``"auto"`` (:class:`keras_skipae.data.Stains` for image
-            datasets), a corruption object, a name or serialized config for
-            :func:`get_corruption` (``"stains"``, ``"scratches"``,
-            ``"stains+scratches"``, ...), or
-            None (learn the identity: a plain autoencoder recipe). With
-            ``task="segmentation"``: ``"auto"`` or None (nothing is corrupted).
-        stain_weight: loss weight of the corrupted pixels (the corruption's mask)
-            relative to the clean ones, as a per-pixel ``sample_weight``; 1 weights
-            all pixels alike (the paper's plain loss). Stains cover a few percent of
-            an image, so the repair the model must learn is a small part of a plain
-            loss; a larger weight puts it first. None: :data:`DEFAULT_STAIN_WEIGHT`
-            (10) when training on corrupted images with one of the package's
-            per-pixel losses (``"mse"``, ``"l1"``, ``"mse+ssim"``, ``"l1+ssim"``),
-            else 1. An explicit weight other than 1 needs a corruption and a loss
-            whose ``call`` gives per-pixel values ``[B, H, W]`` (not ``"ssim"``).
-            Why 10: ``docs/decisions.md#stain-weight``. Must stay None with
-            ``task="segmentation"``.
+            ``"auto"``: the task's (PSNR and SSIM; IoU and Dice).
+        task: ``"reconstruction"``, ``"segmentation"`` or a
+            :class:`~keras_skipae.training.task.Task` (what differs between them: data,
+            default loss and metrics, previews). Evaluation, SavedModel export and
+            prediction refuse a segmentation run.
+        corruption: ``"auto"`` (stains for image datasets), a corruption object, a name
+            or serialized config (:func:`get_corruption`), or None (learn the
+            identity). Segmentation: ``"auto"`` or None.
+        stain_weight: loss weight of the corrupted pixels relative to the clean ones
+            (a per-pixel ``sample_weight``; needs a corruption and a per-pixel loss).
+            None: :data:`DEFAULT_STAIN_WEIGHT` with a corruption and a per-pixel
+            package loss, else 1 (``docs/decisions.md#stain-weight``). Segmentation: None.
         batch_size: global batch size.
         validation_split: fraction held out when ``val_data`` is None (0: no validation).
         steps_per_epoch: batches per epoch; None: one pass over the training images.
-        seed: seed of the split, the corruptions, the shuffling and the weights
-            (``keras.utils.set_random_seed``).
+        seed: seed of the split, the corruptions, the shuffling and the weights.
         run_dir: the run folder, or None to write nothing (no resume then).
         jit_compile: ``"auto"`` (XLA on GPU only), True or False.
-        precision: ``"auto"`` (mixed precision only on GPUs with tensor cores and
-            CPUs with bfloat16 instructions, see
-            :func:`~keras_skipae.training.resolve_precision`), ``"float32"``,
-            ``"mixed_bfloat16"`` or ``"mixed_float16"``: the Keras dtype policy the
-            model is built under. Outputs, losses, metrics and scoring stay
-            float32. A built ``model`` keeps its own policy (then only
-            ``"auto"`` or that policy is accepted). Stored in ``config.json``
-            (``runtime.precision``).
+        precision: ``"auto"``, ``"float32"``, ``"mixed_bfloat16"`` or
+            ``"mixed_float16"``: the dtype policy the model is built under
+            (:func:`~keras_skipae.training.resolve_precision`); a built ``model`` keeps
+            its own. Outputs, losses, metrics and scoring stay float32.
         strategy: None/``"default"``, ``"mirrored"``, ``"multiworker"`` or a strategy.
         callbacks: extra Keras callbacks (run after the built-in ones).
-        reduce_lr: ``ReduceLROnPlateau`` (factor 0.5, patience 3, on ``val_loss``)
-            for the ``"plateau"`` schedule; a dict overrides its arguments; False
-            turns it off.
-        schedule: the learning-rate schedule. ``"auto"``: ``"cosine"`` with a
-            ``time_limit``, else ``"plateau"``. ``"cosine"``: 5 % linear warm-up,
-            then cosine decay to 1 % of ``learning_rate`` at the end of the budget
-            (``time_limit`` seconds, else this call's epochs x steps), see
-            :class:`~keras_skipae.training.callbacks.CosineSchedule`.
-            ``"plateau"``: ``ReduceLROnPlateau`` (``reduce_lr``). None: constant.
-            Why: ``docs/decisions.md#learning-rate-schedule``.
+        reduce_lr: ``ReduceLROnPlateau``'s arguments for the ``"plateau"`` schedule
+            (True: factor 0.5, patience 3; a dict overrides them; False: off).
+        schedule: ``"auto"`` (``"cosine"`` with a ``time_limit``, else ``"plateau"``),
+            ``"cosine"`` (warm-up, then cosine decay over the budget,
+            :class:`~keras_skipae.training.callbacks.CosineSchedule`), ``"plateau"`` or
+            None (constant); ``docs/decisions.md#learning-rate-schedule``.
         tensorboard: write TensorBoard event files and preview PNGs to the run folder.
         preview_images: how many fixed validation images the previews show.
         save_best: also keep ``best.keras``, the model of the best ``val_loss``.
         time_limit: stop after this many seconds of training (see :class:`TimeLimit`).
         time_clock: ``"wall"`` or ``"cpu"``: the clock of ``time_limit``.
         overwrite: replace a run folder that holds a different run.
-        resume: continue an interrupted run in ``run_dir`` (same configuration).
-            False starts the run again from epoch 0.
+        resume: continue an interrupted run in ``run_dir`` (same configuration);
+            False starts it again from epoch 0.
         verbose: passed to ``fit`` (``"auto"``: a progress bar).
         data_config: JSON-able description of the data stored in ``config.json``
-            (the CLI stores the data folder, category, image size, color mode).
-        tile_size: train on random ``tile_size x tile_size`` crops of the training
-            images (unbatched, full resolution, each at least that large) instead of
-            the images themselves; the model must take images of that size. None:
-            the images as they are. Stored in ``config.json`` (``training``).
-        tile_overlap: the tiles' overlap when whole frames are scored later
-            (evaluation, export, prediction); stored in ``config.json``, not used
-            for training.
-        deterministic: enable TensorFlow's op determinism
-            (``tf.config.experimental.enable_op_determinism``) and seed Python,
-            NumPy and TensorFlow: with a fixed ``epochs`` (no ``time_limit``) the
-            same seed gives bit-identical weights, also after a resume. It is
-            process-wide and cannot be switched off again, and it slows training
-            (``docs/training.md#faults-resume-and-determinism``). Stored in ``config.json``
-            (``runtime.deterministic``).
+            (the CLI stores the data folder, category, image size, colour mode, split).
+        tile_size: train on random ``tile_size x tile_size`` crops of the (unbatched,
+            full-resolution) training images; the model must take that size.
+        tile_overlap: the tiles' overlap when whole frames are scored later (stored
+            in ``config.json``, not used for training).
+        deterministic: enable TensorFlow's op determinism and seed Python, NumPy and
+            TensorFlow: the same seed gives bit-identical weights, also after a resume
+            (process-wide, slower; ``docs/training.md#faults-resume-and-determinism``).
 
     Returns:
         A :class:`TrainingRun`.
@@ -363,17 +346,9 @@ def train(
     _check_arguments(train_data, val_data, epochs, learning_rate, batch_size, validation_split)
     schedule = resolve_schedule(schedule, time_limit)
     job = get_task(task)
-    loss_obj = job.resolve_loss(loss)
-    metrics = job.resolve_metrics(metrics)
+    loss_obj, metrics = job.resolve_loss(loss), job.resolve_metrics(metrics)
     tiling = check_train_tiling(tile_size, tile_overlap)
-    job.check_arguments(
-        model=model,
-        corruption=corruption,
-        stain_weight=stain_weight,
-        tile_size=tile_size,
-        loss_obj=loss_obj,
-        loss=loss,
-    )
+    job.check_arguments(model, corruption, stain_weight, tile_size, loss_obj, loss)
     jit = resolve_jit_compile(jit_compile, path="train")
     policy = _resolve_model_precision(model, precision)
     strat = get_strategy(strategy)
@@ -392,34 +367,24 @@ def train(
         tile_size=tiling[0] if tiling else None,
     )
     net = build_and_compile(
-        model,
-        model_kwargs,
-        strat,
-        loss_obj,
-        metrics,
-        learning_rate,
-        jit,
-        seed=int(seed),
-        precision=policy,
+        model, model_kwargs, strat, loss_obj, metrics, learning_rate, jit, int(seed), policy
     )
     check_tile_input(net, tiling)
     job.check_output(net, data.train_pairs)
-    training = dict(
-        epochs=int(epochs),
-        learning_rate=float(learning_rate),
-        loss=keras.saving.serialize_keras_object(loss_obj),
-        stain_weight=float(data.stain_weight),
-        batch_size=int(batch_size),
-        validation_split=float(validation_split) if val_data is None else None,
-        steps_per_epoch=data.steps_per_epoch,
-        seed=int(seed),
+    training = _training_section(
+        data,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        loss=loss_obj,
+        batch_size=batch_size,
+        validation_split=validation_split if val_data is None else None,
+        seed=seed,
         reduce_lr=reduce_lr,
         schedule=schedule,
-        save_best=bool(save_best),
+        save_best=save_best,
         time_limit=time_limit,
         time_clock=time_clock,
-        tile_size=tiling[0] if tiling else None,
-        tile_overlap=tiling[1] if tiling else 0,
+        tiling=tiling,
         task=job.name,
     )
     runtime = _runtime(jit, strat, strategy, policy, deterministic)
@@ -430,7 +395,6 @@ def train(
         # The training stream is one repeated, seeded sequence read across epochs: a
         # resumed run continues it after the batches the finished epochs used.
         data.train_pairs = data.train_pairs.skip(initial_epoch * data.steps_per_epoch)
-    steps = data.steps_per_epoch or 0
     cbs = builtin_callbacks(
         run,
         data,
@@ -440,9 +404,8 @@ def train(
         reduce_lr=reduce_lr,
         schedule=schedule,
         learning_rate=float(learning_rate),
-        steps=int(epochs) * steps,
-        initial_step=initial_epoch * steps,
         epochs=int(epochs),
+        initial_epoch=initial_epoch,
         tensorboard=tensorboard,
         preview_images=preview_images,
         save_best=save_best,
