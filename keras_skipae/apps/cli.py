@@ -139,7 +139,7 @@ def _run_train(args):
         steps_per_epoch=args.steps_per_epoch,
         learning_rate=args.lr,
         loss=args.loss,
-        task=task,
+        task=task.name,
         corruption=corruption,
         stain_weight=args.stain_weight,
         batch_size=args.batch_size,

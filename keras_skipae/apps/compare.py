@@ -62,6 +62,23 @@ def _probe_images(config: RunConfig, *, data_root, category, n, seed, image_shap
     return np.stack(images), {"category": synth, "source": "synthetic"}
 
 
+def _probe_shape(model, config: RunConfig) -> tuple:
+    """``(H, W, C)`` of the probes: the model's input, else the run's image size (256)."""
+    shape = tuple(model.input_shape[1:])
+    if None in shape:
+        size = config.data.image_size or 256
+        shape = (int(size), int(size), shape[-1])
+    return shape
+
+
+def _labels(path_a: Path, path_b: Path) -> tuple[str, str]:
+    """The runs' folder names, prefixed ``A:`` / ``B:`` when they are the same."""
+    label_a, label_b = path_a.name or str(path_a), path_b.name or str(path_b)
+    if label_a == label_b:
+        label_a, label_b = f"A: {label_a}", f"B: {label_b}"
+    return label_a, label_b
+
+
 def _load_comparable(run_a, run_b, best):
     """``[(path, tapped model, config)] * 2``, checked to take the same input and taps."""
     loaded = []
@@ -172,19 +189,18 @@ def compare_runs(
     if int(n_probes) < 1:
         raise ValueError(f"`n_probes` must be >= 1. Received: n_probes={n_probes!r}")
     (pa, ma, ca), (pb, mb, cb) = _load_comparable(run_a, run_b, best)
-    shape = tuple(ma.input_shape[1:])
-    if None in shape:
-        size = ca.data.image_size or 256
-        shape = (int(size), int(size), shape[-1])
     images, source = _probe_images(
-        ca, data_root=data_root, category=category, n=int(n_probes), seed=seed, image_shape=shape
+        ca,
+        data_root=data_root,
+        category=category,
+        n=int(n_probes),
+        seed=seed,
+        image_shape=_probe_shape(ma, ca),
     )
     if corruption is None:
         corruption = Stains()
     clean, corrupted = make_probe_pairs(images, corruption, seed=seed)
-    label_a, label_b = pa.name or str(pa), pb.name or str(pb)
-    if label_a == label_b:
-        label_a, label_b = f"A: {label_a}", f"B: {label_b}"
+    label_a, label_b = _labels(pa, pb)
     results = {
         label_a: LayerDiscrepancy(ma)(clean, corrupted, return_means=True),
         label_b: LayerDiscrepancy(mb)(clean, corrupted, return_means=True),
