@@ -364,13 +364,16 @@ def test_clear_or_resume_compares_a_run_config_with_the_stored_document(tmp_path
         run.clear_or_resume(seed, overwrite=False, resume=True)
 
 
-def test_stored_threshold_applies_to_the_tiling_it_was_set_on(tmp_path):
+def test_stored_threshold_applies_to_the_tiling_it_was_set_on():
     cfg = ScoringConfig()
-    path = tmp_path / "metrics.json"
-    path.write_text(json.dumps({"threshold": 0.5, "settings": dict(cfg.to_dict(), tile_size=8)}))
-    assert stored_threshold(path, cfg, (8, 0)) == (0.5, path, None)
-    threshold, _, problem = stored_threshold(path, cfg, None)
+    metrics = {"threshold": 0.5, "settings": dict(cfg.to_dict(), tile_size=8)}
+    assert stored_threshold(metrics, cfg, (8, 0)) == (0.5, None)
+    threshold, problem = stored_threshold(metrics, cfg, None, where="m.json")
     assert threshold is None
-    assert "computed with tile_size=8, tile_overlap=0, not no tiling" in problem
-    threshold, _, problem = stored_threshold(path, cfg.to_dict(), (8, 2))
+    assert problem == (
+        "the threshold in 'm.json' was computed with tile_size=8, tile_overlap=0, not no tiling"
+    )
+    threshold, problem = stored_threshold(metrics, cfg.to_dict(), (8, 2))
     assert threshold is None and "not tile_size=8, tile_overlap=2" in problem
+    threshold, problem = stored_threshold({"settings": cfg.to_dict()}, cfg, None)
+    assert threshold is None and problem == "'metrics.json' holds no production threshold"
