@@ -294,11 +294,10 @@ def _add_evaluate(sub):
     p.add_argument("--out", default=None, help="output folder (default: <run>/evaluation)")
     p.add_argument(
         "--map",
-        "--method",
         dest="map",
         default=None,
         choices=CLI_MAPS,
-        help="anomaly map (default: residual; --method is the old name; memory: distance to "
+        help="anomaly map (default: residual; memory: distance to "
         "the nearest feature of the run's good training images)",
     )
     p.add_argument("--best", action="store_true", help="use best.keras instead of model.keras")

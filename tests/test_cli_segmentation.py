@@ -14,6 +14,7 @@ import pytest
 
 import keras_skipae as ks
 from keras_skipae.models.encoders import list_encoders
+from keras_skipae.runs import DataConfig
 from keras_skipae.training.segmentation import TASKS
 from keras_skipae_cli import main
 from keras_skipae_cli.parser import CLI_ENCODERS, CLI_TASKS, build_parser
@@ -139,7 +140,9 @@ def test_encoder_flags_and_task_reach_train(synthetic_root, tmp_path, monkeypatc
     assert main(_train_args(synthetic_root, tmp_path / "run2")) == 0
     assert seen["model"] == "aesc" and seen["task"] == "reconstruction" and seen["n"] == 12
     assert not {"encoder", "num_outputs", "freeze_encoder"} & set(seen["model_kwargs"])
-    assert "split" not in seen["data_config"]
+    assert seen["data_config"]["split"] == "train"
+    # ... which config.json leaves out, as runs written before "split" existed have none.
+    assert "split" not in DataConfig.describe(seen["data_config"]).to_dict()
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from keras_skipae import data as ks_data
 from keras_skipae import training
+from keras_skipae.runs import RunFolder
 
 
 def _tiny(name="tiny"):
@@ -133,6 +134,12 @@ def test_one_epoch_writes_run_folder(tmp_path):
     assert config["data"]["category"] == "grid"
     assert config["data"]["n_train"] + config["data"]["n_val"] == 12
     assert config["training"]["epochs"] == 1
+    assert run.config == config
+    # RunConfig reads it and writes it back unchanged, key order included.
+    typed = RunFolder(run_dir).run_config()
+    assert json.dumps(typed.to_dict()) == json.dumps(config)
+    assert (typed.data.category, typed.training.epochs, typed.tiling) == ("grid", 1, None)
+    assert "task" not in config["training"] and "tile_size" not in config["training"]
     assert _history_epochs(run_dir) == [0]
     assert {"loss", "val_loss", "psnr", "val_ssim", "probe_good_mse"} <= set(run.history)
     model, cfg = training.load_run(run_dir)
@@ -546,3 +553,24 @@ def test_split_validation_returns_the_images_train_held_out():
     _, other = training.split_validation(data, 0.3, seed=4)
     other = np.stack(list(other.as_numpy_iterator()))
     assert not np.array_equal(np.sort(other.reshape(3, -1), 0), np.sort(held_out.reshape(3, -1), 0))
+
+
+def test_tasks_hold_their_defaults_and_refuse_the_other_tasks_losses():
+    from keras_skipae import losses
+    from keras_skipae.training.tasks import get_task
+
+    rec, seg = get_task("reconstruction"), get_task("segmentation")
+    assert get_task(seg) is seg
+    assert rec.resolve_metrics("auto") == ("psnr", "ssim")
+    assert seg.resolve_metrics("auto") == ("iou", "dice")
+    assert seg.resolve_metrics(["mae"]) == ["mae"]
+    assert isinstance(rec.resolve_loss("auto"), losses.MeanSquaredError)
+    assert seg.resolve_loss(None).kind == "bce+dice"
+    assert rec.reported == ("loss", "val_loss")
+    assert seg.reported == ("loss", "val_loss", "val_iou", "val_dice")
+    with pytest.raises(ValueError, match=r"'dice' is a mask loss.*task='reconstruction'"):
+        rec.resolve_loss("dice")
+    with pytest.raises(ValueError, match=r"use a mask loss.*loss='mse', task='segmentation'"):
+        seg.resolve_loss("mse")
+    with pytest.raises(ValueError, match=r"`task` must be one of \['reconstruction', 'segm"):
+        get_task(3)

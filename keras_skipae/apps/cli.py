@@ -79,17 +79,9 @@ def _run_discrepancy(args):
 # (the logic lives in keras_skipae.training, keras_skipae.evaluation and keras_skipae.demo)
 
 
-def _run_train(args):
-    from keras_skipae import data, training
-
-    if args.strategy == "multiworker":  # before any TF op (loading the data runs some)
-        training.get_strategy("multiworker")
-    # With --tile-size the model takes tiles, cropped from the images at full resolution.
-    size = args.tile_size or args.image_size
-    channels = 3 if args.color_mode == "rgb" else 1
-    segmentation = args.task == "segmentation"
-    model_name = args.model or ("unet" if segmentation else "aesc")
-    model_kwargs = {"input_shape": [size, size, channels], "bn_momentum": args.bn_momentum}
+def _model_kwargs(args, model_name, input_shape, segmentation) -> dict:
+    """The builder arguments of ``keras-skipae train``'s model options."""
+    model_kwargs = {"input_shape": input_shape, "bn_momentum": args.bn_momentum}
     if segmentation and model_name == "unet":
         model_kwargs["num_outputs"] = 1  # a binary mask
     if args.encoder is not None:
@@ -105,6 +97,23 @@ def _run_train(args):
     for key in ("skips", "skip_scale", "skip_dropout", "dropout"):  # parsed by the launcher
         if getattr(args, key, None) is not None:
             model_kwargs[key] = getattr(args, key)
+    return model_kwargs
+
+
+def _run_train(args):
+    from keras_skipae import data, training
+    from keras_skipae.runs import COLOR_MODES
+    from keras_skipae.training.tasks import get_task
+
+    task = get_task(args.task)
+    if args.strategy == "multiworker":  # before any TF op (loading the data runs some)
+        training.get_strategy("multiworker")
+    # With --tile-size the model takes tiles, cropped from the images at full resolution.
+    size = args.tile_size or args.image_size
+    channels = COLOR_MODES[args.color_mode]
+    segmentation = task.name == "segmentation"
+    model_name = args.model or ("unet" if segmentation else "aesc")
+    model_kwargs = _model_kwargs(args, model_name, [size, size, channels], segmentation)
     # Segmentation learns from the test split: its defective images have masks.
     split = "test" if segmentation else "train"
     images = data.mvtec_dataset(
@@ -121,9 +130,8 @@ def _run_train(args):
         "category": args.category,
         "image_size": None if args.tile_size else size,  # tiles: full resolution
         "color_mode": args.color_mode,
+        "split": split,  # RunConfig leaves out "train", the default
     }
-    if segmentation:  # only then, so that older runs still resume
-        data_config["split"] = split
     run = training.train(
         model_name,
         images,
@@ -132,7 +140,7 @@ def _run_train(args):
         steps_per_epoch=args.steps_per_epoch,
         learning_rate=args.lr,
         loss=args.loss,
-        task=args.task,
+        task=task.name,
         corruption=corruption,
         stain_weight=args.stain_weight,
         batch_size=args.batch_size,
@@ -154,8 +162,7 @@ def _run_train(args):
         deterministic=args.deterministic,
     )
     h = run.history
-    keys = ("loss", "val_loss") + (("val_iou", "val_dice") if segmentation else ())
-    last = {k: h[k][-1] for k in keys if h.get(k)}
+    last = {k: h[k][-1] for k in task.reported if h.get(k)}
     print(
         f"trained {model_name} for {len(h.get('epoch', []))} epochs in {run.seconds:.0f} s: "
         + ", ".join(f"{k} {v:.5f}" for k, v in last.items())

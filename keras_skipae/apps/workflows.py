@@ -1,24 +1,24 @@
-"""Workflows over run folders: evaluate a run, export a run, compare two runs."""
+"""Workflows over run folders: evaluate a run, export a run, compare two runs
+(:func:`compare_runs`, in :mod:`keras_skipae.apps.compare`)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from keras_skipae import data, evaluation, io_utils, ownership, plotting, training
-from keras_skipae.analysis import LayerDiscrepancy, make_probe_pairs, paper_trend
-from keras_skipae.data.corruptions import Stains
+from keras_skipae import data, evaluation, io_utils, ownership, training
+from keras_skipae.apps.compare import DISCREPANCY_ENTRIES, _run_inputs, compare_runs
 from keras_skipae.evaluation.evaluate import check_output_folder
 from keras_skipae.export.api import calibration_images
 from keras_skipae.export.edge import EDGE_FORMATS, export_edge
 from keras_skipae.export.keras import export_keras
 from keras_skipae.export.saved_model import EXPORT_ENTRIES, export_saved_model
-from keras_skipae.models.taps import base_model, tap_names
 from keras_skipae.ops.tiling import tile_grid
-from keras_skipae.runs import RunFolder, load_run
+from keras_skipae.runs import RunFolder
 from keras_skipae.scoring import FeatureMemory, ScoringConfig, check_threshold
+
+__all__ = ["DISCREPANCY_ENTRIES", "compare_runs", "evaluate_run", "export_run", "with_memory_bank"]
 
 #: ``map_options`` of ``map="memory"`` that :func:`with_memory_bank` fits the bank with.
 MEMORY_FIT_OPTIONS = {"layers": "layers", "bank_size": "bank", "seed": "seed"}
@@ -49,22 +49,17 @@ def with_memory_bank(scoring, model, run_dir, *, data_root=None, category=None):
     cfg = ScoringConfig.resolve(scoring, caller="evaluate")
     if cfg.map != "memory" or cfg.map_options.get("bank") is not None:
         return cfg
-    run = RunFolder(run_dir)
-    config = run.config()
-    tiling = run.tiling()
-    dcfg = config.get("data") or {}
-    root, category = data_root or dcfg.get("root"), category or dcfg.get("category")
+    config = RunFolder(run_dir).run_config()
+    tiling = config.tiling
+    root, category = data_root or config.data.root, category or config.data.category
     if not root or not category:
         raise ValueError(
             f"The run {str(run_dir)!r} does not record its data folder and category, which "
             "the 'memory' map's bank is fitted on; pass --data and --category."
         )
-    size = None if tiling else (dcfg.get("image_size") or int(model.input_shape[1]))
-    color_mode = run.color_mode(int(model.input_shape[-1]))
-    good = data.mvtec_dataset(root, category, split="train", image_size=size, color_mode=color_mode)
-    tcfg = config.get("training") or {}
-    if tcfg.get("validation_split"):
-        good, _ = training.split_validation(good, tcfg["validation_split"], tcfg.get("seed", 0))
+    good = _run_images(config, model, root, category, "train")
+    if config.training.validation_split:
+        good, _ = _held_out(config, good)
     images = [e["image"].numpy() for e in good]
     if tiling:  # a run trained on tiles: the bank holds the features of tiles of its size
         images = [tile for frame in images for tile in _tiles(frame, tiling[0])]
@@ -82,15 +77,28 @@ def with_memory_bank(scoring, model, run_dir, *, data_root=None, category=None):
     return cfg.replace(map_options={**options, "bank": bank})
 
 
+def _run_images(config, model, root, category, split, max_pixels=data.DEFAULT_MAX_PIXELS):
+    """The images of ``split``, read as the run read them: at its image size (full
+    resolution for a run on tiles) and in its colour mode."""
+    return data.mvtec_dataset(
+        root,
+        category,
+        split=split,
+        image_size=config.image_size(model),
+        color_mode=config.color_mode(int(model.input_shape[-1])),
+        max_pixels=max_pixels,
+    )
+
+
+def _held_out(config, good):
+    """``(training part, validation part)`` of the good images: the run's seeded split."""
+    return training.split_validation(good, config.training.validation_split, config.training.seed)
+
+
 def _tiles(frame, tile_size: int) -> list:
     """The tiles of ``tile_size`` covering ``frame`` ``[H, W, C]`` with the least overlap."""
     ys, xs = tile_grid(frame.shape[0], frame.shape[1], tile_size, 0)
     return [frame[y : y + tile_size, x : x + tile_size] for y, x in zip(ys.numpy(), xs.numpy())]
-
-
-def _run_inputs(run: RunFolder, best: bool) -> list:
-    """The files of a run a workflow reads (its outputs may go inside the run folder)."""
-    return [run.config_path, run.model_path(best)]
 
 
 def evaluate_run(
@@ -138,14 +146,13 @@ def evaluate_run(
         ValueError: the run trained a segmentation model (``task="segmentation"``).
     """
     run = RunFolder(run_dir)
-    config = run.config()
+    config = run.run_config()
     run.check_reconstruction("evaluation")
-    dcfg = config.get("data") or {}
-    root = data_root or dcfg.get("root")
+    root = data_root or config.data.root
     out_dir = Path(out_dir) if out_dir is not None else run.evaluation_dir
     if overwrite:
         check_output_folder(out_dir, inputs=[*_run_inputs(run, best), root])
-    category = category or dcfg.get("category")
+    category = category or config.data.category
     if not root or not category:
         raise ValueError(
             f"The run {str(run_dir)!r} does not record its data folder and category; "
@@ -155,30 +162,12 @@ def evaluate_run(
         check_data(root, category)
 
     model = run.load(best=best)
-    tiling = run.tiling()
-    size = None if tiling else (dcfg.get("image_size") or int(model.input_shape[1]))
-    color_mode = run.color_mode(int(model.input_shape[-1]))
-    test = data.mvtec_dataset(
-        root,
-        category,
-        split="test",
-        image_size=size,
-        color_mode=color_mode,
-        max_pixels=max_pixels,
-    )
+    tiling = config.tiling
+    test = _run_images(config, model, root, category, "test", max_pixels)
     val = None
-    tcfg = config.get("training") or {}
-    fraction = tcfg.get("validation_split")
-    if fraction:
-        good = data.mvtec_dataset(
-            root,
-            category,
-            split="train",
-            image_size=size,
-            color_mode=color_mode,
-            max_pixels=max_pixels,
-        )
-        _, val = training.split_validation(good, fraction, tcfg.get("seed", 0))
+    if config.training.validation_split:
+        good = _run_images(config, model, root, category, "train", max_pixels)
+        _, val = _held_out(config, good)
     scoring = with_memory_bank(scoring, model, run_dir, data_root=root, category=category)
     result = evaluation.evaluate(
         model,
@@ -207,7 +196,6 @@ def export_run(
     quantization: str = "float32",
     calibration=None,
     batch_size: int | None = None,
-    **legacy,
 ) -> dict:
     """Exports the model of a run folder written by ``keras_skipae.train``.
 
@@ -223,7 +211,8 @@ def export_run(
         threshold: None, a number, or ``"eval"``: the production threshold
             ``keras-skipae evaluate RUN`` wrote to ``<run>/evaluation/metrics.json``
             (refused if it was computed with other scoring settings).
-        map, smoothing, score: scoring settings; None takes the defaults.
+        scoring: a :class:`~keras_skipae.scoring.ScoringConfig` (or its dict); None
+            takes the defaults.
         best: export ``best.keras`` instead of ``model.keras``.
         overwrite: replace an existing ``out``: only an export keras_skipae made, outside
             the run (:func:`keras_skipae.ownership.check_replaceable`).
@@ -247,12 +236,10 @@ def export_run(
             "Expected `format` to be 'saved_model', 'keras', 'litert', 'onnx' or 'openvino'. "
             f"Received: format={format!r}"
         )
-    if scoring is None and any(v is not None for v in legacy.values()):
-        scoring = ScoringConfig.resolve(None, caller="export_run", **legacy)
     if format == "keras" and (threshold is not None or scoring is not None):
         raise ValueError(
-            "A .keras file holds the model only: threshold, map, smoothing and score apply "
-            "to format='saved_model'."
+            "A .keras file holds the model only: threshold and scoring apply to "
+            "format='saved_model'."
         )
     io_utils.check_writable(out, overwrite=overwrite, what="export")
     ownership.check_replaceable(
@@ -263,48 +250,21 @@ def export_run(
         run.check_reconstruction(
             "a SavedModel export" if format == "saved_model" else f"a {format} export"
         )
-    model, config = run.load(best=best, compile=False), run.config()
+    model, config = run.load(best=best, compile=False), run.run_config()
     if format == "keras":
         path = export_keras(model, out, overwrite=overwrite)
-        return {
-            "path": path,
-            "format": format,
-            "threshold": None,
-            "threshold_source": None,
-            "settings": None,
-            "hint": None,
-        }
+        keys = ("threshold", "threshold_source", "settings", "hint")
+        return {"path": path, "format": format, **dict.fromkeys(keys)}
     cfg = ScoringConfig.resolve(scoring, caller="export_run")
     cfg = with_memory_bank(cfg, model, run_dir)  # the same bank as evaluate_run's
-    evaluated, metrics_path, problem = run.threshold(cfg)
-    hint = None
-    source = None
-    if isinstance(threshold, str) and threshold == "eval":
-        if evaluated is None:
-            raise ValueError(
-                problem
-                or f"The run {str(run_dir)!r} has no evaluated threshold: run `keras-skipae "
-                f"evaluate {run_dir}` first, or pass a number."
-            )
-        threshold = evaluated
-        source = str(metrics_path)
-    elif threshold is not None:
-        threshold = check_threshold(threshold)
-        source = "explicit"
-    elif evaluated is not None:
-        hint = (
-            f"the run has a production threshold {evaluated:.6g} in {str(metrics_path)!r}; "
-            "pass --threshold eval to embed it (adds the is_anomalous output)"
-        )
-    data = config.get("data") or {}
-    tiling = run.tiling()
-    image_size = None if tiling else data.get("image_size")
+    threshold, source, hint = _export_threshold(run, cfg, threshold)
     metadata = {
         "run_dir": str(Path(run_dir).resolve()),
         "model_file": "best.keras" if best else "model.keras",
         "threshold_source": source,
-        "run_config": {k: config.get(k) for k in ("model", "data", "corruption", "training")},
+        "run_config": config.compared(),
     }
+    common = {"scoring": cfg, "threshold": threshold, "metadata": metadata, "overwrite": overwrite}
     if format in EDGE_FORMATS:
         path = _export_run_edge(
             run_dir,
@@ -312,27 +272,21 @@ def export_run(
             out,
             format=format,
             config=config,
-            tiling=tiling,
-            scoring=cfg,
-            threshold=threshold,
-            metadata=metadata,
             quantization=quantization,
             calibration=calibration,
             batch_size=batch_size,
-            overwrite=overwrite,
+            **common,
         )
     else:
+        tiling = config.tiling
         path = export_saved_model(
             model,
             out,
-            scoring=cfg,
-            threshold=threshold,
-            image_size=image_size,
-            color_mode=run.color_mode(int(model.input_shape[-1])),
+            image_size=config.image_size(),
+            color_mode=config.color_mode(int(model.input_shape[-1])),
             tile_size=tiling[0] if tiling else None,
             tile_overlap=tiling[1] if tiling else 0,
-            metadata=metadata,
-            overwrite=overwrite,
+            **common,
         )
     return {
         "path": path,
@@ -344,230 +298,56 @@ def export_run(
     }
 
 
-def _export_run_edge(run_dir, model, out, *, format, config, tiling, calibration, **kwargs):
+def _export_threshold(run: RunFolder, cfg: ScoringConfig, threshold):
+    """``(threshold, source, hint)`` of :func:`export_run`: ``"eval"`` reads the run's
+    evaluated threshold (refused if it does not apply to ``cfg``), a number is checked,
+    None embeds none (``hint`` then names an evaluated threshold it could embed)."""
+    evaluated, metrics_path, problem = run.threshold(cfg)
+    if isinstance(threshold, str) and threshold == "eval":
+        if evaluated is None:
+            raise ValueError(
+                problem
+                or f"The run {str(run.path)!r} has no evaluated threshold: run `keras-skipae "
+                f"evaluate {run.path}` first, or pass a number."
+            )
+        return evaluated, str(metrics_path), None
+    if threshold is not None:
+        return check_threshold(threshold), "explicit", None
+    if evaluated is not None:
+        hint = (
+            f"the run has a production threshold {evaluated:.6g} in {str(metrics_path)!r}; "
+            "pass --threshold eval to embed it (adds the is_anomalous output)"
+        )
+        return None, None, hint
+    return None, None, None
+
+
+def _export_run_edge(run_dir, model, out, *, format, config, calibration, **kwargs):
     """:func:`export_run`'s edge formats: the run's image size and colour mode, and its
     training split as the int8 calibration set unless ``calibration`` names a folder."""
-    if tiling:
+    if config.tiling:
         raise ValueError(
             f"The run {str(run_dir)!r} scores images tile by tile, which a {format} export "
             "does not do; export it as a SavedModel (--format saved_model)."
         )
-    data_cfg = config.get("data") or {}
-    size = data_cfg.get("image_size")
+    size = config.data.image_size
     hw = (size, size) if isinstance(size, int) else tuple(size or model.input_shape[1:3])
     shape = (*hw, model.input_shape[-1])
     source = calibration
     if source is None and kwargs["quantization"] == "int8":
-        if not data_cfg.get("root"):
+        if not config.data.root:
             raise ValueError(
                 f"The run {str(run_dir)!r} records no data folder to calibrate the int8 export "
                 "on: pass a folder of good images (--calibration DIR)."
             )
-        source = (data_cfg["root"], data_cfg.get("category"))
+        source = (config.data.root, config.data.category)
     images = None if source is None else calibration_images(source, shape)
     return export_edge(
         model,
         out,
         format=format,
         image_size=size,
-        color_mode=data_cfg.get("color_mode"),
+        color_mode=config.data.color_mode,
         calibration=images,
         **kwargs,
     )
-
-
-def _probe_images(config, *, data_root, category, n, seed, image_shape):
-    """Good images for probes: ``data_root``/the run's data, else synthetic ones."""
-
-    cfg = (config or {}).get("data") or {}
-    root = data_root if data_root is not None else cfg.get("root")
-    category = category if category is not None else cfg.get("category")
-    h, w, c = image_shape
-    color_mode = "rgb" if c == 3 else "grayscale"
-    if root is not None and category is not None:
-        from pathlib import Path
-
-        if not Path(root).is_dir():
-            raise FileNotFoundError(f"Data folder {str(root)!r} does not exist.")
-        size = (h, w)
-        images = []
-        for split in ("test", "train"):  # good test images first: never trained on
-            try:
-                ds = data.mvtec_dataset(
-                    root, category, split, image_size=size, color_mode=color_mode
-                )
-            except data.DatasetNotFoundError:
-                continue
-            for e in ds:
-                if int(e["label"]) == 0:
-                    images.append(e["image"].numpy())
-                    if len(images) == n:
-                        break
-            if len(images) == n:
-                break
-        if not images:
-            raise ValueError(f"No good image found in {str(root)!r}, category {category!r}.")
-        return np.stack(images), {"root": str(root), "category": category, "source": "data"}
-    synth = category if category in data.synthetic.CATEGORIES else ("woven" if c == 3 else "mesh")
-    images = []
-    for i in range(n):
-        img, _ = data.synthetic.generate_sample(synth, image_size=h, seed=(int(seed), 1000 + i))
-        img = img.astype("float32") / 255.0
-        if img.ndim == 2:
-            img = img[..., None]
-        if img.shape[-1] != c:
-            img = img.mean(-1, keepdims=True) if c == 1 else np.repeat(img[..., :1], c, -1)
-        images.append(img)
-    return np.stack(images), {"category": synth, "source": "synthetic"}
-
-
-def _load_comparable(run_a, run_b, best):
-    """``[(path, tapped model, config)] * 2``, checked to take the same input and taps."""
-    loaded = []
-    for run in (run_a, run_b):
-        model, config = load_run(run, best=best, compile=False)
-        loaded.append((Path(run), base_model(model), config))
-    (_, ma, _), (_, mb, _) = loaded
-    if tuple(ma.input_shape[1:]) != tuple(mb.input_shape[1:]):
-        raise ValueError(
-            f"The runs take different inputs: {ma.input_shape[1:]} and {mb.input_shape[1:]}."
-        )
-    if tap_names(ma) != tap_names(mb):
-        raise ValueError(
-            f"The runs' taps do not line up: {tap_names(ma)} vs {tap_names(mb)} "
-            "(compare models of the same depth)."
-        )
-    return loaded
-
-
-#: What :func:`compare_runs` writes in its output folder (besides the marker).
-DISCREPANCY_ENTRIES = (
-    "channel_means.png",
-    "cosine_per_layer.png",
-    "discrepancy.json",
-    "discrepancy.csv",
-)
-
-
-def _write_comparison(folder, results, layers, idx, document):
-    """The figures, ``discrepancy.json`` and ``discrepancy.csv`` of :func:`compare_runs`."""
-    plotting.plot_channel_means(
-        {
-            k: (
-                [r.means_clean[n][idx] for n in layers],
-                [r.means_corrupted[n][idx] for n in layers],
-            )
-            for k, r in results.items()
-        },
-        layers=layers,
-        title=f"Channel means, clean vs stained (probe {idx})",
-        path=folder / "channel_means.png",
-        close=True,
-    )
-    n_pairs = len(next(iter(results.values())).cosine[layers[0]])
-    plotting.plot_similarity_distribution(
-        {k: r.cosine for k, r in results.items()},
-        layers=layers,
-        title=f"cos(mu_i(clean), mu_i(stained)), {n_pairs} pairs",
-        path=folder / "cosine_per_layer.png",
-        close=True,
-    )
-    io_utils.write_json(folder / "discrepancy.json", document)
-    rows = [row for k, r in results.items() for row in r.to_rows(model=k)]
-    with open(folder / "discrepancy.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def compare_runs(
-    run_a,
-    run_b,
-    *,
-    data_root=None,
-    category=None,
-    n_probes: int = 16,
-    seed: int = 0,
-    corruption=None,
-    out_dir=None,
-    overwrite: bool = False,
-    best: bool = False,
-) -> dict:
-    """Compares the layer discrepancy of two trained runs on the same probe pairs.
-
-    The command ``keras-skipae discrepancy RUN_A RUN_B``. Loads each run's
-    ``model.keras`` (:func:`keras_skipae.training.load_run`), draws ``n_probes``
-    good images (from ``data_root``/``category``, else the data recorded in
-    RUN_A's ``config.json``, else the built-in synthetic generator), stains them
-    with ``Stains()`` and ``seed``, and writes to ``out_dir``:
-
-    * ``channel_means.png``: figure (a), the paper's Fig. 2 for the median-sized stain;
-    * ``cosine_per_layer.png``: figure (b), the paper's Fig. 3;
-    * ``discrepancy.json`` (per-pair values, medians, :func:`paper_trend` with
-      RUN_A as the model without skips) and ``discrepancy.csv`` (one row per
-      model, layer and pair).
-
-    Args:
-        run_a, run_b: run folders written by ``keras-skipae train``. Put the
-            model without skips (AE) first for the trend check.
-        data_root, category: where the probes come from (default: the run's).
-        n_probes: number of probe pairs.
-        seed: stain seed (and synthetic image seed).
-        corruption: the corruption (default ``Stains()``).
-        out_dir: output folder (default ``<run_b>/discrepancy``); written
-            atomically; refused if it exists unless ``overwrite``.
-        overwrite: replace an existing ``out_dir``: only a discrepancy folder keras_skipae
-            made (:func:`keras_skipae.ownership.check_replaceable`).
-        best: load ``best.keras`` instead of ``model.keras``.
-
-    Returns:
-        A dict with ``out_dir``, ``labels``, ``layers``, ``medians`` and ``trend``.
-    """
-    out_dir = Path(out_dir) if out_dir is not None else RunFolder(run_b).discrepancy_dir
-    io_utils.check_writable(out_dir, overwrite=overwrite, what="output folder")
-    reads = [f for r in (run_a, run_b) for f in _run_inputs(RunFolder(r), best)] + [data_root]
-    ownership.check_replaceable(out_dir, "discrepancy", inputs=reads, allowed=DISCREPANCY_ENTRIES)
-    if int(n_probes) < 1:
-        raise ValueError(f"`n_probes` must be >= 1. Received: n_probes={n_probes!r}")
-    (pa, ma, ca), (pb, mb, cb) = _load_comparable(run_a, run_b, best)
-    shape = tuple(ma.input_shape[1:])
-    if None in shape:
-        size = ((ca.get("data") or {}).get("image_size")) or 256
-        shape = (int(size), int(size), shape[-1])
-    images, source = _probe_images(
-        ca, data_root=data_root, category=category, n=int(n_probes), seed=seed, image_shape=shape
-    )
-    if corruption is None:
-        corruption = Stains()
-    clean, corrupted = make_probe_pairs(images, corruption, seed=seed)
-    label_a, label_b = pa.name or str(pa), pb.name or str(pb)
-    if label_a == label_b:
-        label_a, label_b = f"A: {label_a}", f"B: {label_b}"
-    results = {
-        label_a: LayerDiscrepancy(ma)(clean, corrupted, return_means=True),
-        label_b: LayerDiscrepancy(mb)(clean, corrupted, return_means=True),
-    }
-    layers = results[label_a].layers
-    trend = paper_trend(results[label_a], results[label_b])
-    area = np.abs(clean - corrupted).max(-1).reshape(len(clean), -1).mean(-1)
-    idx = int(np.argsort(area)[len(area) // 2])
-    with io_utils.atomic_path(
-        out_dir, overwrite=overwrite, is_dir=True, what="output folder"
-    ) as tmp:
-        document = {
-            "runs": {label_a: str(pa), label_b: str(pb)},
-            "probes": dict(source, n=len(clean), seed=int(seed), corruption=repr(corruption)),
-            "trend": trend,
-            "results": {k: r.to_dict() for k, r in results.items()},
-        }
-        _write_comparison(tmp, results, layers, idx, document)
-        ownership.mark_owned(tmp, "discrepancy")
-    return {
-        "out_dir": out_dir,
-        "labels": [label_a, label_b],
-        "layers": layers,
-        "shapes": results[label_a].shapes,
-        "medians": {k: r.median() for k, r in results.items()},
-        "trend": trend,
-        "probes": source,
-    }

@@ -251,5 +251,3 @@ def list_image_files(paths) -> list[Path]:
         else:
             files.append(p)
     return files
-
-

@@ -1,6 +1,12 @@
 """Training: :func:`train` around ``model.fit`` with a run folder that resumes.
 
 * :mod:`~keras_skipae.training.train`: the orchestration;
+* :mod:`~keras_skipae.training.task`: what differs between the tasks (data, default loss
+  and metrics, previews), one :class:`~keras_skipae.training.task.Task` per task
+  (:mod:`~keras_skipae.training.reconstruction`, :mod:`~keras_skipae.training.segmentation`,
+  looked up by :func:`keras_skipae.training.tasks.get_task`);
+* :mod:`~keras_skipae.training.build`: building and compiling the model;
+* :mod:`~keras_skipae.training.fit_callbacks`: the built-in callbacks and the schedule;
 * :mod:`~keras_skipae.training.pairs`: the validation split and corrupted pairs;
 * :mod:`~keras_skipae.training.segmentation`: ``task="segmentation"``'s (image, mask) pairs;
 * :mod:`~keras_skipae.training.runtime`: XLA, precision and ``tf.distribute`` choices;

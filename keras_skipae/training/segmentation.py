@@ -3,9 +3,10 @@
 :func:`keras_skipae.train` with ``task="segmentation"`` learns masks from images
 instead of clean images from corrupted ones. This module holds what differs:
 
-* the defaults: loss ``"bce+dice"``, metrics IoU and Dice (:data:`DEFAULTS`);
-* the checks: no corruption, no ``stain_weight``, no tiles, a mask loss, a model
-  with one output whose shape is the masks' (:func:`check_output_matches_target`);
+* :class:`SegmentationTask`: the defaults (loss ``"bce+dice"``, metrics IoU and Dice),
+  the checks (no corruption, no ``stain_weight``, no tiles, a mask loss, a model with
+  one output whose shape is the masks', :func:`check_output_matches_target`) and the
+  previews of predicted masks;
 * the pipelines: unbatched ``(image, mask)`` items (the package's dicts, as
   ``mvtec_dataset(..., split="test")`` yields, or ``(image, mask)`` tuples) are split
   for validation with the same seeded split as reconstruction, shuffled and batched;
@@ -14,20 +15,16 @@ instead of clean images from corrupted ones. This module holds what differs:
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
 from keras_skipae import losses as losses_lib
+from keras_skipae.runs import TASKS as _TASKS
+from keras_skipae.training.callbacks.preview import SegmentationPreview
 from keras_skipae.training.pairs import _Data, _with_known_length, split_counted
+from keras_skipae.training.task import Task, learns_masks
 
-#: The tasks :func:`keras_skipae.train` knows.
-TASKS = ("reconstruction", "segmentation")
-
-#: Per task: the loss and metrics ``loss="auto"`` / ``metrics="auto"`` stand for.
-DEFAULTS = {
-    "reconstruction": {"loss": "mse", "metrics": ("psnr", "ssim")},
-    "segmentation": {"loss": "bce+dice", "metrics": ("iou", "dice")},
-}
+#: The tasks :func:`keras_skipae.train` knows (:data:`keras_skipae.runs.TASKS`).
+TASKS = _TASKS
 
 # The package's reconstruction losses (they compare images, not masks).
 _RECONSTRUCTION = (
@@ -38,69 +35,64 @@ _RECONSTRUCTION = (
 )
 
 
-def check_task(task) -> str:
-    """``task`` if it is one of :data:`TASKS`, else a ``ValueError``."""
-    if not isinstance(task, str) or task not in TASKS:
-        raise ValueError(f"`task` must be one of {list(TASKS)}. Received: task={task!r}")
-    return task
+class SegmentationTask(Task):
+    """``task="segmentation"``: the model learns masks from ``(image, mask)`` pairs.
 
-
-def resolve_loss(loss, task: str) -> keras.losses.Loss:
-    """The loss object for ``task``; ``"auto"`` / None: the task's default.
-
-    Raises:
-        ValueError: a package reconstruction loss with ``task="segmentation"``, or a
-            package mask loss with ``task="reconstruction"``.
+    Nothing is corrupted; loss ``"bce+dice"`` and metrics IoU / Dice by default;
+    previews show the predicted masks. It refuses a corruption, a ``stain_weight``,
+    tiles, a reconstruction loss and a model with an anomaly head.
     """
-    if loss is None or (isinstance(loss, str) and loss == "auto"):
-        loss = DEFAULTS[task]["loss"]
-    loss_obj = losses_lib.get_loss(loss)
-    if task == "segmentation" and isinstance(loss_obj, _RECONSTRUCTION):
-        raise ValueError(
-            "task='segmentation' compares predicted masks with true masks: use a mask loss "
-            f"({', '.join(losses_lib.SEGMENTATION_LOSSES)}) or a Keras loss. "
-            f"Received: loss={loss!r}, task={task!r}"
-        )
-    if task == "reconstruction" and isinstance(loss_obj, losses_lib.SegmentationLoss):
-        raise ValueError(
-            f"{loss_obj.kind!r} is a mask loss; task='reconstruction' compares images: use "
-            f"one of {list(losses_lib.RECONSTRUCTION_LOSSES)}, or pass task='segmentation'. "
-            f"Received: loss={loss!r}, task={task!r}"
-        )
-    return loss_obj
 
+    name = "segmentation"
+    loss = "bce+dice"
+    metrics = ("iou", "dice")
+    reported = ("loss", "val_loss", "val_iou", "val_dice")
+    preview = SegmentationPreview
 
-def resolve_metrics(metrics, task: str):
-    """``metrics``, or the task's defaults for ``"auto"``."""
-    if isinstance(metrics, str) and metrics == "auto":
-        return DEFAULTS[task]["metrics"]
-    return metrics
+    def check_loss(self, loss_obj, loss) -> None:
+        if isinstance(loss_obj, _RECONSTRUCTION):
+            raise ValueError(
+                "task='segmentation' compares predicted masks with true masks: use a mask "
+                f"loss ({', '.join(losses_lib.SEGMENTATION_LOSSES)}) or a Keras loss. "
+                f"Received: loss={loss!r}, task='segmentation'"
+            )
 
+    def check_arguments(self, model, corruption, stain_weight, tile_size, loss_obj, loss):
+        if not (corruption is None or (isinstance(corruption, str) and corruption == "auto")):
+            raise ValueError(
+                "task='segmentation' trains on (image, mask) as given: `corruption` must be "
+                f"'auto' or None. Received: corruption={corruption!r}, task='segmentation'"
+            )
+        if stain_weight is not None:
+            raise ValueError(
+                "`stain_weight` weights the pixels of a corruption, and task='segmentation' "
+                f"applies none: leave it None. Received: stain_weight={stain_weight!r}, "
+                "task='segmentation'"
+            )
+        if tile_size is not None:
+            raise ValueError(
+                "`tile_size` is not supported with task='segmentation' (the crops would lose "
+                f"their masks). Received: tile_size={tile_size!r}, task='segmentation'"
+            )
+        if learns_masks(model):
+            raise ValueError(
+                "task='segmentation' needs a model with one output (the mask), not a model "
+                "with an anomaly head; build e.g. 'unet' with num_outputs=1. "
+                "Received: task='segmentation'"
+            )
 
-def check_segmentation_arguments(*, corruption, stain_weight, tile_size, masked_model) -> None:
-    """What ``task="segmentation"`` refuses (each a ``ValueError`` naming the argument)."""
-    if not (corruption is None or (isinstance(corruption, str) and corruption == "auto")):
-        raise ValueError(
-            "task='segmentation' trains on (image, mask) as given: `corruption` must be "
-            f"'auto' or None. Received: corruption={corruption!r}, task='segmentation'"
+    def data(self, train_data, val_data, **options):
+        return segmentation_data(
+            train_data,
+            val_data,
+            batch_size=options["batch_size"],
+            validation_split=options["validation_split"],
+            steps_per_epoch=options["steps_per_epoch"],
+            seed=options["seed"],
         )
-    if stain_weight is not None:
-        raise ValueError(
-            "`stain_weight` weights the pixels of a corruption, and task='segmentation' "
-            f"applies none: leave it None. Received: stain_weight={stain_weight!r}, "
-            "task='segmentation'"
-        )
-    if tile_size is not None:
-        raise ValueError(
-            "`tile_size` is not supported with task='segmentation' (the crops would lose "
-            f"their masks). Received: tile_size={tile_size!r}, task='segmentation'"
-        )
-    if masked_model:
-        raise ValueError(
-            "task='segmentation' needs a model with one output (the mask), not a model "
-            "with an anomaly head; build e.g. 'unet' with num_outputs=1. "
-            "Received: task='segmentation'"
-        )
+
+    def check_output(self, net, pairs) -> None:
+        check_output_matches_target(net, pairs, self.name)
 
 
 # --------------------------------------------------------------------------- data
