@@ -302,7 +302,7 @@ def test_imagenet_download_failure_names_the_cache_and_the_local_file(tmp_path, 
         "[Errno -3] Temporary failure in name resolution"
     )
     _stub_download(monkeypatch, offline)
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(RuntimeError, match="encoder_weights='/path/to/file.h5'") as info:
         ks.build_unet(
             input_shape=(32, 32, 3), filters=4, encoder="mobilenet_v2", encoder_weights="imagenet"
         )

@@ -78,7 +78,7 @@ def test_train_refuses_a_bad_precision_before_building():
 
 def test_precision_scope_restores_the_global_policy():
     before = keras.config.dtype_policy().name
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="boom"):
         with runtime.precision_scope("mixed_float16"):
             assert keras.config.dtype_policy().name == "mixed_float16"
             raise RuntimeError("boom")

@@ -241,7 +241,7 @@ def test_resume_false_starts_over(tmp_path):
     kwargs = dict(
         corruption=None, epochs=3, batch_size=4, run_dir=run_dir, verbose=0, tensorboard=False
     )
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="simulated crash"):
         training.train(_tiny, _dataset(), callbacks=[_Interrupt(0)], **kwargs)
     rec = _Recorder()
     training.train(_tiny, _dataset(), callbacks=[rec], resume=False, **kwargs)
