@@ -30,7 +30,7 @@ from pathlib import Path
 
 import keras
 
-from keras_skipae import io_utils, ownership
+from keras_skipae import faults, io_utils, ownership
 from keras_skipae.scoring.config import FIELDS, ScoringConfig
 
 # Files and folders a run folder may hold (the only entries overwrite=True removes).
@@ -515,7 +515,7 @@ def read_backup(folder) -> dict | None:
     return best
 
 
-def write_backup(folder, model, epoch: int, extra: dict | None = None, before_commit=None) -> Path:
+def write_backup(folder, model, epoch: int, extra: dict | None = None) -> Path:
     """Saves a checkpoint of ``model`` (weights and optimizer state) after ``epoch`` epochs.
 
     Kill-safe and double: the weights go to a new file ``epoch-<N>.weights.h5``
@@ -530,8 +530,6 @@ def write_backup(folder, model, epoch: int, extra: dict | None = None, before_co
         model: the model (its ``save_weights`` includes the optimizer's variables).
         epoch: the number of finished epochs.
         extra: more JSON-able metadata (callback states).
-        before_commit: called after the weights are written, before anything is
-            renamed (a test hook).
 
     Returns:
         The weights file.
@@ -544,8 +542,7 @@ def write_backup(folder, model, epoch: int, extra: dict | None = None, before_co
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     digest = _sha256(tmp)
-    if before_commit is not None:
-        before_commit()
+    faults.wait_point("backup-write", epoch=int(epoch))  # weights written, nothing renamed
     os.replace(tmp, folder / name)
     current, previous = (folder / n for n in BACKUP_METADATA)
     if current.is_file():

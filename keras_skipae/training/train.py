@@ -89,15 +89,13 @@ from keras_skipae.models import AnomalyHeadModel, get_model
 from keras_skipae.models.registry import MASKED
 from keras_skipae.ops.tiling import check_tiling
 from keras_skipae.runs import RunFolder, read_backup
-from keras_skipae.training.callbacks.backup import RunBackup, StopOnNonFinite
+from keras_skipae.training.callbacks.atomic_best_model import _AtomicBestModel, _save_model_atomic
+from keras_skipae.training.callbacks.backup import RunBackup
+from keras_skipae.training.callbacks.log_learning_rate import _LogLearningRate
 from keras_skipae.training.callbacks.preview import ReconstructionPreview, SegmentationPreview
 from keras_skipae.training.callbacks.schedule import CosineSchedule
-from keras_skipae.training.callbacks.time_limit import (
-    TimeLimit,
-    _AtomicBestModel,
-    _LogLearningRate,
-    _save_model_atomic,
-)
+from keras_skipae.training.callbacks.stop_on_non_finite import StopOnNonFinite
+from keras_skipae.training.callbacks.time_limit import TimeLimit
 from keras_skipae.training.pairs import (
     _check_stain_weight,
     _Data,
