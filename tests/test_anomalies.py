@@ -289,6 +289,7 @@ def _xla(fn):
     return tf.function(fn, jit_compile=True)
 
 
+@pytest.mark.slow
 def test_perlin_under_xla_matches_eager():
     def fn(s):
         return (

@@ -195,7 +195,7 @@ def test_same_seed_same_model(name):
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_one_fit_step(name, jit):
     keras.utils.set_random_seed(0)
     model = tiny(name)
@@ -210,6 +210,7 @@ def test_one_fit_step(name, jit):
 
 
 @pytest.mark.parametrize("builder", ["unet", "aesc"])
+@pytest.mark.slow
 def test_mobilenet_encoder_frozen(builder):
     model = ks.get_model(
         builder, input_shape=(32, 32, 1), filters=4, encoder="mobilenet_v2", freeze_encoder=True
@@ -237,6 +238,7 @@ def test_mobilenet_encoder_frozen(builder):
         np.testing.assert_array_equal(b, a)
 
 
+@pytest.mark.slow
 def test_resnet50_encoder_rgb_and_local_weights(tmp_path):
     keras.utils.set_random_seed(3)
     model = ks.build_unet(input_shape=(32, 32, 3), filters=4, encoder="resnet50")

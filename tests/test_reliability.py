@@ -205,6 +205,7 @@ def test_cli_evaluate_on_a_full_disk_is_one_line_and_keeps_the_old_report(
     assert _leftovers(run) == []
 
 
+@pytest.mark.slow
 def test_export_saved_model_on_a_full_disk_keeps_the_previous_export(
     saved_model, tmp_path, monkeypatch
 ):

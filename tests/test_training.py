@@ -249,7 +249,7 @@ def test_resume_false_starts_over(tmp_path):
     assert _history_epochs(run_dir) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_trains_with_and_without_xla(jit):
     run = training.train(
         _tiny(),
@@ -377,6 +377,7 @@ def test_get_corruption_mixes():
         training.get_corruption("stains+nope")
 
 
+@pytest.mark.slow
 def test_stain_weight_weights_the_corrupted_pixels():
     from keras_skipae import data
 
