@@ -276,6 +276,7 @@ def _stub_download(monkeypatch, result):
 
 
 @pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square")
+@pytest.mark.slow
 def test_imagenet_weights_pass_through_to_keras_applications(tmp_path, monkeypatch):
     keras.utils.set_random_seed(4)
     body = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))

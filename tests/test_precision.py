@@ -215,7 +215,7 @@ def _tiny_build(kind):
         ("aesc", "mixed_float16"),
         ("unet", "mixed_bfloat16"),
         ("aesc_head", "mixed_bfloat16"),
-        ("mobilenet_v2", "mixed_bfloat16"),
+        pytest.param("mobilenet_v2", "mixed_bfloat16", marks=pytest.mark.slow),
     ],
 )
 def test_float32_model_is_a_float32_twin_with_the_same_weights(kind, precision, images):

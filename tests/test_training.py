@@ -166,6 +166,7 @@ def test_tensorboard_event_file_holds_images_and_scalars(tmp_path):
     assert tags["epoch_loss"] == {0, 1}
 
 
+@pytest.mark.slow
 def test_refuses_a_different_run_and_a_finished_one(tmp_path):
     run_dir = tmp_path / "run"
     kwargs = dict(
@@ -236,6 +237,7 @@ def test_resume_continues_after_the_interrupted_epoch(tmp_path):
     assert not (run_dir / "backup").exists()
 
 
+@pytest.mark.slow
 def test_resume_false_starts_over(tmp_path):
     run_dir = tmp_path / "run"
     kwargs = dict(
