@@ -9,13 +9,12 @@ A write that fails (a full disk, a read-only folder) raises an ``OSError`` whose
 message names the final path; the temporary file is removed and a previous file
 under the final name is left as it was.
 
-Fault injection (for tests only): with the environment variable
+Fault injection (for tests only, :mod:`keras_skipae.faults`): with
 ``KERAS_SKIPAE_FAULT=write_fail:<n_bytes>[:<glob>]`` set, every atomic write whose
 final name matches ``<glob>`` (``fnmatch`` on the file or folder name; all writes
 without it) behaves as if the disk had ``n_bytes`` free: once the temporary file
 (or folder, counting all its files) holds more than ``n_bytes``, it is cut to
-``n_bytes`` and the write raises ``OSError(errno.ENOSPC)``. The variable is read
-at each write. Nothing else in the package reads it; do not set it in production.
+``n_bytes`` and the write raises ``OSError(errno.ENOSPC)``. Do not set it in production.
 """
 
 from __future__ import annotations
@@ -34,6 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from keras_skipae import faults
 
 
 def check_writable(
@@ -136,19 +137,10 @@ def _write_error(exc: OSError, path: Path, what: str, tmp: Path | None = None) -
 
 def _inject_fault(tmp: Path, path: Path) -> None:
     """The test-only ``KERAS_SKIPAE_FAULT=write_fail:<n>[:<glob>]`` hook (module docstring)."""
-    spec = os.environ.get("KERAS_SKIPAE_FAULT", "")
-    if not spec:
+    args = faults.requested("write_fail")
+    if args is None or (len(args) > 1 and not fnmatch.fnmatch(path.name, args[1])):
         return
-    kind, _, rest = spec.partition(":")
-    size, _, pattern = rest.partition(":")
-    if kind != "write_fail" or not size.isdigit():
-        raise ValueError(
-            "Expected KERAS_SKIPAE_FAULT='write_fail:<n_bytes>[:<glob>]'. "
-            f"Received: KERAS_SKIPAE_FAULT={spec!r}"
-        )
-    if pattern and not fnmatch.fnmatch(path.name, pattern):
-        return
-    budget = int(size)
+    budget = int(args[0])
     files = sorted(p for p in tmp.rglob("*") if p.is_file()) if tmp.is_dir() else [tmp]
     for file in files:
         length = file.stat().st_size

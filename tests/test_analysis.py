@@ -209,6 +209,7 @@ def test_scoring_registry_has_discrepancy_maps():
 # --------------------------------------------------------------------------- loss
 
 
+@pytest.mark.slow
 def test_discrepancy_loss_trains_a_step_and_is_off_by_default():
     base = _tiny(build_aesc)
     x = _images(4)

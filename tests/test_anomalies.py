@@ -290,6 +290,7 @@ def _xla(fn):
     return tf.function(fn, jit_compile=True)
 
 
+@pytest.mark.slow
 def test_perlin_under_xla_matches_eager():
     def fn(s):
         return (
@@ -309,6 +310,7 @@ XLA_CASES = [A.SelfPaste(), A.TextureBlend(), A.IntensityShift(), ALL[-1]]
 
 
 @pytest.mark.parametrize("corruption", XLA_CASES, ids=lambda c: type(c).__name__)
+@pytest.mark.slow
 def test_fills_under_xla_match_eager(corruption):
     x = _images(4, 32, 32, 3)
     eager = corruption(x, SEED)
@@ -318,6 +320,7 @@ def test_fills_under_xla_match_eager(corruption):
     np.testing.assert_array_equal(eager[2].numpy(), compiled[2].numpy())
 
 
+@pytest.mark.slow
 def test_full_mixture_under_xla():
     """Stains and Scratches draw XLA-specific floats: compare XLA with itself."""
     corruption = A.Anomalies(p_clean=0.0)
@@ -332,6 +335,7 @@ def test_full_mixture_under_xla():
     assert mask.numpy().sum() > 0
 
 
+@pytest.mark.slow
 def test_runs_in_the_corrupt_pipeline():
     ds = tf.data.Dataset.from_tensor_slices(_images(6, 32, 32, 3).numpy())
     pairs = C.corrupt(ds, A.Anomalies(p_clean=0.0), batch_size=4, with_mask=True, seed=1)
@@ -561,6 +565,7 @@ def test_empty_batch_perlin():
     assert P.perlin_mask((16, 16), 0, SEED).shape == (0, 16, 16, 1)
 
 
+@pytest.mark.slow
 def test_unknown_batch_size_in_graph():
     c = A.Anomalies()
     fn = tf.function(

@@ -48,6 +48,7 @@ def test_learned_map_needs_a_head(images, tiny_model):
 
 
 @pytest.mark.parametrize("joint", [True, False])
+@pytest.mark.slow
 def test_head_training_step_updates_the_right_weights(images, joint):
     model = ks.get_model("aesc_head", joint=joint, **TINY_HEAD)
     model.compile(optimizer="adam", loss="mse")
@@ -150,6 +151,7 @@ def test_head_export_agrees_with_in_process(images, tmp_path):
         np.testing.assert_allclose(served[key].numpy(), want[key].numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_head_trains_under_xla(images):
     model = ks.get_model("aesc_head", **TINY_HEAD)
     model.compile(optimizer="adam", loss="mse", jit_compile=True)

@@ -17,10 +17,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "keras_skipae"
 
 # unit -> the units it may import (besides itself and the package root, whose
 # lazy __init__ only holds ``__version__`` and the registration import).
-_PRIMITIVES = {"io_utils", "ownership", "ops", "layers", "plotting"}
+_PRIMITIVES = {"faults", "io_utils", "ownership", "ops", "layers", "plotting"}
 _CORE = {"models", "data", "losses", "keras_metrics"}
 ALLOWED = {
-    "io_utils": set(),
+    "faults": set(),  # the test-only fault-injection points
+    "io_utils": {"faults"},
     "ownership": {"io_utils"},  # which outputs overwrite=True may replace
     "ops": set(),
     "layers": set(),
@@ -31,7 +32,7 @@ ALLOWED = {
     "keras_metrics": {"losses"},
     "scoring": {"layers", "ops", "models"},
     "analysis": {"ops", "models", "data", "scoring"},
-    "runs": {"io_utils", "ownership", "scoring"},
+    "runs": {"faults", "io_utils", "ownership", "scoring"},
     "training": _PRIMITIVES | _CORE | {"scoring", "analysis", "runs"},
     "evaluation": _PRIMITIVES | {"scoring"},
     # export: ks.export takes a run folder (runs) and reads calibration images (data)

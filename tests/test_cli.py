@@ -90,7 +90,7 @@ def test_train_precision_flag():
     assert parser.parse_args(base).precision == "auto"
     args = parser.parse_args([*base, "--precision", "mixed_bfloat16"])
     assert args.precision == "mixed_bfloat16"
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match="^2$") as exc:  # argparse's usage-error status
         parser.parse_args([*base, "--precision", "fp8"])
     assert exc.value.code == 2
 

@@ -184,6 +184,7 @@ XLA_CASES = [0, 1, 2, 5, 7]
 
 
 @pytest.mark.parametrize("corruption", [ALL[i] for i in XLA_CASES], ids=[IDS[i] for i in XLA_CASES])
+@pytest.mark.slow
 def test_xla(corruption):
     x = _images(3, 32, 32, 1)
     fn = tf.function(lambda im, s: corruption(im, s), jit_compile=True)

@@ -69,6 +69,7 @@ def test_make_scorer_compiles_as_asked(tiny_model, monkeypatch):
         scoring.make_scorer(model, jit_compile="fast")
 
 
+@pytest.mark.slow
 def test_xla_scorer_matches_the_plain_one(tiny_model, images):
     model = tiny_model("aesc")
     x = images(2)

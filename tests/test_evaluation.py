@@ -69,9 +69,27 @@ def test_evaluate_detects_known_defects_and_uses_good_val_threshold():
     assert (result.precision, result.recall) == (p, r)
     assert result.settings["map"] == "residual" and result.settings["n_val_good"] == 8
     assert result.settings["smoothing"] == scoring.DEFAULT_SMOOTHING
-    text = result.summary()
-    assert "blob" in text and "line" in text and "val_data" in text
-    assert f"{result.aupro:5.3f}" in text
+    lines = result.summary().splitlines()
+    assert lines[0].startswith("13 test images (6 good, 7 defective); map=residual")
+    assert lines[1].split() == ["image", "AUROC", "pixel", "AUROC", "AUPRO", "F1-max", "recall"]
+    row = lambda m: [f"{m[k]:5.3f}" for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max")]  # noqa: E731
+    assert lines[2].split() == ["all", *row(vars(result)), f"{result.recall:5.3f}"]
+    assert lines[3].split()[:5] == ["blob", *row(result.per_defect["blob"])]
+    assert lines[4].split()[:5] == ["line", *row(result.per_defect["line"])]
+    assert lines[5].startswith(f"threshold {result.threshold:.5g} (val_data): precision")
+
+
+def test_cli_evaluate_prints_the_result_summary(tmp_path, monkeypatch, capsys):
+    import keras_skipae_cli
+    from keras_skipae.apps import workflows
+
+    result = evaluate(_constant_model(), _dataset(_synthetic()), batch_size=4, progress=False)
+    monkeypatch.setattr(workflows, "evaluate_run", lambda run, **kwargs: (result, tmp_path / "e"))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")  # what the argument check asks for
+    assert keras_skipae_cli.main(["evaluate", str(tmp_path / "run"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out == f"{tmp_path / 'run'}\n{result.summary()}\nwrote {tmp_path / 'e'}\n"
 
 
 @pytest.mark.parametrize("dtype, scale", [("uint8", 255), ("uint16", 65535)])

@@ -614,6 +614,7 @@ def test_run_threshold_matches_recorded_settings(tmp_path):
     assert RunFolder(tmp_path / "missing").threshold(settings) == (None, None, None)
 
 
+@pytest.mark.slow
 def test_cpu_export_adds_the_xla_signature(gray_export, rgb_export, tmp_path):
     # jit_compile="auto" on a CPU (docs/decisions.md#xla-auto): the signatures run without
     # XLA, and serving_xla is the same scoring compiled with XLA, for Detector to time.

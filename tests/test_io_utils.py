@@ -36,7 +36,7 @@ def test_write_refuses_to_clobber_and_keeps_the_old_file(tmp_path):
 
 def test_failed_write_leaves_nothing_under_the_final_name(tmp_path):
     path = tmp_path / "model.bin"
-    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+    with pytest.raises(RuntimeError, match="interrupted"), atomic_path(path) as tmp:
         tmp.write_bytes(b"half")
         raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
@@ -48,7 +48,7 @@ def test_atomic_dir_replaces_only_when_complete(tmp_path):
         (tmp / "a").write_text("1")
         assert not target.exists()
     assert (target / "a").read_text() == "1"
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match=r"The export folder '.*export' already exists"):
         check_writable(target, what="export folder")
     with atomic_path(target, is_dir=True, overwrite=True) as tmp:
         (tmp / "b").write_text("2")

@@ -119,6 +119,7 @@ def test_compiled_model_round_trips_safe_mode(tmp_path):
 
 
 @pytest.mark.parametrize("name", losses.LOSSES)
+@pytest.mark.slow
 def test_losses_train_under_xla(name):
     # (the segmentation losses take masks; an image in [0, 1] is a soft mask)
     inputs = keras.Input((16, 16, 1))

@@ -195,7 +195,7 @@ def test_same_seed_same_model(name):
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_one_fit_step(name, jit):
     keras.utils.set_random_seed(0)
     model = tiny(name)
@@ -210,6 +210,7 @@ def test_one_fit_step(name, jit):
 
 
 @pytest.mark.parametrize("builder", ["unet", "aesc"])
+@pytest.mark.slow
 def test_mobilenet_encoder_frozen(builder):
     model = ks.get_model(
         builder, input_shape=(32, 32, 1), filters=4, encoder="mobilenet_v2", freeze_encoder=True
@@ -237,6 +238,7 @@ def test_mobilenet_encoder_frozen(builder):
         np.testing.assert_array_equal(b, a)
 
 
+@pytest.mark.slow
 def test_resnet50_encoder_rgb_and_local_weights(tmp_path):
     keras.utils.set_random_seed(3)
     model = ks.build_unet(input_shape=(32, 32, 3), filters=4, encoder="resnet50")
@@ -274,6 +276,7 @@ def _stub_download(monkeypatch, result):
 
 
 @pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square")
+@pytest.mark.slow
 def test_imagenet_weights_pass_through_to_keras_applications(tmp_path, monkeypatch):
     keras.utils.set_random_seed(4)
     body = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
@@ -302,7 +305,7 @@ def test_imagenet_download_failure_names_the_cache_and_the_local_file(tmp_path, 
         "[Errno -3] Temporary failure in name resolution"
     )
     _stub_download(monkeypatch, offline)
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(RuntimeError, match="encoder_weights='/path/to/file.h5'") as info:
         ks.build_unet(
             input_shape=(32, 32, 3), filters=4, encoder="mobilenet_v2", encoder_weights="imagenet"
         )

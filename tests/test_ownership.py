@@ -248,6 +248,7 @@ def test_export_run_refuses_the_run_its_parent_and_a_users_folder(tmp_path):
         assert digest(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_export_overwrite_replaces_only_its_own_exports(tmp_path):
     from keras_skipae.export import export_keras, export_saved_model
     from keras_skipae.export.saved_model import EXPORT_ENTRIES

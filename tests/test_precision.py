@@ -78,7 +78,7 @@ def test_train_refuses_a_bad_precision_before_building():
 
 def test_precision_scope_restores_the_global_policy():
     before = keras.config.dtype_policy().name
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="boom"):
         with runtime.precision_scope("mixed_float16"):
             assert keras.config.dtype_policy().name == "mixed_float16"
             raise RuntimeError("boom")
@@ -215,7 +215,7 @@ def _tiny_build(kind):
         ("aesc", "mixed_float16"),
         ("unet", "mixed_bfloat16"),
         ("aesc_head", "mixed_bfloat16"),
-        ("mobilenet_v2", "mixed_bfloat16"),
+        pytest.param("mobilenet_v2", "mixed_bfloat16", marks=pytest.mark.slow),
     ],
 )
 def test_float32_model_is_a_float32_twin_with_the_same_weights(kind, precision, images):

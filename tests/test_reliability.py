@@ -14,7 +14,7 @@ import pytest
 
 import keras_skipae as ks
 import keras_skipae_cli
-from keras_skipae import io_utils
+from keras_skipae import faults, io_utils
 from keras_skipae.data.datasets import resize_image
 from keras_skipae.ownership import mark_owned
 
@@ -61,6 +61,76 @@ def test_fault_hook_refuses_a_malformed_value(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="KERAS_SKIPAE_FAULT"):
         io_utils.write_text(tmp_path / "x.txt", "x")
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "value", ["write_fail", "write_fail:-1", "disk-full:4", "batch-end:step=3", "model-write:x"]
+)
+def test_fault_hook_names_the_variable_for_any_malformed_value(value, monkeypatch):
+    monkeypatch.setenv(FAULT, value)
+    with pytest.raises(
+        ValueError, match=rf"Expected {FAULT} to be one of .*Received: {FAULT}='{value}'"
+    ):
+        faults.requested("write_fail")
+    with pytest.raises(ValueError, match=rf"Received: {FAULT}='{value}'"):
+        faults.wait_point("batch-end", epoch=0, batch=0)
+
+
+class _Waited(Exception):
+    """Raised by the patched ``time.sleep``: the process would now wait to be killed."""
+
+
+def _no_wait(monkeypatch, tmp_path):
+    """Makes a waiting point raise :class:`_Waited` instead of sleeping; returns the
+    ready file it writes first."""
+
+    def sleep(_):
+        raise _Waited
+
+    monkeypatch.setattr(faults.time, "sleep", sleep)
+    monkeypatch.setenv(faults.READY_ENV, str(tmp_path / "ready"))
+    return tmp_path / "ready"
+
+
+def test_one_variable_drives_the_write_fault_and_the_waiting_points(tmp_path, monkeypatch):
+    ready = _no_wait(monkeypatch, tmp_path)
+    # A waiting point's value leaves the writes alone, and waits only where it matches.
+    monkeypatch.setenv(FAULT, "batch-end:epoch=1:batch=2")
+    io_utils.write_text(tmp_path / "a.txt", "written")
+    assert (tmp_path / "a.txt").read_text() == "written"
+    faults.wait_point("batch-end", epoch=1, batch=1)
+    faults.wait_point("backup-write", epoch=1)
+    assert not ready.exists()
+    with pytest.raises(_Waited):
+        faults.wait_point("batch-end", epoch=1, batch=2)
+    assert ready.read_text() == "batch-end:epoch=1:batch=2"
+    # Conditions left out match any value; the write fault leaves the waiting points alone.
+    monkeypatch.setenv(FAULT, "model-write")
+    with pytest.raises(_Waited):
+        faults.wait_point("model-write", file="best.keras")
+    monkeypatch.setenv(FAULT, "write_fail:0")
+    faults.wait_point("model-write", file="model.keras")
+    assert faults.requested("write_fail") == ["0"]
+
+
+def test_backup_write_point_stops_between_the_weights_and_their_rename(tmp_path, monkeypatch):
+    import keras
+
+    from keras_skipae.runs import BACKUP_METADATA, read_backup, write_backup
+
+    ready = _no_wait(monkeypatch, tmp_path)
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    folder = tmp_path / "backup"
+    monkeypatch.setenv(FAULT, "backup-write:epoch=2")
+    write_backup(folder, model, 1)  # another epoch: no stop
+    with pytest.raises(_Waited):
+        write_backup(folder, model, 2)
+    assert ready.read_text() == "backup-write:epoch=2"
+    names = sorted(p.name for p in folder.iterdir())
+    assert "epoch-2.weights.h5" not in names and any(".tmp-" in n for n in names)
+    assert read_backup(folder)["epoch"] == 1  # the metadata still names epoch 1
+    assert (folder / BACKUP_METADATA[0]).is_file()
 
 
 def _run_as_nobody(fn):
@@ -135,6 +205,7 @@ def test_cli_evaluate_on_a_full_disk_is_one_line_and_keeps_the_old_report(
     assert _leftovers(run) == []
 
 
+@pytest.mark.slow
 def test_export_saved_model_on_a_full_disk_keeps_the_previous_export(
     saved_model, tmp_path, monkeypatch
 ):

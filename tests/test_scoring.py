@@ -440,7 +440,7 @@ def test_scoring_config_round_trips_and_validates():
     assert cfg.to_dict()["smoothing"] == 2.0 and isinstance(cfg.smoothing, float)
     assert ScoringConfig(smoothing=None).smoothing == 0.0
     assert ScoringConfig(topk=3).topk == 3
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="cannot assign to field 'map'"):
         cfg.map = "residual"  # frozen
     for kwargs, match in [
         ({"map": "magic"}, "map='magic'"),
@@ -463,7 +463,7 @@ def test_scoring_config_resolve_and_deprecated_keywords():
     assert ScoringConfig.resolve({"map": "ssim"}) == ScoringConfig(map="ssim")
     with pytest.warns(DeprecationWarning, match="deprecated"):
         assert ScoringConfig.resolve(None, method="ssim") == ScoringConfig(map="ssim")
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(DeprecationWarning, match=r"\['smoothing'\] are deprecated"):
         assert ScoringConfig.resolve(None, smoothing=None).smoothing == 0.0
     with pytest.raises(ValueError, match="not both"):
         ScoringConfig.resolve(ScoringConfig(), map="ssim")
@@ -478,7 +478,7 @@ def test_compute_with_a_config_equals_the_deprecated_keywords():
     x = np.random.default_rng(0).random((2, 16, 16, 1)).astype("float32")
     cfg = ScoringConfig(map="ssim", smoothing=1.0, score="topk")
     new = scoring.compute(model, x, cfg)
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(DeprecationWarning, match=r"\['map', 'score', 'smoothing'\] are deprecated"):
         old = scoring.compute(model, x, map="ssim", smoothing=1.0, score="topk")
     for key in new:
         np.testing.assert_array_equal(new[key].numpy(), old[key].numpy())

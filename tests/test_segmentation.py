@@ -156,6 +156,7 @@ def test_a_config_without_task_is_a_reconstruction_run(tmp_path):
     run.check_reconstruction("evaluation")  # no error
 
 
+@pytest.mark.slow
 def test_batched_pairs_may_differ_in_channels():
     rng = np.random.default_rng(0)
     x = rng.random((8, 32, 32, 3)).astype("float32")

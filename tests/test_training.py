@@ -174,6 +174,7 @@ def test_tensorboard_event_file_holds_images_and_scalars(tmp_path):
     assert tags["epoch_loss"] == {0, 1}
 
 
+@pytest.mark.slow
 def test_refuses_a_different_run_and_a_finished_one(tmp_path):
     run_dir = tmp_path / "run"
     kwargs = dict(
@@ -244,12 +245,13 @@ def test_resume_continues_after_the_interrupted_epoch(tmp_path):
     assert not (run_dir / "backup").exists()
 
 
+@pytest.mark.slow
 def test_resume_false_starts_over(tmp_path):
     run_dir = tmp_path / "run"
     kwargs = dict(
         corruption=None, epochs=3, batch_size=4, run_dir=run_dir, verbose=0, tensorboard=False
     )
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="simulated crash"):
         training.train(_tiny, _dataset(), callbacks=[_Interrupt(0)], **kwargs)
     rec = _Recorder()
     training.train(_tiny, _dataset(), callbacks=[rec], resume=False, **kwargs)
@@ -257,7 +259,7 @@ def test_resume_false_starts_over(tmp_path):
     assert _history_epochs(run_dir) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_trains_with_and_without_xla(jit):
     run = training.train(
         _tiny(),
@@ -375,6 +377,7 @@ def test_default_corruption_is_stains_and_recorded(tmp_path):
     assert isinstance(data.deserialize(run.config["corruption"]), data.Stains)
 
 
+@pytest.mark.slow
 def test_stain_weight_weights_the_corrupted_pixels():
     from keras_skipae import data
 

@@ -2,9 +2,8 @@
 
 The SIGKILL and determinism tests run ``keras-skipae train --deterministic`` in
 subprocesses (op determinism is process-wide and irreversible). The kills land at
-points chosen with the test hook ``KERAS_SKIPAE_TEST_FAULT``
-(:mod:`keras_skipae.training.callbacks.backup`): the process writes a "ready" file
-and waits there until the test kills it.
+points chosen with the test hook ``KERAS_SKIPAE_FAULT`` (:mod:`keras_skipae.faults`):
+the process writes a "ready" file and waits there until the test kills it.
 """
 
 import csv
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_skipae import training
+from keras_skipae import faults, training
 from keras_skipae.ownership import MARKER
 from keras_skipae.runs import read_backup
 
@@ -63,10 +62,10 @@ def _train_cmd(root, out):
 
 def _env(fault=None, ready=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg")
-    env.pop("KERAS_SKIPAE_TEST_FAULT", None)
+    env.pop(faults.ENV, None)
     if fault:
-        env["KERAS_SKIPAE_TEST_FAULT"] = fault
-        env["KERAS_SKIPAE_TEST_FAULT_READY"] = str(ready)
+        env[faults.ENV] = fault
+        env[faults.READY_ENV] = str(ready)
     return env
 
 
@@ -201,7 +200,7 @@ def test_sigkill_mid_epoch_and_during_writes_resumes_to_the_same_weights(
 
 _SAVE_SCRIPT = """
 import sys, keras
-from keras_skipae.training.callbacks.time_limit import _save_model_atomic
+from keras_skipae.training.callbacks.atomic_best_model import _save_model_atomic
 inputs = keras.Input((4,))
 model = keras.Model(inputs, keras.layers.Dense(2, name="d")(inputs))
 _save_model_atomic(model, sys.argv[1])
@@ -217,7 +216,7 @@ def _dense(value):
 
 @pytest.mark.slow
 def test_sigkill_while_model_keras_is_replaced_keeps_the_previous_file(tmp_path):
-    from keras_skipae.training.callbacks.time_limit import _save_model_atomic
+    from keras_skipae.training.callbacks.atomic_best_model import _save_model_atomic
 
     path, ready = tmp_path / "model.keras", tmp_path / "ready"
     _save_model_atomic(_dense(1.5), path)
@@ -320,7 +319,7 @@ def test_weights_turning_non_finite_at_an_epoch_end_are_not_backed_up(tmp_path):
 
 
 def test_save_model_atomic_refuses_non_finite_weights(tmp_path):
-    from keras_skipae.training.callbacks.time_limit import _save_model_atomic
+    from keras_skipae.training.callbacks.atomic_best_model import _save_model_atomic
 
     model = _tiny()
     path = tmp_path / "model.keras"

@@ -131,7 +131,7 @@ def test_replace_head_returns_float32_under_mixed_precision(tiny_model, images):
     assert new(images(1), training=False).dtype == "float32"
 
 
-@pytest.mark.parametrize("style", ["unet", "aesc"])
+@pytest.mark.parametrize("style", [pytest.param("unet", marks=pytest.mark.slow), "aesc"])
 def test_encoder_models_replace_head_and_freeze_the_body(style, images):
     build = ks.build_unet if style == "unet" else ks.build_aesc
     model = build(input_shape=(32, 32, 3), filters=4, encoder="mobilenet_v2")

@@ -16,7 +16,8 @@ A learned reconstruction model has to beat these on the same splits:
 
 Both work on NumPy arrays ``[N, H, W, C]`` in [0, 1] and return maps
 ``[N, H, W]``; :func:`evaluate_baseline` computes the same metrics as
-:func:`keras_skipae.evaluate` (through :mod:`keras_skipae.metrics`).
+:func:`keras_skipae.evaluate`, with the same function
+(:func:`keras_skipae.evaluation.metrics.compute_metrics`).
 """
 
 from __future__ import annotations
@@ -194,21 +195,17 @@ def evaluate_baseline(baseline, train_images, test: dict, *, max_fpr: float = 0.
     baseline.fit(train_images)
     maps = baseline.anomaly_maps(test["image"])
     scores = maps.reshape(len(maps), -1).max(axis=1)
-    masks = test["mask"][..., 0] > 0.5
-    labels = np.asarray(test["label"]).astype(int)
-    types = np.asarray(test["defect_type"])
-
-    def block(sel):
-        return {
-            "image_auroc": float(metrics.image_auroc(labels[sel], scores[sel])),
-            "pixel_auroc": float(metrics.pixel_auroc(masks[sel], maps[sel])),
-            "aupro": float(metrics.aupro(masks[sel], maps[sel], max_fpr=max_fpr)),
-        }
-
-    everything = np.ones(len(labels), bool)
-    result = block(everything)
-    good = types == "good"
+    everything = metrics.compute_metrics(
+        test["label"],
+        scores,
+        masks=test["mask"],
+        maps=maps,
+        defect_types=test["defect_type"],
+        max_fpr=max_fpr,
+    )
+    keys = ("image_auroc", "pixel_auroc", "aupro")
+    result = {k: float(everything[k]) for k in keys}
     result["per_defect"] = {
-        d: block(good | (types == d)) for d in sorted(set(types.tolist()) - {"good"})
+        name: {k: float(m[k]) for k in keys} for name, m in everything["per_defect"].items()
     }
     return result

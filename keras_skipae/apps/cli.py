@@ -186,7 +186,7 @@ def _scoring_config(**settings):
 
 
 def _run_evaluate(args):
-    from keras_skipae.apps import demo, workflows
+    from keras_skipae.apps import workflows
 
     run = Path(args.run)
     result, out = workflows.evaluate_run(
@@ -201,7 +201,7 @@ def _run_evaluate(args):
         progress=not args.quiet,
         max_pixels=args.max_pixels,
     )
-    print(demo.format_result(result, title=str(run)))
+    print(f"{run}\n{result.summary()}")
     print(f"wrote {out}")
     return 0
 

@@ -41,7 +41,7 @@ from keras_skipae.apps.workflows import evaluate_run
 from keras_skipae.data import image_info
 from keras_skipae.runs import RunFolder
 
-__all__ = ["DEMO_SETTINGS", "evaluate_run", "format_result", "run_demo"]
+__all__ = ["DEMO_SETTINGS", "evaluate_run", "run_demo"]
 
 #: The demo's recipe: full and quick.
 DEMO_SETTINGS = {
@@ -81,7 +81,7 @@ def _log(verbose, *parts):
         print(*parts, flush=True)
 
 
-# --------------------------------------------------------------------------- evaluate a run
+# --------------------------------------------------------------------------- number formatting
 
 
 def _f(value, digits=3):
@@ -93,29 +93,6 @@ def _f(value, digits=3):
         return f"{float(value):.{digits}f}"
     except (TypeError, ValueError):
         return str(value)
-
-
-def format_result(result, *, title="") -> str:
-    """A plain-text summary: the headline metrics, the threshold, a per-defect table."""
-    lines = []
-    if title:
-        lines.append(title)
-    lines.append(
-        f"image AUROC {_f(result.image_auroc)}  pixel AUROC {_f(result.pixel_auroc)}  "
-        f"AUPRO@0.3 {_f(result.aupro)}  ({result.n_good} good, {result.n_defective} defective)"
-    )
-    if result.threshold is not None:
-        lines.append(
-            f"threshold {_f(result.threshold, 5)} ({result.threshold_source}): "
-            f"precision {_f(result.precision)}, recall {_f(result.recall)}"
-        )
-    lines.append(f"{'defect':<16}{'image AUROC':>12}{'pixel AUROC':>13}{'AUPRO':>8}")
-    for name, m in sorted(result.per_defect.items()):
-        lines.append(
-            f"{name:<16}{_f(m.get('image_auroc')):>12}{_f(m.get('pixel_auroc')):>13}"
-            f"{_f(m.get('aupro')):>8}"
-        )
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- the demo

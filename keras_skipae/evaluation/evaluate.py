@@ -119,14 +119,14 @@ class EvaluationResult:
         lines = [
             f"{self.n_images} test images ({self.n_good} good, {self.n_defective} defective); "
             f"map={s.get('map')}, smoothing={s.get('smoothing')}, score={s.get('score')}",
-            f"{'':16s} {'img AUROC':>9s} {'px AUROC':>9s} {'AUPRO':>9s} {'F1-max':>9s}"
+            f"{'':16s} {'image AUROC':>11s} {'pixel AUROC':>11s} {'AUPRO':>9s} {'F1-max':>9s}"
             f" {'recall':>9s}",
-            f"{'all':16s} {f(self.image_auroc):>9s} {f(self.pixel_auroc):>9s} {f(self.aupro):>9s}"
-            f" {f(self.f1_max):>9s} {f(self.recall):>9s}",
+            f"{'all':16s} {f(self.image_auroc):>11s} {f(self.pixel_auroc):>11s}"
+            f" {f(self.aupro):>9s} {f(self.f1_max):>9s} {f(self.recall):>9s}",
         ]
         for name, m in self.per_defect.items():
             lines.append(
-                f"{name[:16]:16s} {f(m['image_auroc']):>9s} {f(m['pixel_auroc']):>9s}"
+                f"{name[:16]:16s} {f(m['image_auroc']):>11s} {f(m['pixel_auroc']):>11s}"
                 f" {f(m['aupro']):>9s} {f(m['f1_max']):>9s} {f(m['recall']):>9s}"
             )
         if self.threshold is not None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import keras
 
 from keras_skipae.runs import RunFolder
-from keras_skipae.training.callbacks.backup import RunBackup, StopOnNonFinite
+from keras_skipae.training.callbacks.atomic_best_model import _AtomicBestModel
+from keras_skipae.training.callbacks.backup import RunBackup
+from keras_skipae.training.callbacks.log_learning_rate import _LogLearningRate
 from keras_skipae.training.callbacks.schedule import CosineSchedule
-from keras_skipae.training.callbacks.time_limit import (
-    TimeLimit,
-    _AtomicBestModel,
-    _LogLearningRate,
-)
+from keras_skipae.training.callbacks.stop_on_non_finite import StopOnNonFinite
+from keras_skipae.training.callbacks.time_limit import TimeLimit
 from keras_skipae.training.pairs import _Data
 from keras_skipae.training.task import Task
 

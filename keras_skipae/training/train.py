@@ -100,7 +100,7 @@ from keras_skipae.training.build import (
     check_tile_input,
 )
 from keras_skipae.training.build import resolve_model_precision as _resolve_model_precision
-from keras_skipae.training.callbacks.time_limit import _save_model_atomic
+from keras_skipae.training.callbacks.atomic_best_model import _save_model_atomic
 from keras_skipae.training.fit_callbacks import builtin_callbacks, resolve_schedule
 from keras_skipae.training.pairs import _describe_corruption
 from keras_skipae.training.runtime import (

@@ -1,16 +1,10 @@
-"""Callbacks that bound and record a run: a time limit, the learning rate, the best model."""
+"""The callback that stops training after a budget of wall or CPU time."""
 
 from __future__ import annotations
 
-import math
-import os
 import time
-from pathlib import Path
 
 import keras
-
-from keras_skipae import io_utils
-from keras_skipae.training.callbacks.backup import NonFiniteLossError, fault_point, weights_finite
 
 
 class TimeLimit(keras.callbacks.Callback):
@@ -45,42 +39,3 @@ class TimeLimit(keras.callbacks.Callback):
         if self.elapsed >= self.seconds:
             self.stopped = True
             self.model.stop_training = True
-
-
-class _LogLearningRate(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["learning_rate"] = float(
-                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-            )
-
-
-class _AtomicBestModel(keras.callbacks.Callback):
-    """Saves ``path`` (``.keras``, atomically) whenever ``monitor`` improves."""
-
-    backup_attrs = ("best",)  # restored on resume (RunBackup)
-
-    def __init__(self, path, monitor="val_loss"):
-        super().__init__()
-        self.path = Path(path)
-        self.monitor = monitor
-        self.best = math.inf
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and float(value) < self.best:
-            self.best = float(value)
-            _save_model_atomic(self.model, self.path)
-
-
-def _save_model_atomic(model, path):
-    """Writes ``model`` to ``path`` (temporary name, then rename); never non-finite weights."""
-    if not weights_finite(model):
-        raise NonFiniteLossError(
-            f"The model's weights are not finite; {str(path)!r} was not written (the previous "
-            "file, if any, is kept)."
-        )
-    with io_utils.atomic_path(path, overwrite=True) as tmp:
-        os.unlink(tmp)  # Keras refuses some existing targets; let it create the file
-        model.save(tmp)
-        fault_point("model-write", file=Path(path).name)
