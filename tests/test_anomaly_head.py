@@ -139,8 +139,13 @@ def test_train_aesc_head_on_the_train_split_only(synthetic_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_head_export_agrees_with_in_process(images, tmp_path):
-    model = ks.get_model("aesc_head", **TINY_HEAD)
+@pytest.mark.parametrize(
+    "variant",
+    [{}, {"head_input": "taps+residual", "head_taps": "dec0_out", "freeze_base": True}],
+    ids=["default", "taps_residual_frozen"],
+)
+def test_head_export_agrees_with_in_process(images, tmp_path, variant):
+    model = ks.get_model("aesc_head", **TINY_HEAD, **variant)
     cfg = ks.ScoringConfig(map="learned")
     path = ks.export_saved_model(model, tmp_path / "exp", scoring=cfg, threshold=0.5)
     x = images(3)
