@@ -627,8 +627,24 @@ def run_head_variants(args, tf, keras, ks, sizes, rng) -> list:
             model.fit(ds, epochs=args.warmup, steps_per_epoch=args.steps, verbose=0)
             warm = time.perf_counter() - start
             print(f"  {variant} {size}: built {kwargs}, warm-up {warm:.1f} s", flush=True)
+            # analytic training-step conv FLOPs per image: forward + 2 backward passes of
+            # what trains, the forward alone of a frozen base
+            if variant == "aesc":
+                flops = 3 * keras_conv_flops(model)
+            else:
+                base_passes = 1 if kwargs.get("freeze_base") else 3
+                flops = base_passes * keras_conv_flops(model.base) + 3 * keras_conv_flops(
+                    model.head
+                )
             entries.append(
-                {"variant": variant, "kwargs": kwargs, "model": model, "ds": ds, "warm": warm}
+                {
+                    "variant": variant,
+                    "kwargs": kwargs,
+                    "model": model,
+                    "ds": ds,
+                    "warm": warm,
+                    "flops": flops,
+                }
             )
             entries[-1]["timer"] = make_timer(0)
         for r in range(args.repeats):
@@ -640,7 +656,7 @@ def run_head_variants(args, tf, keras, ks, sizes, rng) -> list:
         print(f"\nhead step cost, {size}x{size}, AESc depth {depth}, batch {BATCH}:")
         print(
             f"{'variant':28s} {'params':>10s} {'ms/step':>8s} {'cpu ms':>8s} {'x AESc':>7s} "
-            f"{'(cpu)':>6s} other"
+            f"{'(cpu)':>6s} {'x flops':>7s} other"
         )
         for e in entries:
             t = e["timer"]
@@ -658,6 +674,8 @@ def run_head_variants(args, tf, keras, ks, sizes, rng) -> list:
                 "step_ms_per_repeat": [1e3 * w / args.steps for w in t.wall],
                 "ratio_to_aesc": statistics.median(a / b for a, b in zip(t.wall, ref.wall)),
                 "ratio_to_aesc_cpu": statistics.median(a / b for a, b in zip(t.cpu, ref.cpu)),
+                "train_conv_gflop_per_img": e["flops"] / 1e9,
+                "flop_ratio_to_aesc": e["flops"] / entries[0]["flops"],
                 "other_load_cores_per_repeat": t.foreign,
                 "max_other_load_cores": max(t.foreign),
             }
@@ -665,7 +683,8 @@ def run_head_variants(args, tf, keras, ks, sizes, rng) -> list:
             print(
                 f"{row['variant']:28s} {row['params']:10,d} {row['step_ms']:8.1f} "
                 f"{row['step_cpu_ms']:8.1f} {row['ratio_to_aesc']:6.2f}x "
-                f"{row['ratio_to_aesc_cpu']:5.2f}x {row['max_other_load_cores']:.2f}",
+                f"{row['ratio_to_aesc_cpu']:5.2f}x {row['flop_ratio_to_aesc']:6.2f}x "
+                f"{row['max_other_load_cores']:.2f}",
                 flush=True,
             )
         for e in entries:
