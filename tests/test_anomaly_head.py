@@ -382,3 +382,27 @@ def test_head_scale_must_divide_the_image():
     base = keras.Model(inputs, keras.layers.Conv2D(1, 1, name="out")(inputs), name="tiny")
     with pytest.raises(ValueError, match=r"multiple of `head_scale`.*head_scale=4"):
         ks.get_model("aesc_head", base=base, head_scale=4, head_depth=1)
+
+
+@pytest.mark.slow
+def test_two_phase_training_from_a_run(synthetic_root, tmp_path):
+    from keras_skipae.models.anomaly_head import head_on
+
+    train = ks.data.mvtec_dataset(synthetic_root, "mesh", split="train", image_size=32)
+    common = {"epochs": 1, "batch_size": 4, "verbose": 0, "tensorboard": False}
+    model_kwargs = {k: TINY_HEAD[k] for k in ("input_shape", "depth", "filters")}
+    ks.train("aesc", train, model_kwargs=model_kwargs, run_dir=tmp_path / "aesc", **common)
+    base, _ = ks.training.load_run(tmp_path / "aesc")
+    trained = [w.numpy().copy() for w in base.weights]
+    run = ks.train(
+        head_on(base, head_scale=2, head_depth=2, head_filters=4),
+        train,
+        run_dir=tmp_path / "head",
+        **common,
+    )
+    assert run.config["corruption"]["class_name"] == "Anomalies"
+    np.testing.assert_allclose(run.history["loss"], run.history["head_loss"], rtol=1e-6)
+    model, _ = ks.training.load_run(tmp_path / "head")
+    assert isinstance(model, AnomalyHeadModel) and model.freeze_base and model.head_scale == 2
+    for b, w in zip(trained, model.base.weights):
+        np.testing.assert_array_equal(b, w.numpy(), err_msg=w.path)
