@@ -77,6 +77,13 @@ backups and callbacks included), as img/s, with the paired ratio of each precisi
 the first. The run's resolved precision and the first convolution's compute dtype are
 recorded, so a row shows whether 16 bits reached the training step.
 
+``--head-variants`` times the learned head's training step against the AESc's
+(cached batch, no PyTorch, interleaved as ``--interleave``): the AESc of the
+size's default depth, then ``get_model("aesc_head")`` on the same base with each
+variant (``+``-joined tokens of :data:`HEAD_VARIANTS`, e.g. ``head_scale2+small``;
+``baseline`` is today's head), fed ``(x, (target, mask))``. A row prints the median
+step time and the median of the paired ratios head step / AESc step (wall and CPU).
+
 Every result's ``env.cpu`` records the CPU: model name, vendor and the full flag list
 (``lscpu``, else ``/proc/cpuinfo``), and ``env.auto_precision`` what
 ``precision="auto"`` resolves to on it.
@@ -577,6 +584,115 @@ def run_interleaved(args, tf, keras, models, sizes, jits, precisions, peaks, rng
     return results
 
 
+#: ``--head-variants`` tokens: ``get_model("aesc_head", ...)`` arguments (``+`` merges them).
+HEAD_VARIANTS = {
+    "baseline": {},
+    "head_scale2": {"head_scale": 2},
+    "head_scale4": {"head_scale": 4},
+    "taps_residual": {"head_input": "taps+residual", "head_taps": "dec1_out"},
+    "taps_residual2": {"head_input": "taps+residual", "head_taps": "dec0_out"},
+    "frozen": {"freeze_base": True},
+    "small": {"head_depth": 3, "head_filters": 8},
+}
+
+
+def head_variant_kwargs(variant: str) -> dict:
+    kwargs = {}
+    for tok in variant.split("+"):
+        if tok not in HEAD_VARIANTS:
+            raise SystemExit(f"unknown head variant {tok!r}; choose from {sorted(HEAD_VARIANTS)}")
+        kwargs.update(HEAD_VARIANTS[tok])
+    return kwargs
+
+
+def run_head_variants(args, tf, keras, ks, sizes, rng) -> list:
+    """Times the AESc and ``aesc_head`` variants in alternation; ratios to the AESc step."""
+    variants = [v.strip() for v in args.head_variants.split(",") if v.strip()]
+    results = []
+    for size in sizes:
+        depth = args.depth if args.depth is not None else default_depth("aesc", size)
+        shape = (BATCH, size, size, 1)
+        x = rng.random(shape, dtype="float32")
+        mask = (rng.random(shape) > 0.9).astype("float32")
+        entries = []
+        for variant in ["aesc", *variants]:
+            keras.utils.set_random_seed(0)
+            kwargs = {} if variant == "aesc" else head_variant_kwargs(variant)
+            name = "aesc" if variant == "aesc" else "aesc_head"
+            model = ks.get_model(name, input_shape=(size, size, 1), depth=depth, **kwargs)
+            model.compile(optimizer=make_optimizer("float32"), loss="mse")
+            y = x if variant == "aesc" else (x, mask)
+            ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+            start = time.perf_counter()
+            model.fit(ds, epochs=args.warmup, steps_per_epoch=args.steps, verbose=0)
+            warm = time.perf_counter() - start
+            print(f"  {variant} {size}: built {kwargs}, warm-up {warm:.1f} s", flush=True)
+            # analytic training-step conv FLOPs per image: forward + 2 backward passes of
+            # what trains, the forward alone of a frozen base
+            if variant == "aesc":
+                flops = 3 * keras_conv_flops(model)
+            else:
+                base_passes = 1 if kwargs.get("freeze_base") else 3
+                flops = base_passes * keras_conv_flops(model.base) + 3 * keras_conv_flops(
+                    model.head
+                )
+            entries.append(
+                {
+                    "variant": variant,
+                    "kwargs": kwargs,
+                    "model": model,
+                    "ds": ds,
+                    "warm": warm,
+                    "flops": flops,
+                }
+            )
+            entries[-1]["timer"] = make_timer(0)
+        for r in range(args.repeats):
+            for e in entries if r % 2 == 0 else entries[::-1]:
+                e["model"].fit(
+                    e["ds"], epochs=1, steps_per_epoch=args.steps, callbacks=[e["timer"]], verbose=0
+                )
+        ref = entries[0]["timer"]
+        print(f"\nhead step cost, {size}x{size}, AESc depth {depth}, batch {BATCH}:")
+        print(
+            f"{'variant':28s} {'params':>10s} {'ms/step':>8s} {'cpu ms':>8s} {'x AESc':>7s} "
+            f"{'(cpu)':>6s} {'x flops':>7s} other"
+        )
+        for e in entries:
+            t = e["timer"]
+            row = {
+                "model": "aesc" if e["variant"] == "aesc" else "aesc_head",
+                "variant": e["variant"],
+                "head_kwargs": e["kwargs"],
+                "size": size,
+                "depth": depth,
+                "steps": args.steps,
+                "params": e["model"].count_params(),
+                "warmup_s": e["warm"],
+                "step_ms": 1e3 * statistics.median(t.wall) / args.steps,
+                "step_cpu_ms": 1e3 * statistics.median(t.cpu) / args.steps,
+                "step_ms_per_repeat": [1e3 * w / args.steps for w in t.wall],
+                "ratio_to_aesc": statistics.median(a / b for a, b in zip(t.wall, ref.wall)),
+                "ratio_to_aesc_cpu": statistics.median(a / b for a, b in zip(t.cpu, ref.cpu)),
+                "train_conv_gflop_per_img": e["flops"] / 1e9,
+                "flop_ratio_to_aesc": e["flops"] / entries[0]["flops"],
+                "other_load_cores_per_repeat": t.foreign,
+                "max_other_load_cores": max(t.foreign),
+            }
+            results.append(row)
+            print(
+                f"{row['variant']:28s} {row['params']:10,d} {row['step_ms']:8.1f} "
+                f"{row['step_cpu_ms']:8.1f} {row['ratio_to_aesc']:6.2f}x "
+                f"{row['ratio_to_aesc_cpu']:5.2f}x {row['flop_ratio_to_aesc']:6.2f}x "
+                f"{row['max_other_load_cores']:.2f}",
+                flush=True,
+            )
+        for e in entries:
+            del e["model"]
+        keras.backend.clear_session()
+    return results
+
+
 def make_epoch_timer(skip_epochs: int):
     """Per epoch after ``skip_epochs``: the step span (first batch start to last batch end)
     and the epoch span (epoch start to the next epoch's start, or the end of training),
@@ -1074,6 +1190,11 @@ def main(argv=None) -> None:
         default=2,
         help="--compare-precision: timed epochs per repetition (after --warmup epochs)",
     )
+    p.add_argument(
+        "--head-variants",
+        default=None,
+        help="time aesc_head variants against the AESc step, e.g. baseline,head_scale2,frozen",
+    )
     p.add_argument("--feeds", default="cached", help="comma list of cached, pipeline, train")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=4, help="steps per timed epoch")
@@ -1116,6 +1237,7 @@ def main(argv=None) -> None:
         and args.profile is None
         and not args.interleave
         and not args.compare_precision
+        and not args.head_variants
     )
     if use_torch and importlib.util.find_spec("torch"):
         worker = TorchWorker(args.threads)
@@ -1184,6 +1306,11 @@ def main(argv=None) -> None:
             "peaks (GFLOP/s, best of 3): " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items()),
             flush=True,
         )
+
+    if args.head_variants:
+        results = run_head_variants(args, tf, keras, ks, sizes, rng)
+        _write_json(args.json, env, peaks, results)
+        return
 
     if args.interleave:
         results = run_interleaved(args, tf, keras, models, sizes, jits, precisions, peaks, rng)
