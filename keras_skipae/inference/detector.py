@@ -39,12 +39,11 @@ import tensorflow as tf
 from keras_skipae import io_utils
 from keras_skipae.data.datasets import (
     DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
     DatasetError,
     check_max_pixels,
-    load_image,
     resize_image,
 )
+from keras_skipae.data.reader import check_workers, read_images
 from keras_skipae.export.edge import edge_format, read_edge_settings
 from keras_skipae.export.saved_model import (
     SETTINGS_FILE,
@@ -135,6 +134,7 @@ class _Item:
     path: str | None
     image: np.ndarray | None = None  # float32 [H, W, C] at the original resolution
     error: str | None = None
+    resized: np.ndarray | None = None  # the image at the model's size, when read so
 
 
 class Detector:
@@ -474,6 +474,7 @@ class Detector:
         batch_size: int = 16,
         on_error: str = "raise",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        workers: int | None = None,
     ) -> Predictions:
         """Scores images, one batch at a time.
 
@@ -492,6 +493,9 @@ class Detector:
                 a bad file, refused before it is decoded (default 64 Mi pixels,
                 :data:`keras_skipae.data.DEFAULT_MAX_PIXELS`); None: any size. Arrays
                 and datasets are already decoded and not checked.
+            workers: threads that read (decode and resize) files ahead of the model,
+                in order (:func:`keras_skipae.data.reader.read_images`); None: the CPU
+                cores, at most 4; 0: each file is read when it is reached.
 
         Returns:
             A :class:`Predictions` iterator (``total``: the number of images, when
@@ -512,16 +516,18 @@ class Detector:
             raise ValueError(
                 f"Expected `on_error` to be one of {ON_ERROR}. Received: on_error={on_error!r}"
             )
-        items, total = self._items(x, check_max_pixels(max_pixels))
+        items, total = self._items(x, check_max_pixels(max_pixels), check_workers(workers))
         return Predictions(self._stream(items, int(batch_size), on_error), total)
 
-    def _items(self, x, max_pixels=DEFAULT_MAX_PIXELS) -> tuple[Iterable[_Item], int | None]:
+    def _items(
+        self, x, max_pixels=DEFAULT_MAX_PIXELS, workers=0
+    ) -> tuple[Iterable[_Item], int | None]:
         """The input as lazily read items, and their number when known (checked now)."""
         if isinstance(x, (str, Path)):
             x = [x]
         if isinstance(x, (list, tuple)) and all(isinstance(v, (str, Path)) for v in x):
             files = list_image_files(x)
-            return self._read_files(files, max_pixels), len(files)
+            return self._read_files(files, max_pixels, workers), len(files)
         if isinstance(x, tf.data.Dataset):
             return self._dataset_items(x), None
         if isinstance(x, (np.ndarray, tf.Tensor)):
@@ -532,24 +538,14 @@ class Detector:
             f"Received: x of type {type(x).__name__}"
         )
 
-    def _read_files(self, files, max_pixels=DEFAULT_MAX_PIXELS):
-        for i, path in enumerate(files):
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:  # the datasets' rule
-                yield _Item(
-                    i,
-                    str(path),
-                    error=f"{str(path)!r} is not an image file (expected one of "
-                    f"{', '.join(IMAGE_EXTENSIONS)}).",
-                )
-                continue
-            try:  # the datasets' checks (header, truncation, size), then TF's decoder
-                image = load_image(path, color_mode=self.color_mode, max_pixels=max_pixels).numpy()
-            except DatasetError as exc:
-                yield _Item(i, str(path), error=str(exc))
-            except tf.errors.OpError as exc:  # passed the header checks, failed to decode
-                yield _Item(i, str(path), error=f"Cannot decode {str(path)!r}: {exc.message}")
-            else:
-                yield _Item(i, str(path), image)
+    def _read_files(self, files, max_pixels=DEFAULT_MAX_PIXELS, workers=0):
+        """Files read (checked, decoded and resized to the model's size) by ``workers``
+        threads ahead of the model, in order: :func:`keras_skipae.data.reader.read_images`."""
+        size = None if self.tiling is not None else self.image_size
+        for r in read_images(
+            files, color_mode=self.color_mode, size=size, max_pixels=max_pixels, workers=workers
+        ):
+            yield _Item(r.index, r.path, r.image, r.error, r.resized)
 
     def _dataset_items(self, dataset):
         index = 0
@@ -642,7 +638,12 @@ class Detector:
             if self.tiling is not None:
                 out = self._score_tiled([item.image for item in good])
             else:
-                batch = np.stack([self._to_model_size(item.image) for item in good])
+                batch = np.stack(
+                    [
+                        self._to_model_size(item.image) if item.resized is None else item.resized
+                        for item in good
+                    ]
+                )
                 out = self._score_batch(batch)
             if self.threshold is not None:
                 decisions = is_anomalous(out["score"], self.threshold).numpy()
