@@ -251,6 +251,22 @@ def test_detector_scores_equal_the_sequential_path(model, tiled, tmp_path):
             np.testing.assert_array_equal(g.image, w.image)
 
 
+def test_detector_reads_at_most_the_next_batch_ahead(model, folder, monkeypatch):
+    det = ks.Detector(model, threshold=0.01)
+    read = []
+    real = reader._read_one
+
+    def counting(index, path, *args):
+        read.append(index)
+        return real(index, path, *args)
+
+    monkeypatch.setattr(reader, "_read_one", counting)
+    stream = det.predict(sorted(folder.glob("0[0-2].png")) * 4, batch_size=2, workers=2)
+    first = next(stream)  # the first batch (files 0, 1) is scored
+    assert first.index == 0 and len(read) <= 2 + 2  # and at most the next batch read
+    assert [p.index for p in stream] == list(range(1, 12)) and sorted(read) == list(range(12))
+
+
 def test_detector_reports_a_bad_file_in_the_middle_as_before(model, folder):
     det = ks.Detector(model, threshold=0.01)
     files = sorted(folder.iterdir())

@@ -24,6 +24,7 @@ The arrays equal those of :func:`~keras_skipae.data.load_image` (and, with ``siz
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import numbers
 import os
 from collections import deque
@@ -128,7 +129,10 @@ def _decode_png(path, info, channels: int) -> np.ndarray | None:
     expected = _PNG_COLOR_TYPES.get(data[25])
     if expected is None:
         return None
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # e.g. over OpenCV's own size limit: TensorFlow decodes it
+        raw = None
     if raw is None:
         return None
     if raw.ndim == 2:
@@ -220,15 +224,18 @@ def read_images(
 
 
 def _parallel(items, args, workers: int, prefetch: int) -> Iterator[ReadImage]:
+    """Yields the items in order while the ``prefetch`` files after the one yielded are read."""
     pool = ThreadPoolExecutor(workers, thread_name_prefix="keras_skipae_reader")
+    items = iter(items)
     pending = deque()
     try:
-        for index, path in items:
+        for index, path in itertools.islice(items, prefetch):
             pending.append(pool.submit(_read_one, index, path, *args))
-            if len(pending) >= prefetch:
-                yield pending.popleft().result()
         while pending:
-            yield pending.popleft().result()
+            future = pending.popleft()
+            for index, path in itertools.islice(items, 1):  # keep `prefetch` in flight
+                pending.append(pool.submit(_read_one, index, path, *args))
+            yield future.result()
     finally:
         for future in pending:
             future.cancel()

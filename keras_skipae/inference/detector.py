@@ -493,9 +493,10 @@ class Detector:
                 a bad file, refused before it is decoded (default 64 Mi pixels,
                 :data:`keras_skipae.data.DEFAULT_MAX_PIXELS`); None: any size. Arrays
                 and datasets are already decoded and not checked.
-            workers: threads that read (decode and resize) files ahead of the model,
-                in order (:func:`keras_skipae.data.reader.read_images`); None: the CPU
-                cores, at most 4; 0: each file is read when it is reached.
+            workers: threads that read (decode and resize) the next batch of files
+                while the model scores the current one, in order
+                (:func:`keras_skipae.data.reader.read_images`); None: the CPU cores, at
+                most 4; 0: each file is read when it is reached.
 
         Returns:
             A :class:`Predictions` iterator (``total``: the number of images, when
@@ -516,18 +517,20 @@ class Detector:
             raise ValueError(
                 f"Expected `on_error` to be one of {ON_ERROR}. Received: on_error={on_error!r}"
             )
-        items, total = self._items(x, check_max_pixels(max_pixels), check_workers(workers))
+        items, total = self._items(
+            x, check_max_pixels(max_pixels), check_workers(workers), int(batch_size)
+        )
         return Predictions(self._stream(items, int(batch_size), on_error), total)
 
     def _items(
-        self, x, max_pixels=DEFAULT_MAX_PIXELS, workers=0
+        self, x, max_pixels=DEFAULT_MAX_PIXELS, workers=0, prefetch=None
     ) -> tuple[Iterable[_Item], int | None]:
         """The input as lazily read items, and their number when known (checked now)."""
         if isinstance(x, (str, Path)):
             x = [x]
         if isinstance(x, (list, tuple)) and all(isinstance(v, (str, Path)) for v in x):
             files = list_image_files(x)
-            return self._read_files(files, max_pixels, workers), len(files)
+            return self._read_files(files, max_pixels, workers, prefetch), len(files)
         if isinstance(x, tf.data.Dataset):
             return self._dataset_items(x), None
         if isinstance(x, (np.ndarray, tf.Tensor)):
@@ -538,12 +541,18 @@ class Detector:
             f"Received: x of type {type(x).__name__}"
         )
 
-    def _read_files(self, files, max_pixels=DEFAULT_MAX_PIXELS, workers=0):
+    def _read_files(self, files, max_pixels=DEFAULT_MAX_PIXELS, workers=0, prefetch=None):
         """Files read (checked, decoded and resized to the model's size) by ``workers``
-        threads ahead of the model, in order: :func:`keras_skipae.data.reader.read_images`."""
+        threads up to ``prefetch`` files (a batch) ahead of the model, in order
+        (:func:`keras_skipae.data.reader.read_images`)."""
         size = None if self.tiling is not None else self.image_size
         for r in read_images(
-            files, color_mode=self.color_mode, size=size, max_pixels=max_pixels, workers=workers
+            files,
+            color_mode=self.color_mode,
+            size=size,
+            max_pixels=max_pixels,
+            workers=workers,
+            prefetch=prefetch,
         ):
             yield _Item(r.index, r.path, r.image, r.error, r.resized)
 
