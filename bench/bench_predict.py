@@ -217,7 +217,7 @@ def main(argv=None) -> int:
                 wall, other = _timed(fn)
                 case["runs"][what].append((wall, other))
                 print(
-                    f"round {r + 1} {name:6s} {what:22s} {case['n'] / wall:8.1f} img/s "
+                    f"round {r + 1} {name:6s} {what:22s} {case['n'] / wall:8.3g} img/s "
                     f"({1000 * wall:8.1f} ms, other {other:.2f})",
                     flush=True,
                 )
@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     print("|---|---|---:|---:|")
     for r in rows:
         print(
-            f"| {r['label']} | {r['what']} | {r['images_per_s']:.1f} | {r['ratio_to_array']:.2f} |"
+            f"| {r['label']} | {r['what']} | {r['images_per_s']:.3g} | {r['ratio_to_array']:.2f} |"
         )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
