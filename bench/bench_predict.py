@@ -1,26 +1,31 @@
-"""Prediction benchmark: ``ks.Detector`` latency and folder throughput on this machine.
+"""Prediction benchmark: does reading files keep up with the model?
 
-For the AESc in its default configuration at ``--size`` (128x128 grayscale by default;
-random weights: the cost does not depend on their values) it measures, through
-``Detector.predict`` (the Python API users call; scoring by
-``keras_skipae.scoring.make_scorer``, the in-process Keras model) and through a
-Detector on the exported SavedModel (``serving_default``):
+For the AESc in its default configuration (grayscale, random weights: the cost does not
+depend on their values), two cases:
 
-* **latency at batch 1**: one image array already at the model's size, the whole
-  ``list(det.predict(x, batch_size=1))`` (milliseconds, median over ``--repeats``);
-* **batch 32**: 32 such images, ``batch_size=32`` (milliseconds per image and images/s);
-* **folder throughput**: ``--n-files`` PNG files of ``--file-size`` pixels (resized to
-  the model's size, maps resized back) read from a folder, ``batch_size=32``
-  (images/s), and the same through ``keras_skipae.apps.predict.predict_to_folder``
-  (what ``keras-skipae predict`` runs: ``predictions.csv``, and with ``--save-maps
-  --overlay`` a map PNG and an overlay per image).
+* **png**: ``--n-files`` PNGs of ``--file-size`` pixels (128x128 by default, the model's
+  size) and a model taking ``--size`` images;
+* **tiled**: ``--n-frames`` PNG frames of ``--frame-size`` pixels (1024x1024) scored tile
+  by tile (``--size`` tiles, ``--tile-overlap``) at full resolution.
 
-Each measurement is warmed up first (tracing excluded). Every repeat is printed, with
-the CPU cores other processes used meanwhile (``other``, from ``/proc/stat``), since
-the numbers are only meaningful with that load in view. Time-based: run it under the
-shared lock::
+For each, in one run and interleaved (one pass of every measurement per round, ``--rounds``
+rounds, so that load on a shared machine falls on all of them alike), the images/s of
 
-    flock /tmp/keras_skipae_bench.lock .venv/bin/python bench/bench_predict.py
+* ``array``: the model's batch throughput: ``Detector.predict`` on the same images already
+  decoded, in memory (``batch_size=--batch-size``);
+* ``folder``: ``Detector.predict`` on the folder (``workers=--workers``: decoding and
+  resizing in threads while the model scores, ``keras_skipae.data.reader``);
+* ``folder, workers=0``: the same, each file read when it is reached (sequential);
+* ``predict_to_folder``: what ``keras-skipae predict`` runs (``predictions.csv``, no maps),
+  loading the ``.keras`` file each time: its load, tracing and XLA choice are included, as
+  in the command.
+
+and the ratio of each to ``array`` (median over the rounds). It also prints the CPU (``lscpu``
+model name and its AVX-512 / AMX flags), TensorFlow's version and threads, and the cores other
+processes used during each pass (``other``, from ``/proc/stat``). Each measurement is warmed up
+first (tracing excluded). Time-based: run it under the shared lock::
+
+    flock /tmp/keras_skipae_bench.lock .venv/bin/python bench/bench_predict.py --json out.json
 
 Tests never assert these numbers.
 """
@@ -31,7 +36,9 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,159 +48,220 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench_common import busy  # noqa: E402  (bench/ is on sys.path when a bench script runs)
 
-
-def _measure(fn, *, warmup: int, repeats: int) -> list[tuple[float, float]]:
-    """``repeats`` x (wall seconds of one ``fn()``, cores other processes used meanwhile)."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        s0, c0 = busy()
-        start = time.perf_counter()
-        fn()
-        wall = time.perf_counter() - start
-        s1, c1 = busy()
-        out.append((wall, max(0.0, (s1 - s0 - (c1 - c0)) / wall)))
-    return out
+#: The CPU flags reported: the vector and matrix extensions TensorFlow's oneDNN uses.
+FLAG_PATTERN = re.compile(r"^(avx512\w*|amx\w*|avx2|avx_vnni|fma)$")
 
 
-def _write_files(folder, n, size, seed=0):
+def cpu_description() -> dict:
+    """``lscpu``'s model name, its AVX-512 / AMX (and AVX2, FMA, AVX-VNNI) flags, the cores."""
+    info = {"model_name": platform.processor() or platform.machine(), "flags": []}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        out = ""
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name":
+            info["model_name"] = value.strip()
+        elif key.strip() == "Flags":
+            info["flags"] = sorted(f for f in value.split() if FLAG_PATTERN.match(f))
+    info["cores"] = os.cpu_count()
+    info["avx512"] = any(f.startswith("avx512") for f in info["flags"])
+    info["amx"] = any(f.startswith("amx") for f in info["flags"])
+    return info
+
+
+def _timed(fn) -> tuple[float, float]:
+    """(wall seconds of one ``fn()``, cores other processes used meanwhile)."""
+    s0, c0 = busy()
+    start = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - start
+    s1, c1 = busy()
+    return wall, max(0.0, (s1 - s0 - (c1 - c0)) / wall)
+
+
+def _write_pngs(folder, n, size, seed) -> None:
     import cv2
     import numpy as np
 
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     for i in range(n):
-        image = (rng.random((size, size)) * 255).astype(np.uint8)
+        # smooth content with noise, so a PNG costs what a real image's does to decode
+        base = cv2.resize(rng.random((size // 16, size // 16)), (size, size))
+        image = np.clip(base * 200 + rng.normal(0, 8, (size, size)), 0, 255).astype(np.uint8)
         cv2.imwrite(os.path.join(folder, f"{i:05d}.png"), image)
+
+
+def _case(name, *, model, folder, model_file, n, batch_size, workers, tiling, threshold):
+    """The measurements of one case: name -> a function of no arguments, and its image count."""
+    import numpy as np
+
+    import keras_skipae as ks
+    from keras_skipae.apps.predict import predict_to_folder
+    from keras_skipae.data import load_image
+
+    tiles = {} if tiling is None else {"tile_size": tiling[0], "tile_overlap": tiling[1]}
+    det = ks.Detector(model, threshold=threshold, **tiles)
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder))
+    arrays = np.stack([load_image(f).numpy() for f in files])
+    if tiling is None and arrays.shape[1:3] != tuple(det.image_size):
+        raise SystemExit(f"{name}: the array case needs files of the model's size")
+    out = folder + "_out"
+
+    def cli_like():
+        predict_to_folder(
+            model_file,
+            [folder],
+            out,
+            threshold=threshold,
+            batch_size=batch_size,
+            overwrite=True,
+            progress=False,
+            workers=workers,
+            **tiles,
+        )
+
+    return {
+        "array": lambda: sum(1 for _ in det.predict(arrays, batch_size=batch_size)),
+        f"folder, workers={workers}": lambda: sum(
+            1 for _ in det.predict(folder, batch_size=batch_size, workers=workers)
+        ),
+        "folder, workers=0": lambda: sum(
+            1 for _ in det.predict(folder, batch_size=batch_size, workers=0)
+        ),
+        "predict_to_folder": cli_like,
+    }, n
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=128, help="model input side (128)")
-    parser.add_argument("--file-size", type=int, default=256, help="side of the PNG files (256)")
-    parser.add_argument("--n-files", type=int, default=256, help="files in the folder (256)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed repeats (7)")
-    parser.add_argument("--folder-repeats", type=int, default=3, help="timed folder passes (3)")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--size", type=int, default=128, help="model input / tile side (128)")
+    parser.add_argument("--file-size", type=int, default=128, help="side of the PNGs (128)")
+    parser.add_argument("--n-files", type=int, default=256, help="PNGs in the folder (256)")
+    parser.add_argument("--frame-size", type=int, default=1024, help="side of the frames (1024)")
+    parser.add_argument("--n-frames", type=int, default=8, help="frames in the folder (8)")
+    parser.add_argument("--tile-overlap", type=int, default=0, help="tile overlap (0)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per model call (32)")
+    parser.add_argument("--workers", type=int, default=None, help="reader threads (automatic)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds (3)")
     parser.add_argument(
-        "--sources", default="keras,saved_model", help="keras, saved_model or both (default)"
+        "--warmup", type=int, default=2, help="untimed rounds first (2: tracing, XLA's choice)"
     )
+    parser.add_argument("--cases", default="png,tiled", help="png, tiled or both (default)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
-    import numpy as np
+    import numpy as np  # noqa: F401  (imported before TensorFlow, as users do)
     import tensorflow as tf
 
     import keras_skipae as ks
-    from keras_skipae.apps.predict import predict_to_folder
+    from keras_skipae.data.reader import check_workers
 
+    workers = check_workers(args.workers)
+    cpu = cpu_description()
     threads = tf.config.threading.get_intra_op_parallelism_threads()
     print(
-        f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores "
-        f"({platform.processor() or platform.machine()}), intra-op threads "
-        f"{threads or 'default'}, TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}"
-        f"; AESc default, {args.size}x{args.size}x1; {args.repeats} repeats "
-        f"({args.folder_repeats} for folders) after {args.warmup} warm-up calls",
+        f"CPU: {cpu['model_name']}, {cpu['cores']} cores; flags: {' '.join(cpu['flags']) or '-'}"
+        f" (AVX-512: {'yes' if cpu['avx512'] else 'no'}, AMX: {'yes' if cpu['amx'] else 'no'})\n"
+        f"TensorFlow {tf.__version__}, intra-op threads {threads or 'default'}, "
+        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}; AESc default "
+        f"{args.size}x{args.size}x1, batch {args.batch_size}, reader workers {workers}; "
+        f"{args.rounds} interleaved rounds after {args.warmup} warm-up rounds",
         flush=True,
     )
     scratch = tempfile.TemporaryDirectory(prefix="bench_predict_")
     model = ks.build_aesc(input_shape=(args.size, args.size, 1))
-    print(f"model: {model.count_params():,} parameters", flush=True)
-    rng = np.random.default_rng(0)
-    x1 = rng.random((1, args.size, args.size, 1), dtype=np.float32)
-    x32 = rng.random((32, args.size, args.size, 1), dtype=np.float32)
-    folder = os.path.join(scratch.name, "images")
-    _write_files(folder, args.n_files, args.file_size)
+    model_file = os.path.join(scratch.name, "model.keras")
+    ks.export_keras(model, model_file)
     threshold = 0.5  # any value: decisions cost the same
-
-    detectors = {}
-    for source in [s.strip() for s in args.sources.split(",")]:
-        if source == "keras":
-            detectors[source] = ks.Detector(model, threshold=threshold)
-        elif source == "saved_model":
-            path = os.path.join(scratch.name, "export")
-            ks.export_saved_model(model, path, threshold=threshold)
-            detectors[source] = ks.Detector.load(path)
+    cases = {}
+    for name in [c.strip() for c in args.cases.split(",")]:
+        folder = os.path.join(scratch.name, name)
+        if name == "png":
+            _write_pngs(folder, args.n_files, args.file_size, seed=0)
+            n, tiling = args.n_files, None
+            label = f"{args.n_files} PNGs {args.file_size}x{args.file_size}"
+        elif name == "tiled":
+            _write_pngs(folder, args.n_frames, args.frame_size, seed=1)
+            n, tiling = args.n_frames, (args.size, args.tile_overlap)
+            label = (
+                f"{args.n_frames} frames {args.frame_size}x{args.frame_size}, "
+                f"tiles {args.size} overlap {args.tile_overlap}"
+            )
         else:
-            parser.error(f"unknown source {source!r}")
+            parser.error(f"unknown case {name!r}")
+        fns, n = _case(
+            name,
+            model=model,
+            folder=folder,
+            model_file=model_file,
+            n=n,
+            batch_size=args.batch_size,
+            workers=workers,
+            tiling=tiling,
+            threshold=threshold,
+        )
+        cases[name] = {"label": label, "fns": fns, "n": n, "runs": {k: [] for k in fns}}
+
+    # Warm-up: tracing, the file cache, and the Detector's XLA choice (``MeasuredJit`` times
+    # XLA on and off after 8 calls of a shape, compiling then: kept out of the timed rounds).
+    for _ in range(args.warmup):
+        for case in cases.values():
+            for fn in case["fns"].values():
+                fn()
+    for r in range(args.rounds):
+        for name, case in cases.items():
+            for what, fn in case["fns"].items():
+                wall, other = _timed(fn)
+                case["runs"][what].append((wall, other))
+                print(
+                    f"round {r + 1} {name:6s} {what:22s} {case['n'] / wall:8.3g} img/s "
+                    f"({1000 * wall:8.1f} ms, other {other:.2f})",
+                    flush=True,
+                )
 
     rows = []
-
-    def report(source, what, runs, n_images):
-        walls = [w for w, _ in runs]
-        med = statistics.median(walls)
-        row = {
-            "source": source,
-            "what": what,
-            "images": n_images,
-            "median_s": med,
-            "ms_per_image": 1000 * med / n_images,
-            "images_per_s": n_images / med,
-            "runs_s": walls,
-            "other_cores": [o for _, o in runs],
-        }
-        rows.append(row)
-        every = ", ".join(f"{1000 * w:.1f} ms (other {o:.2f})" for w, o in runs)
-        print(
-            f"{source:12s} {what:34s} {row['ms_per_image']:9.2f} ms/img "
-            f"{row['images_per_s']:8.1f} img/s | {every}",
-            flush=True,
-        )
-
-    for source, det in detectors.items():
-        runs = _measure(
-            lambda d=det: list(d.predict(x1, batch_size=1)),
-            warmup=args.warmup,
-            repeats=args.repeats,
-        )
-        report(source, "latency, batch 1 (array)", runs, 1)
-        runs = _measure(
-            lambda d=det: list(d.predict(x32, batch_size=32)),
-            warmup=args.warmup,
-            repeats=args.repeats,
-        )
-        report(source, "batch 32 (array)", runs, 32)
-        runs = _measure(
-            lambda d=det: sum(1 for _ in d.predict(folder, batch_size=32)),
-            warmup=1,
-            repeats=args.folder_repeats,
-        )
-        report(source, f"folder, {args.file_size}px PNG, batch 32", runs, args.n_files)
-
-    out = os.path.join(scratch.name, "out")
-    model_path = os.path.join(scratch.name, "model.keras")
-    ks.export_keras(model, model_path)
-    for extra, label in (
-        ({}, "predict_to_folder (CSV)"),
-        ({"save_maps": True, "overlay": True}, "predict_to_folder (+maps, overlays)"),
-    ):
-
-        def cli_like(extra=extra):
-            predict_to_folder(
-                model_path,
-                [folder],
-                out,
-                threshold=threshold,
-                batch_size=32,
-                overwrite=True,
-                progress=False,
-                **extra,
+    for name, case in cases.items():
+        array = statistics.median(w for w, _ in case["runs"]["array"])
+        for what, runs in case["runs"].items():
+            med = statistics.median(w for w, _ in runs)
+            rows.append(
+                {
+                    "case": name,
+                    "label": case["label"],
+                    "what": what,
+                    "images": case["n"],
+                    "median_s": med,
+                    "images_per_s": case["n"] / med,
+                    "ratio_to_array": array / med,
+                    "runs_s": [w for w, _ in runs],
+                    "other_cores": [o for _, o in runs],
+                }
             )
-
-        runs = _measure(cli_like, warmup=1, repeats=args.folder_repeats)
-        report("keras file", label, runs, args.n_files)
-
     print()
-    print("| source | measurement | ms / image | images / s |")
+    print("| case | measurement | images / s | / array |")
     print("|---|---|---:|---:|")
     for r in rows:
         print(
-            f"| {r['source']} | {r['what']} | {r['ms_per_image']:.2f} | {r['images_per_s']:.1f} |"
+            f"| {r['label']} | {r['what']} | {r['images_per_s']:.3g} | {r['ratio_to_array']:.2f} |"
         )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"args": vars(args), "command": sys.argv, "rows": rows}, f, indent=2)
+            json.dump(
+                {
+                    "command": sys.argv,
+                    "args": vars(args),
+                    "cpu": cpu,
+                    "tensorflow": tf.__version__,
+                    "intra_op_threads": threads,
+                    "workers": workers,
+                    "rows": rows,
+                },
+                f,
+                indent=2,
+            )
     return 0
 
 

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from keras_skipae.data.datasets import DEFAULT_MAX_PIXELS, check_max_pixels
+from keras_skipae.data.reader import check_workers
 from keras_skipae.inference import inputs, loader
 from keras_skipae.inference.inputs import ON_ERROR, list_image_files, resize_map
 from keras_skipae.inference.scorers import KerasScorer, Scorer
@@ -307,6 +308,7 @@ class Detector:
         batch_size: int = 16,
         on_error: str = "raise",
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        workers: int | None = None,
     ) -> Predictions:
         """Scores images, one batch at a time.
 
@@ -325,6 +327,10 @@ class Detector:
                 a bad file, refused before it is decoded (default 64 Mi pixels,
                 :data:`keras_skipae.data.DEFAULT_MAX_PIXELS`); None: any size. Arrays
                 and datasets are already decoded and not checked.
+            workers: threads that read (decode and resize) the next batch of files
+                while the model scores the current one, in order
+                (:func:`keras_skipae.data.reader.read_images`); None: the CPU cores, at
+                most 4; 0: each file is read when it is reached.
 
         Returns:
             A :class:`Predictions` iterator (``total``: the number of images, when
@@ -343,6 +349,9 @@ class Detector:
             channels=self.channels,
             color_mode=self.color_mode,
             max_pixels=check_max_pixels(max_pixels),
+            size=None if self.tiling is not None else self.image_size,
+            workers=check_workers(workers),
+            prefetch=batch_size,
         )
         return Predictions(self._stream(items, batch_size, on_error), total)
 
@@ -358,7 +367,15 @@ class Detector:
             out = self.scorer.score_frames(good)
         else:
             out = self.scorer.score(
-                np.stack([inputs.fit_to_size(x, self.image_size) for x in good])
+                np.stack(
+                    [
+                        inputs.fit_to_size(item.image, self.image_size)
+                        if item.resized is None
+                        else item.resized
+                        for item in items
+                        if item.error is None
+                    ]
+                )
             )
         return _predictions(items, out, self.threshold)
 

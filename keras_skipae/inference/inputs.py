@@ -20,11 +20,10 @@ import tensorflow as tf
 from keras_skipae import io_utils
 from keras_skipae.data.datasets import (
     DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
     DatasetError,
-    load_image,
     resize_image,
 )
+from keras_skipae.data.reader import read_images
 from keras_skipae.scoring import to_float_images
 
 __all__ = [
@@ -53,6 +52,7 @@ class Item:
     path: str | None
     image: np.ndarray | None = None
     error: str | None = None
+    resized: np.ndarray | None = None  # the image at the model's size, when read so
 
 
 def check_predict_options(batch_size, on_error) -> int:
@@ -69,9 +69,20 @@ def check_predict_options(batch_size, on_error) -> int:
 
 
 def read_items(
-    x, *, channels: int, color_mode: str, max_pixels=DEFAULT_MAX_PIXELS
+    x,
+    *,
+    channels: int,
+    color_mode: str,
+    max_pixels=DEFAULT_MAX_PIXELS,
+    size=None,
+    workers: int = 0,
+    prefetch: int | None = None,
 ) -> tuple[Iterable[Item], int | None]:
     """The input as lazily read items, and their number when known (checked now).
+
+    Files are read (checked, decoded and, with ``size``, resized) by ``workers`` threads
+    up to ``prefetch`` files ahead of the consumer, in order
+    (:func:`keras_skipae.data.reader.read_images`).
 
     Raises:
         FileNotFoundError: a path that does not exist.
@@ -82,7 +93,7 @@ def read_items(
         x = [x]
     if isinstance(x, (list, tuple)) and all(isinstance(v, (str, Path)) for v in x):
         files = list_image_files(x)
-        return _read_files(files, color_mode, max_pixels), len(files)
+        return _read_files(files, color_mode, max_pixels, size, workers, prefetch), len(files)
     if isinstance(x, tf.data.Dataset):
         return _dataset_items(x, channels, color_mode), None
     if isinstance(x, (np.ndarray, tf.Tensor)):
@@ -94,24 +105,16 @@ def read_items(
     )
 
 
-def _read_files(files, color_mode, max_pixels=DEFAULT_MAX_PIXELS):
-    for i, path in enumerate(files):
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:  # the datasets' rule
-            yield Item(
-                i,
-                str(path),
-                error=f"{str(path)!r} is not an image file (expected one of "
-                f"{', '.join(IMAGE_EXTENSIONS)}).",
-            )
-            continue
-        try:  # the datasets' checks (header, truncation, size), then TF's decoder
-            image = load_image(path, color_mode=color_mode, max_pixels=max_pixels).numpy()
-        except DatasetError as exc:
-            yield Item(i, str(path), error=str(exc))
-        except tf.errors.OpError as exc:  # passed the header checks, failed to decode
-            yield Item(i, str(path), error=f"Cannot decode {str(path)!r}: {exc.message}")
-        else:
-            yield Item(i, str(path), image)
+def _read_files(files, color_mode, max_pixels, size, workers, prefetch):
+    for r in read_images(
+        files,
+        color_mode=color_mode,
+        size=size,
+        max_pixels=max_pixels,
+        workers=workers,
+        prefetch=prefetch,
+    ):
+        yield Item(r.index, r.path, r.image, r.error, r.resized)
 
 
 def _dataset_items(dataset, channels, color_mode):
