@@ -36,17 +36,17 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from keras_skipae import io_utils
 from keras_skipae.data.datasets import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     DatasetError,
-    _check_color_mode,
-    _check_image_size,
     check_max_pixels,
     image_info,
     load_image,
     resize_image,
 )
+from keras_skipae.data.images import _check_color_mode
 
 __all__ = ["ReadImage", "check_workers", "default_workers", "read_image", "read_images"]
 
@@ -210,7 +210,7 @@ def read_images(
             ``prefetch`` (checked when called, before anything is read).
     """
     channels = _check_color_mode(color_mode)
-    size = _check_image_size(size)
+    size = io_utils.parse_image_size(size)
     max_pixels = check_max_pixels(max_pixels)
     workers = check_workers(workers)
     if prefetch is None:
