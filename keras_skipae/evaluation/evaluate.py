@@ -24,6 +24,7 @@ from pathlib import Path
 from keras_skipae import scoring as _scoring
 from keras_skipae.evaluation import metrics as _metrics
 from keras_skipae.evaluation.batches import score_dataset
+from keras_skipae.evaluation.pro import check_max_fpr
 from keras_skipae.evaluation.report import (
     EVALUATION_ENTRIES,
     OUTPUT_FILES,
@@ -66,8 +67,7 @@ def _check_options(batch_size, threshold, threshold_percentile, max_fpr):
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"Expected `batch_size` >= 1. Received: batch_size={batch_size!r}")
     threshold = check_threshold(threshold)
-    if not 0 < max_fpr <= 1:
-        raise ValueError(f"Expected `max_fpr` in (0, 1]. Received: max_fpr={max_fpr!r}")
+    check_max_fpr(max_fpr)
     if not 0 <= float(threshold_percentile) <= 100:
         raise ValueError(
             "Expected `threshold_percentile` in [0, 100]. "
