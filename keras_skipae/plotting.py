@@ -87,7 +87,6 @@ def plot_channel_means(
         ...                              [r.means_corrupted[k][0] for k in r.layers])},
         ...                    layers=r.layers)
     """
-
     labels = list(means)
     n_rows, n_cols = 2 * len(labels), len(layers)
     fig, axes = plt.subplots(
@@ -138,7 +137,6 @@ def plot_similarity_distribution(
     Returns:
         The matplotlib Figure.
     """
-
     if kind not in ("box", "violin"):
         raise ValueError(f"`kind` must be 'box' or 'violin'. Received: kind={kind!r}")
     if scale not in ("cosine", "1-cos"):
@@ -278,7 +276,6 @@ def plot_roc_curves(curves, *, title: str = "ROC", path: str | os.PathLike | Non
 
 
 def _as_display(image):
-
     image = np.asarray(image)
     if image.dtype == np.uint8:
         image = image.astype("float32") / 255.0
@@ -312,7 +309,6 @@ def plot_anomaly_cases(
     Returns:
         The matplotlib Figure.
     """
-
     maps = np.asarray(maps, dtype="float32")
     n = maps.shape[0]
     if masks is not None:
@@ -381,7 +377,6 @@ def plot_score_histogram(
     Returns:
         The matplotlib Figure.
     """
-
     scores = np.asarray(scores, dtype="float64").reshape(-1)
     labels = np.asarray(labels).reshape(-1).astype(bool)
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
@@ -414,7 +409,6 @@ def plot_score_histogram(
 
 def _mask_outline(mask):
     """Boolean [H, W] border pixels of a {0, 1} mask (for drawing outlines)."""
-
     m = np.asarray(mask).astype(bool)
     if m.ndim == 3:
         m = m[..., 0]
@@ -427,11 +421,9 @@ def _mask_outline(mask):
 
 
 def _overlay_outline(image, mask, color=(1.0, 0.1, 0.1)):
-
+    """``image`` in RGB with the outline of ``mask`` drawn in ``color``."""
     img = _as_display(image)
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    img = img.copy()
+    img = np.stack([img] * 3, axis=-1) if img.ndim == 2 else img.copy()
     img[_mask_outline(mask)] = color
     return img
 
@@ -452,12 +444,10 @@ def plot_corruption_examples(
     Returns:
         The matplotlib Figure.
     """
-
     n = min(len(clean), max_columns)
     fig, axes = plt.subplots(3, n, figsize=(1.9 * n, 6.0), squeeze=False)
     for i in range(n):
-        gray = np.asarray(clean[i]).shape[-1] == 1
-        cmap = "gray" if gray else None
+        cmap = "gray" if np.asarray(clean[i]).shape[-1] == 1 else None
         for row, (img, label) in enumerate(
             ((clean[i], "clean"), (corrupted[i], "corrupted"), (masks[i], "mask"))
         ):
@@ -469,8 +459,7 @@ def plot_corruption_examples(
                 vmax=1,
                 interpolation="nearest",
             )
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             if i == 0:
                 ax.set_ylabel(label)
     fig.suptitle(title)
@@ -492,7 +481,6 @@ def plot_defect_examples(images, masks, labels, *, title="Synthetic defects", pa
     Returns:
         The matplotlib Figure.
     """
-
     n = len(images)
     cols = max(1, min(columns, n))
     rows = int(np.ceil(n / cols))

@@ -313,23 +313,23 @@ def test_evaluate_offers_discrepancy_methods(tmp_path):
         }
     )
     for method in ("residual", "discrepancy", "combined"):
-        r = evaluate(model, ds, method=method, map_options=None, progress=False)
+        r = evaluate(model, ds, scoring=scoring.ScoringConfig(map=method), progress=False)
         assert 0.0 <= r.image_auroc <= 1.0 and 0.0 <= r.pixel_auroc <= 1.0
-    r = evaluate(model, ds, method="discrepancy", map_options={"layers": "encoder"}, progress=False)
+    cfg = scoring.ScoringConfig(map="discrepancy", map_options={"layers": "encoder"})
+    r = evaluate(model, ds, scoring=cfg, progress=False)
     assert np.isfinite(r.aupro)
     stats = analysis.LayerStatistics.fit(model, _images(4, seed=8))
     r = evaluate(
         model,
         ds,
-        method="deviation",
-        map_options={"statistics": stats},
+        scoring=scoring.ScoringConfig(map="deviation", map_options={"statistics": stats}),
         out_dir=tmp_path / "eval",
         progress=False,
     )
     assert 0.0 <= r.image_auroc <= 1.0
     assert (tmp_path / "eval" / "metrics.json").exists()
     with pytest.raises(ValueError, match="'deviation' map needs good-image layer statistics"):
-        evaluate(model, ds, method="deviation", progress=False)
+        evaluate(model, ds, scoring=scoring.ScoringConfig(map="deviation"), progress=False)
 
 
 def test_cli_offers_every_map_it_can_compute():

@@ -108,17 +108,15 @@ def test_evaluate_matches_scoring_and_metrics_on_aesc():
 
     model = build_aesc(input_shape=(SIZE, SIZE, 1), depth=3, filters=4)
     test = _synthetic(seed=3)
+    cfg = scoring.ScoringConfig(map="ssim", smoothing=2.0, score="topk", topk=0.05)
     result = evaluate(
         model,
         _dataset(test),
-        method="ssim",
-        smoothing=2.0,
-        score="topk",
-        topk=0.05,
+        scoring=cfg,
         batch_size=5,
         progress=False,
     )
-    ref = scoring.compute(model, test["image"], map="ssim", smoothing=2.0, score="topk", topk=0.05)
+    ref = scoring.compute(model, test["image"], cfg)
     np.testing.assert_allclose(result.scores, ref["score"].numpy(), atol=1e-5)
     maps = ref["anomaly_map"].numpy()
     assert result.image_auroc == pytest.approx(metrics.image_auroc(test["label"], result.scores))
@@ -132,10 +130,7 @@ def test_evaluate_matches_scoring_and_metrics_on_aesc():
     again = evaluate(
         model,
         elements,
-        method="ssim",
-        smoothing=2.0,
-        score="topk",
-        topk=0.05,
+        scoring=cfg,
         batch_size=5,
         progress=False,
     )
@@ -199,8 +194,7 @@ def test_evaluate_mc_dropout_method():
     result = evaluate(
         model,
         _dataset(_synthetic(n_good=2, n_blob=2, n_line=0)),
-        method="mc_dropout",
-        mc_samples=3,
+        scoring=scoring.ScoringConfig(map="mc_dropout", mc_samples=3),
         progress=False,
     )
     assert result.settings["map"] == "mc_dropout" and result.settings["mc_samples"] == 3
@@ -210,8 +204,10 @@ def test_evaluate_mc_dropout_method():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"method": "nope"}, ValueError, "map"),
-        ({"score": "median"}, ValueError, "score"),
+        ({"scoring": {"map": "nope"}}, ValueError, "map"),
+        ({"scoring": {"score": "median"}}, ValueError, "score"),
+        ({"method": "ssim"}, TypeError, "unexpected keyword argument 'method'"),
+        ({"smoothing": 2.0}, TypeError, "unexpected keyword argument 'smoothing'"),
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"threshold_percentile": 120}, ValueError, "threshold_percentile"),
     ],
@@ -231,3 +227,72 @@ def test_evaluate_rejects_bad_data():
         evaluate(model, _dataset(test).take(0), progress=False)
     with pytest.raises(ValueError, match="image"):
         evaluate(model, tf.data.Dataset.from_tensor_slices(test["image"]), progress=False)
+
+
+def test_every_caller_checks_image_arrays_through_the_one_function(monkeypatch):
+    """evaluate, Detector.predict on an array and the edge runtimes check their images with
+    ops.image_checks.check_images: a caller that kept its own copy would not reach the spy."""
+    import sys
+
+    import keras_skipae as ks
+    from keras_skipae.export import runtimes
+    from keras_skipae.ops.image_checks import check_images
+
+    calls = []
+
+    def spy(images, **kwargs):
+        calls.append(np.asarray(images).shape)
+        return check_images(images, **kwargs)
+
+    for name, module in list(sys.modules.items()):
+        if (
+            name.startswith("keras_skipae")
+            and getattr(module, "check_images", None) is check_images
+        ):
+            monkeypatch.setattr(module, "check_images", spy)
+    model = _constant_model()
+    test = _synthetic(n_good=2, n_blob=1, n_line=0)
+    test["image"][1, 0, 0, 0] = np.nan
+
+    def refuses(call, shape, match):
+        calls.clear()
+        with pytest.raises(ValueError, match=match):
+            call()
+        assert shape in calls, calls
+
+    finite = r"finite pixel values.*1 image\(s\)"
+    refuses(lambda: evaluate(model, _dataset(test), progress=False), (3, SIZE, SIZE, 1), finite)
+    detector = ks.Detector(model, threshold=0.5)
+    refuses(lambda: detector.predict(test["image"]), (3, SIZE, SIZE, 1), finite)
+    runner = object.__new__(runtimes.OnnxRunner)  # its check runs before the session
+    runner.path, runner.input_shape, runner.batch = "x.onnx", (SIZE, SIZE, 1), None
+    wide = np.zeros((1, SIZE, SIZE + 8, 1), np.float32)
+    refuses(lambda: runner.run(wide), wide.shape, r"The export 'x.onnx' takes images \[B, 32")
+
+
+def test_the_image_array_check():
+    from keras_skipae.ops.image_checks import check_images
+
+    x = np.full((2, 4, 4, 1), 0.5, np.float32)
+    assert check_images(x, channels=1, shape=(4, 4, 1), check_dtype=True) is x
+    assert check_images(x.astype(np.int32)).dtype == np.int32  # no dtype check asked
+    with pytest.raises(ValueError, match=r"takes images \[N, H, W, C\]. Received: x with shape"):
+        check_images(x[0], name="x")
+    with pytest.raises(ValueError, match=r"'m' takes images \[B, 4, 5, 1\].*\(2, 4, 4, 1\)"):
+        check_images(x, shape=(4, 5, 1), owner="'m'")
+    with pytest.raises(ValueError, match=r"takes 3 channel\(s\); load the images with "):
+        check_images(x, channels=3, color_mode="rgb")
+    with pytest.raises(ValueError, match=r"takes 3 channel\(s\). Received"):
+        check_images(x, channels=3)
+    with pytest.raises(ValueError, match="uint8 or uint16. Received: images with dtype=int32"):
+        check_images(x.astype(np.int32), check_dtype=True)
+    bad = x.copy()
+    bad[1, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"in 1 image\(s\) \[1\]$"):
+        check_images(bad)
+    with pytest.raises(ValueError, match=r"in 1 image\(s\): b.png$"):
+        check_images(bad, labels=["a.png", "b.png"])
+    assert check_images(np.full((1, 2, 2, 1), 255, np.uint8), unit_range=True).max() == 255
+    with pytest.raises(ValueError, match=r"in \[0, 1\].*values in \[0, 2\]"):
+        check_images(x * 4, unit_range=True)
+    check_images(x * 4)  # the range is checked only when asked

@@ -25,9 +25,7 @@ minute). The numbers therefore depend on the machine's speed.
 
 from __future__ import annotations
 
-import html
 import json
-import re
 import shutil
 import sys
 import time
@@ -37,6 +35,7 @@ import numpy as np
 
 from keras_skipae import data, io_utils, ownership, training
 from keras_skipae.apps import baselines
+from keras_skipae.apps.demo_report import fmt, headline_table, render_report
 from keras_skipae.apps.workflows import evaluate_run
 from keras_skipae.data import image_info
 from keras_skipae.runs import RunFolder
@@ -79,20 +78,6 @@ _DEMO_RUNS = ("runs/ae", "runs/aesc")  # the run folders the demo writes
 def _log(verbose, *parts):
     if verbose:
         print(*parts, flush=True)
-
-
-# --------------------------------------------------------------------------- number formatting
-
-
-def _f(value, digits=3):
-    if value is None:
-        return "n/a"
-    try:
-        if value != value:  # nan
-            return "n/a"
-        return f"{float(value):.{digits}f}"
-    except (TypeError, ValueError):
-        return str(value)
 
 
 # --------------------------------------------------------------------------- the demo
@@ -162,9 +147,52 @@ def _train_one(name, i, good, out, settings, channels, seed, data_config, verbos
     _log(
         verbose,
         f"      {summary['epochs']} epochs in {run.seconds:.0f} s, "
-        f"val_loss {_f(summary['final_val_loss'], 5)}",
+        f"val_loss {fmt(summary['final_val_loss'], 5)}",
     )
     return summary
+
+
+def _make_data(out: Path, category, settings, seed, verbose):
+    """Writes the synthetic data set; ``(good, test, channels, data_config)``."""
+    size = settings["image_size"]
+    _log(verbose, f"[1/4] generating synthetic '{category}' images ({size} px) in {out / 'data'}")
+    root = data.make_dataset(
+        out / "data",
+        categories=[category],
+        image_size=size,
+        n_train=settings["n_train"],
+        n_test_good=settings["n_test_good"],
+        n_test_defect=settings["n_test_defect"],
+        seed=seed,
+    )
+    channels = _channels_of(root, category)
+    color_mode = "rgb" if channels == 3 else "grayscale"
+    good = data.mvtec_dataset(root, category, split="train", image_size=size, color_mode=color_mode)
+    test = data.mvtec_dataset(root, category, split="test", image_size=size, color_mode=color_mode)
+    data_config = {
+        "root": str(Path(root).resolve()),
+        "category": category,
+        "image_size": size,
+        "color_mode": color_mode,
+    }
+    return good, test, channels, data_config
+
+
+def _evaluate_one(name, out: Path, report: Path, verbose):
+    """Evaluates the run ``name`` into ``report/<name>`` (with its last training preview)."""
+    _log(verbose, f"[3/4] evaluating {name}")
+    run_dir = out / "runs" / name
+    result, _ = evaluate_run(run_dir, out_dir=report / name, overwrite=True, progress=verbose >= 1)
+    previews = sorted(RunFolder(run_dir).previews_dir.glob("epoch_*.png"))
+    if previews:
+        shutil.copyfile(previews[-1], report / name / "training_preview.png")
+    return result
+
+
+def _model_entry(trained: dict, result) -> dict:
+    """A model's entry of the comparison: its training summary and its metrics."""
+    keys = ("image_auroc", "pixel_auroc", "aupro", "threshold", "precision", "recall")
+    return {**trained, **{k: getattr(result, k) for k in keys}, "per_defect": result.per_defect}
 
 
 def run_demo(
@@ -211,41 +239,13 @@ def run_demo(
     report.mkdir()
 
     size = settings["image_size"]
-    _log(verbose, f"[1/4] generating synthetic '{category}' images ({size} px) in {out / 'data'}")
-    root = data.make_dataset(
-        out / "data",
-        categories=[category],
-        image_size=size,
-        n_train=settings["n_train"],
-        n_test_good=settings["n_test_good"],
-        n_test_defect=settings["n_test_defect"],
-        seed=seed,
-    )
-    channels = _channels_of(root, category)
-    color_mode = "rgb" if channels == 3 else "grayscale"
-    good = data.mvtec_dataset(root, category, split="train", image_size=size, color_mode=color_mode)
-    test = data.mvtec_dataset(root, category, split="test", image_size=size, color_mode=color_mode)
-
-    data_config = {
-        "root": str(Path(root).resolve()),
-        "category": category,
-        "image_size": size,
-        "color_mode": color_mode,
-    }
+    good, test, channels, data_config = _make_data(out, category, settings, seed, verbose)
+    color_mode = data_config["color_mode"]
     models = {
         name: _train_one(name, i, good, out, settings, channels, seed, data_config, verbose)
         for i, name in enumerate(("ae", "aesc"))
     }
-    results = {}
-    for name in models:
-        _log(verbose, f"[3/4] evaluating {name}")
-        run_dir = out / "runs" / name
-        results[name], _ = evaluate_run(
-            run_dir, out_dir=report / name, overwrite=True, progress=verbose >= 1
-        )
-        previews = sorted(RunFolder(run_dir).previews_dir.glob("epoch_*.png"))
-        if previews:
-            shutil.copyfile(previews[-1], report / name / "training_preview.png")
+    results = {name: _evaluate_one(name, out, report, verbose) for name in models}
 
     _log(verbose, "[4/4] baselines and report")
     train_arrays = baselines.load_arrays(good)
@@ -261,32 +261,20 @@ def run_demo(
         "quick": quick,
         "settings": settings,
         "seed": seed,
-        "models": {
-            name: {
-                **models[name],
-                "image_auroc": results[name].image_auroc,
-                "pixel_auroc": results[name].pixel_auroc,
-                "aupro": results[name].aupro,
-                "threshold": results[name].threshold,
-                "precision": results[name].precision,
-                "recall": results[name].recall,
-                "per_defect": results[name].per_defect,
-            }
-            for name in models
-        },
+        "models": {name: _model_entry(models[name], results[name]) for name in models},
         "baselines": base,
         "seconds_total": round(time.monotonic() - t_start, 1),
     }
     comparison = json.loads(json.dumps(comparison, default=_json_default))
 
     io_utils.write_json(report / "comparison.json", comparison)
-    md, page = _render_report(comparison, results)
+    md, page = render_report(comparison, results)
     io_utils.write_text(report / "report.md", md)
     io_utils.write_text(report / "report.html", page)
 
     if verbose:
         print()
-        print(_headline_table(comparison))
+        print(headline_table(comparison))
         print(f"\nreport: {(report / 'report.md').resolve()}  (also report.html)")
         print(f"total time: {time.monotonic() - t_start:.0f} s")
     return comparison
@@ -301,187 +289,6 @@ def _json_default(value):
     if isinstance(value, float) and value != value:
         return None
     return str(value)
-
-
-# How model names are written (registry keys are lower case).
-_DISPLAY = {"ae": "AE", "aesc": "AESc", "unet": "U-Net"}
-
-
-def _display(name: str) -> str:
-    return _DISPLAY.get(name, name)
-
-
-def _rows(comparison):
-    rows = []
-    for name, m in comparison["models"].items():
-        rows.append((_display(name) + " + stains", m["image_auroc"], m["pixel_auroc"], m["aupro"]))
-    labels = {
-        "gaussian": "per-pixel Gaussian (baseline)",
-        "patch_nn": "patch nearest neighbour (baseline)",
-    }
-    for name, m in comparison["baselines"].items():
-        rows.append((labels.get(name, name), m["image_auroc"], m["pixel_auroc"], m["aupro"]))
-    return rows
-
-
-def _headline_table(comparison) -> str:
-    lines = [f"{'method':<36}{'image AUROC':>12}{'pixel AUROC':>13}{'AUPRO':>8}"]
-    for label, a, b, c in _rows(comparison):
-        lines.append(f"{label:<36}{_f(a):>12}{_f(b):>13}{_f(c):>8}")
-    return "\n".join(lines)
-
-
-def _render_report(comparison, results):
-
-    cat, size = comparison["category"], comparison["image_size"]
-    cmd = "keras-skipae demo" + (" --quick" if comparison["quick"] else "")
-    md = [
-        "# keras_skipae demo report",
-        "",
-        f"Synthetic texture category **{cat}** at {size}x{size} px ({comparison['color_mode']}), "
-        f"{comparison['settings']['n_train']} good training images (10 % held out for "
-        "validation and the production threshold), "
-        f"{comparison['settings']['n_test_good']} good and "
-        f"{comparison['settings']['n_test_defect']} defective test images per defect type.",
-        "",
-        f"AE and AESc (Collin & De Vleeschouwer, ICPR 2020) were each trained on stain-corrupted "
-        f"inputs with clean targets for at most {comparison['settings']['minutes_per_model']:g} "
-        "minutes of wall time (MSE with the stained pixels weighted "
-        f"{training.DEFAULT_STAIN_WEIGHT:g}x, `train`'s default). Anomaly map: the smoothed residual |x - x̂|; image score: its "
-        "maximum (fixed in advance, see `keras_skipae.scoring`).",
-        "",
-        f"Produced by `{cmd}` in {comparison['seconds_total']:.0f} s. Training is bounded by "
-        "wall time, so a busy or slow machine trains fewer steps (see the table below) and "
-        "gets worse numbers.",
-    ]
-    if comparison["quick"]:
-        md += [
-            "",
-            "**Quick mode**: a smoke test with seconds of training; the numbers are not "
-            "meaningful.",
-        ]
-    md += [
-        "",
-        "## Results",
-        "",
-        "| method | image AUROC | pixel AUROC | AUPRO@0.3 |",
-        "|---|---|---|---|",
-    ]
-    for label, a, b, c in _rows(comparison):
-        md.append(f"| {label} | {_f(a)} | {_f(b)} | {_f(c)} |")
-    md += [
-        "",
-        "| model | epochs | steps | training s | val loss | threshold | precision | recall |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, m in comparison["models"].items():
-        md.append(
-            f"| {name} | {m['epochs']} | {m['steps']} | {m['train_seconds']:.0f} | "
-            f"{_f(m['final_val_loss'], 5)} | {_f(m['threshold'], 4)} | "
-            f"{_f(m['precision'])} | {_f(m['recall'])} |"
-        )
-    md += ["", "## Per defect type (image AUROC / pixel AUROC / AUPRO)", ""]
-    methods = list(comparison["models"]) + list(comparison["baselines"])
-    md.append("| defect | " + " | ".join(methods) + " |")
-    md.append("|---" * (len(methods) + 1) + "|")
-    defects = sorted(next(iter(comparison["models"].values()))["per_defect"])
-    for d in defects:
-        cells = []
-        for m in methods:
-            src = comparison["models"].get(m) or comparison["baselines"].get(m)
-            r = src["per_defect"].get(d, {})
-            cells.append(
-                f"{_f(r.get('image_auroc'), 2)} / {_f(r.get('pixel_auroc'), 2)} / "
-                f"{_f(r.get('aupro'), 2)}"
-            )
-        md.append(f"| {d} | " + " | ".join(cells) + " |")
-    images = []
-    for name, result in results.items():
-        md += ["", f"## {_display(name)}", ""]
-        for role, caption in (
-            (
-                "training_preview",
-                "training preview (last epoch): input, "
-                "reconstruction, target, reconstruction "
-                "of the target, residual x4",
-            ),
-            ("roc_image", "image-level ROC"),
-            ("roc_pixel", "pixel-level ROC"),
-            ("histogram", "scores of good and defective images"),
-            ("cases", "worst and best cases"),
-        ):
-            rel = f"{name}/{role}.png"
-            path = Path(result.files.get(role, "")) if role != "training_preview" else None
-            if role == "training_preview" or (path and path.exists()):
-                if role != "training_preview":
-                    rel = f"{name}/{path.name}"
-                md += [f"![{name} {caption}]({rel})", "", f"*{name}: {caption}*", ""]
-                images.append((name, caption, rel))
-    md += [
-        "",
-        "## Files",
-        "",
-        "* `comparison.json`: every number above.",
-        "* `<model>/metrics.json`: the full evaluation of each model (per image scores too).",
-        "* `../runs/<model>/`: the run folders (config.json, model.keras, history.csv, "
-        "logs/ for TensorBoard). Evaluate one again with `keras-skipae evaluate <run>`.",
-        "",
-    ]
-    md_text = "\n".join(md)
-    return md_text, _markdown_to_html(md_text)
-
-
-def _markdown_to_html(md_text: str) -> str:
-    """A tiny converter for the report's own Markdown (headings, tables, images, lists)."""
-
-    def inline(s):
-        s = html.escape(s)
-        s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
-        s = re.sub(r"`(.+?)`", r"<code>\1</code>", s)
-        s = re.sub(r"\*(.+?)\*", r"<i>\1</i>", s)
-        return s
-
-    out = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>keras_skipae demo</title>",
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}"
-        "img{max-width:100%}</style></head><body>",
-    ]
-    table = []
-    in_list = False
-    for line in md_text.splitlines() + [""]:
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not all(set(c) <= {"-"} for c in cells):
-                table.append(cells)
-            continue
-        if table:
-            out.append("<table>")
-            for i, cells in enumerate(table):
-                tag = "th" if i == 0 else "td"
-                out.append("<tr>" + "".join(f"<{tag}>{inline(c)}</{tag}>" for c in cells) + "</tr>")
-            out.append("</table>")
-            table = []
-        if line.startswith("* "):
-            if not in_list:
-                out.append("<ul>")
-                in_list = True
-            out.append(f"<li>{inline(line[2:])}</li>")
-            continue
-        if in_list:
-            out.append("</ul>")
-            in_list = False
-        m = re.match(r"!\[(.*)\]\((.*)\)", line)
-        if line.startswith("## "):
-            out.append(f"<h2>{inline(line[3:])}</h2>")
-        elif line.startswith("# "):
-            out.append(f"<h1>{inline(line[2:])}</h1>")
-        elif m:
-            out.append(f"<img src='{html.escape(m.group(2))}' alt='{html.escape(m.group(1))}'>")
-        elif line.strip():
-            out.append(f"<p>{inline(line)}</p>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":  # pragma: no cover

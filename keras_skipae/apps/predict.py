@@ -308,8 +308,6 @@ def predict_to_folder(
         ValueError: ``fail_on_anomaly`` for a model without a threshold, or a bad
             ``workers``.
     """
-    from tqdm.auto import tqdm
-
     check_workers(workers)  # before anything is written
     inputs = list(inputs)
     out_dir = check_outputs(out_dir, overwrite=overwrite, inputs=[model, *inputs])
@@ -346,72 +344,13 @@ def predict_to_folder(
         max_pixels=max_pixels,
         workers=workers,
     )
-    if overwrite:
-        _remove_previous(out_dir)
-    fresh_folder = not out_dir.is_dir() or not any(out_dir.iterdir())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if fresh_folder:
-        ownership.mark_owned(out_dir, "predictions")
-    _remove_stale_temporaries(out_dir)
-    if not resuming:  # a fresh start: no rows yet
-        (out_dir / PARTIAL_NAME).unlink(missing_ok=True)
-        io_utils.write_json(out_dir / STATE_NAME, settings)
+    _prepare_folder(out_dir, settings, overwrite=overwrite, resuming=resuming)
     start = time.perf_counter()
     thr = detector.threshold
-    threshold_text = "" if thr is None else f"{thr:.9g}"
     replace_maps = overwrite or resuming  # names of this run's own images
-    with open(out_dir / PARTIAL_NAME, "ab") as partial:
-        pending, n_good = [], 0
-        bar = tqdm(stream, total=stream.total, unit="img", disable=not progress, leave=False)
-        for p in bar:
-            index = len(done) + p.index
-            if not p.ok:
-                row = [p.path, "", "error", threshold_text, "", "", p.error, "", ""]
-            else:
-                files_out = ["", ""]
-                if save_maps or overlay:
-                    heat = _colour_map(p.anomaly_map, thr)
-                    name = _output_name(index, p.path)
-                    if save_maps:
-                        files_out[0] = f"{MAPS}/{name}"
-                        io_utils.write_png_atomic(
-                            out_dir / files_out[0],
-                            heat,
-                            overwrite=replace_maps,
-                            bgr=True,
-                            what="output image",
-                        )
-                    if overlay:
-                        files_out[1] = f"{OVERLAYS}/{name}"
-                        image = _overlay(p.image, heat, p.anomaly_map, thr)
-                        io_utils.write_png_atomic(
-                            out_dir / files_out[1],
-                            image,
-                            overwrite=replace_maps,
-                            bgr=True,
-                            what="output image",
-                        )
-                decision = (
-                    "" if p.is_anomalous is None else ("anomalous" if p.is_anomalous else "normal")
-                )
-                row = [
-                    p.path,
-                    f"{p.score:.9g}",
-                    decision,
-                    threshold_text,
-                    f"{float(p.anomaly_map.min()):.9g}",
-                    f"{float(p.anomaly_map.max()):.9g}",
-                    "",
-                    *files_out,
-                ]
-                n_good += 1
-            pending.append(json.dumps(["" if c is None else str(c) for c in row]) + "\n")
-            # A batch is complete after its last scored image: rows are kept a batch at a
-            # time, so that a resumed run batches the rest as an uninterrupted run does.
-            if p.ok and n_good % batch_size == 0:
-                _append(partial, pending)
-                pending = []
-        _append(partial, pending)
+    _write_rows(
+        stream, out_dir, len(done), thr, batch_size, save_maps, overlay, replace_maps, progress
+    )
     info = _finalise(out_dir, top=top, replace=overwrite or resuming)
     (out_dir / PARTIAL_NAME).unlink(missing_ok=True)
     (out_dir / STATE_NAME).unlink(missing_ok=True)
@@ -424,6 +363,76 @@ def predict_to_folder(
         "seconds": time.perf_counter() - start,
         "detector": repr(detector),
     }
+
+
+def _prepare_folder(out_dir, settings, *, overwrite: bool, resuming: bool) -> None:
+    """Clears an earlier prediction (``overwrite``), creates and marks the folder, and
+    records the settings of a fresh start (a resumed one keeps its rows)."""
+    if overwrite:
+        _remove_previous(out_dir)
+    fresh_folder = not out_dir.is_dir() or not any(out_dir.iterdir())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if fresh_folder:
+        ownership.mark_owned(out_dir, "predictions")
+    _remove_stale_temporaries(out_dir)
+    if not resuming:  # a fresh start: no rows yet
+        (out_dir / PARTIAL_NAME).unlink(missing_ok=True)
+        io_utils.write_json(out_dir / STATE_NAME, settings)
+
+
+def _write_rows(stream, out_dir, first, thr, batch_size, save_maps, overlay, replace, progress):
+    """Appends the rows of ``stream``'s predictions (the first numbered ``first``) to the
+    partial file, a complete batch at a time."""
+    from tqdm.auto import tqdm
+
+    with open(out_dir / PARTIAL_NAME, "ab") as partial:
+        pending, n_good = [], 0
+        bar = tqdm(stream, total=stream.total, unit="img", disable=not progress, leave=False)
+        for p in bar:
+            index = first + p.index
+            row = _row(p, index, out_dir, thr, save_maps, overlay, replace)
+            n_good += p.ok
+            pending.append(json.dumps(["" if c is None else str(c) for c in row]) + "\n")
+            # A batch is complete after its last scored image: rows are kept a batch at a
+            # time, so that a resumed run batches the rest as an uninterrupted run does.
+            if p.ok and n_good % batch_size == 0:
+                _append(partial, pending)
+                pending = []
+        _append(partial, pending)
+
+
+def _row(p, index, out_dir, thr, save_maps, overlay, replace) -> list[str]:
+    """The CSV row of prediction ``p`` (the ``index``-th file), after writing its map and
+    overlay PNGs when asked (``replace``: over the files of an earlier run)."""
+    threshold_text = "" if thr is None else f"{thr:.9g}"
+    if not p.ok:
+        return [p.path, "", "error", threshold_text, "", "", p.error, "", ""]
+    files_out = ["", ""]
+    if save_maps or overlay:
+        heat = _colour_map(p.anomaly_map, thr)
+        name = _output_name(index, p.path)
+        if save_maps:
+            files_out[0] = f"{MAPS}/{name}"
+            io_utils.write_png_atomic(
+                out_dir / files_out[0], heat, overwrite=replace, bgr=True, what="output image"
+            )
+        if overlay:
+            files_out[1] = f"{OVERLAYS}/{name}"
+            image = _overlay(p.image, heat, p.anomaly_map, thr)
+            io_utils.write_png_atomic(
+                out_dir / files_out[1], image, overwrite=replace, bgr=True, what="output image"
+            )
+    decision = "" if p.is_anomalous is None else ("anomalous" if p.is_anomalous else "normal")
+    return [
+        p.path,
+        f"{p.score:.9g}",
+        decision,
+        threshold_text,
+        f"{float(p.anomaly_map.min()):.9g}",
+        f"{float(p.anomaly_map.max()):.9g}",
+        "",
+        *files_out,
+    ]
 
 
 def _append(f, lines: list[str]) -> None:

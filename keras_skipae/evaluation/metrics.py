@@ -33,6 +33,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_skipae.evaluation.pro import (
+    DEFAULT_MAX_FPR,
+    aupro,
+    aupro_sorted,
+    check_max_fpr,
+    masks_maps,
+    pro_curve,
+    sort_pixels,
+    trapezoid,
+)
 from keras_skipae.io_utils import as_text
 from keras_skipae.scoring.threshold import check_threshold
 
@@ -52,7 +62,6 @@ __all__ = [
     "trapezoid",
 ]
 
-DEFAULT_MAX_FPR = 0.3
 DEFAULT_PERCENTILE = 99.0
 
 _NAN = float("nan")
@@ -84,29 +93,6 @@ def _labels_scores(labels, scores, what="scores"):
             f"Expected binary `labels` in {{0, 1}}. Received values {uniq[:5].tolist()}"
         )
     return labels.astype(bool), scores
-
-
-def _masks_maps(masks, maps):
-    masks = np.asarray(masks)
-    maps = np.asarray(maps, dtype=np.float32)
-    if masks.ndim == 4 and masks.shape[-1] == 1:
-        masks = masks[..., 0]
-    if maps.ndim == 4 and maps.shape[-1] == 1:
-        maps = maps[..., 0]
-    if masks.ndim == 2:
-        masks = masks[None]
-    if maps.ndim == 2:
-        maps = maps[None]
-    if masks.ndim != 3 or masks.shape != maps.shape:
-        raise ValueError(
-            "Expected `masks` and `maps` of the same shape [N, H, W] (or [N, H, W, 1]). "
-            f"Received: masks {masks.shape}, maps {maps.shape}"
-        )
-    if masks.size == 0:
-        raise ValueError("Expected non-empty `masks` and `maps`. Received: 0 pixels")
-    if not np.all(np.isfinite(maps)):
-        raise ValueError("Expected finite anomaly `maps`. Received non-finite values")
-    return masks > 0.5, maps
 
 
 def _one_class(labels) -> bool:
@@ -154,18 +140,8 @@ def pixel_auroc(masks, maps) -> float:
     Returns:
         The AUROC, or nan if all pixels are of one class.
     """
-    masks, maps = _masks_maps(masks, maps)
-    return _pixel_auroc_sorted(masks, _sort_pixels(maps))
-
-
-def _sort_pixels(maps):
-    """Descending order of the pixels, the sorted values and the tie-run ends."""
-    flat = maps.reshape(-1)
-    order = np.argsort(flat)[::-1]
-    sorted_scores = flat[order]
-    # One point per distinct value: the last index of each run of ties.
-    keep = np.append(sorted_scores[1:] != sorted_scores[:-1], True)
-    return order, sorted_scores, keep
+    masks, maps = masks_maps(masks, maps)
+    return _pixel_auroc_sorted(masks, sort_pixels(maps))
 
 
 def _pixel_auroc_sorted(masks, sorted_pixels):
@@ -212,8 +188,8 @@ def pixel_roc_curve(masks, maps, *, max_points: int | None = 2000):
     Returns:
         ``(fpr, tpr)``, or ``(None, None)`` when all pixels are of one class.
     """
-    masks, maps = _masks_maps(masks, maps)
-    order, _, keep = _sort_pixels(maps)
+    masks, maps = masks_maps(masks, maps)
+    order, _, keep = sort_pixels(maps)
     pos = masks.reshape(-1)[order]
     n_pos = int(np.count_nonzero(pos))
     n_neg = pos.size - n_pos
@@ -231,135 +207,6 @@ def _thin(fpr, tpr, max_points):
         last = np.searchsorted(fpr, grid, side="right") - 1
         fpr, tpr = grid, tpr[np.clip(last, 0, tpr.size - 1)]
     return fpr, tpr
-
-
-# ----------------------------------------------------------------------------
-# PRO
-# ----------------------------------------------------------------------------
-
-
-def _components(mask: np.ndarray) -> np.ndarray:
-    """8-connected components of a boolean mask; 0 is background."""
-    import cv2
-
-    _, labeled = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    return labeled
-
-
-def pro_curve(masks, maps):
-    """The exact PRO curve: per-region overlap against pixel FPR.
-
-    For a threshold ``t``, pixels with ``map >= t`` are predicted anomalous.
-    FPR is the fraction of all ground-truth-negative pixels (of all images)
-    predicted anomalous; PRO is the mean, over every 8-connected ground-truth
-    region of every image, of the fraction of the region predicted anomalous.
-    The curve has one point per distinct map value (descending thresholds),
-    plus ``(0, 0)`` and ``(1, 1)``; computed with one sort of the pixels, as
-    the official MVTec AD evaluation script does.
-
-    Args:
-        masks: ``[N, H, W]`` (or ``[N, H, W, 1]``) ground truth.
-        maps: anomaly maps of the same shape.
-
-    Returns:
-        ``(fpr, pro, thresholds)``, with ``thresholds`` ``inf`` at the (0, 0)
-        point and ``-inf`` at the (1, 1) point; ``(None, None, None)`` when
-        there is no ground-truth region or no negative pixel.
-    """
-    masks, maps = _masks_maps(masks, maps)
-    return _pro_curve_sorted(masks, _sort_pixels(maps))
-
-
-def _pro_curve_sorted(masks, sorted_pixels):
-    n_ok = int(np.count_nonzero(~masks))
-    pro_changes = np.zeros(masks.size, dtype=np.float64)
-    per_image = masks.shape[1] * masks.shape[2]
-    n_regions = 0
-    for i, mask in enumerate(masks):
-        if not mask.any():
-            continue
-        labeled = _components(mask)
-        sizes = np.bincount(labeled.reshape(-1))
-        n_regions += sizes.size - 1
-        inv = np.zeros(sizes.size, dtype=np.float64)
-        inv[1:] = 1.0 / sizes[1:]
-        pro_changes[i * per_image : (i + 1) * per_image] = inv[labeled.reshape(-1)]
-    if n_regions == 0 or n_ok == 0:
-        return None, None, None
-    order, sorted_scores, keep = sorted_pixels
-    fpr = np.cumsum(~masks.reshape(-1)[order], dtype=np.int64)[keep] / n_ok
-    pro = np.cumsum(pro_changes[order])[keep] / n_regions
-    fpr = np.clip(fpr, 0.0, 1.0)
-    pro = np.clip(pro, 0.0, 1.0)
-    thresholds = sorted_scores[keep].astype(np.float64)
-    return (
-        np.concatenate([[0.0], fpr, [1.0]]),
-        np.concatenate([[0.0], pro, [1.0]]),
-        np.concatenate([[np.inf], thresholds, [-np.inf]]),
-    )
-
-
-def trapezoid(x, y, x_max: float | None = None) -> float:
-    """Trapezoidal area under ``y(x)`` for ``x <= x_max``, interpolating at ``x_max``.
-
-    ``x`` must be non-decreasing (repeated values are vertical steps).
-
-    Args:
-        x: abscissae, non-decreasing.
-        y: ordinates.
-        x_max: upper integration limit; None integrates over all of ``x``.
-
-    Returns:
-        The area (not normalised).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if x_max is not None:
-        ins = int(np.searchsorted(x, x_max, side="right"))  # first x > x_max
-        if ins == 0:
-            return 0.0
-        if ins < x.size:
-            x0, x1, y0, y1 = x[ins - 1], x[ins], y[ins - 1], y[ins]
-            y_at = y0 + (y1 - y0) * (x_max - x0) / (x1 - x0)
-            x = np.append(x[:ins], x_max)
-            y = np.append(y[:ins], y_at)
-    return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
-
-
-def aupro(masks, maps, *, max_fpr: float = DEFAULT_MAX_FPR) -> float:
-    """Area under the PRO curve up to ``max_fpr``, normalised by ``max_fpr``.
-
-    As in the MVTec AD evaluation: a perfect localisation scores 1, a random
-    one about ``max_fpr / 2``.
-
-    Args:
-        masks: ``[N, H, W]`` (or ``[N, H, W, 1]``) ground truth; good images
-            (all-zero masks) contribute false positives only.
-        maps: anomaly maps of the same shape.
-        max_fpr: the FPR integration limit, in (0, 1].
-
-    Returns:
-        The normalised AUPRO, or nan when there is no ground-truth region or
-        no negative pixel.
-
-    Example:
-        >>> aupro(masks, maps)            # masks [N, H, W] in {0, 1}
-    """
-    _check_max_fpr(max_fpr)
-    masks, maps = _masks_maps(masks, maps)
-    return _aupro_sorted(masks, _sort_pixels(maps), max_fpr)
-
-
-def _check_max_fpr(max_fpr):
-    if not 0 < max_fpr <= 1:
-        raise ValueError(f"Expected `max_fpr` in (0, 1]. Received: max_fpr={max_fpr!r}")
-
-
-def _aupro_sorted(masks, sorted_pixels, max_fpr):
-    fpr, pro, _ = _pro_curve_sorted(masks, sorted_pixels)
-    if fpr is None:
-        return _NAN
-    return trapezoid(fpr, pro, x_max=max_fpr) / max_fpr
 
 
 # ----------------------------------------------------------------------------
@@ -466,9 +313,9 @@ def _subset_metrics(labels, scores, masks, maps, threshold, max_fpr):
     else:
         out["precision"] = out["recall"] = None
     if masks is not None:
-        sorted_pixels = _sort_pixels(maps)  # one sort for both pixel metrics
+        sorted_pixels = sort_pixels(maps)  # one sort for both pixel metrics
         out["pixel_auroc"] = _pixel_auroc_sorted(masks, sorted_pixels)
-        out["aupro"] = _aupro_sorted(masks, sorted_pixels, max_fpr)
+        out["aupro"] = aupro_sorted(masks, sorted_pixels, max_fpr)
     else:
         out["pixel_auroc"] = out["aupro"] = _NAN
     return out
@@ -505,11 +352,11 @@ def compute_metrics(
         threshold) and ``per_defect``: ``{defect_type: same keys}``.
     """
     labels, scores = _labels_scores(labels, scores)
-    _check_max_fpr(max_fpr)
+    check_max_fpr(max_fpr)
     if (masks is None) != (maps is None):
         raise ValueError("Expected both `masks` and `maps`, or neither.")
     if masks is not None:
-        masks, maps = _masks_maps(masks, maps)
+        masks, maps = masks_maps(masks, maps)
         if masks.shape[0] != labels.size:
             raise ValueError(
                 f"Expected one mask per image. Received: {masks.shape[0]} masks, "

@@ -68,7 +68,7 @@ def _from_run(run_dir, format, *, best, threshold, scoring, calibration, quantiz
     run = RunFolder(run_dir)
     if format != "keras":
         run.check_reconstruction(f"a {format} export")
-    model, config = run.load(best=best, compile=False), run.config()
+    model, config = run.load(best=best, compile=False), run.run_config()
     if format == "keras":
         return model, {}
     cfg = ScoringConfig.resolve(scoring, caller="export")
@@ -80,13 +80,12 @@ def _from_run(run_dir, format, *, best, threshold, scoring, calibration, quantiz
                 or f"The run {str(run_dir)!r} has no evaluated threshold: run `keras-skipae "
                 f"evaluate {run_dir}` first, or pass a number."
             )
-    cfg_data = config.get("data") or {}
-    tiling = run.tiling()
+    tiling = config.tiling
     kwargs = {
         "scoring": cfg,
         "threshold": threshold,
-        "image_size": None if tiling else cfg_data.get("image_size"),
-        "color_mode": cfg_data.get("color_mode"),
+        "image_size": config.image_size(),
+        "color_mode": config.data.color_mode,
         "metadata": {
             "run_dir": str(Path(run_dir).resolve()),
             "model_file": "best.keras" if best else "model.keras",
@@ -103,8 +102,8 @@ def _from_run(run_dir, format, *, best, threshold, scoring, calibration, quantiz
             "does not do; export it as a SavedModel (format='saved_model')."
         )
     kwargs["calibration"] = calibration
-    if quantization == "int8" and calibration is None and cfg_data.get("root"):
-        kwargs["calibration"] = (cfg_data["root"], cfg_data.get("category"))
+    if quantization == "int8" and calibration is None and config.data.root:
+        kwargs["calibration"] = (config.data.root, config.data.category)
     return model, kwargs
 
 

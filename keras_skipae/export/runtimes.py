@@ -3,8 +3,9 @@
 This module imports NumPy only; each runtime (``ai_edge_litert``, ``onnxruntime``,
 ``openvino``) is imported when a file of its format is opened, and a missing one raises
 an ``ImportError`` of one line that names the extra to install (:func:`import_runtime`).
-It imports nothing from keras_skipae, so the export's verify step runs it as a script
-(``python runtimes.py FORMAT FILE IMAGES.npz OUT.npz``) in a fresh process in which
+Of keras_skipae it imports only the NumPy-only :mod:`keras_skipae.ops.image_checks` (the one
+image-array check), by its file path when run as a script, so the export's verify step runs
+it (``python runtimes.py FORMAT FILE IMAGES.npz OUT.npz``) in a fresh process in which
 keras_skipae, Keras and TensorFlow are never imported.
 
 Every runner has the same interface: ``runner.run(images)`` with float32 images
@@ -16,9 +17,21 @@ Every runner has the same interface: ``runner.run(images)`` with float32 images
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
+from pathlib import Path
 
 import numpy as np
+
+if __package__:
+    from keras_skipae.ops.image_checks import check_images
+else:  # run as a script (the verify step): the same file, without importing keras_skipae
+    _spec = importlib.util.spec_from_file_location(
+        "image_checks", Path(__file__).resolve().parents[1] / "ops" / "image_checks.py"
+    )
+    _image_checks = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_image_checks)
+    check_images = _image_checks.check_images
 
 #: format -> (module imported to run it, the pip extra that installs it)
 RUNTIMES = {
@@ -48,18 +61,7 @@ def _float_images(images):
 
 
 def _check_images(images, shape, path):
-    images = np.asarray(images)
-    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape):
-        raise ValueError(
-            f"The export {str(path)!r} takes images [B, {shape[0]}, {shape[1]}, {shape[2]}]. "
-            f"Received: images with shape {images.shape}"
-        )
-    if images.dtype != np.uint8 and not np.isfinite(images).all():
-        raise ValueError(
-            f"Expected finite pixel values. Received: images with NaN or infinite values "
-            f"for {str(path)!r}"
-        )
-    return images
+    return check_images(images, shape=shape, owner=f"The export {str(path)!r}")
 
 
 def _chunks(images, batch):

@@ -24,6 +24,7 @@ from keras_skipae.data.datasets import (
     resize_image,
 )
 from keras_skipae.data.reader import read_images
+from keras_skipae.ops.image_checks import INTEGER_DTYPES, check_images
 from keras_skipae.scoring import to_float_images
 
 __all__ = [
@@ -150,34 +151,16 @@ def check_array(array: np.ndarray, channels: int, color_mode: str, name: str = "
     """
     if array.ndim == 3:
         array = array[None]
-    if array.ndim != 4:
-        raise ValueError(
-            f"Expected images [N, H, W, C] or [H, W, C]. Received: {name} with shape {array.shape}"
-        )
-    if array.shape[-1] != channels:
-        raise ValueError(
-            f"The model takes {channels} channel(s) ({color_mode}). Received: "
-            f"{name} with shape {array.shape}"
-        )
-    if array.dtype == np.uint8 or array.dtype == np.uint16:
+    check_images(
+        array,
+        channels=channels,
+        color_mode=color_mode,
+        name=name,
+        check_dtype=True,
+        unit_range=True,
+    )
+    if array.dtype in INTEGER_DTYPES:
         return to_float_images(array).numpy()
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(
-            f"Expected float images in [0, 1] or uint8. Received: {name} with dtype={array.dtype}"
-        )
-    finite = np.isfinite(array)
-    if not finite.all():
-        bad = np.flatnonzero(~finite.reshape(len(array), -1).all(axis=1))
-        raise ValueError(
-            f"Expected finite pixel values. Received: {name} with NaN or infinite "
-            f"values in image(s) {bad[:5].tolist()}"
-        )
-    low, high = float(array.min(initial=0.0)), float(array.max(initial=0.0))
-    if low < 0.0 or high > 1.0:
-        raise ValueError(
-            f"Expected float pixel values in [0, 1] (uint8 is divided by 255). Received: "
-            f"{name} with values in [{low:g}, {high:g}]"
-        )
     return array.astype(np.float32, copy=False)
 
 

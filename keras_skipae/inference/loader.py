@@ -100,10 +100,10 @@ def _load_run(path, threshold, scoring, best, image_size, jit_compile, tiles) ->
     model = run.load(best=best, compile=False)
     run.color_mode(int(model.input_shape[-1]))  # refuses a damaged one, as evaluate does
     cfg = ScoringConfig.resolve(scoring, caller="Detector.load")
-    data = run.config().get("data") or {}
-    tiling = merge_tiling(tiles, run.tiling())
-    if image_size is None and data.get("image_size") and tiling is None:
-        image_size = data["image_size"]
+    config = run.run_config()
+    tiling = merge_tiling(tiles, config.tiling)
+    if image_size is None and config.data.image_size and tiling is None:
+        image_size = config.data.image_size
     source, note = "explicit", None
     if threshold is None:
         threshold, metrics_path, problem = run.threshold(cfg, tiling=tiling)

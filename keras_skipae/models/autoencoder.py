@@ -44,166 +44,13 @@ from __future__ import annotations
 import keras
 
 from keras_skipae.layers import InputSizeCheck
-from keras_skipae.models import encoders as _encoders
-from keras_skipae.models.blocks import (
-    conv_block,
-    double_conv_block,
-    level_output,
-    skip_merge,
-)
+from keras_skipae.models.paths import decoder_path, encoder_path
 from keras_skipae.models.spec import (
     _resolve_spec,
-    _Spec,
 )
 
 #: The per-level dropout rates of the authors' MC-dropout AESc (levels 0..4 and bottleneck).
 AESC_MC_DROPOUT = (0.0, 0.0, 0.1, 0.2, 0.4, 0.5)
-
-
-def _output_dtype():
-    """``"float32"`` under a mixed-precision policy, so the outputs stay float32; else None."""
-    policy = keras.config.dtype_policy()
-    return "float32" if policy.compute_dtype != policy.variable_dtype else None
-
-
-# --------------------------------------------------------------------------- validation
-
-
-# --------------------------------------------------------------------------- core builder
-
-
-def _encoder(x, spec: _Spec):
-    """The encoder: ``(bottleneck tap, [level taps fine -> coarse])``."""
-    n_levels, filters, rates, block = spec.n_levels, spec.filters, spec.rates, spec.block
-    kernel_size, channels, input_shape = spec.kernel_size, spec.input_shape[-1], spec.input_shape
-    features = []
-    if spec.encoder is not None:
-        x = _encoders.preprocess(x, spec.encoder, channels)
-        body = _encoders.build_encoder(
-            spec.encoder,
-            input_shape=(input_shape[0], input_shape[1], 3),
-            encoder_weights=spec.encoder_weights,
-            name="encoder",
-        )
-        if spec.freeze_encoder:
-            body.trainable = False
-        *levels, deepest = body(x)
-        features = [level_output(f, f"enc{i}") for i, f in enumerate(levels)]
-        x = level_output(deepest, "bottleneck")
-    elif spec.style == "aesc":
-        for i in range(n_levels):
-            x = conv_block(
-                x,
-                filters * 2**i,
-                kernel_size=kernel_size,
-                strides=2,
-                dropout=rates[i],
-                name=f"enc{i}",
-                **block,
-            )
-            x = level_output(x, f"enc{i}")
-            features.append(x)
-        x = conv_block(
-            x,
-            filters * 2**n_levels,
-            kernel_size=kernel_size,
-            strides=2,
-            dropout=rates[-1],
-            name="bottleneck",
-            **block,
-        )
-        x = level_output(x, "bottleneck")
-    else:
-        for i in range(n_levels):
-            c = double_conv_block(x, filters * 2**i, name=f"enc{i}", **block)
-            features.append(level_output(c, f"enc{i}"))
-            x = keras.layers.MaxPooling2D(2, name=f"enc{i}_pool")(features[-1])
-            if rates[i]:
-                x = keras.layers.Dropout(rates[i], name=f"enc{i}_drop")(x)
-        x = double_conv_block(x, filters * 2**n_levels, name="bottleneck", **block)
-        if rates[-1]:
-            x = keras.layers.Dropout(rates[-1], name="bottleneck_drop")(x)
-        x = level_output(x, "bottleneck")
-
-    return x, features
-
-
-def _upscale(x, spec: _Spec):
-    """``log2(upscale)`` stride-2 Conv2DTranspose stages ``sr_up{k}`` (none for ``upscale=1``)."""
-    for k in range(spec.upscale.bit_length() - 1):
-        x = keras.layers.Conv2DTranspose(
-            spec.filters,
-            3,
-            strides=2,
-            padding="same",
-            activation=spec.block["activation"],
-            name=f"sr_up{k}",
-        )(x)
-    return x
-
-
-def _decoder(x, features, spec: _Spec):
-    """The decoder and output layer, merging ``features`` through the chosen skips."""
-    n_levels, filters, rates, block = spec.n_levels, spec.filters, spec.rates, spec.block
-    kernel_size, skips, scales, skip_mode = (
-        spec.kernel_size,
-        spec.skips,
-        spec.scales,
-        spec.skip_mode,
-    )
-    num_outputs = spec.num_outputs
-    if spec.style == "aesc":
-        x = keras.layers.UpSampling2D(2, interpolation="nearest", name="bottleneck_up")(x)
-        for i in reversed(range(n_levels)):
-            x = conv_block(x, filters * 2**i, kernel_size=kernel_size, name=f"dec{i}", **block)
-            if i in skips:
-                x = skip_merge(
-                    x,
-                    features[i],
-                    mode=skip_mode,
-                    scale=scales[i],
-                    dropout=spec.drops[i],
-                    name=f"dec{i}",
-                )
-            x = level_output(x, f"dec{i}")
-            x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"dec{i}_up")(x)
-        x = _upscale(x, spec)
-        outputs = keras.layers.Conv2D(
-            num_outputs,
-            kernel_size,
-            padding="same",
-            activation=spec.output_activation,
-            name="out",
-            dtype=_output_dtype(),
-        )(x)
-    else:
-        for i in reversed(range(n_levels)):
-            x = keras.layers.Conv2DTranspose(
-                filters * 2**i, 3, strides=2, padding="same", name=f"dec{i}_up"
-            )(x)
-            if i in skips:
-                x = skip_merge(
-                    x,
-                    features[i],
-                    mode=skip_mode,
-                    scale=scales[i],
-                    dropout=spec.drops[i],
-                    name=f"dec{i}",
-                )
-            if rates[i]:
-                x = keras.layers.Dropout(rates[i], name=f"dec{i}_drop")(x)
-            x = double_conv_block(x, filters * 2**i, name=f"dec{i}", **block)
-            x = level_output(x, f"dec{i}")
-        if spec.encoder is not None:  # encoder level 0 is at stride 2: one more upsampling
-            x = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", name="out_up")(
-                x
-            )
-        x = _upscale(x, spec)
-        outputs = keras.layers.Conv2D(
-            num_outputs, 1, activation=spec.output_activation, name="out", dtype=_output_dtype()
-        )(x)
-
-    return outputs
 
 
 def build_encoder_decoder(
@@ -294,8 +141,8 @@ def build_encoder_decoder(
     )
     inputs = keras.Input(shape=spec.input_shape, name="image")
     x = InputSizeCheck(2**spec.depth, name="input_check")(inputs)
-    x, features = _encoder(x, spec)
-    outputs = _decoder(x, features, spec)
+    x, features = encoder_path(x, spec)
+    outputs = decoder_path(x, features, spec)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -215,6 +215,40 @@ class _Spec:
     upscale: int = 1
 
 
+def _resolve_depth(style, depth, encoder, encoder_weights, freeze_encoder) -> int:
+    """The depth: fixed by a keras.applications ``encoder``, else ``depth`` or the style's
+    default; refuses encoder options without an encoder."""
+    if encoder is not None:
+        _encoders.check_encoder(encoder, encoder_weights)
+        if depth not in (None, _encoders.ENCODER_DEPTH):
+            raise ValueError(
+                f"With encoder={encoder!r} the depth is fixed to {_encoders.ENCODER_DEPTH} "
+                f"(features at strides 2..32). Received: depth={depth!r}"
+            )
+        depth = _encoders.ENCODER_DEPTH
+    else:
+        if depth is None:
+            depth = DEFAULT_DEPTH[style]
+        if freeze_encoder or encoder_weights is not None:
+            raise ValueError(
+                "`freeze_encoder` and `encoder_weights` need an `encoder`. Received: "
+                f"encoder=None, freeze_encoder={freeze_encoder!r}, "
+                f"encoder_weights={encoder_weights!r}"
+            )
+    return depth
+
+
+def _check_batchnorm(batchnorm, bn_momentum) -> None:
+    if not isinstance(batchnorm, bool):
+        raise ValueError(f"`batchnorm` must be True or False. Received: batchnorm={batchnorm!r}")
+    if (
+        isinstance(bn_momentum, bool)
+        or not isinstance(bn_momentum, numbers.Real)
+        or not (0.0 <= bn_momentum < 1.0)
+    ):
+        raise ValueError(f"`bn_momentum` must be in [0, 1). Received: bn_momentum={bn_momentum!r}")
+
+
 def _resolve_spec(
     *,
     input_shape,
@@ -239,35 +273,12 @@ def _resolve_spec(
 ) -> _Spec:
     if style not in STYLES:
         raise ValueError(f"`style` must be one of {STYLES}. Received: style={style!r}")
-    if encoder is not None:
-        _encoders.check_encoder(encoder, encoder_weights)
-        if depth not in (None, _encoders.ENCODER_DEPTH):
-            raise ValueError(
-                f"With encoder={encoder!r} the depth is fixed to {_encoders.ENCODER_DEPTH} "
-                f"(features at strides 2..32). Received: depth={depth!r}"
-            )
-        depth = _encoders.ENCODER_DEPTH
-    else:
-        if depth is None:
-            depth = DEFAULT_DEPTH[style]
-        if freeze_encoder or encoder_weights is not None:
-            raise ValueError(
-                "`freeze_encoder` and `encoder_weights` need an `encoder`. Received: "
-                f"encoder=None, freeze_encoder={freeze_encoder!r}, "
-                f"encoder_weights={encoder_weights!r}"
-            )
+    depth = _resolve_depth(style, depth, encoder, encoder_weights, freeze_encoder)
     min_depth = 2 if style == "aesc" else 1
     depth = _check_int("depth", depth, minimum=min_depth)
     filters = _check_int("filters", filters)
     kernel_size = _check_int("kernel_size", kernel_size)
-    if not isinstance(batchnorm, bool):
-        raise ValueError(f"`batchnorm` must be True or False. Received: batchnorm={batchnorm!r}")
-    if (
-        isinstance(bn_momentum, bool)
-        or not isinstance(bn_momentum, numbers.Real)
-        or not (0.0 <= bn_momentum < 1.0)
-    ):
-        raise ValueError(f"`bn_momentum` must be in [0, 1). Received: bn_momentum={bn_momentum!r}")
+    _check_batchnorm(batchnorm, bn_momentum)
     activation = activation or ("leaky_relu" if style == "aesc" else "relu")
     input_shape = _check_input_shape(input_shape, 2**depth, encoder)
     channels = input_shape[-1]

@@ -15,7 +15,7 @@ import re
 
 import keras
 
-from keras_skipae.models.autoencoder import _output_dtype
+from keras_skipae.models.paths import output_dtype as _output_dtype
 from keras_skipae.models.spec import _check_int
 
 #: Accepted ``activation`` values of :func:`replace_head` (None means ``"linear"``).
