@@ -198,11 +198,14 @@ def test_scoring_registry_has_discrepancy_maps():
     model = _tiny(build_aesc)
     x = _images(2)
     for name in ("discrepancy", "combined"):
-        out = scoring.compute(model, x, map=name, map_options={"layers": "encoder"})
+        cfg = scoring.ScoringConfig(map=name, map_options={"layers": "encoder"})
+        out = scoring.compute(model, x, cfg)
         assert out["anomaly_map"].shape == (2, 32, 32)
         assert out["score"].shape == (2,)
         assert np.all(np.isfinite(out["score"]))
-    scorer = scoring.make_scorer(model, map="discrepancy")  # inside a tf.function
+    scorer = scoring.make_scorer(
+        model, scoring.ScoringConfig(map="discrepancy")
+    )  # inside a tf.function
     assert scorer(tf.constant(x))["anomaly_map"].shape == (2, 32, 32)
 
 
@@ -313,23 +316,23 @@ def test_evaluate_offers_discrepancy_methods(tmp_path):
         }
     )
     for method in ("residual", "discrepancy", "combined"):
-        r = evaluate(model, ds, method=method, map_options=None, progress=False)
+        r = evaluate(model, ds, scoring=scoring.ScoringConfig(map=method), progress=False)
         assert 0.0 <= r.image_auroc <= 1.0 and 0.0 <= r.pixel_auroc <= 1.0
-    r = evaluate(model, ds, method="discrepancy", map_options={"layers": "encoder"}, progress=False)
+    cfg = scoring.ScoringConfig(map="discrepancy", map_options={"layers": "encoder"})
+    r = evaluate(model, ds, scoring=cfg, progress=False)
     assert np.isfinite(r.aupro)
     stats = analysis.LayerStatistics.fit(model, _images(4, seed=8))
     r = evaluate(
         model,
         ds,
-        method="deviation",
-        map_options={"statistics": stats},
+        scoring=scoring.ScoringConfig(map="deviation", map_options={"statistics": stats}),
         out_dir=tmp_path / "eval",
         progress=False,
     )
     assert 0.0 <= r.image_auroc <= 1.0
     assert (tmp_path / "eval" / "metrics.json").exists()
     with pytest.raises(ValueError, match="'deviation' map needs good-image layer statistics"):
-        evaluate(model, ds, method="deviation", progress=False)
+        evaluate(model, ds, scoring=scoring.ScoringConfig(map="deviation"), progress=False)
 
 
 def test_cli_offers_every_map_it_can_compute():
@@ -347,7 +350,8 @@ def test_discrepancy_map_exports_to_saved_model(tmp_path):
     model = _tiny(build_aesc)
     x = _images(2, seed=9)
     options = {"layers": "encoder"}
-    path = export_saved_model(model, tmp_path / "sm", map="discrepancy", map_options=options)
+    cfg = scoring.ScoringConfig(map="discrepancy", map_options=options)
+    path = export_saved_model(model, tmp_path / "sm", scoring=cfg)
     served = tf.saved_model.load(str(path)).signatures["serving_default"](tf.constant(x))
-    ref = scoring.compute(model, x, map="discrepancy", map_options=options)
+    ref = scoring.compute(model, x, cfg)
     np.testing.assert_allclose(served["score"], ref["score"], rtol=1e-5, atol=1e-6)

@@ -108,17 +108,15 @@ def test_evaluate_matches_scoring_and_metrics_on_aesc():
 
     model = build_aesc(input_shape=(SIZE, SIZE, 1), depth=3, filters=4)
     test = _synthetic(seed=3)
+    cfg = scoring.ScoringConfig(map="ssim", smoothing=2.0, score="topk", topk=0.05)
     result = evaluate(
         model,
         _dataset(test),
-        method="ssim",
-        smoothing=2.0,
-        score="topk",
-        topk=0.05,
+        scoring=cfg,
         batch_size=5,
         progress=False,
     )
-    ref = scoring.compute(model, test["image"], map="ssim", smoothing=2.0, score="topk", topk=0.05)
+    ref = scoring.compute(model, test["image"], cfg)
     np.testing.assert_allclose(result.scores, ref["score"].numpy(), atol=1e-5)
     maps = ref["anomaly_map"].numpy()
     assert result.image_auroc == pytest.approx(metrics.image_auroc(test["label"], result.scores))
@@ -132,10 +130,7 @@ def test_evaluate_matches_scoring_and_metrics_on_aesc():
     again = evaluate(
         model,
         elements,
-        method="ssim",
-        smoothing=2.0,
-        score="topk",
-        topk=0.05,
+        scoring=cfg,
         batch_size=5,
         progress=False,
     )
@@ -199,8 +194,7 @@ def test_evaluate_mc_dropout_method():
     result = evaluate(
         model,
         _dataset(_synthetic(n_good=2, n_blob=2, n_line=0)),
-        method="mc_dropout",
-        mc_samples=3,
+        scoring=scoring.ScoringConfig(map="mc_dropout", mc_samples=3),
         progress=False,
     )
     assert result.settings["map"] == "mc_dropout" and result.settings["mc_samples"] == 3

@@ -60,7 +60,7 @@ def gray_export(tmp_path_factory):
         "loaded": tf.saved_model.load(str(path)),
         "threshold": threshold,
         "images": images,
-        "settings": scoring.scoring_settings(),
+        "settings": scoring.ScoringConfig().to_dict(),
     }
 
 
@@ -70,7 +70,7 @@ def rgb_export(tmp_path_factory):
     model = _tiny((32, 32, 3), seed=2)
     settings = {"map": "ssim", "smoothing": 2.0, "score": "topk", "topk": 0.05}
     path = tmp_path_factory.mktemp("export") / "rgb"
-    export.export_saved_model(model, path, **settings, verify=False)  # the gray one verifies
+    export.export_saved_model(model, path, scoring=settings, verify=False)  # the gray one verifies
     images = np.random.default_rng(12).random((2, 32, 32, 3), dtype=np.float32)
     return {
         "model": model,
@@ -78,7 +78,7 @@ def rgb_export(tmp_path_factory):
         "loaded": tf.saved_model.load(str(path)),
         "threshold": None,
         "images": images,
-        "settings": scoring.scoring_settings(**settings),
+        "settings": scoring.ScoringConfig(**settings).to_dict(),
     }
 
 
@@ -597,7 +597,7 @@ def _write_run_metrics(run_dir: Path, settings: dict, threshold=0.25) -> None:
 
 
 def test_run_threshold_matches_recorded_settings(tmp_path):
-    settings = scoring.scoring_settings()
+    settings = scoring.ScoringConfig().to_dict()
     _write_run_metrics(tmp_path / "same", settings)
     assert RunFolder(tmp_path / "same").threshold(settings)[::2] == (0.25, None)
     # Older metrics files lack `smoothing_border`: they were smoothed with "normalized".
@@ -606,7 +606,7 @@ def test_run_threshold_matches_recorded_settings(tmp_path):
     threshold, _, problem = RunFolder(tmp_path / "legacy").threshold(settings)
     assert threshold is None and "smoothing_border='normalized'" in problem
     # Without smoothing on both sides the border mode is irrelevant.
-    unsmoothed = scoring.scoring_settings(smoothing=0)
+    unsmoothed = scoring.ScoringConfig(smoothing=0).to_dict()
     legacy_unsmoothed = {k: v for k, v in unsmoothed.items() if k != "smoothing_border"}
     _write_run_metrics(tmp_path / "legacy0", legacy_unsmoothed)
     assert RunFolder(tmp_path / "legacy0").threshold(unsmoothed)[::2] == (0.25, None)
