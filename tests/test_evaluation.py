@@ -204,8 +204,8 @@ def test_evaluate_mc_dropout_method():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"method": "nope"}, ValueError, "map"),
-        ({"score": "median"}, ValueError, "score"),
+        ({"scoring": {"map": "nope"}}, ValueError, "map"),
+        ({"scoring": {"score": "median"}}, ValueError, "score"),
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"threshold_percentile": 120}, ValueError, "threshold_percentile"),
     ],

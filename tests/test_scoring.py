@@ -296,7 +296,7 @@ def test_compute_in_tf_function_equals_eager():
 def test_compute_rejects_bad_settings(kwargs, match):
     model = _tiny_model()
     with pytest.raises(ValueError, match=match):
-        scoring.compute(model, np.zeros((1, 16, 16, 1), "float32"), **kwargs)
+        scoring.compute(model, np.zeros((1, 16, 16, 1), "float32"), kwargs)  # a settings dict
 
 
 def test_compute_smoothing_border_reaches_the_map():
