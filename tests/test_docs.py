@@ -1,4 +1,4 @@
-"""The documentation: links resolve, the README stays a front page, the package tree is the code.
+"""The documentation: links resolve, the README is a front page, the package tree is the code."""
 
 import re
 from pathlib import Path
