@@ -92,3 +92,13 @@ def test_the_parser_reads_only_the_public_api_section():
     assert documented_api("## Public API\n| `ks.last` | the page's last section |\n") == ["last"]
     with pytest.raises(ValueError, match="no section '## Public API'"):
         documented_api("# T\n\n## Other\n")
+
+
+def test_the_changelog_lists_each_removed_name():
+    text = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    unreleased = text.split("## Unreleased (0.2)", 1)[1].split("\n## ", 1)[0]
+    removed = unreleased.split("### Removed", 1)[1].split("\n### ", 1)[0]
+    for name in REMOVED_FROM_KS:
+        assert f"`ks.{name}`" in removed, name
+    for old in ("scoring_settings", "--method", "keras_skipae.data.corruption`", "**legacy"):
+        assert old in removed, old
