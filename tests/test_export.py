@@ -105,7 +105,7 @@ def test_signature_matches_in_process(exported, dtype):
     # settings read back from the export's JSON.
     stored = export.read_settings(exported["path"])["scoring"]
     assert stored == exported["settings"]
-    expected = scoring.make_scorer(exported["model"], **stored)(tf.constant(images))
+    expected = scoring.make_scorer(exported["model"], stored)(tf.constant(images))
     for key in ("reconstruction", "anomaly_map", "score"):
         assert served[key].dtype == tf.float32
         assert served[key].shape == expected[key].shape
@@ -129,10 +129,10 @@ def test_uint8_is_scaled_like_float(gray_export):
 def test_loaded_functions_take_both_dtypes(exported):
     loaded, model = exported["loaded"], exported["model"]
     x = exported["images"]
-    ref = scoring.compute(model, x, **exported["settings"])
+    ref = scoring.compute(model, x, exported["settings"])
     for images in (x, _as_uint8(x)):
         out = loaded.score(tf.constant(images))
-        want = scoring.compute(model, images, **exported["settings"])["score"]
+        want = scoring.compute(model, images, exported["settings"])["score"]
         np.testing.assert_allclose(out["score"].numpy(), want.numpy(), atol=ATOL)
         rec = loaded.reconstruct(tf.constant(images))["reconstruction"]
         np.testing.assert_allclose(
@@ -322,9 +322,9 @@ def test_verify_refuses_a_disagreeing_export(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"map": "nope"}, "map"),
-        ({"score": "median"}, "score"),
-        ({"smoothing": -1}, "smoothing"),
+        ({"scoring": {"map": "nope"}}, "map"),
+        ({"scoring": {"score": "median"}}, "score"),
+        ({"scoring": {"smoothing": -1}}, "smoothing"),
         ({"threshold": float("nan")}, "threshold"),
         ({"color_mode": "rgb"}, "color_mode"),
         ({"color_mode": "cmyk"}, "color_mode"),
@@ -451,7 +451,7 @@ def test_demo_model_scores_in_fresh_process(tmp_path):
     # The same model in process (the .keras twin) with the export's settings.
     model = keras.models.load_model(DEMO_KERAS, safe_mode=True, compile=False)
     s = settings["scoring"]
-    expected = scoring.compute(model, images, **{k: s[k] for k in ("map", "smoothing", "score")})
+    expected = scoring.compute(model, images, {k: s[k] for k in ("map", "smoothing", "score")})
     np.testing.assert_allclose(out["score"], expected["score"].numpy(), atol=ATOL)
     np.testing.assert_array_equal(
         out["is_anomalous"], np.asarray(out["score"]) >= np.float32(settings["threshold"])
