@@ -315,9 +315,9 @@ plt.show()
 # score histogram with the production threshold:
 
 # %%
-fpr, tpr = ks.metrics.roc_curve(result.labels, result.scores)
+fpr, tpr = ks.evaluation.metrics.roc_curve(result.labels, result.scores)
 maps = ks.scoring.compute(model, batch["image"])["anomaly_map"].numpy()
-pixel_fpr, pixel_tpr = ks.metrics.pixel_roc_curve(batch["mask"][..., 0], maps)
+pixel_fpr, pixel_tpr = ks.evaluation.metrics.pixel_roc_curve(batch["mask"][..., 0], maps)
 fig = plotting.plot_roc_curves(
     {
         "image": (fpr, tpr, result.image_auroc),

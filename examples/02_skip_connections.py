@@ -193,7 +193,7 @@ plt.show()
 
 # %%
 monitors = {
-    name: ks.callbacks.DiscrepancyMonitor(
+    name: ks.training.callbacks.DiscrepancyMonitor(
         clean_probe, stained_probe, out_dir=None, tensorboard=False
     )
     for name in ("ae", "aesc")

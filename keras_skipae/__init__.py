@@ -12,8 +12,9 @@ Importing the package registers its custom Keras objects (the weightless layers
 of :mod:`keras_skipae.layers`, the losses and Keras metrics, ``DiscrepancyLossModel``),
 so ``keras.models.load_model(path, safe_mode=True)`` works right after
 ``import keras_skipae``; :func:`load_model` does the same in one call. Everything
-else (scoring, analysis, training, evaluation, export, data, apps) loads on first
-use. The package's layout and the direction of its imports: ``docs/ARCHITECTURE.md``.
+else (scoring, analysis, training, evaluation, export, data, inference) loads on first
+use. The public names (``__all__``), the package's layout and the direction of its
+imports: ``docs/ARCHITECTURE.md``.
 
 CPU kernels: unless ``TF_ENABLE_ONEDNN_OPTS`` is set, importing the package before
 TensorFlow turns on TensorFlow's oneDNN CPU kernels, which TensorFlow itself enables
@@ -30,7 +31,9 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # before TensorFlow loads
 
 __version__ = "0.1.0"
 
-# public name -> (module, attribute or None for the module itself)
+# public name -> (module, attribute or None for the module itself). The documented list
+# is the table "Public API" of docs/ARCHITECTURE.md (tests/test_public_api.py compares).
+# The programs (keras_skipae.apps: CLI, demo, workflows, baselines) are not part of it.
 _LAZY = {
     # models
     "build_ae": ("keras_skipae.models", "build_ae"),
@@ -61,17 +64,11 @@ _LAZY = {
     "scoring": ("keras_skipae.scoring", None),
     "analysis": ("keras_skipae.analysis", None),
     "training": ("keras_skipae.training", None),
-    "callbacks": ("keras_skipae.training.callbacks", None),
     "evaluation": ("keras_skipae.evaluation", None),
-    "metrics": ("keras_skipae.evaluation.metrics", None),
     "export": ("keras_skipae.export", None),
     "runs": ("keras_skipae.runs", None),
     "inference": ("keras_skipae.inference", None),
     "plotting": ("keras_skipae.plotting", None),
-    "apps": ("keras_skipae.apps", None),
-    "demo": ("keras_skipae.apps.demo", None),
-    "baselines": ("keras_skipae.apps.baselines", None),
-    "workflows": ("keras_skipae.apps.workflows", None),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

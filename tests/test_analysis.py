@@ -198,11 +198,14 @@ def test_scoring_registry_has_discrepancy_maps():
     model = _tiny(build_aesc)
     x = _images(2)
     for name in ("discrepancy", "combined"):
-        out = scoring.compute(model, x, map=name, map_options={"layers": "encoder"})
+        cfg = scoring.ScoringConfig(map=name, map_options={"layers": "encoder"})
+        out = scoring.compute(model, x, cfg)
         assert out["anomaly_map"].shape == (2, 32, 32)
         assert out["score"].shape == (2,)
         assert np.all(np.isfinite(out["score"]))
-    scorer = scoring.make_scorer(model, map="discrepancy")  # inside a tf.function
+    scorer = scoring.make_scorer(
+        model, scoring.ScoringConfig(map="discrepancy")
+    )  # inside a tf.function
     assert scorer(tf.constant(x))["anomaly_map"].shape == (2, 32, 32)
 
 
@@ -347,7 +350,8 @@ def test_discrepancy_map_exports_to_saved_model(tmp_path):
     model = _tiny(build_aesc)
     x = _images(2, seed=9)
     options = {"layers": "encoder"}
-    path = export_saved_model(model, tmp_path / "sm", map="discrepancy", map_options=options)
+    cfg = scoring.ScoringConfig(map="discrepancy", map_options=options)
+    path = export_saved_model(model, tmp_path / "sm", scoring=cfg)
     served = tf.saved_model.load(str(path)).signatures["serving_default"](tf.constant(x))
-    ref = scoring.compute(model, x, map="discrepancy", map_options=options)
+    ref = scoring.compute(model, x, cfg)
     np.testing.assert_allclose(served["score"], ref["score"], rtol=1e-5, atol=1e-6)

@@ -1,7 +1,8 @@
-"""The package's layout: the direction of its imports, no cycles, a lazy top level.
+"""The package's layout: the direction of its imports, no cycles, private names kept home.
 
 ``docs/ARCHITECTURE.md`` explains the layers; ``ALLOWED`` below is its rule, checked
-on every import statement of every module, imports inside functions included.
+on every import statement of every module, imports inside functions included. No import
+of a private name crosses a unit (:func:`private_imports`), in the package and the launcher.
 """
 
 import ast
@@ -27,7 +28,7 @@ ALLOWED = {
     "layers": set(),
     "plotting": {"io_utils"},
     "models": {"layers", "ops", "losses"},  # the anomaly head's segmentation loss
-    "data": {"io_utils", "ownership", "ops", "plotting"},
+    "data": {"io_utils", "ownership", "ops"},  # draws no figures (apps.synth_preview does)
     "losses": {"ops"},
     "keras_metrics": {"losses"},
     "scoring": {"layers", "ops", "models"},
@@ -141,6 +142,104 @@ def cycles(root: Path) -> list[list[str]]:
         if v not in index:
             visit(v)
     return out
+
+
+def _private(part: str) -> bool:
+    return part.startswith("_") and not part.startswith("__")
+
+
+def _home_unit(dotted: str) -> str | None:
+    """The unit a dotted name's first private part lives in (None: the package root)."""
+    parts = dotted.split(".")
+    first = next(i for i, part in enumerate(parts) if _private(part))
+    if parts[0] != "keras_skipae":
+        return parts[0]  # a package outside keras_skipae is one unit
+    return parts[1] if first > 1 else None
+
+
+def private_imports(root: Path) -> list[str]:
+    """Every import of a private name (``_x``) from another unit, as ``"a.b -> c.d._x"`` lines.
+
+    A unit is a first-level sub-package or top-level module of ``keras_skipae``, the package
+    root, or a package outside it (the launcher, ``keras_skipae_cli``). ``from m import _x``,
+    ``import m._x`` and ``m._x`` on a module imported from another unit all count.
+    """
+    mods = _modules(root, root.name)
+    bad = []
+    for dotted, path in sorted(mods.items()):
+        own = _unit(dotted, root.name) if root.name == "keras_skipae" else root.name
+        package = dotted if path.name == "__init__.py" else dotted.rsplit(".", 1)[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names, modules = [], {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    names.append(alias.name)
+                    if alias.asname:
+                        modules[alias.asname] = alias.name
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+                for alias in node.names:
+                    names.append(f"{base}.{alias.name}")
+                    modules[alias.asname or alias.name] = f"{base}.{alias.name}"
+        for node in ast.walk(tree):  # module._name, the module imported under a name
+            if isinstance(node, ast.Attribute) and _private(node.attr):
+                chain, value = [node.attr], node.value
+                while isinstance(value, ast.Attribute):
+                    chain.append(value.attr)
+                    value = value.value
+                if isinstance(value, ast.Name) and value.id in modules:
+                    names.append(".".join([modules[value.id], *reversed(chain)]))
+        for name in names:
+            if name.split(".")[0] not in ("keras_skipae", "keras_skipae_cli"):
+                continue
+            if any(_private(part) for part in name.split(".")) and _home_unit(name) != own:
+                bad.append(f"{dotted} -> {name}")
+    return sorted(set(bad))
+
+
+def test_no_private_name_crosses_a_unit():
+    assert private_imports(PACKAGE) == []
+    assert private_imports(LAUNCHER) == []
+
+
+def test_private_name_checker_catches_each_form(tmp_path):
+    root = tmp_path / "keras_skipae"
+    _write_tree(
+        root,
+        {
+            "__init__.py": "from keras_skipae import _registration\n",  # the root's own
+            "_registration.py": "",
+            "io_utils.py": "def _atomic():\n    pass\n",
+            "scoring/__init__.py": "",
+            "scoring/common.py": "def _check_rank():\n    pass\n",
+            "scoring/scorer.py": "from .common import _check_rank\n",  # same unit: fine
+            "data/__init__.py": "",
+            "data/images.py": "from keras_skipae.scoring.common import _check_rank\n",
+            "data/reader.py": "from keras_skipae import io_utils\nio_utils._atomic()\n",
+            "runs/__init__.py": "import keras_skipae._registration\n",
+            "apps/__init__.py": "",
+            "apps/cli.py": "from ..scoring import common as c\nc._check_rank()\n",
+        },
+    )
+    assert private_imports(root) == [
+        "keras_skipae.apps.cli -> keras_skipae.scoring.common._check_rank",
+        "keras_skipae.data.images -> keras_skipae.scoring.common._check_rank",
+        "keras_skipae.data.reader -> keras_skipae.io_utils._atomic",
+        "keras_skipae.runs -> keras_skipae._registration",
+    ]
+    launcher = tmp_path / "keras_skipae_cli"
+    _write_tree(
+        launcher,
+        {
+            "__init__.py": "from keras_skipae_cli.checks import _check_tiling\n",
+            "checks.py": "def _commands():\n    from keras_skipae.apps.cli import _run\n",
+        },
+    )
+    assert private_imports(launcher) == ["keras_skipae_cli.checks -> keras_skipae.apps.cli._run"]
 
 
 def test_every_unit_is_known():

@@ -1,4 +1,4 @@
-"""Tests for keras_skipae.callbacks.DiscrepancyMonitor."""
+"""Tests for keras_skipae.training.callbacks.DiscrepancyMonitor."""
 
 import csv
 import json

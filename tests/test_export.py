@@ -60,7 +60,7 @@ def gray_export(tmp_path_factory):
         "loaded": tf.saved_model.load(str(path)),
         "threshold": threshold,
         "images": images,
-        "settings": scoring.scoring_settings(),
+        "settings": scoring.ScoringConfig().to_dict(),
     }
 
 
@@ -70,7 +70,7 @@ def rgb_export(tmp_path_factory):
     model = _tiny((32, 32, 3), seed=2)
     settings = {"map": "ssim", "smoothing": 2.0, "score": "topk", "topk": 0.05}
     path = tmp_path_factory.mktemp("export") / "rgb"
-    export.export_saved_model(model, path, **settings, verify=False)  # the gray one verifies
+    export.export_saved_model(model, path, scoring=settings, verify=False)  # the gray one verifies
     images = np.random.default_rng(12).random((2, 32, 32, 3), dtype=np.float32)
     return {
         "model": model,
@@ -78,7 +78,7 @@ def rgb_export(tmp_path_factory):
         "loaded": tf.saved_model.load(str(path)),
         "threshold": None,
         "images": images,
-        "settings": scoring.scoring_settings(**settings),
+        "settings": scoring.ScoringConfig(**settings).to_dict(),
     }
 
 
@@ -105,7 +105,7 @@ def test_signature_matches_in_process(exported, dtype):
     # settings read back from the export's JSON.
     stored = export.read_settings(exported["path"])["scoring"]
     assert stored == exported["settings"]
-    expected = scoring.make_scorer(exported["model"], **stored)(tf.constant(images))
+    expected = scoring.make_scorer(exported["model"], stored)(tf.constant(images))
     for key in ("reconstruction", "anomaly_map", "score"):
         assert served[key].dtype == tf.float32
         assert served[key].shape == expected[key].shape
@@ -129,10 +129,10 @@ def test_uint8_is_scaled_like_float(gray_export):
 def test_loaded_functions_take_both_dtypes(exported):
     loaded, model = exported["loaded"], exported["model"]
     x = exported["images"]
-    ref = scoring.compute(model, x, **exported["settings"])
+    ref = scoring.compute(model, x, exported["settings"])
     for images in (x, _as_uint8(x)):
         out = loaded.score(tf.constant(images))
-        want = scoring.compute(model, images, **exported["settings"])["score"]
+        want = scoring.compute(model, images, exported["settings"])["score"]
         np.testing.assert_allclose(out["score"].numpy(), want.numpy(), atol=ATOL)
         rec = loaded.reconstruct(tf.constant(images))["reconstruction"]
         np.testing.assert_allclose(
@@ -322,9 +322,9 @@ def test_verify_refuses_a_disagreeing_export(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"map": "nope"}, "map"),
-        ({"score": "median"}, "score"),
-        ({"smoothing": -1}, "smoothing"),
+        ({"scoring": {"map": "nope"}}, "map"),
+        ({"scoring": {"score": "median"}}, "score"),
+        ({"scoring": {"smoothing": -1}}, "smoothing"),
         ({"threshold": float("nan")}, "threshold"),
         ({"color_mode": "rgb"}, "color_mode"),
         ({"color_mode": "cmyk"}, "color_mode"),
@@ -451,7 +451,7 @@ def test_demo_model_scores_in_fresh_process(tmp_path):
     # The same model in process (the .keras twin) with the export's settings.
     model = keras.models.load_model(DEMO_KERAS, safe_mode=True, compile=False)
     s = settings["scoring"]
-    expected = scoring.compute(model, images, **{k: s[k] for k in ("map", "smoothing", "score")})
+    expected = scoring.compute(model, images, {k: s[k] for k in ("map", "smoothing", "score")})
     np.testing.assert_allclose(out["score"], expected["score"].numpy(), atol=ATOL)
     np.testing.assert_array_equal(
         out["is_anomalous"], np.asarray(out["score"]) >= np.float32(settings["threshold"])
@@ -597,7 +597,7 @@ def _write_run_metrics(run_dir: Path, settings: dict, threshold=0.25) -> None:
 
 
 def test_run_threshold_matches_recorded_settings(tmp_path):
-    settings = scoring.scoring_settings()
+    settings = scoring.ScoringConfig().to_dict()
     _write_run_metrics(tmp_path / "same", settings)
     assert RunFolder(tmp_path / "same").threshold(settings)[::2] == (0.25, None)
     # Older metrics files lack `smoothing_border`: they were smoothed with "normalized".
@@ -606,7 +606,7 @@ def test_run_threshold_matches_recorded_settings(tmp_path):
     threshold, _, problem = RunFolder(tmp_path / "legacy").threshold(settings)
     assert threshold is None and "smoothing_border='normalized'" in problem
     # Without smoothing on both sides the border mode is irrelevant.
-    unsmoothed = scoring.scoring_settings(smoothing=0)
+    unsmoothed = scoring.ScoringConfig(smoothing=0).to_dict()
     legacy_unsmoothed = {k: v for k, v in unsmoothed.items() if k != "smoothing_border"}
     _write_run_metrics(tmp_path / "legacy0", legacy_unsmoothed)
     assert RunFolder(tmp_path / "legacy0").threshold(unsmoothed)[::2] == (0.25, None)

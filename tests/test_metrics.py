@@ -1,4 +1,4 @@
-"""Tests for keras_skipae.metrics against scikit-learn and brute force."""
+"""Tests for keras_skipae.evaluation.metrics against scikit-learn and brute force."""
 
 import numpy as np
 import pytest

@@ -10,6 +10,7 @@ from scipy import ndimage
 from skimage.metrics import structural_similarity
 
 from keras_skipae import scoring
+from keras_skipae.scoring import ScoringConfig
 
 
 def _tiny_model(shape=(16, 16, 1), dropout=0.0, with_dropout=True, bn_stats=None):
@@ -234,7 +235,9 @@ def test_is_anomalous_uses_greater_equal():
 def test_compute_matches_manual_pipeline():
     model = _tiny_model()
     x = np.random.default_rng(5).random((3, 16, 16, 1)).astype("float32")
-    out = scoring.compute(model, x, map="residual", smoothing=1.5, score="topk", topk=0.05)
+    out = scoring.compute(
+        model, x, ScoringConfig(map="residual", smoothing=1.5, score="topk", topk=0.05)
+    )
     assert set(out) == {"reconstruction", "anomaly_map", "score"}
     recon = model(x, training=False).numpy()
     np.testing.assert_allclose(out["reconstruction"].numpy(), recon, atol=1e-6)
@@ -271,8 +274,9 @@ def test_compute_uint8_equals_float():
 def test_compute_in_tf_function_equals_eager():
     model = _tiny_model(shape=(16, 16, 3))
     x = np.random.default_rng(8).random((2, 16, 16, 3)).astype("float32")
-    eager = scoring.compute(model, x, map="ssim", smoothing=2.0, score="lp", p=3.0)
-    scorer = scoring.make_scorer(model, map="ssim", smoothing=2.0, score="lp", p=3.0)
+    cfg = ScoringConfig(map="ssim", smoothing=2.0, score="lp", p=3.0)
+    eager = scoring.compute(model, x, cfg)
+    scorer = scoring.make_scorer(model, cfg)
     graph = scorer(tf.constant(x))
     for key in eager:
         np.testing.assert_allclose(graph[key].numpy(), eager[key].numpy(), atol=1e-5)
@@ -292,18 +296,18 @@ def test_compute_in_tf_function_equals_eager():
 def test_compute_rejects_bad_settings(kwargs, match):
     model = _tiny_model()
     with pytest.raises(ValueError, match=match):
-        scoring.compute(model, np.zeros((1, 16, 16, 1), "float32"), **kwargs)
+        scoring.compute(model, np.zeros((1, 16, 16, 1), "float32"), kwargs)  # a settings dict
 
 
 def test_compute_smoothing_border_reaches_the_map():
     model = _tiny_model()
     x = np.random.default_rng(9).random((2, 16, 16, 1)).astype("float32")
-    raw = scoring.compute(model, x, smoothing=0)["anomaly_map"].numpy()
+    raw = scoring.compute(model, x, ScoringConfig(smoothing=0))["anomaly_map"].numpy()
     for border in scoring.SMOOTHING_BORDERS:
-        out = scoring.compute(model, x, smoothing=2.0, smoothing_border=border)
+        out = scoring.compute(model, x, ScoringConfig(smoothing=2.0, smoothing_border=border))
         want = scoring.gaussian_smooth(raw, 2.0, border=border).numpy()
         np.testing.assert_allclose(out["anomaly_map"].numpy(), want, atol=1e-6)
-    assert scoring.scoring_settings()["smoothing_border"] == "equalized"
+    assert ScoringConfig().to_dict()["smoothing_border"] == "equalized"
 
 
 def test_compute_rejects_wrong_rank_and_dtype():
@@ -327,10 +331,11 @@ def test_register_map_dispatch():
             scoring.register_map("_test_double", double_residual)
         model = _tiny_model()
         x = np.random.default_rng(9).random((2, 16, 16, 1)).astype("float32")
-        a = scoring.compute(model, x, smoothing=0, score="mean")
-        b = scoring.compute(
-            model, x, map="_test_double", smoothing=0, score="mean", map_options={"factor": 3.0}
+        a = scoring.compute(model, x, ScoringConfig(smoothing=0, score="mean"))
+        cfg = ScoringConfig(
+            map="_test_double", smoothing=0, score="mean", map_options={"factor": 3.0}
         )
+        b = scoring.compute(model, x, cfg)
         assert calls["factor"] == 3.0
         np.testing.assert_allclose(b["score"].numpy(), 3.0 * a["score"].numpy(), rtol=1e-5)
     finally:
@@ -374,7 +379,7 @@ def test_mc_dropout_positive_with_dropout_and_leaves_model_untouched():
         np.testing.assert_array_equal(w.numpy(), b)  # BN moving stats not updated
     # The deterministic model is unchanged: dropout inactive without MC.
     np.testing.assert_array_equal(model(x, training=False).numpy(), model(x).numpy())
-    out = scoring.compute(model, x, map="mc_dropout", mc_samples=4)
+    out = scoring.compute(model, x, ScoringConfig(map="mc_dropout", mc_samples=4))
     np.testing.assert_allclose(
         out["reconstruction"].numpy(), model(x, training=False).numpy(), atol=1e-6
     )
@@ -403,12 +408,14 @@ def test_make_scorer_with_image_shape_traces_once_for_any_batch():
     model = _tiny_model()
     x = np.random.default_rng(14).random((5, 16, 16, 1)).astype("float32")
     for jit in (False, "auto"):  # "auto" on a CPU: a MeasuredJit; its plain variant is used
-        scorer = scoring.make_scorer(model, image_shape=(16, 16, 1), score="mean", jit_compile=jit)
+        scorer = scoring.make_scorer(
+            model, ScoringConfig(score="mean"), image_shape=(16, 16, 1), jit_compile=jit
+        )
         for n in (5, 2, 1):
             out = scorer(x[:n])
             np.testing.assert_allclose(
                 out["score"].numpy(),
-                scoring.compute(model, x[:n], score="mean")["score"].numpy(),
+                scoring.compute(model, x[:n], ScoringConfig(score="mean"))["score"].numpy(),
                 atol=1e-6,
             )
         fn = scorer if jit is False else scorer.fn_off
@@ -456,32 +463,33 @@ def test_scoring_config_round_trips_and_validates():
             ScoringConfig(**kwargs)
 
 
-def test_scoring_config_resolve_and_deprecated_keywords():
+def test_scoring_config_resolve():
     from keras_skipae.scoring import ScoringConfig
 
     assert ScoringConfig.resolve(None) == ScoringConfig()
     assert ScoringConfig.resolve({"map": "ssim"}) == ScoringConfig(map="ssim")
-    with pytest.warns(DeprecationWarning, match="deprecated"):
-        assert ScoringConfig.resolve(None, method="ssim") == ScoringConfig(map="ssim")
-    with pytest.warns(DeprecationWarning, match=r"\['smoothing'\] are deprecated"):
-        assert ScoringConfig.resolve(None, smoothing=None).smoothing == 0.0
-    with pytest.raises(ValueError, match="not both"):
-        ScoringConfig.resolve(ScoringConfig(), map="ssim")
-    with pytest.raises(TypeError, match="colour"):
-        ScoringConfig.resolve(None, colour="red")
+    cfg = ScoringConfig(smoothing=2.0)
+    assert ScoringConfig.resolve(cfg) is cfg
+    with pytest.raises(ValueError, match=r"compute: expected `scoring`.*Received: scoring='ssim'"):
+        ScoringConfig.resolve("ssim", caller="compute")
 
 
-def test_compute_with_a_config_equals_the_deprecated_keywords():
+@pytest.mark.parametrize(
+    "fn", ["compute", "make_scorer", "export_saved_model", "resolve"], ids=lambda f: f
+)
+def test_the_pre_0_2_scoring_keywords_are_gone(fn):
+    # map=, smoothing=, ... (and evaluate's method=) were pre-0.2 spellings of scoring=.
+    from keras_skipae.export import export_saved_model
     from keras_skipae.scoring import ScoringConfig
 
-    model = _tiny_model()
-    x = np.random.default_rng(0).random((2, 16, 16, 1)).astype("float32")
-    cfg = ScoringConfig(map="ssim", smoothing=1.0, score="topk")
-    new = scoring.compute(model, x, cfg)
-    with pytest.warns(DeprecationWarning, match=r"\['map', 'score', 'smoothing'\] are deprecated"):
-        old = scoring.compute(model, x, map="ssim", smoothing=1.0, score="topk")
-    for key in new:
-        np.testing.assert_array_equal(new[key].numpy(), old[key].numpy())
+    call = {
+        "compute": lambda: scoring.compute(None, np.zeros((1, 8, 8, 1), "float32"), map="ssim"),
+        "make_scorer": lambda: scoring.make_scorer(None, map="ssim"),
+        "export_saved_model": lambda: export_saved_model(None, "x", map="ssim"),
+        "resolve": lambda: ScoringConfig.resolve(None, method="ssim"),
+    }[fn]
+    with pytest.raises(TypeError, match="unexpected keyword argument '(map|method)'"):
+        call()
 
 
 def test_differences_name_each_setting():

@@ -17,7 +17,7 @@ the models' named taps only (:func:`keras_skipae.models.tap_names`):
 :class:`LayerDiscrepancy` does this with one inference-mode forward pass of the
 tap model on the concatenated ``[clean; corrupted]`` batch, in a ``tf.function``
 built once (cheap enough to run every epoch: see
-:class:`keras_skipae.callbacks.DiscrepancyMonitor`). It returns a
+:class:`keras_skipae.training.callbacks.DiscrepancyMonitor`). It returns a
 :class:`DiscrepancyResult` (ordered dicts of NumPy arrays, one entry per tap)
 that turns into JSON (:meth:`DiscrepancyResult.to_dict`) or CSV rows
 (:meth:`DiscrepancyResult.to_rows`).

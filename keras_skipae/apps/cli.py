@@ -76,7 +76,7 @@ def _run_discrepancy(args):
 
 
 # --------------------------------------------------------------------------- train / evaluate / demo
-# (the logic lives in keras_skipae.training, keras_skipae.evaluation and keras_skipae.demo)
+# (the logic lives in keras_skipae.training, keras_skipae.evaluation and apps.demo)
 
 
 def _model_kwargs(args, model_name, input_shape, segmentation) -> dict:

@@ -4,7 +4,7 @@
 :mod:`keras_skipae.data.synthetic`), trains an AE and an AESc on stain-corrupted
 good images (Collin & De Vleeschouwer, ICPR 2020), evaluates both with
 :func:`keras_skipae.evaluate` next to two non-learned baselines
-(:mod:`keras_skipae.baselines`), and writes a report folder::
+(:mod:`keras_skipae.apps.baselines`), and writes a report folder::
 
     <out>/data/<category>/...          the generated images
     <out>/runs/{ae,aesc}/              run folders (config.json, model.keras, history.csv, logs/)
@@ -40,7 +40,7 @@ from keras_skipae.apps.workflows import evaluate_run
 from keras_skipae.data import image_info
 from keras_skipae.runs import RunFolder
 
-__all__ = ["DEMO_SETTINGS", "evaluate_run", "run_demo"]
+__all__ = ["DEMO_SETTINGS", "run_demo"]
 
 #: The demo's recipe: full and quick.
 DEMO_SETTINGS = {

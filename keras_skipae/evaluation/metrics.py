@@ -24,7 +24,7 @@ returned as ``nan``, never silently as 0 or 1; malformed input (shape
 mismatch, empty arrays, non-finite scores) raises ``ValueError``.
 
 Example:
-    >>> from keras_skipae import metrics
+    >>> from keras_skipae.evaluation import metrics
     >>> metrics.image_auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
     0.75
 """

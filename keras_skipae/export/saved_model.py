@@ -225,7 +225,6 @@ def export_saved_model(
     overwrite: bool = False,
     verify: bool = True,
     jit_compile="auto",
-    **legacy,
 ) -> Path:
     """Writes a TF SavedModel that reconstructs and scores images.
 
@@ -256,7 +255,6 @@ def export_saved_model(
         jit_compile: XLA for the signatures: ``"auto"`` (``docs/decisions.md#xla-auto``)
             is on with a GPU, off on a CPU plus ``serving_xla``, which ``Detector`` times
             against ``serving_default``; True / False force it (recorded as ``jit_compile``).
-        **legacy: the deprecated scoring keywords (``map=``, ``smoothing=``, ...).
 
     Returns:
         The export folder, a ``Path``.
@@ -270,7 +268,7 @@ def export_saved_model(
     Example:
         >>> export_saved_model(model, "exports/aesc", threshold=result.threshold)
     """
-    cfg = ScoringConfig.resolve(scoring, caller="export_saved_model", **legacy)
+    cfg = ScoringConfig.resolve(scoring, caller="export_saved_model")
     trained_in = model_precision(model)
     model = float32_model(model)  # scoring runs in float32 (docs/export.md)
     settings = saved_model_settings(

@@ -53,7 +53,7 @@ from keras_skipae.scoring.maps import (
     residual_map,
     ssim_map,
 )
-from keras_skipae.scoring.scorer import compute, make_scorer, scoring_settings
+from keras_skipae.scoring.scorer import compute, make_scorer
 from keras_skipae.scoring.scores import (
     DEFAULT_P,
     DEFAULT_SCORE,
@@ -110,7 +110,6 @@ __all__ = [
     "memory_map",
     "register_map",
     "residual_map",
-    "scoring_settings",
     "ssim_map",
     "to_float_images",
 ]

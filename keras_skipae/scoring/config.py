@@ -8,7 +8,6 @@ defaults are fixed a priori (``docs/decisions.md``).
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping
 
 from keras_skipae.scoring.maps import ANOMALY_MAPS, DEFAULT_MAP, DEFAULT_MC_SAMPLES, FeatureMemory
@@ -138,40 +137,16 @@ class ScoringConfig:
         return not self.differences(other)
 
     @classmethod
-    def resolve(cls, scoring=None, *, caller: str = "scoring", **legacy) -> ScoringConfig:
-        """The config from ``scoring=`` or from the deprecated per-setting keywords.
+    def resolve(cls, scoring=None, *, caller: str = "scoring") -> ScoringConfig:
+        """The config from ``scoring=``: a :class:`ScoringConfig`, its dict, or None.
 
         Args:
             scoring: a :class:`ScoringConfig`, a settings dict, or None (defaults).
             caller: the function's name, for the messages.
-            **legacy: the pre-0.2 keywords (``map``, ``smoothing``, ...; ``method``
-                is ``evaluate``'s old name for ``map``; ``map=None`` is the default).
 
         Raises:
-            ValueError: both ``scoring`` and keywords, or an unknown keyword.
+            ValueError: ``scoring`` is none of these, or a dict with bad settings.
         """
-        if "method" in legacy:
-            method = legacy.pop("method")
-            if method is not None:
-                legacy.setdefault("map", method)
-        unknown = sorted(set(legacy) - set(FIELDS))
-        if unknown:
-            raise TypeError(f"{caller}() got unexpected keyword argument(s) {unknown}")
-        if legacy.get("map", "") is None:
-            del legacy["map"]
-        if scoring is not None and legacy:
-            raise ValueError(
-                f"{caller}: pass the settings either as `scoring=` or as keywords, not both. "
-                f"Received: scoring={scoring!r} and {sorted(legacy)}"
-            )
-        if legacy:
-            warnings.warn(
-                f"{caller}: the keywords {sorted(legacy)} are deprecated; pass "
-                "scoring=ScoringConfig(...) instead.",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            return cls(**legacy)
         if scoring is None:
             return cls()
         if isinstance(scoring, ScoringConfig):
@@ -179,6 +154,6 @@ class ScoringConfig:
         if isinstance(scoring, Mapping):
             return cls(**{k: v for k, v in scoring.items()})
         raise ValueError(
-            "Expected `scoring` to be a ScoringConfig, a dict or None. "
+            f"{caller}: expected `scoring` to be a ScoringConfig, a dict or None. "
             f"Received: scoring={scoring!r}"
         )

@@ -18,19 +18,8 @@ from keras_skipae.scoring.scores import image_score
 from keras_skipae.scoring.smoothing import gaussian_smooth
 
 
-def scoring_settings(**settings) -> dict:
-    """Validates scoring settings and returns them as a JSON-ready dict.
-
-    ``ScoringConfig(**settings).to_dict()``; kept for code written before 0.2.
-
-    Raises:
-        ValueError: an unknown map or score, or an out-of-range parameter.
-    """
-    return ScoringConfig(**settings).to_dict()
-
-
 def compute(
-    model: keras.Model, images, scoring: ScoringConfig | dict | None = None, **legacy
+    model: keras.Model, images, scoring: ScoringConfig | dict | None = None
 ) -> dict[str, tf.Tensor]:
     """Reconstructs a batch and scores it: the one entry point for scoring.
 
@@ -42,7 +31,6 @@ def compute(
         model: an autoencoder mapping ``[B, H, W, C]`` images to reconstructions.
         images: ``[B, H, W, C]`` float32 in [0, 1] (uint8 is divided by 255).
         scoring: a :class:`ScoringConfig` (or its dict); None: the defaults.
-        **legacy: the deprecated per-setting keywords (``map=``, ``smoothing=``, ...).
 
     Returns:
         A dict: ``reconstruction`` ``[B, H, W, C]`` (the deterministic,
@@ -52,7 +40,7 @@ def compute(
     Example:
         >>> out = compute(model, images, ScoringConfig(map="ssim", smoothing=2.0))
     """
-    cfg = ScoringConfig.resolve(scoring, caller="compute", **legacy)
+    cfg = ScoringConfig.resolve(scoring, caller="compute")
     images = to_float_images(images)
     _check_rank(images, 4, "images")
     reconstruction = tf.cast(model(images, training=False), tf.float32)
@@ -70,7 +58,6 @@ def make_scorer(
     *,
     image_shape=None,
     jit_compile="auto",
-    **legacy,
 ) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """:func:`compute` bound to a model and a config, compiled with ``tf.function``.
 
@@ -87,7 +74,6 @@ def make_scorer(
             :class:`~keras_skipae.ops.device.MeasuredJit`, which times XLA off and
             on per input shape after a few calls and keeps the faster. True or
             False force it.
-        **legacy: the deprecated per-setting keywords.
 
     Returns:
         ``fn(images) -> dict(reconstruction, anomaly_map, score)``: a ``tf.function``,
@@ -97,7 +83,7 @@ def make_scorer(
         >>> scorer = make_scorer(model, ScoringConfig(map="ssim"), image_shape=(128, 128, 1))
         >>> scorer(images)["score"]
     """
-    cfg = ScoringConfig.resolve(scoring, caller="make_scorer", **legacy)
+    cfg = ScoringConfig.resolve(scoring, caller="make_scorer")
     jit = resolve_jit_compile(jit_compile, path="scoring")
     if cfg.map == "mc_dropout":
         mc_dropout_model(model)  # build the clone (its variables) eagerly

@@ -136,10 +136,10 @@ ANOMALY_MAPS: dict[str, Callable] = {
 
 
 def register_map(name: str, fn: Callable, *, overwrite: bool = False) -> None:
-    """Adds an anomaly map to ``ANOMALY_MAPS`` (and so to ``compute``'s ``map=``).
+    """Adds an anomaly map to ``ANOMALY_MAPS`` (and so to ``ScoringConfig``'s ``map=``).
 
     Args:
-        name: the name ``compute(map=...)`` and ``ScoringConfig(map=...)`` use.
+        name: the name ``ScoringConfig(map=...)`` uses.
         fn: ``fn(model, images, reconstruction, **options) -> [B, H, W]`` in TF
             ops; ``options`` are ``compute``'s ``mc_samples`` and
             ``map_options``; it must accept and ignore options it does not use.
