@@ -247,3 +247,18 @@ def test_resume_after_a_kill_between_backups_starts_from_the_last_backup(tmp_pat
 def test_backup_interval_argument_errors(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         callbacks.RunBackup(tmp_path / "b", **kw)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_preview_probe_mse_and_grid_match_the_eager_model(tmp_path, compiled):
+    clean, corrupted = _data(n=3)
+    model = _model()
+    if compiled:
+        model.compile(optimizer="adam", loss="mse")
+    cb = callbacks.ReconstructionPreview(corrupted, clean, image_dir=tmp_path / "png")
+    cb.set_model(model)
+    logs = {}
+    cb.on_epoch_end(0, logs)
+    want = np.asarray(model(clean, training=False))
+    np.testing.assert_allclose(logs["probe_good_mse"], np.mean((want - clean) ** 2), rtol=1e-4)
+    assert (tmp_path / "png" / "epoch_001.png").is_file()
