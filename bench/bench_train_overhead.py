@@ -18,8 +18,9 @@ repetition, so a drift in the load of a shared machine hits them all):
 Each run trains ``--warmup`` untimed epochs then ``--epochs`` timed ones. A row prints the
 median ms/epoch (epoch start to the next epoch's start), the step span (first batch to
 last batch), the validation span (``on_test_begin`` to ``on_test_end``), the paired ratio
-epoch(config)/epoch(fit), and the cores other processes used (``other``, as in
-``bench_train.py``). In the ``default`` configuration every built-in callback's
+epoch(config)/epoch(fit), the same for the process CPU time per epoch (which
+time-slicing on a shared machine barely changes), and the cores other processes used
+(``other``, as in ``bench_train.py``). In the ``default`` configuration every built-in callback's
 ``on_epoch_end`` is timed (ms/epoch per callback class).
 
 Example::
@@ -257,6 +258,13 @@ def main(argv=None) -> None:
                     "steps": args.steps,
                     "epoch_ms": 1e3 * statistics.median(w for t in timers for w in t.epoch_wall),
                     "step_span_ms": 1e3 * statistics.median(w for t in timers for w in t.step_wall),
+                    "epoch_cpu_ms": 1e3 * statistics.median(c for t in timers for c in t.epoch_cpu),
+                    "step_span_cpu_ms": 1e3
+                    * statistics.median(c for t in timers for c in t.step_cpu),
+                    "cpu_ratio_to_fit": statistics.median(
+                        statistics.median(t.epoch_cpu) / statistics.median(b.epoch_cpu)
+                        for t, b in zip(timers, base)
+                    ),
                     "val_ms": 1e3 * statistics.median([w for t in timers for w in t.val] or [0]),
                     "ratio_to_fit": statistics.median(
                         statistics.median(t.epoch_wall) / statistics.median(b.epoch_wall)
@@ -272,7 +280,8 @@ def main(argv=None) -> None:
                 print(
                     f"{model_name} {size} {config:10s} epoch {row['epoch_ms']:7.0f} ms, steps "
                     f"{row['step_span_ms']:7.0f} ms, val {row['val_ms']:5.0f} ms, "
-                    f"x{row['ratio_to_fit']:.2f} of fit; other <= {row['max_other_cores']:.1f}",
+                    f"x{row['ratio_to_fit']:.2f} of fit; CPU {row['epoch_cpu_ms']:7.0f} ms/epoch, "
+                    f"x{row['cpu_ratio_to_fit']:.2f} of fit; other <= {row['max_other_cores']:.1f}",
                     flush=True,
                 )
                 if "callback_ms_per_epoch" in row:
