@@ -77,6 +77,19 @@ backups and callbacks included), as img/s, with the paired ratio of each precisi
 the first. The run's resolved precision and the first convolution's compute dtype are
 recorded, so a row shows whether 16 bits reached the training step.
 
+``--suite`` runs the comparison table in one interleaved run: AE, AESc and U-Net
+(``--models``, default all three) at ``--sizes`` (default 128 and 256; depth 5 at 128
+and 6 at 256 for every model), in each ``--precision`` (default float32 and
+mixed_bfloat16), each as a Keras ``fit`` on a fixed batch, ``ks.train`` with its default
+recipe (a fresh run per repetition: ``--warmup`` untimed then ``--epochs-per-rep`` timed
+epochs, epoch span) and the PyTorch peer (eager, channels-last; ``torch.autocast`` bf16
+in the mixed_bfloat16 rows). Repetition i runs one block of every configuration of a
+model and size, the order reversed every repetition. It writes ``--json`` and a Markdown
+table (``--md``) headed by the CPU model name and flags. A quick check::
+
+    python bench/bench_train.py --suite --models aesc --sizes 128 --repeats 2 \
+        --json bench/results/suite_prelim.json --md bench/results/suite_prelim.md
+
 ``--head-variants`` times the learned head's training step against the AESc's
 (cached batch, no PyTorch, interleaved as ``--interleave``): the AESc of the
 size's default depth, then ``get_model("aesc_head")`` on the same base with each
@@ -848,6 +861,199 @@ def run_train_precisions(args, keras, ks, models, sizes, precisions, images_for)
     return results
 
 
+SUITE_DEPTH = {128: 5, 256: 6}
+
+#: The suite's frameworks: Keras ``fit`` on a fixed batch, ``ks.train`` with its default
+#: recipe, PyTorch eager channels-last (autocast bf16 in the mixed_bfloat16 rows).
+SUITE_FRAMEWORKS = ("keras_fit", "ks_train", "torch")
+
+
+def run_suite(args, tf, keras, ks, worker, models, sizes, precisions, images_for, rng) -> list:
+    """``--suite``: for each model and size, every precision x framework, interleaved.
+
+    Repetition i runs one timed block of each configuration (the order reversed every
+    repetition): a Keras ``fit`` epoch of ``--steps`` steps on a fixed batch (step span),
+    a PyTorch block of ``--steps`` steps (autocast bf16 for ``mixed_bfloat16``), and a
+    fresh ``ks.train`` run (default recipe, run folder) of ``--warmup`` untimed and
+    ``--epochs-per-rep`` timed epochs (epoch span: validation and callbacks included).
+    """
+
+    results = []
+    n = BATCH * args.steps
+    for model_name in models:
+        for size in sizes:
+            depth = args.depth if args.depth is not None else SUITE_DEPTH.get(size)
+            shape = (BATCH, size, size, 1)
+            x = rng.random(shape, dtype="float32")
+            y = rng.random(shape, dtype="float32")
+            fits, torch_runner = {}, None
+            for precision in precisions:
+                keras.utils.set_random_seed(0)
+                model = build_keras(model_name, size, depth, precision)
+                model.compile(optimizer=make_optimizer(precision), loss="mse")
+                ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+                model.fit(ds, epochs=args.warmup, steps_per_epoch=args.steps, verbose=0)
+                fits[precision] = {"model": model, "ds": ds, "timers": []}
+                if worker is not None and torch_runner is None and precision == "float32":
+                    with tempfile.TemporaryDirectory(prefix="ks_bench_torch_") as tmpdir:
+                        torch_runner = TorchRunner(
+                            worker, model_name, size, depth, x, y, model, tmpdir
+                        )
+            if worker is not None and torch_runner is None:  # no float32 in --precision
+                with tempfile.TemporaryDirectory(prefix="ks_bench_torch_") as tmpdir:
+                    torch_runner = TorchRunner(
+                        worker, model_name, size, depth, x, y, fits[precisions[0]]["model"], tmpdir
+                    )
+            blocks = [(fw, p) for p in precisions for fw in SUITE_FRAMEWORKS]
+            if torch_runner is None:
+                blocks = [b for b in blocks if b[0] != "torch"]
+            torch_times = {p: [] for p in precisions}
+            train_timers = {p: [] for p in precisions}
+            train_resolved = {p: set() for p in precisions}
+            for r in range(args.repeats):
+                for fw, precision in blocks if r % 2 == 0 else blocks[::-1]:
+                    if fw == "keras_fit":
+                        f = fits[precision]
+                        timer = make_epoch_timer(0)
+                        f["model"].fit(
+                            f["ds"],
+                            epochs=1,
+                            steps_per_epoch=args.steps,
+                            callbacks=[timer],
+                            verbose=0,
+                        )
+                        f["timers"].append(timer)
+                    elif fw == "torch":
+                        before = len(torch_runner.wall)
+                        # one untimed block: the other precision's kernels ran last
+                        torch_runner.worker.call(
+                            cmd="run", steps=1, autocast=precision != "float32"
+                        )
+                        torch_runner.run(args.steps, autocast=precision != "float32")
+                        torch_times[precision].append(
+                            (torch_runner.wall[before], torch_runner.foreign[before])
+                        )
+                    else:
+                        keras.utils.set_random_seed(0)
+                        timer = make_epoch_timer(args.warmup)
+                        kwargs = {"input_shape": (size, size, 1)}
+                        if depth is not None:
+                            kwargs["depth"] = depth
+                        with tempfile.TemporaryDirectory(prefix="ks_bench_run_") as run_tmp:
+                            run = ks.train(
+                                model_name,
+                                images_for(size),
+                                model_kwargs=kwargs,
+                                epochs=args.warmup + args.epochs_per_rep,
+                                steps_per_epoch=args.steps,
+                                batch_size=BATCH,
+                                precision=precision,
+                                run_dir=Path(run_tmp) / "r",
+                                callbacks=[timer],
+                                verbose=0,
+                            )
+                        train_resolved[precision].add(run.config["runtime"]["precision"])
+                        del run
+                        train_timers[precision].append(timer)
+                    print(f"  rep {r} {model_name} {size} {precision} {fw} done", flush=True)
+            for precision in precisions:
+                fit_t = fits[precision]["timers"]
+                fit_w = [t.step_wall[0] for t in fit_t]
+                row = {
+                    "model": model_name,
+                    "size": size,
+                    "depth": depth,
+                    "precision": precision,
+                    "steps": args.steps,
+                    "repeats": args.repeats,
+                    "keras_fit_img_s": statistics.median(n / w for w in fit_w),
+                    "keras_fit_img_s_per_rep": [n / w for w in fit_w],
+                }
+                other = [f for t in fit_t for f in t.foreign]
+                tt = train_timers[precision]
+                if tt:
+                    ep = [statistics.median(t.epoch_wall) for t in tt]
+                    st = [statistics.median(t.step_wall) for t in tt]
+                    row.update(
+                        ks_train_epoch_img_s=statistics.median(n / w for w in ep),
+                        ks_train_step_img_s=statistics.median(n / w for w in st),
+                        ks_train_epoch_img_s_per_rep=[n / w for w in ep],
+                        ks_train_resolved_precision=sorted(train_resolved[precision]),
+                        # paired (same repetition): fit's epoch time / ks.train's epoch time
+                        ks_train_over_fit=statistics.median(f / e for f, e in zip(fit_w, ep)),
+                    )
+                    other += [f for t in tt for f in t.foreign]
+                tw = torch_times[precision]
+                if tw:
+                    row.update(
+                        torch=f"eager channels-last{' autocast bf16' if precision != 'float32' else ''}",
+                        torch_img_s=statistics.median(n / w for w, _ in tw),
+                        torch_img_s_per_rep=[n / w for w, _ in tw],
+                        keras_fit_over_torch=statistics.median(
+                            w / f for f, (w, _) in zip(fit_w, tw)
+                        ),
+                        torch_channels_last=torch_runner.channels_last,
+                        torch_exact_max_abs_diff=torch_runner.exact_max_abs_diff,
+                    )
+                    other += [c for _, c in tw]
+                row["max_other_load_cores"] = max(other)
+                results.append(row)
+                print(
+                    f"{model_name} {size} d{depth} {precision:15s} fit "
+                    f"{row['keras_fit_img_s']:6.1f} img/s"
+                    + (
+                        f", ks.train {row['ks_train_epoch_img_s']:6.1f} "
+                        f"(x{row['ks_train_over_fit']:.2f} of fit)"
+                        if tt
+                        else ""
+                    )
+                    + (
+                        f", torch {row['torch_img_s']:6.1f} (fit/torch "
+                        f"x{row['keras_fit_over_torch']:.2f})"
+                        if tw
+                        else ""
+                    )
+                    + f"; other cores <= {row['max_other_load_cores']:.1f}",
+                    flush=True,
+                )
+            fits.clear()
+            keras.backend.clear_session()
+    return results
+
+
+def suite_markdown(env, results, command) -> str:
+    """The ``--suite`` results as a Markdown table, headed by the CPU and the command."""
+    cpu = env.get("cpu") or {}
+    lines = [
+        f"CPU: {cpu.get('model_name', env.get('machine'))}",
+        "",
+        f"Flags: {env.get('machine')}",
+        "",
+        f"TF {env['tensorflow']}, Keras {env['keras']}, torch {env['torch']}; threads "
+        f"{env['threads']['tf_intra_op']}; batch {BATCH}; {env['steps']} steps per block, "
+        f"{env['repeats']} interleaved repetitions; medians (ratios: medians of paired ratios).",
+        "",
+        f"Command: `{command}`",
+        "",
+        "| model | size | depth | precision | Keras fit img/s | ks.train img/s (epoch) "
+        "| ks.train / fit | PyTorch img/s | fit / PyTorch | other cores |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def f(row, key, fmt):
+        return fmt.format(row[key]) if key in row else "-"
+
+    for r in results:
+        lines.append(
+            f"| {r['model']} | {r['size']} | {r['depth']} | {r['precision']} "
+            f"| {f(r, 'keras_fit_img_s', '{:.1f}')} | {f(r, 'ks_train_epoch_img_s', '{:.1f}')} "
+            f"| {f(r, 'ks_train_over_fit', '{:.2f}')} | {f(r, 'torch_img_s', '{:.1f}')} "
+            f"| {f(r, 'keras_fit_over_torch', '{:.2f}')} "
+            f"| {r['max_other_load_cores']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def make_timer(skip_epochs: int, between=None):
     import keras
 
@@ -953,9 +1159,9 @@ class TorchRunner:
         self.exact_max_abs_diff = r["exact_max_abs_diff"]
         self.wall, self.cpu, self.foreign = [], [], []
 
-    def run(self, steps):
+    def run(self, steps, autocast: bool = False):
         s0, c0 = _sys_busy(), _cpu()
-        r = self.worker.call(cmd="run", steps=steps)
+        r = self.worker.call(cmd="run", steps=steps, autocast=autocast)
         busy = _sys_busy() - s0 - r["cpu"] - (_cpu() - c0)
         self.wall.append(r["wall"])
         self.cpu.append(r["cpu"])
@@ -1191,6 +1397,13 @@ def main(argv=None) -> None:
         help="--compare-precision: timed epochs per repetition (after --warmup epochs)",
     )
     p.add_argument(
+        "--suite",
+        action="store_true",
+        help="AE/AESc/U-Net x --sizes x --precision x (Keras fit, ks.train, PyTorch), "
+        "interleaved; writes --json and --md",
+    )
+    p.add_argument("--md", default=None, help="--suite: write the Markdown table here")
+    p.add_argument(
         "--head-variants",
         default=None,
         help="time aesc_head variants against the AESc step, e.g. baseline,head_scale2,frozen",
@@ -1225,6 +1438,14 @@ def main(argv=None) -> None:
     p.add_argument("--profile", default=None, help="profile instead of benchmarking; write here")
     p.add_argument("--profile-steps", type=int, default=3)
     args = p.parse_args(argv)
+    if args.suite:
+        given = set(sys.argv[1:] if argv is None else argv)
+        if "--models" not in given:
+            args.models = "ae,aesc,unet"
+        if "--sizes" not in given:
+            args.sizes = "128,256"
+        if "--precision" not in given:
+            args.precision = "float32,mixed_bfloat16"
 
     import importlib.util
 
@@ -1298,7 +1519,9 @@ def main(argv=None) -> None:
     if args.peaks_json:
         peaks = json.loads(Path(args.peaks_json).read_text(encoding="utf-8"))["peaks"]
         print(f"peaks from {args.peaks_json}")
-    elif not args.no_peaks and args.profile is None and not args.compare_precision:
+    elif (
+        not args.no_peaks and args.profile is None and not args.compare_precision and not args.suite
+    ):
         if args.quiet_wait > 0:
             wait_for_quiet(args.quiet_wait)
         peaks = measure_peaks(tf, worker)
@@ -1331,6 +1554,21 @@ def main(argv=None) -> None:
                 n_test_defect=0,
             )
         return ks.data.mvtec_dataset(synth_root[size], "woven", split="train", image_size=size)
+
+    if args.suite:
+        results = run_suite(args, tf, keras, ks, worker, models, sizes, precisions, images_for, rng)
+        _write_json(args.json, env, peaks, results)
+        if args.md:
+            command = "python bench/bench_train.py " + " ".join(
+                sys.argv[1:] if argv is None else argv
+            )
+            Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.md).write_text(suite_markdown(env, results, command), encoding="utf-8")
+            print(f"wrote {args.md}")
+        if worker is not None:
+            worker.close()
+        tmp.cleanup()
+        return
 
     if args.compare_precision:
         results = run_train_precisions(args, keras, ks, models, sizes, precisions, images_for)

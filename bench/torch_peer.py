@@ -436,6 +436,7 @@ def serve(threads: int) -> None:
             )
         elif cmd["cmd"] == "run":
             t0, c0 = time.perf_counter(), cpu()
+            state["autocast"] = bool(cmd.get("autocast", False))
             for _ in range(int(cmd["steps"])):
                 _step(state)
             reply({"wall": time.perf_counter() - t0, "cpu": cpu() - c0})
@@ -443,7 +444,9 @@ def serve(threads: int) -> None:
 
 def _step(state):
     state["opt"].zero_grad(set_to_none=True)
-    loss = F.mse_loss(state["net"](state["x"]), state["y"])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=state.get("autocast", False)):
+        out = state["net"](state["x"])
+    loss = F.mse_loss(out.float(), state["y"])
     loss.backward()
     state["opt"].step()
 

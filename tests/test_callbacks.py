@@ -151,3 +151,114 @@ def test_channel_means_grid_and_figures(tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
     with pytest.raises(ValueError, match="kind"):
         plotting.plot_similarity_distribution({"AE": {}}, layers=[], kind="bar")
+
+
+# --------------------------------------------------------------------------- RunBackup intervals
+
+
+class _Seen(keras.callbacks.Callback):
+    """After RunBackup: the epoch of the backup on disk at each epoch end; raises
+    ``KeyboardInterrupt`` (a kill: no on_train_end) at the end of epoch ``kill_after``."""
+
+    def __init__(self, folder, kill_after=None, stop_after=None):
+        super().__init__()
+        self.folder, self.kill_after, self.stop_after = folder, kill_after, stop_after
+        self.epochs, self.weights = [], {}
+
+    def on_train_begin(self, logs=None):
+        self.begin_weights = [np.array(w) for w in self.model.get_weights()]
+
+    def on_epoch_end(self, epoch, logs=None):
+        from keras_skipae.runs import read_backup
+
+        state = read_backup(self.folder)
+        self.epochs.append(None if state is None else state["epoch"])
+        self.weights[epoch + 1] = [np.array(w) for w in self.model.get_weights()]
+        if self.stop_after == epoch + 1:
+            self.model.stop_training = True
+        if self.kill_after == epoch + 1:
+            raise KeyboardInterrupt
+
+
+def _fit_with_backup(folder, epochs, seen=None, **kw):
+    keras.utils.set_random_seed(0)
+    model = _model()
+    model.compile(optimizer="adam", loss="mse")
+    x = np.random.default_rng(0).random((8, *SHAPE)).astype("float32")
+    backup = callbacks.RunBackup(folder, **kw)
+    seen = seen or _Seen(folder)
+    model.fit(x, x, batch_size=4, epochs=epochs, callbacks=[backup, seen], verbose=0)
+    return model, seen
+
+
+def test_backup_every_n_epochs_and_after_the_last(tmp_path):
+    from keras_skipae.runs import read_backup
+
+    _, seen = _fit_with_backup(tmp_path / "b", 5, every_epochs=3)
+    assert seen.epochs == [None, None, 3, 3, 5]
+    assert read_backup(tmp_path / "b")["epoch"] == 5
+
+
+def test_backup_min_seconds_writes_only_the_last_epoch(tmp_path):
+    _, seen = _fit_with_backup(tmp_path / "b", 4, min_seconds=1e9)
+    assert seen.epochs == [None, None, None, 4]
+
+
+def test_backup_every_epoch_by_default(tmp_path):
+    _, seen = _fit_with_backup(tmp_path / "b", 3)
+    assert seen.epochs == [1, 2, 3]
+
+
+def test_backup_written_when_fit_stops_early_between_backups(tmp_path):
+    from keras_skipae.runs import read_backup
+
+    seen = _Seen(tmp_path / "b", stop_after=2)
+    _fit_with_backup(tmp_path / "b", 6, seen=seen, every_epochs=5)
+    assert seen.epochs == [None, None]  # not due at epoch 2 ...
+    assert read_backup(tmp_path / "b")["epoch"] == 2  # ... written by on_train_end
+
+
+def test_resume_after_a_kill_between_backups_starts_from_the_last_backup(tmp_path):
+    folder = tmp_path / "b"
+    killed = _Seen(folder, kill_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        _fit_with_backup(folder, 5, seen=killed, every_epochs=2)
+    assert killed.epochs == [None, 2, 2]  # killed after epoch 3: its state is lost
+    resumed = _Seen(folder)
+    _fit_with_backup(folder, 5, seen=resumed, every_epochs=2)
+    # restored at epoch 2 (the weights of the first run then), trained epochs 3..5 again
+    for got, want in zip(resumed.begin_weights, killed.weights[2]):
+        np.testing.assert_array_equal(got, want)
+    assert sorted(resumed.weights) == [3, 4, 5]
+    assert resumed.epochs == [2, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"every_epochs": 0}, r"`every_epochs` must be an int >= 1\. Received: every_epochs=0"),
+        ({"every_epochs": 1.5}, r"Received: every_epochs=1\.5"),
+        ({"every_epochs": True}, r"Received: every_epochs=True"),
+        ({"min_seconds": -1}, r"`min_seconds` must be a finite number >= 0\. .*=-1"),
+        ({"min_seconds": float("nan")}, r"Received: min_seconds=nan"),
+        ({"min_seconds": "60"}, r"Received: min_seconds='60'"),
+    ],
+)
+def test_backup_interval_argument_errors(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        callbacks.RunBackup(tmp_path / "b", **kw)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_preview_probe_mse_and_grid_match_the_eager_model(tmp_path, compiled):
+    clean, corrupted = _data(n=3)
+    model = _model()
+    if compiled:
+        model.compile(optimizer="adam", loss="mse")
+    cb = callbacks.ReconstructionPreview(corrupted, clean, image_dir=tmp_path / "png")
+    cb.set_model(model)
+    logs = {}
+    cb.on_epoch_end(0, logs)
+    want = np.asarray(model(clean, training=False))
+    np.testing.assert_allclose(logs["probe_good_mse"], np.mean((want - clean) ** 2), rtol=1e-4)
+    assert (tmp_path / "png" / "epoch_001.png").is_file()

@@ -15,6 +15,11 @@ from keras_skipae.training.callbacks.time_limit import TimeLimit
 from keras_skipae.training.pairs import _Data
 from keras_skipae.training.task import Task
 
+#: :class:`RunBackup`'s interval in :func:`keras_skipae.train`: a backup after every epoch
+#: (docs/decisions.md, "Per-epoch work in ks.train").
+BACKUP_EVERY_EPOCHS = 1
+BACKUP_MIN_SECONDS = 0.0
+
 #: The ``schedule`` values :func:`keras_skipae.train` takes.
 SCHEDULES = ("auto", "cosine", "plateau", None)
 
@@ -92,7 +97,15 @@ def builtin_callbacks(
         backup = run.backup_dir if chief else run.backup_dir / f"worker-{worker}"
         # After the stateful callbacks. The chief removes its backup after model.keras
         # is written (train's _fit); another worker when its fit ends.
-        cbs.append(RunBackup(backup, callbacks=list(cbs), delete_on_end=not chief))
+        cbs.append(
+            RunBackup(
+                backup,
+                callbacks=list(cbs),
+                delete_on_end=not chief,
+                every_epochs=BACKUP_EVERY_EPOCHS,
+                min_seconds=BACKUP_MIN_SECONDS,
+            )
+        )
     if time_limit is not None:
         cbs.append(TimeLimit(time_limit, clock=time_clock))
     return cbs

@@ -24,8 +24,10 @@ the end of a step (``batch-end``) and between a backup's write and its rename
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
+import time
 
 import keras
 import numpy as np
@@ -54,7 +56,14 @@ def _seed_states(model) -> list:
 
 
 class RunBackup(keras.callbacks.Callback):
-    """Backs up the training state after every epoch and restores it when ``fit`` starts.
+    """Backs up the training state at epoch ends and restores it when ``fit`` starts.
+
+    A backup is written after an epoch when ``every_epochs`` epochs have ended since the
+    last one *and* ``min_seconds`` seconds of wall time have passed since it was written,
+    after the last epoch of ``fit``, and when ``fit`` ends early (a :class:`TimeLimit`,
+    an ``EarlyStopping``) after an epoch that was not backed up. A kill therefore loses at
+    most the epochs since the last backup: at most ``every_epochs`` epochs, or the epochs
+    that ended within ``min_seconds`` of it, plus the epoch in progress.
 
     Args:
         backup_dir: the backup folder (``run_dir/backup``).
@@ -66,14 +75,43 @@ class RunBackup(keras.callbacks.Callback):
         delete_on_end: remove the backup when ``fit`` ends normally (as Keras'
             callback does). :func:`keras_skipae.train`'s chief keeps it until
             ``model.keras`` is written.
+        every_epochs: back up at most every this many epochs (an int >= 1; 1: every
+            epoch).
+        min_seconds: and at most once per this many seconds of wall time (>= 0; 0: no
+            time condition).
     """
 
-    def __init__(self, backup_dir, callbacks=(), delete_on_end: bool = False):
+    def __init__(
+        self,
+        backup_dir,
+        callbacks=(),
+        delete_on_end: bool = False,
+        every_epochs: int = 1,
+        min_seconds: float = 0.0,
+    ):
         super().__init__()
+        if isinstance(every_epochs, bool) or not isinstance(every_epochs, int) or every_epochs < 1:
+            raise ValueError(
+                f"`every_epochs` must be an int >= 1. Received: every_epochs={every_epochs!r}"
+            )
+        if (
+            isinstance(min_seconds, bool)
+            or not isinstance(min_seconds, (int, float))
+            or not math.isfinite(min_seconds)
+            or min_seconds < 0
+        ):
+            raise ValueError(
+                f"`min_seconds` must be a finite number >= 0. Received: min_seconds={min_seconds!r}"
+            )
         self.backup_dir = backup_dir
         self.delete_on_end = bool(delete_on_end)
+        self.every_epochs = every_epochs
+        self.min_seconds = float(min_seconds)
         self.callbacks = [c for c in callbacks if _stateful(c)]
         self._epoch = 0
+        self._backed_up = 0  # epochs finished when the last backup was written
+        self._finished = 0  # epochs finished in this fit
+        self._last_time = 0.0
 
     def _states(self) -> dict:
         out = {}
@@ -84,6 +122,8 @@ class RunBackup(keras.callbacks.Callback):
         return out
 
     def on_train_begin(self, logs=None):
+        self._last_time = time.monotonic()
+        self._backed_up = self._finished = 0
         state = read_backup(self.backup_dir)
         if state is None:
             return
@@ -98,12 +138,14 @@ class RunBackup(keras.callbacks.Callback):
         for i, cb in enumerate(self.callbacks):
             for attr, value in (saved.get(f"{i}:{type(cb).__name__}") or {}).items():
                 setattr(cb, attr, int(value) if attr != "best" else float(value))
-        self.model._initial_epoch = int(state["epoch"])
+        self.model._initial_epoch = self._backed_up = self._finished = int(state["epoch"])
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def on_train_end(self, logs=None):
+        if self._finished > self._backed_up:  # stopped early after an epoch not backed up
+            self._write(self._finished)
         if self.delete_on_end and os.path.isdir(self.backup_dir):
             gone = f"{os.fspath(self.backup_dir)}.old-{os.getpid()}"
             os.replace(self.backup_dir, gone)
@@ -113,6 +155,16 @@ class RunBackup(keras.callbacks.Callback):
         faults.wait_point("batch-end", epoch=self._epoch, batch=batch)
 
     def on_epoch_end(self, epoch, logs=None):
+        self._finished = epoch + 1
+        last = self._finished >= int((self.params or {}).get("epochs") or 0)
+        due = self._finished - self._backed_up >= self.every_epochs and (
+            time.monotonic() - self._last_time >= self.min_seconds
+        )
+        if last or due:
+            self._write(self._finished)
+
+    def _write(self, finished: int):
+        epoch = finished - 1
         if not weights_finite(self.model):
             raise NonFiniteLossError(
                 f"The weights became non-finite during epoch {epoch + 1} (history.csv epoch "
@@ -122,9 +174,10 @@ class RunBackup(keras.callbacks.Callback):
         write_backup(
             self.backup_dir,
             self.model,
-            epoch + 1,
+            finished,
             {
                 "callbacks": self._states(),
                 "seed_generators": [np.asarray(v).tolist() for v in _seed_states(self.model)],
             },
         )
+        self._backed_up, self._last_time = finished, time.monotonic()

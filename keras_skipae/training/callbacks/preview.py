@@ -74,6 +74,17 @@ def titled(grid: np.ndarray, n_columns: int, titles=GRID_TITLES) -> np.ndarray:
     return np.concatenate([strip, grid], axis=0)
 
 
+def _predict(model, x):
+    """``model(x, training=False)`` as float32 NumPy, through the model's compiled predict
+    function when it has one (traced once, then reused every epoch) and runs on one
+    replica (under several, the chief would run a distributed call alone)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    replicas = getattr(strategy, "num_replicas_in_sync", 1)
+    if getattr(model, "compiled", False) and replicas == 1:
+        return np.asarray(model.predict_on_batch(x), dtype="float32")
+    return np.asarray(keras.ops.convert_to_numpy(model(x, training=False)), dtype="float32")
+
+
 class ReconstructionPreview(keras.callbacks.Callback):
     """Logs reconstructions of a few fixed images after every epoch.
 
@@ -120,8 +131,10 @@ class ReconstructionPreview(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        recon = keras.ops.convert_to_numpy(self.model(self.inputs, training=False))
-        clean = keras.ops.convert_to_numpy(self.model(self.targets, training=False))
+        # One compiled inference call for both halves (an eager call per epoch costs more
+        # than the step of a small model; inference mode, so the halves do not interact).
+        both = _predict(self.model, np.concatenate([self.inputs, self.targets]))
+        recon, clean = both[: len(self.inputs)], both[len(self.inputs) :]
         logs["probe_good_mse"] = float(np.mean((clean - self.targets) ** 2))
         if epoch % self.every:
             return
@@ -208,7 +221,7 @@ class SegmentationPreview(ReconstructionPreview):
         logs = logs if logs is not None else {}
         if epoch % self.every:
             return
-        predicted = keras.ops.convert_to_numpy(self.model(self.inputs, training=False))
+        predicted = _predict(self.model, self.inputs)
         channels = self.inputs.shape[-1]
         grid = reconstruction_grid(
             self.inputs, _mask_image(predicted, channels), _mask_image(self.targets, channels)
