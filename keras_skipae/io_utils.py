@@ -369,6 +369,31 @@ def write_png_atomic(
     return Path(path)
 
 
+#: The colour modes images are read in, with their channel counts (the one mapping).
+COLOR_MODES = {"grayscale": 1, "rgb": 3}
+
+
+def color_mode_for(channels) -> str | None:
+    """The colour mode of images with ``channels`` channels (None for another count)."""
+    for mode, count in COLOR_MODES.items():
+        if count == channels:
+            return mode
+    return None
+
+
+def channels_for(color_mode) -> int:
+    """The channel count of ``color_mode`` (``"grayscale"`` 1, ``"rgb"`` 3).
+
+    Raises:
+        ValueError: another colour mode.
+    """
+    if color_mode not in COLOR_MODES:
+        raise ValueError(
+            f"`color_mode` must be 'grayscale' or 'rgb'. Received: color_mode={color_mode!r}"
+        )
+    return COLOR_MODES[color_mode]
+
+
 def parse_image_size(image_size, *, allow_none: bool = True) -> tuple[int, int] | None:
     """``image_size`` as a ``(height, width)`` pair of positive ints.
 

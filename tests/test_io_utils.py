@@ -201,3 +201,69 @@ def test_every_image_size_parse_goes_through_parse_image_size(
         export_saved_model(model, tmp_path / "export", image_size=(31, 29))
     assert calls[-2:] == [(31, 29), (31, 29)]
     assert not (tmp_path / "export").exists()
+
+
+def test_the_colour_mode_mapping_values():
+    from keras_skipae import io_utils
+
+    assert io_utils.COLOR_MODES == {"grayscale": 1, "rgb": 3}
+    assert [io_utils.color_mode_for(c) for c in (1, 3, 4)] == ["grayscale", "rgb", None]
+    assert [io_utils.channels_for(m) for m in ("grayscale", "rgb")] == [1, 3]
+    with pytest.raises(ValueError, match="Received: color_mode='cmyk'"):
+        io_utils.channels_for("cmyk")
+
+
+def test_every_colour_mode_lookup_goes_through_io_utils(monkeypatch, synthetic_root, tiny_model):
+    """Image loading, the run config, the export's arguments and settings, the Detector,
+    evaluate's batches and the calibration images all map colour modes and channel counts
+    with :func:`io_utils.color_mode_for` / :func:`io_utils.channels_for`."""
+    from keras_skipae import io_utils
+    from keras_skipae.data import load_image
+    from keras_skipae.evaluation.batches import _score_batch
+    from keras_skipae.export.api import calibration_images
+    from keras_skipae.export.arguments import resolve_color_mode
+    from keras_skipae.export.settings import ExportSettings
+    from keras_skipae.inference import Detector
+    from keras_skipae.runs import RunConfig
+
+    calls = []
+    real_mode, real_channels = io_utils.color_mode_for, io_utils.channels_for
+
+    def mode_spy(channels):
+        calls.append(("mode", channels))
+        return real_mode(channels)
+
+    def channels_spy(color_mode):
+        calls.append(("channels", color_mode))
+        return real_channels(color_mode)
+
+    monkeypatch.setattr(io_utils, "color_mode_for", mode_spy)
+    monkeypatch.setattr(io_utils, "channels_for", channels_spy)
+
+    def used(step, expected):
+        calls.clear()
+        step()
+        assert expected in calls, f"{step} did not map the colour mode through io_utils"
+
+    png = synthetic_root / "mesh" / "train" / "good" / "000.png"
+    used(lambda: load_image(png, color_mode="rgb"), ("channels", "rgb"))
+    used(lambda: resolve_color_mode(None, 3), ("mode", 3))
+    config = RunConfig.from_dict({"model": {"name": "aesc"}, "data": {}, "training": {}})
+    used(lambda: config.color_mode(1), ("mode", 1))
+    document = {"input": {"channels": 1, "image_size": [32, 32]}}
+    used(lambda: ExportSettings.from_dict(document), ("mode", 1))
+    model = tiny_model("aesc")
+    used(lambda: Detector(model).color_mode, ("mode", 1))
+    used(lambda: calibration_images(png.parent, (32, 32, 1), limit=1), ("mode", 1))
+    used(lambda: _score_batch_call(_score_batch), ("mode", 1))
+
+
+def _score_batch_call(score_batch):
+    """Calls evaluate's per-batch scorer up to the model (a stub that stops it)."""
+
+    def scorer(images):
+        raise _Spied("scored")
+
+    images = np.full((1, 8, 8, 1), 0.5, np.float32)
+    with pytest.raises(_Spied, match="scored"):
+        score_batch(scorer, {"image": images}, 1, {}, False)

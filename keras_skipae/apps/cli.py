@@ -101,8 +101,7 @@ def _model_kwargs(args, model_name, input_shape, segmentation) -> dict:
 
 
 def _run_train(args):
-    from keras_skipae import data, training
-    from keras_skipae.runs import COLOR_MODES
+    from keras_skipae import data, io_utils, training
     from keras_skipae.training.tasks import get_task
 
     task = get_task(args.task)
@@ -110,7 +109,7 @@ def _run_train(args):
         training.get_strategy("multiworker")
     # With --tile-size the model takes tiles, cropped from the images at full resolution.
     size = args.tile_size or args.image_size
-    channels = COLOR_MODES[args.color_mode]
+    channels = io_utils.channels_for(args.color_mode)
     segmentation = task.name == "segmentation"
     model_name = args.model or ("unet" if segmentation else "aesc")
     model_kwargs = _model_kwargs(args, model_name, [size, size, channels], segmentation)

@@ -26,7 +26,7 @@ def _probe_images(config: RunConfig, *, data_root, category, n, seed, image_shap
     root = data_root if data_root is not None else config.data.root
     category = category if category is not None else config.data.category
     h, w, c = image_shape
-    color_mode = "rgb" if c == 3 else "grayscale"
+    color_mode = io_utils.color_mode_for(c)
     if root is not None and category is not None:
         if not Path(root).is_dir():
             raise FileNotFoundError(f"Data folder {str(root)!r} does not exist.")

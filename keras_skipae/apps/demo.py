@@ -166,7 +166,7 @@ def _make_data(out: Path, category, settings, seed, verbose):
         seed=seed,
     )
     channels = _channels_of(root, category)
-    color_mode = "rgb" if channels == 3 else "grayscale"
+    color_mode = io_utils.color_mode_for(channels)
     good = data.mvtec_dataset(root, category, split="train", image_size=size, color_mode=color_mode)
     test = data.mvtec_dataset(root, category, split="test", image_size=size, color_mode=color_mode)
     data_config = {

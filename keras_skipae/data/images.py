@@ -14,11 +14,7 @@ __all__ = ["load_image", "resize_image"]
 
 
 def _check_color_mode(color_mode):
-    if color_mode not in ("grayscale", "rgb"):
-        raise ValueError(
-            f"`color_mode` must be 'grayscale' or 'rgb'. Received: color_mode={color_mode!r}"
-        )
-    return 1 if color_mode == "grayscale" else 3
+    return io_utils.channels_for(color_mode)
 
 
 # --------------------------------------------------------------------------- decoding

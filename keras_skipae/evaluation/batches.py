@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 
+from keras_skipae import io_utils
 from keras_skipae import scoring as _scoring
 from keras_skipae.io_utils import as_text, to_uint8
 from keras_skipae.ops.image_checks import check_images
@@ -113,7 +114,7 @@ def _score_batch(scorer, batch, channels, out, keep) -> bool:
     images = check_images(
         batch["image"],
         channels=channels,
-        color_mode={1: "grayscale", 3: "rgb"}.get(channels),
+        color_mode=io_utils.color_mode_for(channels),
         labels=_image_labels(batch, len(batch["image"])),
         check_dtype=True,
     )

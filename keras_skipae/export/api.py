@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_skipae import data
+from keras_skipae import data, io_utils
 from keras_skipae.data.datasets import IMAGE_EXTENSIONS
 from keras_skipae.export.arguments import model_input_shape, resolve_image_size
 from keras_skipae.export.edge import EDGE_FORMATS, export_edge
@@ -43,7 +43,7 @@ def calibration_images(source, image_shape, *, limit: int = CALIBRATION_IMAGES) 
         FileNotFoundError: the folder does not exist, or holds no image.
     """
     h, w, c = image_shape
-    mode = "rgb" if c == 3 else "grayscale"
+    mode = io_utils.color_mode_for(c)
     if isinstance(source, tuple):
         root, category = source
         ds = data.mvtec_dataset(root, category, "train", image_size=(h, w), color_mode=mode)

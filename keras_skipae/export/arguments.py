@@ -65,7 +65,7 @@ def resolve_image_size(image_size, model_hw, multiple) -> tuple:
 def resolve_color_mode(color_mode, channels) -> str | None:
     """``color_mode``, or the one of ``channels`` when None; it must match the channels."""
     if color_mode is None:
-        return {c: m for m, c in COLOR_MODES.items()}.get(channels)
+        return io_utils.color_mode_for(channels)
     if color_mode not in COLOR_MODES:
         raise ValueError(
             f"Expected `color_mode` to be 'grayscale', 'rgb' or None. Received: "

@@ -25,7 +25,6 @@ import keras
 import tensorflow as tf
 
 from keras_skipae import __version__, io_utils
-from keras_skipae.runs import COLOR_MODES
 from keras_skipae.scoring import ScoringConfig, check_threshold
 
 #: Name of the settings JSON in the SavedModel's ``assets/`` folder.
@@ -208,9 +207,7 @@ class ExportSettings:
                 "Expected export settings that give the input's channels. Received: a "
                 f"document with input={document.get('input')!r}"
             )
-        color_mode = inp.get("color_mode") or {c: m for m, c in COLOR_MODES.items()}.get(
-            int(channels)
-        )
+        color_mode = inp.get("color_mode") or io_utils.color_mode_for(int(channels))
         size = inp.get("image_size")
         threshold = document.get("threshold")
         return cls(

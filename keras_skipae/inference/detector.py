@@ -37,13 +37,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from keras_skipae import io_utils
 from keras_skipae.data.datasets import DEFAULT_MAX_PIXELS, check_max_pixels
 from keras_skipae.data.reader import check_workers
 from keras_skipae.inference import inputs, loader
 from keras_skipae.inference.inputs import ON_ERROR, list_image_files, resize_map
 from keras_skipae.inference.scorers import KerasScorer, Scorer
 from keras_skipae.ops.tiling import check_tiling
-from keras_skipae.runs import COLOR_MODES
 from keras_skipae.scoring import DEFAULT_TILE_BATCH, ScoringConfig, check_threshold, is_anomalous
 
 __all__ = [
@@ -54,9 +54,6 @@ __all__ = [
     "list_image_files",
     "resize_map",
 ]
-
-#: channels -> colour mode (the inverse of :data:`keras_skipae.runs.COLOR_MODES`).
-_COLOR_MODES = {c: m for m, c in COLOR_MODES.items()}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -184,7 +181,7 @@ class Detector:
                 f"scorer with image_size={image_size!r}, tile_size={tile_size!r}"
             )
         self.scorer = scorer
-        if self.channels not in _COLOR_MODES:
+        if io_utils.color_mode_for(self.channels) is None:
             raise ValueError(
                 f"Expected a model with 1 or 3 input channels. Received: {self.channels} "
                 f"channels ({self.source or 'model'})"
@@ -280,7 +277,7 @@ class Detector:
     @property
     def color_mode(self) -> str:
         """``"grayscale"`` or ``"rgb"``: how files are read."""
-        return _COLOR_MODES[self.channels]
+        return io_utils.color_mode_for(self.channels)
 
     def _name(self) -> str:
         return f"Detector({self.kind} {self.source!r})" if self.source else f"Detector({self.kind})"

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from keras_skipae import io_utils
 
 #: The colour modes a run's ``config.json`` may record, with their channel counts.
-COLOR_MODES = {"grayscale": 1, "rgb": 3}
+COLOR_MODES = io_utils.COLOR_MODES
 
 #: The tasks a run may record (``training.task``; absent: ``"reconstruction"``).
 TASKS = ("reconstruction", "segmentation")
@@ -347,7 +347,7 @@ class RunConfig:
         """
         mode = self.data.color_mode
         if mode is None:
-            return "rgb" if channels == 3 else "grayscale"
+            return io_utils.color_mode_for(channels)
         if COLOR_MODES[mode] != channels:
             raise ValueError(
                 f"The run config {self.source!r} records color_mode={mode!r} "
