@@ -795,7 +795,9 @@ def run_train_precisions(args, keras, ks, models, sizes, precisions, images_for)
                     )
                     entry = per[precision]
                     entry["timers"].append(timer)
-                    entry["resolved"].append(run.config["runtime"]["precision"])
+                    entry["resolved"].append(
+                        ks.runs.RunConfig.from_dict(run.config).runtime.precision
+                    )
                     entry["first_conv_dtype"].append(conv.compute_dtype)
                     n = BATCH * args.steps
                     print(
@@ -952,7 +954,9 @@ def run_suite(args, tf, keras, ks, worker, models, sizes, precisions, images_for
                                 callbacks=[timer],
                                 verbose=0,
                             )
-                        train_resolved[precision].add(run.config["runtime"]["precision"])
+                        train_resolved[precision].add(
+                            ks.runs.RunConfig.from_dict(run.config).runtime.precision
+                        )
                         del run
                         train_timers[precision].append(timer)
                     print(f"  rep {r} {model_name} {size} {precision} {fw} done", flush=True)
