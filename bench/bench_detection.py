@@ -148,6 +148,11 @@ def main(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed (split, weights)")
     parser.add_argument(
+        "--precision",
+        default="auto",
+        help="train's precision: auto, float32, mixed_bfloat16 (recorded per model)",
+    )
+    parser.add_argument(
         "--maps",
         nargs="+",
         default=None,
@@ -204,6 +209,7 @@ def main(argv=None):
 
     from keras_skipae import data, evaluation, scoring, training
     from keras_skipae.apps import baselines
+    from keras_skipae.runs import RunConfig
 
     print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
     print(machine_line())
@@ -274,6 +280,7 @@ def main(argv=None):
                 time_clock="cpu",
                 schedule=None if args.schedule == "none" else args.schedule,
                 callbacks=extra,
+                precision=args.precision,
                 verbose=0,
             )
             t_train = time.monotonic() - t
@@ -301,6 +308,7 @@ def main(argv=None):
                 "aupro": r.aupro,
                 "precision": r.precision,
                 "recall": r.recall,
+                "train_precision": RunConfig.from_dict(run.config).runtime.precision,
                 "per_defect": r.per_defect,
                 "epochs": len(run.history["loss"]),
                 "steps": steps,
@@ -319,7 +327,8 @@ def main(argv=None):
                 f"{cat:<8} {name:<5} img {_f(r.image_auroc)} pix {_f(r.pixel_auroc)} "
                 f"aupro {_f(r.aupro)}  | {steps} steps ({steps * args.batch_size / t_train:.1f}"
                 f" img/s) in {t_train:.0f} s, eval {t_eval:.0f} s, "
-                f"val_loss {_f(res['models'][name]['val_loss'], 5)}",
+                f"val_loss {_f(res['models'][name]['val_loss'], 5)}, "
+                f"{res['models'][name]['train_precision']}",
                 flush=True,
             )
             for m, v in list(by_map.items())[1:]:
