@@ -95,13 +95,21 @@ def test_builders_keep_float32_outputs_under_mixed_policies(
     half = precision.removeprefix("mixed_")
     conv = model.get_layer(first_conv)
     assert (conv.compute_dtype, conv.variable_dtype) == (half, "float32")
-    assert model.get_layer("out").compute_dtype == "float32"
+    # The output convolution computes in 16 bits, its activation `out` in float32.
+    out_conv, out = model.get_layer("out_conv"), model.get_layer("out")
+    assert (out_conv.compute_dtype, type(out_conv)) == (half, keras.layers.Conv2D)
+    assert (out.compute_dtype, type(out)) == ("float32", keras.layers.Activation)
+    assert out.get_config()["activation"] == "sigmoid"
+    assert model.layers[-1] is out and out.input is out_conv.output
     assert model(images(2), training=False).dtype == "float32"
     assert runtime.model_precision(model) == precision
-    # The float32 build is untouched: float32 everywhere.
+    # The float32 build is untouched: float32 everywhere, one Conv2D `out` with the sigmoid.
     plain = tiny_model(name)
     assert runtime.model_precision(plain) == "float32"
     assert {layer.compute_dtype for layer in plain.layers} == {"float32"}
+    assert "out_conv" not in [layer.name for layer in plain.layers]
+    assert isinstance(plain.get_layer("out"), keras.layers.Conv2D)
+    assert plain.get_layer("out").get_config()["activation"] == "sigmoid"
 
 
 def _pairs(seed=0):

@@ -127,8 +127,31 @@ def test_replace_head_returns_float32_under_mixed_precision(tiny_model, images):
         model = tiny_model("aesc")
         new = replace_head(model, 2, "softmax")
     assert model.get_layer("dec0_conv").compute_dtype == "bfloat16"
+    # Built like the builders' heads: a 16-bit out_conv, then a float32 softmax `out`.
+    assert new.get_layer("out_conv").compute_dtype == "bfloat16"
+    assert new.get_layer("out_conv") is not model.get_layer("out_conv")
+    assert new.get_layer("out_conv").input is model.get_layer("dec0_up").output
     assert new.get_layer("out").compute_dtype == "float32"
-    assert new(images(1), training=False).dtype == "float32"
+    assert new.get_layer("out").get_config()["activation"] == "softmax"
+    y = np.asarray(new(images(1), training=False))
+    assert y.dtype == "float32"
+    np.testing.assert_allclose(y.sum(axis=-1), 1.0, atol=1e-5)
+    set_trainable(model, decoder=False)  # out_conv is part of the decoder
+    assert not model.get_layer("out_conv").trainable
+    assert model.get_layer("enc0_conv").trainable
+
+
+def test_replace_head_on_a_mixed_model_with_a_float32_conv_out(tiny_model, images):
+    # Mixed models saved before `out_conv` existed end in a float32 Conv2D `out` (what
+    # replace_head outside a mixed scope also builds): their head is found and replaced.
+    with runtime.precision_scope("mixed_bfloat16"):
+        model = tiny_model("aesc")
+    old_style = replace_head(model, 1, "sigmoid")
+    assert "out_conv" not in [layer.name for layer in old_style.layers]
+    assert old_style.get_layer("out").compute_dtype == "float32"
+    new = replace_head(old_style, 3, None)
+    assert new.get_layer("out").input is model.get_layer("dec0_up").output
+    assert new(images(1), training=False).shape == (1, 32, 32, 3)
 
 
 @pytest.mark.parametrize("style", [pytest.param("unet", marks=pytest.mark.slow), "aesc"])

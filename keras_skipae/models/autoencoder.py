@@ -19,8 +19,9 @@ resolution of encoder level ``i``, so a skip joins ``enc{i}`` to ``dec{i}``).
 * ``out_up`` (only with a keras.applications encoder in U-Net style), then
   ``sr_up0``, ``sr_up1`` (only with ``upscale`` 2 or 4: Conv2DTranspose, stride 2,
   ``filters`` channels and the blocks' activation, one per doubling of the size), and
-  ``out``, the output convolution with ``output_activation`` (a sigmoid by default;
-  float32 under a mixed-precision policy).
+  ``out``, the output convolution with ``output_activation`` (a sigmoid by default).
+  Under a mixed-precision policy: ``out_conv``, the convolution in 16 bits, then ``out``,
+  an ``Activation`` in float32 (:func:`~keras_skipae.models.paths.output_conv`).
 * The input of ``out`` is the decoder's last tensor, what
   :func:`~keras_skipae.models.transfer.replace_head` keeps: ``dec0_up``'s output in
   AESc style, ``dec0_out``'s in U-Net style, else ``out_up``'s, or the last ``sr_up{k}``'s.

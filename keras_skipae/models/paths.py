@@ -23,6 +23,24 @@ def output_dtype():
     return "float32" if policy.compute_dtype != policy.variable_dtype else None
 
 
+def output_conv(x, num_outputs: int, kernel_size, activation, *, padding: str = "same"):
+    """The output convolution, named ``out``, with float32 outputs.
+
+    Under a float32 policy: one ``Conv2D`` ``out`` with ``activation``. Under a mixed
+    policy: the convolution ``out_conv`` computes in the policy's 16-bit dtype, and an
+    ``Activation`` layer ``out`` applies ``activation`` in float32, so the model's outputs
+    (and the losses and metrics on them) are float32 while the full-resolution
+    convolution is not (``docs/decisions.md#mixed-precision-output``).
+    """
+    activation = activation or "linear"
+    if output_dtype() is None:
+        return keras.layers.Conv2D(
+            num_outputs, kernel_size, padding=padding, activation=activation, name="out"
+        )(x)
+    x = keras.layers.Conv2D(num_outputs, kernel_size, padding=padding, name="out_conv")(x)
+    return keras.layers.Activation(activation, dtype="float32", name="out")(x)
+
+
 def encoder_path(x, spec: _Spec):
     """The encoder: ``(bottleneck tap, [level taps fine -> coarse])``."""
     n_levels, filters, rates, block = spec.n_levels, spec.filters, spec.rates, spec.block
@@ -119,14 +137,7 @@ def decoder_path(x, features, spec: _Spec):
             x = level_output(x, f"dec{i}")
             x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"dec{i}_up")(x)
         x = upscale(x, spec)
-        outputs = keras.layers.Conv2D(
-            num_outputs,
-            kernel_size,
-            padding="same",
-            activation=spec.output_activation,
-            name="out",
-            dtype=output_dtype(),
-        )(x)
+        outputs = output_conv(x, num_outputs, kernel_size, spec.output_activation)
     else:
         for i in reversed(range(n_levels)):
             x = keras.layers.Conv2DTranspose(
@@ -150,8 +161,6 @@ def decoder_path(x, features, spec: _Spec):
                 x
             )
         x = upscale(x, spec)
-        outputs = keras.layers.Conv2D(
-            num_outputs, 1, activation=spec.output_activation, name="out", dtype=output_dtype()
-        )(x)
+        outputs = output_conv(x, num_outputs, 1, spec.output_activation)
 
     return outputs

@@ -15,7 +15,7 @@ import re
 
 import keras
 
-from keras_skipae.models.paths import output_dtype as _output_dtype
+from keras_skipae.models.paths import output_conv
 from keras_skipae.models.spec import _check_int
 
 #: Accepted ``activation`` values of :func:`replace_head` (None means ``"linear"``).
@@ -30,7 +30,7 @@ ENCODER_LAYERS = re.compile(
 
 #: Layer names of the decoder: ``bottleneck_up`` (AESc style), stages ``dec{i}_*``,
 #: ``out_up``, the super-resolution stages ``sr_up{k}`` and the output ``out``.
-DECODER_LAYERS = re.compile(r"^(?:bottleneck_up|dec\d+_.*|out_up|sr_up\d+|out)$")
+DECODER_LAYERS = re.compile(r"^(?:bottleneck_up|dec\d+_.*|out_up|sr_up\d+|out_conv|out)$")
 
 
 def _out_layer(model):
@@ -41,10 +41,13 @@ def _out_layer(model):
         )
     names = {layer.name: layer for layer in getattr(model, "layers", ())}
     out = names.get("out")
+    if isinstance(out, keras.layers.Activation):  # built under a mixed policy: see output_conv
+        out = names.get("out_conv")
     if out is None or not isinstance(out, keras.layers.Conv2D) or not hasattr(model, "inputs"):
         raise ValueError(
             "`model` must be a functional keras_skipae model whose output convolution is a "
-            "Conv2D layer named 'out' (a wrapper such as an AnomalyHeadModel: pass its `.base`). "
+            "Conv2D layer named 'out' (or 'out_conv' before a float32 Activation 'out'; a "
+            "wrapper such as an AnomalyHeadModel: pass its `.base`). "
             f"Received: model={getattr(model, 'name', model)!r}"
         )
     return out
@@ -65,7 +68,8 @@ def replace_head(
     ``out`` with the old one's kernel size and padding. Its layers are the same objects
     as ``model``'s, so they share their weights: training one trains the other, and
     :func:`set_trainable` on one freezes both. Under a mixed-precision policy the new
-    head computes and returns float32, like the builders' heads.
+    head is built like the builders' (``out_conv`` in 16 bits, then a float32
+    ``out``), so it returns float32.
 
     Args:
         model: a functional model of :mod:`keras_skipae.models` (``build_ae``,
@@ -107,15 +111,8 @@ def replace_head(
         name = f"{model.name}_head{num_outputs}"
     elif not isinstance(name, str) or not name:
         raise ValueError(f"`name` must be a non-empty string or None. Received: name={name!r}")
-    head = keras.layers.Conv2D(
-        num_outputs,
-        out.kernel_size,
-        padding=out.padding,
-        activation=activation or "linear",
-        name="out",
-        dtype=_output_dtype(),
-    )
-    return keras.Model(model.input, head(out.input), name=name)
+    outputs = output_conv(out.input, num_outputs, out.kernel_size, activation, padding=out.padding)
+    return keras.Model(model.input, outputs, name=name)
 
 
 def _check_flag(name, value):
