@@ -352,3 +352,21 @@ def test_cli_exports_a_bf16_run(bf16_run, tmp_path, capsys):
     )
     want = scoring.compute(float32_model(bf16_run["model"]), bf16_run["x"])["score"].numpy()
     np.testing.assert_allclose(served["score"].numpy(), want, atol=1e-5)
+
+
+def test_weights_of_a_mixed_model_with_a_float32_out_load_into_out_conv(tiny_model, tmp_path):
+    # A bf16 run backed up before `out_conv` existed (its output a float32 Conv2D `out`,
+    # which replace_head outside a mixed scope builds) resumes into today's structure.
+    with runtime.precision_scope("mixed_bfloat16"):
+        keras.utils.set_random_seed(3)
+        trunk = tiny_model("aesc")
+        keras.utils.set_random_seed(4)
+        new = tiny_model("aesc")
+    old = ks.replace_head(trunk, 1, "sigmoid")
+    assert isinstance(old.get_layer("out"), keras.layers.Conv2D)
+    assert not np.array_equal(new.get_layer("out_conv").kernel, old.get_layer("out").kernel)
+    old.save_weights(tmp_path / "backup.weights.h5")
+    new.load_weights(tmp_path / "backup.weights.h5")
+    for a, b in zip(new.get_weights(), old.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(new.get_layer("out_conv").kernel, old.get_layer("out").kernel)
