@@ -29,7 +29,7 @@ ENCODER_LAYERS = re.compile(
 )
 
 #: Layer names of the decoder: ``bottleneck_up`` (AESc style), stages ``dec{i}_*``,
-#: ``out_up``, the super-resolution stages ``sr_up{k}`` and the output ``out``.
+#: ``out_up``, the super-resolution stages ``sr_up{k}`` and the output (``out_conv``, ``out``).
 DECODER_LAYERS = re.compile(r"^(?:bottleneck_up|dec\d+_.*|out_up|sr_up\d+|out_conv|out)$")
 
 
