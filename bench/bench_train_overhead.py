@@ -13,7 +13,9 @@ repetition, so a drift in the load of a shared machine hits them all):
 * ``+metrics``: and PSNR/SSIM in the step (``metrics="auto"``);
 * ``+val``: and the validation split (0.1, evaluated every epoch);
 * ``+run``: and a run folder (CSVLogger, RunBackup, ReduceLROnPlateau);
-* ``default``: ``ks.train``'s default recipe (the above and previews/TensorBoard).
+* ``default``: ``ks.train``'s default recipe (the above and previews/TensorBoard);
+* ``default-preview0``: the same with the preview's grid drawn every epoch
+  (``PREVIEW_MIN_SECONDS = 0``, as before the 30 s interval).
 
 Each run trains ``--warmup`` untimed epochs then ``--epochs`` timed ones. A row prints the
 median ms/epoch (epoch start to the next epoch's start), the step span (first batch to
@@ -45,14 +47,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_train as bt  # noqa: E402
 
-CONFIGS = ("fit", "train-bare", "+stains", "+weight", "+metrics", "+val", "+run", "default")
+CONFIGS = (
+    "fit",
+    "train-bare",
+    "+stains",
+    "+weight",
+    "+metrics",
+    "+val",
+    "+run",
+    "default",
+    "default-preview0",
+)
+#: The configurations running ks.train's default recipe (their callbacks are timed).
+DEFAULTS = ("default", "default-preview0")
 
 
 def _recipe(config: str) -> dict | None:
     """``ks.train`` keyword arguments of ``config`` (None: a bare ``fit``)."""
     if config == "fit":
         return None
-    if config == "default":
+    if config in DEFAULTS:
         return {}
     steps = CONFIGS.index(config)  # train-bare = 1, +stains = 2, ...
     kw = dict(
@@ -160,7 +174,7 @@ def main(argv=None) -> None:
     import tensorflow as tf
 
     import keras_skipae as ks
-    from keras_skipae.training import precision_scope
+    from keras_skipae.training import fit_callbacks, precision_scope
 
     spent = _callback_timers(keras)
     tmp = tempfile.TemporaryDirectory(prefix="ks_overhead_")
@@ -189,7 +203,8 @@ def main(argv=None) -> None:
             if depth is not None:
                 kwargs["depth"] = depth
             per = {c: [] for c in configs}
-            cb_ms = defaultdict(list)
+            cb_ms = {c: defaultdict(list) for c in DEFAULTS}
+            preview_seconds = fit_callbacks.PREVIEW_MIN_SECONDS
             for r in range(args.repeats):
                 for config in configs if r % 2 == 0 else configs[::-1]:
                     keras.utils.set_random_seed(0)
@@ -197,6 +212,9 @@ def main(argv=None) -> None:
                     recipe = _recipe(config)
                     for v in spent.values():
                         v.clear()
+                    fit_callbacks.PREVIEW_MIN_SECONDS = (
+                        0.0 if config == "default-preview0" else preview_seconds
+                    )
                     with tempfile.TemporaryDirectory(prefix="ks_bench_run_") as run_tmp:
                         if recipe is None:
                             with precision_scope(args.precision):
@@ -233,10 +251,12 @@ def main(argv=None) -> None:
                                 verbose=0,
                                 **recipe,
                             )
-                    if config == "default":
+                    if config in DEFAULTS:
                         for name, v in spent.items():
                             if v:
-                                cb_ms[name].append(1e3 * statistics.median(v[args.warmup :] or v))
+                                cb_ms[config][name].append(
+                                    1e3 * statistics.median(v[args.warmup :] or v)
+                                )
                     per[config].append(timer)
                     print(
                         f"  rep {r} {model_name} {size} {config:10s} epoch "
@@ -272,9 +292,9 @@ def main(argv=None) -> None:
                     ),
                     "max_other_cores": max(c for t in timers for c in t.foreign),
                 }
-                if config == "default":
+                if config in DEFAULTS:
                     row["callback_ms_per_epoch"] = {
-                        k: statistics.median(v) for k, v in cb_ms.items()
+                        k: statistics.median(v) for k, v in cb_ms[config].items()
                     }
                 results.append(row)
                 print(

@@ -262,3 +262,70 @@ def test_preview_probe_mse_and_grid_match_the_eager_model(tmp_path, compiled):
     want = np.asarray(model(clean, training=False))
     np.testing.assert_allclose(logs["probe_good_mse"], np.mean((want - clean) ** 2), rtol=1e-4)
     assert (tmp_path / "png" / "epoch_001.png").is_file()
+
+
+def _scalar_steps(log_dir, tag):
+    """The steps at which ``tag`` was written to the event files under ``log_dir``."""
+    import tensorflow as tf
+
+    steps = []
+    for path in sorted(log_dir.rglob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            steps += [event.step for v in event.summary.value if v.tag == tag]
+    return sorted(steps)
+
+
+@pytest.mark.parametrize("kind", ["reconstruction", "segmentation"])
+def test_preview_draws_grids_at_most_every_min_seconds(kind, tmp_path, monkeypatch):
+    from keras_skipae.training.callbacks import preview
+
+    clean, corrupted = _data(n=2)
+    model = _model()
+    if kind == "reconstruction":
+        cls, args = callbacks.ReconstructionPreview, (corrupted, clean)
+    else:
+        cls, args = callbacks.SegmentationPreview, (corrupted, (clean > 0.5).astype("float32"))
+    cb = cls(*args, log_dir=tmp_path / "logs", image_dir=tmp_path / "png", min_seconds=30)
+    cb.set_model(model)
+    # time.monotonic() calls: draw e0, check e1, check + draw e2, check e3, check e4, draw at end
+    clock = iter([0.0, 10.0, 31.0, 31.0, 40.0, 55.0, 100.0])
+    monkeypatch.setattr(preview.time, "monotonic", lambda: next(clock))
+    drawn = []
+    for epoch, logs in enumerate({"loss": 1.0 / (e + 1)} for e in range(5)):
+        cb.on_epoch_end(epoch, logs)
+        drawn.append(sorted(p.name for p in (tmp_path / "png").iterdir()))
+        if kind == "reconstruction":
+            assert np.isfinite(logs["probe_good_mse"])  # every epoch
+    # t=0 drawn (the first); t=10 not (10 s after it); t=31 drawn; t=40 and t=55 not
+    # (9 and 24 s after the last grid); the last epoch's grid when training ends.
+    assert drawn[-1] == ["epoch_001.png", "epoch_003.png"]
+    assert [len(d) for d in drawn] == [1, 1, 2, 2, 2]
+    cb.on_train_end()
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
+        "epoch_001.png",
+        "epoch_003.png",
+        "epoch_005.png",
+    ]
+    assert _scalar_steps(tmp_path / "logs", "epoch_loss") == [0, 1, 2, 3, 4]
+    assert _scalar_steps(tmp_path / "logs", cb.tag) == [0, 2, 4]
+
+
+def test_preview_without_an_interval_draws_every_epoch_and_nothing_twice(tmp_path):
+    clean, corrupted = _data(n=2)
+    cb = callbacks.ReconstructionPreview(corrupted, clean, image_dir=tmp_path / "png")
+    cb.set_model(_model())
+    for epoch in range(3):
+        cb.on_epoch_end(epoch, {})
+    cb.on_train_end()
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
+        "epoch_001.png",
+        "epoch_002.png",
+        "epoch_003.png",
+    ]
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan")])
+def test_preview_refuses_a_bad_interval(bad, tmp_path):
+    clean, _ = _data(n=2)
+    with pytest.raises(ValueError, match=r"`min_seconds` must be a number >= 0. Received"):
+        callbacks.ReconstructionPreview(clean, min_seconds=bad)

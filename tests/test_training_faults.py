@@ -359,8 +359,8 @@ def test_a_run_stopped_after_its_last_epoch_writes_model_keras_when_started_agai
 def test_soak_300_steps_memory_and_file_handles_stay_flat(synthetic_root, tmp_path):
     """bench/soak.py's pipeline (stains, validation, previews, TensorBoard, the
     discrepancy monitor, backups), shortened: a tiny AESc (4 filters, depth 2) at
-    32 px, batch 2, 300 steps in epochs of 75 (every per-epoch writer runs before step 100,
-    and 4 times in all)."""
+    32 px, batch 2, 300 steps in epochs of 75 (every per-epoch writer runs before step 100;
+    the scalars 4 times in all, the preview grids at the first and the last epoch)."""
     import importlib.util
     from pathlib import Path
 
@@ -377,7 +377,11 @@ def test_soak_300_steps_memory_and_file_handles_stay_flat(synthetic_root, tmp_pa
     assert last["rss_mib"] < 1.25 * first["rss_mib"], samples
     assert last["fds"] <= first["fds"], samples
     run = tmp_path / "run"
-    assert len(list((run / "previews").glob("*.png"))) == 4
+    # preview grids at most every 30 s: the first and the last epoch's
+    assert sorted(p.name for p in (run / "previews").glob("*.png")) == [
+        "epoch_001.png",
+        "epoch_004.png",
+    ]
     assert (run / "discrepancy" / "discrepancy.csv").is_file()
     assert list((run / "logs").rglob("events.out.tfevents.*"))
 

@@ -20,6 +20,12 @@ from keras_skipae.training.task import Task
 BACKUP_EVERY_EPOCHS = 1
 BACKUP_MIN_SECONDS = 0.0
 
+#: The least time between two preview grids (PNG and TensorBoard image) in
+#: :func:`keras_skipae.train`; the first and last epochs' are always drawn, the scalars
+#: and ``probe_good_mse`` logged every epoch (docs/decisions.md, "Per-epoch work in
+#: ks.train").
+PREVIEW_MIN_SECONDS = 30.0
+
 #: The ``schedule`` values :func:`keras_skipae.train` takes.
 SCHEDULES = ("auto", "cosine", "plateau", None)
 
@@ -86,7 +92,11 @@ def builtin_callbacks(
         if tensorboard and chief:
             source = data.val_pairs if data.val_pairs is not None else data.train_pairs
             preview = task.preview_callback(
-                source, preview_images, log_dir=run.logs_dir, image_dir=run.previews_dir
+                source,
+                preview_images,
+                log_dir=run.logs_dir,
+                image_dir=run.previews_dir,
+                min_seconds=PREVIEW_MIN_SECONDS,
             )
             if preview is not None:
                 cbs.append(preview)

@@ -88,9 +88,12 @@ class Task:
     def check_output(self, net, pairs) -> None:
         """Raises a ``ValueError`` when the model's output cannot match the targets."""
 
-    def preview_callback(self, pairs, n: int, *, log_dir, image_dir):
-        """The preview of ``n`` fixed images of ``pairs``, or None (``n`` <= 0)."""
+    def preview_callback(self, pairs, n: int, *, log_dir, image_dir, min_seconds=0.0):
+        """The preview of ``n`` fixed images of ``pairs``, or None (``n`` <= 0); its grids
+        at most every ``min_seconds``."""
         probe_x, probe_y = _probe_batch(pairs, int(n))
         if probe_x is None:
             return None
-        return self.preview(probe_x, probe_y, log_dir=log_dir, image_dir=image_dir)
+        return self.preview(
+            probe_x, probe_y, log_dir=log_dir, image_dir=image_dir, min_seconds=min_seconds
+        )

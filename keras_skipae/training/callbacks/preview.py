@@ -6,6 +6,7 @@ Re-exported as :class:`keras_skipae.callbacks.ReconstructionPreview` and
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cv2
@@ -102,6 +103,12 @@ class ReconstructionPreview(keras.callbacks.Callback):
     squared reconstruction error of the clean probe images (what a good part
     costs in false positives; it exposes lagging BatchNorm statistics).
 
+    With ``min_seconds > 0`` a grid is drawn at most every ``min_seconds``: the
+    first epoch's always, then the first epoch at least ``min_seconds`` after the
+    last grid, and the last epoch's when training ends; ``probe_good_mse`` and the
+    scalars are still logged every epoch (``ks.train`` uses this for short epochs:
+    ``docs/decisions.md#per-epoch-work-in-kstrain``).
+
     Args:
         inputs: ``[N, H, W, C]`` probe inputs in [0, 1].
         targets: ``[N, H, W, C]`` clean targets (defaults to ``inputs``).
@@ -109,10 +116,24 @@ class ReconstructionPreview(keras.callbacks.Callback):
         image_dir: PNG folder, or None.
         every: log every ``every`` epochs.
         scalars: also write the epoch scalars.
+        min_seconds: the least time between two grids (0: every logged epoch).
     """
 
+    #: The TensorBoard tag of the image grid.
+    tag = "reconstructions"
+    #: Column titles of the PNG grid.
+    titles = GRID_TITLES
+
     def __init__(
-        self, inputs, targets=None, *, log_dir=None, image_dir=None, every=1, scalars=True
+        self,
+        inputs,
+        targets=None,
+        *,
+        log_dir=None,
+        image_dir=None,
+        every=1,
+        scalars=True,
+        min_seconds=0.0,
     ):
         super().__init__()
         self.inputs = np.asarray(inputs, dtype="float32")
@@ -121,7 +142,14 @@ class ReconstructionPreview(keras.callbacks.Callback):
         self.image_dir = Path(image_dir) if image_dir is not None else None
         self.every = max(1, int(every))
         self.scalars = scalars
+        self.min_seconds = float(min_seconds)
+        if not self.min_seconds >= 0:
+            raise ValueError(
+                f"`min_seconds` must be a number >= 0. Received: min_seconds={min_seconds!r}"
+            )
         self._writers = {}
+        self._pending = None  # (epoch, grid arrays) not drawn yet
+        self._last_grid = None  # time.monotonic() of the last grid drawn
 
     def _writer(self, name):
 
@@ -129,54 +157,74 @@ class ReconstructionPreview(keras.callbacks.Callback):
             self._writers[name] = tf.summary.create_file_writer(str(self.log_dir / name))
         return self._writers[name]
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
+    def _observe(self, epoch, logs):
+        """The arrays the grid of this epoch is drawn from (every epoch: the probe error)."""
         # One compiled inference call for both halves (an eager call per epoch costs more
         # than the step of a small model; inference mode, so the halves do not interact).
         both = _predict(self.model, np.concatenate([self.inputs, self.targets]))
         recon, clean = both[: len(self.inputs)], both[len(self.inputs) :]
         logs["probe_good_mse"] = float(np.mean((clean - self.targets) ** 2))
+        return recon, clean
+
+    def _grid(self, arrays):
+        recon, clean = arrays
+        return reconstruction_grid(self.inputs, recon, self.targets, clean)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        arrays = self._observe(epoch, logs)
         if epoch % self.every:
             return
-        grid = reconstruction_grid(self.inputs, recon, self.targets, clean)
+        if self.log_dir is not None and self.scalars:
+            self._log_scalars(epoch, logs)
+        self._pending = (epoch, arrays)
+        last = self._last_grid
+        if last is None or time.monotonic() - last >= self.min_seconds:
+            self._draw_pending()
+
+    def _draw_pending(self):
+        if self._pending is None:
+            return
+        epoch, arrays = self._pending
+        self._pending = None
+        grid = self._grid(arrays)
         if self.image_dir is not None:
             self.image_dir.mkdir(parents=True, exist_ok=True)
             path = self.image_dir / f"epoch_{epoch + 1:03d}.png"
-            write_png_atomic(path, titled(grid, n_columns=5), what="preview image")
+            n_columns = grid.shape[1] // self.inputs.shape[2]
+            write_png_atomic(path, titled(grid, n_columns, self.titles), what="preview image")
         if self.log_dir is not None:
-            self._log_tensorboard(epoch, grid, logs)
+            image = grid[..., None] if grid.ndim == 2 else grid
+            png = tf.image.encode_png(tf.constant(image))
+            h, w = image.shape[:2]
+            with self._writer("validation").as_default():
+                _summary_write(
+                    self.tag,
+                    tf.stack([tf.constant(str(w)), tf.constant(str(h)), png]),
+                    int(epoch),
+                    "images",
+                )
+            self._writer("validation").flush()
+        self._last_grid = time.monotonic()
 
-    #: The TensorBoard tag of the image grid.
-    tag = "reconstructions"
-
-    def _log_tensorboard(self, epoch, grid, logs):
-
+    def _log_scalars(self, epoch, logs):
         step = int(epoch)
-        image = grid[..., None] if grid.ndim == 2 else grid
-        png = tf.image.encode_png(tf.constant(image))
-        h, w = image.shape[:2]
-        with self._writer("validation").as_default():
-            _summary_write(
-                self.tag,
-                tf.stack([tf.constant(str(w)), tf.constant(str(h)), png]),
-                step,
-                "images",
-            )
-            if self.scalars:
-                for key, value in logs.items():
-                    if key.startswith("val_"):
-                        _summary_write(
-                            f"epoch_{key[4:]}", tf.constant(float(value)), step, "scalars"
-                        )
-        if self.scalars:
-            with self._writer("train").as_default():
-                for key, value in logs.items():
-                    if not key.startswith("val_"):
-                        _summary_write(f"epoch_{key}", tf.constant(float(value)), step, "scalars")
-        for writer in self._writers.values():
-            writer.flush()
+        by_writer = {"validation": {}, "train": {}}
+        for key, value in logs.items():
+            if key.startswith("val_"):
+                by_writer["validation"][f"epoch_{key[4:]}"] = value
+            else:
+                by_writer["train"][f"epoch_{key}"] = value
+        for name, values in by_writer.items():
+            if not values:
+                continue
+            with self._writer(name).as_default():
+                for tag, value in values.items():
+                    _summary_write(tag, tf.constant(float(value)), step, "scalars")
+            self._writer(name).flush()
 
     def on_train_end(self, logs=None):
+        self._draw_pending()  # the last epoch's grid, when the interval skipped it
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
@@ -204,7 +252,7 @@ class SegmentationPreview(ReconstructionPreview):
     predicted mask (the probability of the positive class; with K classes the
     argmax, scaled to [0, 1]) and the true mask. The grid goes to TensorBoard
     (``log_dir/validation``, tag ``masks``) and to ``image_dir/epoch_XXX.png``;
-    epoch scalars as in :class:`ReconstructionPreview`.
+    epoch scalars and ``min_seconds`` as in :class:`ReconstructionPreview`.
 
     Args:
         inputs: ``[N, H, W, C]`` probe images in [0, 1].
@@ -213,24 +261,17 @@ class SegmentationPreview(ReconstructionPreview):
         image_dir: PNG folder, or None.
         every: log every ``every`` epochs.
         scalars: also write the epoch scalars.
+        min_seconds: the least time between two grids (0: every logged epoch).
     """
 
     tag = "masks"
+    titles = MASK_TITLES
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
-        if epoch % self.every:
-            return
-        predicted = _predict(self.model, self.inputs)
+    def _observe(self, epoch, logs):
+        return None if epoch % self.every else _predict(self.model, self.inputs)
+
+    def _grid(self, arrays):
         channels = self.inputs.shape[-1]
-        grid = reconstruction_grid(
-            self.inputs, _mask_image(predicted, channels), _mask_image(self.targets, channels)
+        return reconstruction_grid(
+            self.inputs, _mask_image(arrays, channels), _mask_image(self.targets, channels)
         )
-        if self.image_dir is not None:
-            self.image_dir.mkdir(parents=True, exist_ok=True)
-            path = self.image_dir / f"epoch_{epoch + 1:03d}.png"
-            write_png_atomic(
-                path, titled(grid, n_columns=3, titles=MASK_TITLES), what="preview image"
-            )
-        if self.log_dir is not None:
-            self._log_tensorboard(epoch, grid, logs)
