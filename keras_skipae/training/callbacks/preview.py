@@ -121,7 +121,7 @@ class ReconstructionPreview(keras.callbacks.Callback):
 
     #: The TensorBoard tag of the image grid.
     tag = "reconstructions"
-    #: Column titles of the PNG grid.
+    #: Column titles of the PNG grid, one per column of :meth:`_grid`.
     titles = GRID_TITLES
 
     def __init__(
@@ -191,8 +191,8 @@ class ReconstructionPreview(keras.callbacks.Callback):
         if self.image_dir is not None:
             self.image_dir.mkdir(parents=True, exist_ok=True)
             path = self.image_dir / f"epoch_{epoch + 1:03d}.png"
-            n_columns = grid.shape[1] // self.inputs.shape[2]
-            write_png_atomic(path, titled(grid, n_columns, self.titles), what="preview image")
+            png_grid = titled(grid, len(self.titles), self.titles)
+            write_png_atomic(path, png_grid, what="preview image")
         if self.log_dir is not None:
             image = grid[..., None] if grid.ndim == 2 else grid
             png = tf.image.encode_png(tf.constant(image))
