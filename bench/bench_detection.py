@@ -209,6 +209,7 @@ def main(argv=None):
 
     from keras_skipae import data, evaluation, scoring, training
     from keras_skipae.apps import baselines
+    from keras_skipae.models.registry import MASKED
     from keras_skipae.runs import RunConfig
 
     print("command:", " ".join([os.path.basename(sys.executable), *sys.argv]))
@@ -250,14 +251,31 @@ def main(argv=None):
             curve = []
             extra = []
             if args.eval_at_minutes:
+                head = name in MASKED
+                curve_maps = args.maps or (["learned", scoring.DEFAULT_MAP] if head else [])
+                curve_maps = [m for m in curve_maps if head or not m.startswith("learned")]
+                curve_maps = curve_maps or [scoring.DEFAULT_MAP]
+
+                def _evaluate(model, test=test, val=val, train=d["train"], maps=curve_maps):
+                    return {
+                        m: evaluation.evaluate(
+                            model,
+                            test,
+                            val_data=val,
+                            progress=False,
+                            scoring=_scoring_for(scoring, m, model, val, train),
+                        )
+                        for m in maps
+                    }
+
+                run_dir = Path(args.out) / cat / name
                 extra.append(
                     _budget_curve(
                         args,
-                        lambda model, test=test, val=val: evaluation.evaluate(
-                            model, test, val_data=val, progress=False
-                        ),
+                        _evaluate,
                         curve,
                         f"{cat:<8} {name:<5}",
+                        kept_path=run_dir / "best.keras" if head else None,
                     )
                 )
             t = time.monotonic()
@@ -368,15 +386,36 @@ def main(argv=None):
         print(f"wrote {args.json}")
 
 
-def _budget_curve(args, evaluate, curve, label):
+def _budget_curve(args, evaluate, curve, label, kept_path=None):
     """A callback evaluating the model at CPU-time marks, then stopping training.
 
     The marks count the training's CPU time only: the evaluations' own CPU time
     is subtracted, so each point has had the stated budget of training.
+    ``evaluate(model)`` returns ``{map name: EvaluationResult}`` (the first is the
+    point's headline). With ``kept_path`` (a head model's ``best.keras``, kept by
+    ``val_head_signal``) the point also scores those weights: what the run would end
+    with if it stopped there.
     """
     import keras
 
     marks = [60 * m * args.cores for m in args.eval_at_minutes]
+
+    def _kept(model):
+        if kept_path is None or not Path(kept_path).is_file():
+            return None
+        current = model.get_weights()
+        model.set_weights(keras.saving.load_model(kept_path, compile=False).get_weights())
+        try:
+            return evaluate(model)
+        finally:
+            model.set_weights(current)
+
+    def _point(by_map):
+        first = next(iter(by_map.values()))
+        point = {k: getattr(first, k) for k in METRICS}
+        point["per_defect"] = first.per_defect
+        point["maps"] = {m: {k: getattr(r, k) for k in METRICS} for m, r in by_map.items()}
+        return point
 
     class BudgetCurve(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -387,26 +426,23 @@ def _budget_curve(args, evaluate, curve, label):
             if self.next >= len(marks) or used < marks[self.next]:
                 return
             t = time.process_time()
-            r = evaluate(self.model)
+            point = _point(evaluate(self.model))
+            kept = _kept(self.model)
             self.spent += time.process_time() - t
             steps = int(self.model.optimizer.iterations.numpy())
             minutes = args.eval_at_minutes[self.next]
-            curve.append(
-                {
-                    "minutes": minutes,
-                    "cpu_seconds": used,
-                    "steps": steps,
-                    "image_auroc": r.image_auroc,
-                    "pixel_auroc": r.pixel_auroc,
-                    "aupro": r.aupro,
-                    "per_defect": r.per_defect,
-                }
-            )
-            print(
-                f"{label} at {minutes:g} min ({steps} steps): img {_f(r.image_auroc)} "
-                f"pix {_f(r.pixel_auroc)} aupro {_f(r.aupro)}",
-                flush=True,
-            )
+            point.update(minutes=minutes, cpu_seconds=used, steps=steps)
+            if kept is not None:
+                point["kept"] = _point(kept)
+            curve.append(point)
+            for tag, p in [("", point), (" kept", point.get("kept"))]:
+                for m, r in (p or {}).get("maps", {}).items():
+                    print(
+                        f"{label} at {minutes:g} min ({steps} steps){tag} {m}: "
+                        f"img {_f(r['image_auroc'])} pix {_f(r['pixel_auroc'])} "
+                        f"aupro {_f(r['aupro'])}",
+                        flush=True,
+                    )
             self.next += 1
             if self.next == len(marks):
                 self.model.stop_training = True
@@ -428,6 +464,9 @@ def _print_curves(results):
         print(f"{cat:<8} {m:<5} {c['minutes']:>5g} min {c['steps']:>5} steps  {_triple(c, 3)}")
         for d in sorted(c["per_defect"]):
             print(f"{'':<21}{d:<16}{_triple(c['per_defect'][d], 2)}")
+        for tag, p in [("", c), ("kept ", c.get("kept"))]:
+            for name, r in (p or {}).get("maps", {}).items():
+                print(f"{'':<21}{tag}map {name:<10}{_triple(r, 3)}")
 
 
 def _methods(res):

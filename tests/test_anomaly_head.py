@@ -1,5 +1,6 @@
 """Tests for the learned anomaly head (models.AnomalyHeadModel, registry "aesc_head")."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -60,8 +61,15 @@ def test_head_training_step_updates_the_right_weights(images, joint):
     hist = model.fit(
         x, (x, mask), batch_size=4, epochs=1, verbose=0, validation_data=(x, (x, mask))
     )
-    assert {"loss", "head_loss", "val_good_alarm"} <= set(hist.history)
+    assert {"loss", "head_loss", "val_good_alarm", "val_head_signal"} <= set(hist.history)
     assert "good_alarm" not in hist.history  # a validation measure only
+    assert "head_signal" not in hist.history
+    # The early-stopping signal is the sum of the two validation measures.
+    np.testing.assert_allclose(
+        hist.history["val_head_signal"][0],
+        hist.history["val_head_loss"][0] + hist.history["val_good_alarm"][0],
+        rtol=1e-5,
+    )
     assert all(
         not np.array_equal(b, w.numpy()) for b, w in zip(head_before, model.head.trainable_weights)
     )
@@ -132,7 +140,11 @@ def test_train_aesc_head_on_the_train_split_only(synthetic_root, tmp_path):
         tensorboard=False,
     )
     assert run.config["corruption"]["class_name"] == "Anomalies"
-    assert {"head_loss", "val_head_loss", "val_good_alarm"} <= set(run.history)
+    assert {"head_loss", "val_head_loss", "val_good_alarm", "val_head_signal"} <= set(run.history)
+    # The run ends with the weights of its best val_head_signal, kept in best.keras.
+    best = keras.saving.load_model(tmp_path / "run" / "best.keras", compile=False)
+    for w_best, w_run in zip(best.get_weights(), run.model.get_weights()):
+        np.testing.assert_array_equal(w_best, w_run)
     model, _ = ks.training.load_run(tmp_path / "run")
     assert isinstance(model, AnomalyHeadModel)
     x = np.stack([e["image"].numpy() for e in train.take(2)])

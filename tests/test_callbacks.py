@@ -12,6 +12,7 @@ from keras_skipae import plotting
 from keras_skipae.analysis import make_probe_pairs
 from keras_skipae.models import tap_names
 from keras_skipae.training import callbacks
+from keras_skipae.training.callbacks.atomic_best_model import KeepBestWeights
 
 SHAPE = (32, 32, 1)
 
@@ -329,3 +330,65 @@ def test_preview_refuses_a_bad_interval(bad, tmp_path):
     clean, _ = _data(n=2)
     with pytest.raises(ValueError, match=r"`min_seconds` must be a number >= 0. Received"):
         callbacks.ReconstructionPreview(clean, min_seconds=bad)
+
+
+# ------------------------------------------------------------------ KeepBestWeights
+def _keep_best_model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    return model
+
+
+def _drive(callback, model, signal):
+    """Epoch ends with ``signal`` values, the weights set to ``epoch + 1`` before each;
+    returns the weights the model ends with."""
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch, value in enumerate(signal):
+        model.set_weights([np.full_like(w, epoch + 1.0) for w in model.get_weights()])
+        callback.on_epoch_end(epoch, {"val_head_signal": value, "val_loss": 0.0})
+    callback.on_train_end()
+    return model.get_weights()
+
+
+def test_keep_best_weights_restores_the_best_epoch():
+    cb = KeepBestWeights("val_head_signal")
+    weights = _drive(cb, _keep_best_model(), [0.5, 0.3, 0.4, 0.35])
+    assert cb.best == pytest.approx(0.3) and cb.best_epoch == 1 and cb.restored_epoch == 1
+    assert all(np.all(w == 2.0) for w in weights)  # epoch 1's weights
+
+
+def test_keep_best_weights_keeps_the_last_epoch_when_it_is_best(tmp_path):
+    cb = KeepBestWeights("val_head_signal", tmp_path / "best.keras")
+    weights = _drive(cb, _keep_best_model(), [0.5, 0.4, 0.3])
+    assert cb.restored_epoch is None and all(np.all(w == 3.0) for w in weights)
+    saved = keras.saving.load_model(tmp_path / "best.keras", compile=False).get_weights()
+    assert all(np.all(w == 3.0) for w in saved)
+
+
+def test_keep_best_weights_after_a_resume_reads_the_file(tmp_path):
+    path = tmp_path / "best.keras"
+    model = _keep_best_model()
+    first = KeepBestWeights("val_head_signal", path)
+    first.set_model(model)
+    model.set_weights([np.full_like(w, 7.0) for w in model.get_weights()])
+    first.on_epoch_end(0, {"val_head_signal": 0.2})
+    # A resumed run: a new callback with the backed-up attributes and no weights in memory.
+    resumed = KeepBestWeights("val_head_signal", path)
+    resumed.best, resumed.best_epoch = first.best, first.best_epoch
+    resumed.set_model(model)
+    model.set_weights([np.full_like(w, 9.0) for w in model.get_weights()])
+    resumed.on_epoch_end(1, {"val_head_signal": 0.6})
+    resumed.on_train_end()
+    assert resumed.restored_epoch == 0
+    assert all(np.all(w == 7.0) for w in model.get_weights())
+
+
+def test_keep_best_weights_warns_when_the_best_weights_are_gone():
+    cb = KeepBestWeights("val_head_signal")  # no file, nothing in memory (resumed)
+    cb.best, cb.best_epoch = 0.1, 0
+    model = _keep_best_model()
+    cb.set_model(model)
+    cb.on_epoch_end(1, {"val_head_signal": 0.5})
+    with pytest.warns(UserWarning, match="lowest at epoch 1, but its weights were not kept"):
+        cb.on_train_end()
+    assert cb.restored_epoch is None

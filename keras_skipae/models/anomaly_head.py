@@ -32,7 +32,10 @@ anomalies. With ``joint=False`` the head does not back-propagate into the base
 (two phases in one run: the base learns to repair, the head to segment). With
 ``freeze_base=True`` the loss is the head's segmentation loss alone.
 Validation also reports ``good_alarm``: the head's mean top-1 % probability on the
-*clean* targets, the false alarms the head would raise on good parts.
+*clean* targets, the false alarms the head would raise on good parts, and
+``head_signal`` = ``head_loss + good_alarm``, the head's early-stopping signal:
+:func:`keras_skipae.train` ends a head model's training with the weights of its best
+``val_head_signal`` (``docs/decisions.md#head-early-stopping``).
 """
 
 from __future__ import annotations
@@ -63,6 +66,12 @@ HEAD_ARGUMENTS = (
     "head_scale",
     "head_input",
 )
+
+#: The head's validation measures (not reported by training steps).
+VALIDATION_ONLY = ("good_alarm", "head_signal")
+
+#: The head's early-stopping signal, as ``fit`` logs it on validation data.
+HEAD_SIGNAL = "val_head_signal"
 
 #: What the head reads: ``concat(x, x_hat[, tap means])``, or taps with the residual.
 HEAD_INPUTS = ("concat", "taps+residual")
@@ -181,6 +190,7 @@ class AnomalyHeadModel(keras.Model):
             base.trainable = False
         self.head_loss_tracker = keras.metrics.Mean(name="head_loss")
         self.good_alarm_tracker = keras.metrics.Mean(name="good_alarm")
+        self.head_signal_tracker = keras.metrics.Mean(name="head_signal")
         self.built = bool(base.built and head.built)
 
     # ----------------------------------------------------------------- forward
@@ -231,7 +241,11 @@ class AnomalyHeadModel(keras.Model):
     # ----------------------------------------------------------------- training
     @property
     def metrics(self):
-        return super().metrics + [self.head_loss_tracker, self.good_alarm_tracker]
+        return super().metrics + [
+            self.head_loss_tracker,
+            self.good_alarm_tracker,
+            self.head_signal_tracker,
+        ]
 
     @staticmethod
     def _unpack(data):
@@ -267,7 +281,8 @@ class AnomalyHeadModel(keras.Model):
         self.optimizer.apply_gradients(zip(grads, weights))
         self.head_loss_tracker.update_state(seg)
         logs = self.compute_metrics(x, target, x_hat, sample_weight=sample_weight)
-        logs.pop("good_alarm", None)  # measured on clean validation images only
+        for name in VALIDATION_ONLY:  # measured on clean validation images only
+            logs.pop(name, None)
         return logs
 
     def test_step(self, data):
@@ -278,7 +293,11 @@ class AnomalyHeadModel(keras.Model):
         self.head_loss_tracker.update_state(seg)
         good = tf.reshape(self.anomaly_map(target), [tf.shape(x)[0], -1])
         k = tf.maximum(1, tf.shape(good)[1] // 100)
-        self.good_alarm_tracker.update_state(tf.reduce_mean(tf.math.top_k(good, k).values))
+        alarm = tf.reduce_mean(tf.math.top_k(good, k).values)
+        self.good_alarm_tracker.update_state(alarm)
+        # Both trackers average unweighted batch values: the mean of the sums is the sum
+        # of the means, so val_head_signal == val_head_loss + val_good_alarm.
+        self.head_signal_tracker.update_state(tf.cast(seg, tf.float32) + alarm)
         return self.compute_metrics(x, target, x_hat, sample_weight=sample_weight)
 
     # ----------------------------------------------------------------- config

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import keras
 
+from keras_skipae.models.anomaly_head import HEAD_SIGNAL
 from keras_skipae.runs import RunFolder
-from keras_skipae.training.callbacks.atomic_best_model import _AtomicBestModel
+from keras_skipae.training.callbacks.atomic_best_model import KeepBestWeights, _AtomicBestModel
 from keras_skipae.training.callbacks.backup import RunBackup
 from keras_skipae.training.callbacks.log_learning_rate import _LogLearningRate
 from keras_skipae.training.callbacks.schedule import CosineSchedule
@@ -75,11 +76,16 @@ def builtin_callbacks(
     tensorboard: bool,
     preview_images: int,
     save_best: bool,
+    head: bool = False,
     resuming: bool,
     time_limit,
     time_clock: str,
 ) -> list:
-    """The built-in callbacks, in the order they run (``initial_epoch`` > 0: resumed)."""
+    """The built-in callbacks, in the order they run (``initial_epoch`` > 0: resumed).
+
+    ``head``: the model has an anomaly head; with validation data, it ends with the
+    weights of its best ``val_head_signal``, kept in ``best.keras`` by the chief.
+    """
     monitor = "val_loss" if data.val_pairs is not None else "loss"
     cbs: list = [StopOnNonFinite(epochs, backup_dir=run.backup_dir if run is not None else None)]
     steps = data.steps_per_epoch or 0
@@ -100,8 +106,12 @@ def builtin_callbacks(
             )
             if preview is not None:
                 cbs.append(preview)
-        if save_best and data.val_pairs is not None and chief:
+        if save_best and data.val_pairs is not None and chief and not head:
             cbs.append(_AtomicBestModel(run.model_path(best=True), monitor="val_loss"))
+    if head and data.val_pairs is not None:
+        path = run.model_path(best=True) if run is not None and chief else None
+        cbs.append(KeepBestWeights(HEAD_SIGNAL, path))
+    if run is not None:
         if chief:
             cbs.append(keras.callbacks.CSVLogger(str(run.history_path), append=resuming))
         backup = run.backup_dir if chief else run.backup_dir / f"worker-{worker}"

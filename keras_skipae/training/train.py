@@ -20,7 +20,9 @@ and trains with:
   the last finite epoch stays for a resume;
 * ``history.csv`` (appended on resume), ``config.json`` (model, data,
   corruption, training arguments), ``model.keras`` (written atomically at the
-  end; ``best.keras`` by validation loss with ``save_best=True``);
+  end; ``best.keras`` by validation loss with ``save_best=True``; a model with an
+  anomaly head keeps ``best.keras`` by ``val_head_signal`` and ends with its weights,
+  ``docs/decisions.md#head-early-stopping``);
 * TensorBoard event files in ``run_dir/logs`` (scalars and a grid of
   reconstructions of a few fixed validation images every epoch, written with
   TensorFlow's core summary ops, so they work without the ``tensorboard``
@@ -110,6 +112,7 @@ from keras_skipae.training.runtime import (
     get_strategy,
     resolve_jit_compile,
 )
+from keras_skipae.training.task import learns_masks
 from keras_skipae.training.tasks import get_task
 
 
@@ -314,7 +317,8 @@ def train(
             None (constant); ``docs/decisions.md#learning-rate-schedule``.
         tensorboard: write TensorBoard event files and preview PNGs to the run folder.
         preview_images: how many fixed validation images the previews show.
-        save_best: also keep ``best.keras``, the model of the best ``val_loss``.
+        save_best: also keep ``best.keras``, the model of the best ``val_loss`` (a model
+            with an anomaly head always keeps it, by ``val_head_signal``).
         time_limit: stop after this many seconds of training (see :class:`TimeLimit`).
         time_clock: ``"wall"`` or ``"cpu"``: the clock of ``time_limit``.
         overwrite: replace a run folder that holds a different run.
@@ -409,6 +413,7 @@ def train(
         tensorboard=tensorboard,
         preview_images=preview_images,
         save_best=save_best,
+        head=learns_masks(net),
         resuming=resuming,
         time_limit=time_limit,
         time_clock=time_clock,

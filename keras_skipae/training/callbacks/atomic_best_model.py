@@ -1,9 +1,10 @@
-"""The callback that saves the best model so far, and the atomic model write it uses."""
+"""The callbacks that keep the best model so far, and the atomic model write they use."""
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import keras
@@ -28,6 +29,61 @@ class _AtomicBestModel(keras.callbacks.Callback):
         if value is not None and float(value) < self.best:
             self.best = float(value)
             _save_model_atomic(self.model, self.path)
+
+
+class KeepBestWeights(keras.callbacks.Callback):
+    """Ends training with the weights of the epoch of the lowest ``monitor``.
+
+    On every improvement the weights are copied in memory and, given a ``path``, the
+    model is written there too (atomically), so that a resumed run still finds them;
+    at the end of training (a time limit included) the model gets them back when a
+    later epoch was worse. Used for models with an anomaly head, on the head's
+    ``val_head_signal`` (``docs/decisions.md#head-early-stopping``).
+
+    Attributes:
+        best, best_epoch: the lowest value so far and its epoch (None before one).
+        restored_epoch: the epoch whose weights the model ended with, when they were
+            restored (None otherwise).
+    """
+
+    backup_attrs = ("best", "best_epoch")  # restored on resume (RunBackup)
+
+    def __init__(self, monitor, path=None):
+        super().__init__()
+        self.monitor = monitor
+        self.path = None if path is None else Path(path)
+        self.best = math.inf
+        self.best_epoch = None
+        self.restored_epoch = None
+        self._weights = None
+        self._last_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last_epoch = epoch
+        value = (logs or {}).get(self.monitor)
+        if value is None or not float(value) < self.best:
+            return
+        self.best, self.best_epoch = float(value), epoch
+        self._weights = self.model.get_weights()
+        if self.path is not None:
+            _save_model_atomic(self.model, self.path)
+
+    def on_train_end(self, logs=None):
+        if self.best_epoch is None or self._last_epoch in (None, self.best_epoch):
+            return
+        weights = self._weights
+        if weights is None and self.path is not None and self.path.is_file():
+            # Resumed after the best epoch: its weights are in the file.
+            weights = keras.saving.load_model(self.path, compile=False).get_weights()
+        if weights is None:
+            warnings.warn(
+                f"{self.monitor} was lowest at epoch {self.best_epoch + 1}, but its weights "
+                "were not kept: the model ends with the last epoch's.",
+                stacklevel=2,
+            )
+            return
+        self.model.set_weights(weights)
+        self.restored_epoch = self.best_epoch
 
 
 def _save_model_atomic(model, path):
