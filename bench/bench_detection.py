@@ -171,9 +171,10 @@ def main(argv=None):
         nargs="+",
         default=None,
         metavar="MIN",
-        help="a budget curve: evaluate each learned model on the test split when its training "
-        "has used these budgets (same units as --minutes-per-model; the evaluations' own CPU "
-        "time is not counted), and stop at the last one, which replaces --minutes-per-model",
+        help="a budget curve: one training of the last budget (which replaces "
+        "--minutes-per-model; its schedule spans that budget), evaluated on the test split "
+        "when it has used each earlier budget (same units; the evaluations' CPU time counts "
+        "in the run's time limit but not in the marks) and at its end",
     )
     parser.add_argument(
         "--tables-from",
@@ -269,15 +270,14 @@ def main(argv=None):
                     }
 
                 run_dir = Path(args.out) / cat / name
-                extra.append(
-                    _budget_curve(
-                        args,
-                        _evaluate,
-                        curve,
-                        f"{cat:<8} {name:<5}",
-                        kept_path=run_dir / "best.keras" if head else None,
-                    )
+                callback, curve_point = _budget_curve(
+                    args,
+                    _evaluate,
+                    curve,
+                    f"{cat:<8} {name:<5}",
+                    kept_path=run_dir / "best.keras" if head else None,
                 )
+                extra.append(callback)
             t = time.monotonic()
             run = training.train(
                 name,
@@ -294,7 +294,7 @@ def main(argv=None):
                 run_dir=Path(args.out) / cat / name,
                 overwrite=True,
                 tensorboard=False,
-                time_limit=None if extra else 60 * args.minutes_per_model * args.cores,
+                time_limit=60 * args.minutes_per_model * args.cores,
                 time_clock="cpu",
                 schedule=None if args.schedule == "none" else args.schedule,
                 callbacks=extra,
@@ -339,7 +339,10 @@ def main(argv=None):
                     for m, v in by_map.items()
                 },
             }
-            if curve:
+            if args.eval_at_minutes:  # the last point: the model the run ended with
+                point = curve_point(by_map)
+                point.update(minutes=args.minutes_per_model, steps=steps, final=True)
+                curve.append(point)
                 res["models"][name]["curve"] = curve
             print(
                 f"{cat:<8} {name:<5} img {_f(r.image_auroc)} pix {_f(r.pixel_auroc)} "
@@ -387,10 +390,12 @@ def main(argv=None):
 
 
 def _budget_curve(args, evaluate, curve, label, kept_path=None):
-    """A callback evaluating the model at CPU-time marks, then stopping training.
+    """A callback evaluating the model at the CPU-time marks before the last budget (the
+    run's time limit, whose point is the evaluation after training).
 
     The marks count the training's CPU time only: the evaluations' own CPU time
-    is subtracted, so each point has had the stated budget of training.
+    is subtracted, so each point has had the stated budget of training (the run's time
+    limit counts it, so the last point trains that much less: about 1 %).
     ``evaluate(model)`` returns ``{map name: EvaluationResult}`` (the first is the
     point's headline). With ``kept_path`` (a head model's ``best.keras``, kept by
     ``val_head_signal``) the point also scores those weights: what the run would end
@@ -398,7 +403,7 @@ def _budget_curve(args, evaluate, curve, label, kept_path=None):
     """
     import keras
 
-    marks = [60 * m * args.cores for m in args.eval_at_minutes]
+    marks = [60 * m * args.cores for m in args.eval_at_minutes[:-1]]
 
     def _kept(model):
         if kept_path is None or not Path(kept_path).is_file():
@@ -444,10 +449,8 @@ def _budget_curve(args, evaluate, curve, label, kept_path=None):
                         flush=True,
                     )
             self.next += 1
-            if self.next == len(marks):
-                self.model.stop_training = True
 
-    return BudgetCurve()
+    return BudgetCurve(), _point
 
 
 def _print_curves(results):
