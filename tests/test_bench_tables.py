@@ -89,3 +89,19 @@ def test_targets_level_and_ahead_use_the_stated_margin():
     assert not checks["nut"]["level with patch_nn"]  # 0.03 behind on AUPRO
     checks, _ = bd.targets(mean_of((0.86, 0.89, 0.5), (0.5, 0.5, 0.4), cat="gravel"))
     assert checks["gravel"]["image AUROC >= 0.85"] and not checks["gravel"]["pixel AUROC >= 0.9"]
+
+
+def test_print_curves_lists_each_map_and_the_kept_weights(capsys):
+    maps = {"learned": _r(0.61, 0.62, 0.63), "residual": _r(0.71, 0.72, 0.73)}
+    kept = {"learned": _r(0.81, 0.82, 0.83)}
+    point = {**_r(0.61, 0.62, 0.63), "minutes": 4, "steps": 100, "maps": maps}
+    point["kept"] = {**_r(0.81, 0.82, 0.83), "maps": kept}
+    final = {**_r(0.91, 0.92, 0.93), "minutes": 16, "steps": 400, "maps": {}, "final": True}
+    model = {**_r(0.91, 0.92, 0.93), "curve": [point, final]}
+    bd._print_curves({"gravel": {"models": {"aesc_head": model}, "baselines": {}}})
+    lines = capsys.readouterr().out.splitlines()
+    assert any("4 min" in line and "100 steps" in line and "0.610" in line for line in lines)
+    assert any("16 min" in line and "400 steps" in line and "0.910" in line for line in lines)
+    assert any("map residual" in line and "0.710 / 0.720 / 0.730" in line for line in lines)
+    kept_lines = [line for line in lines if "kept map learned" in line]
+    assert len(kept_lines) == 1 and "0.810 / 0.820 / 0.830" in kept_lines[0]
