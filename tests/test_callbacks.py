@@ -392,3 +392,51 @@ def test_keep_best_weights_warns_when_the_best_weights_are_gone():
     with pytest.warns(UserWarning, match="lowest at epoch 1, but its weights were not kept"):
         cb.on_train_end()
     assert cb.restored_epoch is None
+
+
+class _Signal(keras.callbacks.Callback):
+    """Puts ``values[epoch]`` into the epoch's logs as ``signal`` (for the callbacks after
+    it), and raises KeyboardInterrupt after epoch ``kill_after`` (0-based)."""
+
+    def __init__(self, values, kill_after=None):
+        super().__init__()
+        self.values, self.kill_after = values, kill_after
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.values is not None:
+            logs["signal"] = self.values[epoch]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.kill_after is not None and epoch == self.kill_after + 1:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("values", [[0.5, 0.2, 0.4, 0.3], None], ids=["best-before-kill", "none"])
+def test_keep_best_weights_across_a_kill_and_resume(tmp_path, values):
+    from keras_skipae.runs import read_backup
+
+    x = np.random.default_rng(0).random((8, *SHAPE)).astype("float32")
+
+    def fit(kill_after=None):
+        keras.utils.set_random_seed(0)
+        model = _model()
+        model.compile(optimizer="adam", loss="mse")
+        keep = KeepBestWeights("signal", tmp_path / "best.keras")
+        backup = callbacks.RunBackup(tmp_path / "b", callbacks=[keep])
+        signal = _Signal(values, kill_after)
+        model.fit(x, x, batch_size=4, epochs=4, callbacks=[signal, keep, backup], verbose=0)
+        return model, keep
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(kill_after=1)
+    assert read_backup(tmp_path / "b")["epoch"] == 2
+    model, keep = fit()  # resumes after epoch 2; nothing of the first run is in memory
+    if values is None:  # never logged: inf and -1 go through the backup and back
+        assert keep.best == np.inf and keep.best_epoch == -1 and keep.restored_epoch is None
+        assert not (tmp_path / "best.keras").exists()
+        return
+    # Epoch 1 (0.2) stays best after the resume; its weights come back from best.keras.
+    assert keep.best == pytest.approx(0.2) and keep.best_epoch == 1 and keep.restored_epoch == 1
+    saved = keras.saving.load_model(tmp_path / "best.keras", compile=False).get_weights()
+    for got, want in zip(model.get_weights(), saved, strict=True):
+        np.testing.assert_array_equal(got, want)

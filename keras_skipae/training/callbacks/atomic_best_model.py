@@ -41,7 +41,8 @@ class KeepBestWeights(keras.callbacks.Callback):
     ``val_head_signal`` (``docs/decisions.md#head-early-stopping``).
 
     Attributes:
-        best, best_epoch: the lowest value so far and its epoch (None before one).
+        best, best_epoch: the lowest value so far and its epoch (``inf`` and -1 before
+            one; numbers, as the run's backup stores them).
         restored_epoch: the epoch whose weights the model ended with, when they were
             restored (None otherwise).
     """
@@ -53,7 +54,7 @@ class KeepBestWeights(keras.callbacks.Callback):
         self.monitor = monitor
         self.path = None if path is None else Path(path)
         self.best = math.inf
-        self.best_epoch = None
+        self.best_epoch = -1
         self.restored_epoch = None
         self._weights = None
         self._last_epoch = None
@@ -69,7 +70,7 @@ class KeepBestWeights(keras.callbacks.Callback):
             _save_model_atomic(self.model, self.path)
 
     def on_train_end(self, logs=None):
-        if self.best_epoch is None or self._last_epoch in (None, self.best_epoch):
+        if self.best_epoch < 0 or self._last_epoch in (None, self.best_epoch):
             return
         weights = self._weights
         if weights is None and self.path is not None and self.path.is_file():
