@@ -13,32 +13,15 @@ from keras_skipae import faults, io_utils
 from keras_skipae.training.callbacks.stop_on_non_finite import NonFiniteLossError, weights_finite
 
 
-class _AtomicBestModel(keras.callbacks.Callback):
-    """Saves ``path`` (``.keras``, atomically) whenever ``monitor`` improves."""
-
-    backup_attrs = ("best",)  # restored on resume (RunBackup)
-
-    def __init__(self, path, monitor="val_loss"):
-        super().__init__()
-        self.path = Path(path)
-        self.monitor = monitor
-        self.best = math.inf
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and float(value) < self.best:
-            self.best = float(value)
-            _save_model_atomic(self.model, self.path)
-
-
 class KeepBestWeights(keras.callbacks.Callback):
-    """Ends training with the weights of the epoch of the lowest ``monitor``.
+    """Keeps the model of the epoch of the lowest ``monitor``, and ends training with it.
 
-    On every improvement the weights are copied in memory and, given a ``path``, the
-    model is written there too (atomically), so that a resumed run still finds them;
-    at the end of training (a time limit included) the model gets them back when a
-    later epoch was worse. Used for models with an anomaly head, on the head's
-    ``val_head_signal`` (``docs/decisions.md#head-early-stopping``).
+    On every improvement the model is written to ``path`` (atomically; a resumed run
+    finds it there) and, with ``restore``, its weights are copied in memory too; at the
+    end of training (a time limit included) the model gets them back when a later epoch
+    was worse. :func:`keras_skipae.train` uses it for ``best.keras`` by ``val_loss``
+    (``save_best``, ``restore=False``) and, for a model with an anomaly head, by the
+    head's ``val_head_signal`` (``docs/decisions.md#head-early-stopping``).
 
     Attributes:
         best, best_epoch: the lowest value so far and its epoch (``inf`` and -1 before
@@ -49,10 +32,11 @@ class KeepBestWeights(keras.callbacks.Callback):
 
     backup_attrs = ("best", "best_epoch")  # restored on resume (RunBackup)
 
-    def __init__(self, monitor, path=None):
+    def __init__(self, monitor, path=None, restore: bool = True):
         super().__init__()
         self.monitor = monitor
         self.path = None if path is None else Path(path)
+        self.restore = bool(restore)
         self.best = math.inf
         self.best_epoch = -1
         self.restored_epoch = None
@@ -65,12 +49,13 @@ class KeepBestWeights(keras.callbacks.Callback):
         if value is None or not float(value) < self.best:
             return
         self.best, self.best_epoch = float(value), epoch
-        self._weights = self.model.get_weights()
+        if self.restore:
+            self._weights = self.model.get_weights()
         if self.path is not None:
             _save_model_atomic(self.model, self.path)
 
     def on_train_end(self, logs=None):
-        if self.best_epoch < 0 or self._last_epoch in (None, self.best_epoch):
+        if not self.restore or self.best_epoch < 0 or self._last_epoch in (None, self.best_epoch):
             return
         weights = self._weights
         if weights is None and self.path is not None and self.path.is_file():
@@ -98,3 +83,11 @@ def _save_model_atomic(model, path):
         os.unlink(tmp)  # Keras refuses some existing targets; let it create the file
         model.save(tmp)
         faults.wait_point("model-write", file=Path(path).name)
+
+
+class _AtomicBestModel(KeepBestWeights):
+    """Saves ``path`` (``.keras``, atomically) whenever ``monitor`` improves; restores
+    nothing (its class name is the key of its state in run backups)."""
+
+    def __init__(self, path, monitor="val_loss"):
+        super().__init__(monitor, path, restore=False)
