@@ -200,6 +200,11 @@ def train(args) -> None:
         raise UsageError(
             f"--bn-momentum must be in [0, 1). Received: --bn-momentum {args.bn_momentum}"
         )
+    if args.head_scale is not None and args.model != "aesc_head":
+        raise UsageError(
+            "--head-scale applies to a model with a head: it needs --model aesc_head. "
+            f"Received: --model {args.model or 'aesc'} --head-scale {args.head_scale}"
+        )
     _check_tiling(args)
     _at_least(args, "max_pixels", 1)
     if args.tile_size is None and args.tile_overlap:

@@ -231,6 +231,15 @@ def _add_train(sub):
         "(default: the model's)",
     )
     p.add_argument(
+        "--head-scale",
+        type=int,
+        choices=(1, 2, 4),
+        default=None,
+        help="with --model aesc_head: the head reads the image average-pooled by this factor "
+        "(default 1: full resolution; 4: the recipe from 16 minutes x 2 cores up, "
+        "docs/decisions.md#anomaly-head)",
+    )
+    p.add_argument(
         "--bn-momentum",
         type=float,
         default=0.9,

@@ -1,4 +1,5 @@
-"""``keras-skipae train --skips --skip-scale --skip-dropout --dropout`` reach the builder.
+"""``keras-skipae train --skips --skip-scale --skip-dropout --dropout --head-scale`` reach the
+builder.
 
 In-process (``keras_skipae_cli.main``), on the shared 32-px synthetic tree.
 """
@@ -77,6 +78,7 @@ def test_without_the_flags_nothing_is_stored(synthetic_root, tmp_path):
     args = build_parser().parse_args(_train_args(synthetic_root, tmp_path / "r"))
     args.check(args)
     assert (args.skips, args.skip_scale, args.skip_dropout, args.dropout) == (None,) * 4
+    assert args.head_scale is None
 
 
 @pytest.mark.parametrize(
@@ -105,6 +107,38 @@ def test_model_errors_from_the_flags_exit_1(synthetic_root, tmp_path, capsys):
     )
     assert code == 1
     assert "Received: skip_dropout=0.5" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_head_scale_reaches_the_head(synthetic_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    flags = ["--model", "aesc_head", "--head-scale", "4", "--image-size", "64"]
+    with pytest.warns(UserWarning, match="upscaled"):  # the 32-px tree, trained at 64 px
+        assert main(_train_args(synthetic_root, run, *flags)) == 0
+    kwargs = json.loads((run / "config.json").read_text())["model"]["kwargs"]
+    assert kwargs["head_scale"] == 4
+    model = ks.load_model(run / "model.keras")
+    assert model.head_scale == 4
+    assert tuple(model.head.input_shape[1:3]) == (16, 16)  # 64 px pooled by 4
+    capsys.readouterr()
+
+
+def test_head_scale_needs_a_model_with_a_head(synthetic_root, tmp_path, capsys):
+    args = _train_args(synthetic_root, tmp_path / "run", "--head-scale", "4")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "needs --model aesc_head. Received: --model aesc --head-scale 4" in err
+    assert not (tmp_path / "run").exists()
+    # a scale the head does not offer is refused by the parser
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            _train_args(
+                synthetic_root, tmp_path / "run", "--model", "aesc_head", "--head-scale", "3"
+            )
+        )
+    assert exit_info.value.code == 2
+    assert "--head-scale: invalid choice: 3" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_parsers():

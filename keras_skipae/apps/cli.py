@@ -94,7 +94,7 @@ def _model_kwargs(args, model_name, input_shape, segmentation) -> dict:
         model_kwargs["filters"] = args.filters
     if args.depth is not None:
         model_kwargs["depth"] = args.depth
-    for key in ("skips", "skip_scale", "skip_dropout", "dropout"):  # parsed by the launcher
+    for key in ("skips", "skip_scale", "skip_dropout", "dropout", "head_scale"):  # launcher-parsed
         if getattr(args, key, None) is not None:
             model_kwargs[key] = getattr(args, key)
     return model_kwargs
