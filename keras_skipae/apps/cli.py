@@ -102,9 +102,13 @@ def _model_kwargs(args, model_name, input_shape, segmentation) -> dict:
 
 def _run_train(args):
     from keras_skipae import data, io_utils, training
+    from keras_skipae.training.task import learns_masks
     from keras_skipae.training.tasks import get_task
 
     task = get_task(args.task)
+    recipe = getattr(args, "recipe", None)  # --budget's (keras_skipae_cli.budget)
+    if recipe is not None and not args.quiet:
+        print(recipe.describe())
     if args.strategy == "multiworker":  # before any TF op (loading the data runs some)
         training.get_strategy("multiworker")
     # With --tile-size the model takes tiles, cropped from the images at full resolution.
@@ -172,7 +176,9 @@ def _run_train(args):
             "with keras_skipae.load_model; evaluate does not apply)"
         )
     else:
-        print(f"run folder: {run.run_dir}  (next: keras-skipae evaluate {run.run_dir})")
+        # a model with a head is scored with its learned map (docs/decisions.md#anomaly-head)
+        learned = " --map learned" if learns_masks(run.model) else ""
+        print(f"run folder: {run.run_dir}  (next: keras-skipae evaluate {run.run_dir}{learned})")
     return 0
 
 
