@@ -42,8 +42,9 @@ class BudgetRecipe:
         model = self.model + (f" --head-scale {self.head_scale}" if self.head_scale else "")
         return (
             f"--budget {self.minutes:g} min x {self.cores} cores = {self.cpu_seconds:.0f} "
-            f"CPU-seconds: --model {model}, cosine schedule, time limit {60 * self.minutes:.0f} "
-            f"s; score it with --map {self.map} (docs/decisions.md#anomaly-head)"
+            f"CPU-seconds: --model {model}, cosine schedule, epochs until the time limit of "
+            f"{60 * self.minutes:.0f} s; score it with --map {self.map} "
+            "(docs/decisions.md#anomaly-head)"
         )
 
 

@@ -55,7 +55,7 @@ def test_describe_names_the_budget_and_the_recipe():
     text = budget_recipe(20, 2).describe()
     assert text.startswith("--budget 20 min x 2 cores = 2400 CPU-seconds: ")
     assert "--model aesc_head --head-scale 4" in text
-    assert "time limit 1200 s" in text and "--map learned" in text
+    assert "epochs until the time limit of 1200 s" in text and "--map learned" in text
     short = budget_recipe(2.5, 2).describe()
     assert "--model aesc," in short and "--head-scale" not in short and "--map residual" in short
 
