@@ -14,8 +14,6 @@ import math
 import os
 from pathlib import Path
 
-from keras_skipae_cli.budget import BUDGET_EPOCHS, budget_recipe
-
 #: The settings file of a keras_skipae SavedModel export (export.saved_model.SETTINGS_FILE).
 SAVED_MODEL_SETTINGS = "assets/keras_skipae.json"
 
@@ -192,7 +190,6 @@ def train(args) -> None:
     args.skip_scale = parse_rates("--skip-scale", args.skip_scale, scale=True)
     args.skip_dropout = parse_rates("--skip-dropout", args.skip_dropout)
     args.dropout = parse_rates("--dropout", args.dropout)
-    _apply_budget(args)
     _at_least(args, "epochs", 1)
     _at_least(args, "steps_per_epoch", 1, optional=True)
     _at_least(args, "batch_size", 1)
@@ -220,40 +217,6 @@ def train(args) -> None:
     _check_encoder(args)
     if args.task == "segmentation":
         _check_segmentation(args)
-
-
-#: ``train`` options that ``--budget`` sets itself, as ``(attribute, flag)``.
-BUDGET_SETS = (
-    ("model", "--model"),
-    ("head_scale", "--head-scale"),
-    ("time_limit", "--time-limit"),
-    ("epochs", "--epochs"),
-)
-
-
-def _apply_budget(args) -> None:
-    """``--budget MINUTES``: the model, head scale, time limit and epochs of its recipe
-    (:func:`keras_skipae_cli.budget.budget_recipe`), in ``args.recipe``; without it,
-    ``--epochs`` defaults to 30 and ``args.recipe`` is None."""
-    args.recipe = None
-    if args.budget is None:
-        if args.epochs is None:
-            args.epochs = 30
-        return
-    _finite(args, "budget", positive=True)
-    given = [f"{flag} {getattr(args, name)}" for name, flag in BUDGET_SETS if getattr(args, name)]
-    if args.task == "segmentation":
-        given.append("--task segmentation")
-    if given:
-        raise UsageError(
-            "--budget picks the model, head scale, time limit and epochs itself; leave out "
-            f"{', '.join(flag.split()[0] for flag in given)} or --budget. Received: --budget "
-            f"{args.budget:g} {' '.join(given)}"
-        )
-    recipe = budget_recipe(args.budget)
-    args.recipe = recipe
-    args.model, args.head_scale = recipe.model, recipe.head_scale
-    args.time_limit, args.epochs = 60.0 * args.budget, BUDGET_EPOCHS
 
 
 def _check_encoder(args) -> None:

@@ -155,9 +155,7 @@ def _add_train(sub):
         help="keep the --encoder body's weights fixed during training (needs --encoder)",
     )
     p.add_argument("--out", required=True, help="run folder (config.json, model.keras, ...)")
-    p.add_argument(
-        "--epochs", type=int, default=None, help="training epochs (default 30; none with --budget)"
-    )
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument(
         "--steps-per-epoch",
         type=int,
@@ -269,17 +267,6 @@ def _add_train(sub):
         default=None,
         metavar="SECONDS",
         help="stop training after this many seconds",
-    )
-    p.add_argument(
-        "--budget",
-        type=float,
-        default=None,
-        metavar="MINUTES",
-        help="train for this many minutes with the recipe of docs/decisions.md#anomaly-head: "
-        "under 16 minutes x 2 cores (1920 CPU-seconds, on the cores this process may use) "
-        "the AESc, from there --model aesc_head --head-scale 4 (score it with --map learned); "
-        "sets the time limit and with it the cosine schedule; not with --model, --head-scale, "
-        "--time-limit, --epochs or --task segmentation",
     )
     p.add_argument(
         "--schedule",

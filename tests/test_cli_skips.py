@@ -47,6 +47,7 @@ def test_skip_flags_reach_the_builder_and_the_run_files(synthetic_root, tmp_path
     flags = ["--skips", "1,2", "--skip-scale", "1,0.5,1", "--skip-dropout", "0.25"]
     flags += ["--dropout", "0.1"]
     assert main(_train_args(synthetic_root, run, *flags)) == 0
+    assert f"next: keras-skipae evaluate {run})" in capsys.readouterr().out  # no head: residual
     kwargs = json.loads((run / "config.json").read_text())["model"]["kwargs"]
     assert kwargs["skips"] == [1, 2]
     assert kwargs["skip_scale"] == [1.0, 0.5, 1.0]
@@ -120,7 +121,8 @@ def test_head_scale_reaches_the_head(synthetic_root, tmp_path, capsys):
     model = ks.load_model(run / "model.keras")
     assert model.head_scale == 4
     assert tuple(model.head.input_shape[1:3]) == (16, 16)  # 64 px pooled by 4
-    capsys.readouterr()
+    # a model with a head is evaluated with its learned map
+    assert f"next: keras-skipae evaluate {run} --map learned)" in capsys.readouterr().out
 
 
 def test_head_scale_needs_a_model_with_a_head(synthetic_root, tmp_path, capsys):

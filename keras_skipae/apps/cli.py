@@ -106,9 +106,6 @@ def _run_train(args):
     from keras_skipae.training.tasks import get_task
 
     task = get_task(args.task)
-    recipe = getattr(args, "recipe", None)  # --budget's (keras_skipae_cli.budget)
-    if recipe is not None and not args.quiet:
-        print(recipe.describe())
     if args.strategy == "multiworker":  # before any TF op (loading the data runs some)
         training.get_strategy("multiworker")
     # With --tile-size the model takes tiles, cropped from the images at full resolution.
