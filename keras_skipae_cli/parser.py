@@ -19,6 +19,8 @@ CLI_MAPS = ("residual", "ssim", "mc_dropout", "discrepancy", "combined", "learne
 # models.encoders.list_encoders() and training.TASKS, for the same reason.
 CLI_ENCODERS = ("mobilenet_v2", "resnet50")
 CLI_TASKS = ("reconstruction", "segmentation")
+# models.anomaly_head.HEAD_SCALES, for the same reason.
+CLI_HEAD_SCALES = (1, 2, 4)
 # keras_skipae.data.DEFAULT_MAX_PIXELS (64 Mi pixels, 8192x8192; a test keeps them in step).
 MAX_PIXELS = 64 * 2**20
 
@@ -233,10 +235,10 @@ def _add_train(sub):
     p.add_argument(
         "--head-scale",
         type=int,
-        choices=(1, 2, 4),
+        choices=CLI_HEAD_SCALES,
         default=None,
         help="with --model aesc_head: the head reads the image average-pooled by this factor "
-        "(default 1: full resolution; 4: the recipe from 16 minutes x 2 cores up, "
+        "(default 1: full resolution; 4: the recipe for textures from 16 minutes x 2 cores up, "
         "docs/decisions.md#anomaly-head)",
     )
     p.add_argument(

@@ -125,6 +125,13 @@ def test_head_scale_reaches_the_head(synthetic_root, tmp_path, capsys):
     assert f"next: keras-skipae evaluate {run} --map learned)" in capsys.readouterr().out
 
 
+def test_cli_head_scales_are_the_models():
+    from keras_skipae.models.anomaly_head import HEAD_SCALES
+    from keras_skipae_cli.parser import CLI_HEAD_SCALES
+
+    assert CLI_HEAD_SCALES == HEAD_SCALES
+
+
 def test_head_scale_needs_a_model_with_a_head(synthetic_root, tmp_path, capsys):
     args = _train_args(synthetic_root, tmp_path / "run", "--head-scale", "4")
     assert main(args) == 2
